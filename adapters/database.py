@@ -1,0 +1,174 @@
+"""Open the ledger on the database a URL names: the embedded SQLite file or PostgreSQL.
+
+`sqlite:///PATH` (relative) or `sqlite:////abs/path`, and
+`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME]`. Without a URL the
+setting LESSON_LEDGER_DATABASE_URL decides, else `sqlite:///./lesson-ledger.db`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from domain.errors import LedgerUnavailable
+from domain.ledger import LessonLedger
+
+DEFAULT_DATABASE_URL = "sqlite:///./lesson-ledger.db"
+DATABASE_URL_SETTING = "LESSON_LEDGER_DATABASE_URL"
+# Serialises table creation across processes: concurrent CREATE TABLE IF NOT EXISTS
+# in PostgreSQL fails with "tuple concurrently updated" (see NOTES-eventsourcing.md).
+_DDL_LOCK_KEY = 7_312_465_021
+
+
+class DatabaseUrlError(LedgerUnavailable):
+    """The database URL is not one the ledger understands."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the ledger's events, tracking and read model live."""
+
+    url: str
+    kind: str  # "sqlite" or "postgresql"
+    path: str = ""
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    dbname: str = ""
+    schema: str = "public"
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> Database:
+        url = url or os.environ.get(DATABASE_URL_SETTING) or DEFAULT_DATABASE_URL
+        parts = urlsplit(url)
+        if parts.scheme == "sqlite":
+            return cls._sqlite(url, parts.netloc, parts.path)
+        if parts.scheme in ("postgresql", "postgres"):
+            return cls._postgresql(url)
+        raise DatabaseUrlError(
+            f"database URL {_redacted(url)!r}: unknown scheme {parts.scheme!r}; use "
+            "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        )
+
+    @classmethod
+    def _sqlite(cls, url: str, netloc: str, path: str) -> Database:
+        if netloc or not path.startswith("/") or path == "/":
+            raise DatabaseUrlError(
+                f"database URL {url!r}: write sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db"
+            )
+        file = unquote(path[1:])
+        if file != ":memory:":
+            parent = Path(file).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise DatabaseUrlError(f"database URL {url!r}: the folder {parent} does not exist")
+        return cls(url=url, kind="sqlite", path=file)
+
+    @classmethod
+    def _postgresql(cls, url: str) -> Database:
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise DatabaseUrlError(f"database URL {_redacted(url)!r}: the port is not a number") from None
+        dbname = unquote(parts.path.lstrip("/"))
+        if not parts.hostname or not dbname or not parts.username:
+            raise DatabaseUrlError(
+                f"database URL {_redacted(url)!r}: write postgresql://USER@HOST:PORT/DB"
+            )
+        options = parse_qs(parts.query)
+        unknown = sorted(set(options) - {"schema"})
+        if unknown:
+            raise DatabaseUrlError(
+                f"database URL {_redacted(url)!r}: unknown option {unknown[0]!r} (only 'schema')"
+            )
+        schema = options.get("schema", ["public"])[0]
+        if not schema.replace("_", "").isalnum():
+            raise DatabaseUrlError(f"database URL {_redacted(url)!r}: schema must be a plain name")
+        return cls(
+            url=url, kind="postgresql", host=parts.hostname, port=port,
+            user=unquote(parts.username), password=unquote(parts.password or ""),
+            dbname=dbname, schema=schema,
+        )
+
+    @property
+    def events_table(self) -> str:
+        if self.kind == "sqlite":
+            return "stored_events"
+        return f"{self.schema}.{LessonLedger.name.lower()}_events"
+
+    def ledger_env(self, create_table: bool) -> dict[str, str]:
+        """The eventsourcing settings for this database."""
+        if self.kind == "sqlite":
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.path if self.path != ":memory:" else "file::memory:?cache=shared",
+                "CREATE_TABLE": "y" if create_table else "n",
+            }
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DBNAME": self.dbname,
+            "POSTGRES_SCHEMA": self.schema,
+            "CREATE_TABLE": "y" if create_table else "n",
+        }
+
+    def connect(self, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+        """A plain psycopg connection to this PostgreSQL database."""
+        try:
+            return psycopg.connect(
+                host=self.host, port=self.port, user=self.user, password=self.password,
+                dbname=self.dbname, autocommit=autocommit, connect_timeout=5,
+            )
+        except psycopg.Error as error:
+            reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise LedgerUnavailable(
+                f"cannot reach PostgreSQL at {self.host}:{self.port}/{self.dbname} as "
+                f"{self.user!r}: {reason}"
+            ) from None
+
+
+def open_ledger(url: str | None = None) -> LessonLedger:
+    """The ledger on the database the URL (or LESSON_LEDGER_DATABASE_URL) names.
+
+    Tables are created on first use. Errors are one clear line (LedgerUnavailable).
+    """
+    database = Database.from_url(url)
+    if database.kind == "sqlite":
+        return _construct(database, create_table=True)
+    with database.connect() as conn:
+        # Only one process creates the tables; the others wait here, then find them.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(database.schema)))
+            exists = conn.execute("SELECT to_regclass(%s)", (database.events_table,)).fetchone()
+            return _construct(database, create_table=not (exists and exists[0]))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK_KEY,))
+
+
+def _construct(database: Database, create_table: bool) -> LessonLedger:
+    try:
+        return LessonLedger(env=database.ledger_env(create_table))
+    except LedgerUnavailable:
+        raise
+    except Exception as error:  # the library's and the driver's errors, as one line
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise LedgerUnavailable(f"cannot open the ledger at {_redacted(database.url)}: {reason}") from None
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

@@ -1,0 +1,48 @@
+"""The lesson ledger's domain: keys, the lesson slot aggregate, commands, errors, the ledger."""
+
+from domain.errors import (
+    FieldError,
+    Holder,
+    IdempotencyMismatch,
+    InvalidLessonRequest,
+    LedgerError,
+    LedgerUnavailable,
+    LessonConflict,
+    LessonNotFound,
+    StaleGeneration,
+)
+from domain.keys import LEDGER_NAMESPACE, LessonKey, lesson_id_for, parse_key
+from domain.ledger import (
+    BatchItemResult,
+    BatchResult,
+    CommandResult,
+    HistoryEntry,
+    LessonHistory,
+    LessonLedger,
+)
+from domain.lesson import LessonSlot, LessonState, Metadata
+
+__all__ = [
+    "LEDGER_NAMESPACE",
+    "BatchItemResult",
+    "BatchResult",
+    "CommandResult",
+    "FieldError",
+    "HistoryEntry",
+    "Holder",
+    "IdempotencyMismatch",
+    "InvalidLessonRequest",
+    "LedgerError",
+    "LedgerUnavailable",
+    "LessonConflict",
+    "LessonHistory",
+    "LessonKey",
+    "LessonLedger",
+    "LessonNotFound",
+    "LessonSlot",
+    "LessonState",
+    "Metadata",
+    "StaleGeneration",
+    "lesson_id_for",
+    "parse_key",
+]

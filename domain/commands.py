@@ -1,0 +1,197 @@
+"""Commands as the ledger accepts them: validated in full before anything is written.
+
+Requests arrive in snake_case or in the calendar front end's camelCase. Validation
+collects every bad field, key and details together, into one InvalidLessonRequest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic.alias_generators import to_camel
+
+from domain.errors import FieldError, InvalidLessonRequest, parse_field
+from domain.keys import LessonKey, canonical_request_id, parse_key
+
+Source = Literal["api", "cli", "import", "worker"]
+SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
+MAX_ACTOR_LENGTH = 128
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Student(_Model):
+    """One student, by id only: names never enter the ledger."""
+
+    id: Text
+    grade: int = Field(ge=0, le=12, description="0 is kindergarten")
+    reading_level: Text | None = None
+    iep_goals: list[LongText] | None = Field(default=None, max_length=50)
+    accommodations: list[LongText] | None = Field(default=None, max_length=50)
+
+
+class LessonDetails(_Model):
+    """What the generator needs to write the lesson."""
+
+    students: list[Student] = Field(min_length=1, max_length=30)
+    subject: Text
+    subject_type: Literal["ela", "math"] | None = None
+    teacher_role: Literal["resource", "ot", "speech", "counseling"] | None = None
+    topic: Text | None = None
+    duration: int = Field(default=30, ge=5, le=120)
+    focus_skills: list[Text] = Field(default_factory=list, max_length=30)
+
+
+@dataclass(frozen=True)
+class RequestLesson:
+    """A validated request for a lesson slot.
+
+    `students` is kept apart from the other details: the sensitive per-student part
+    (IEP goals, accommodations, reading levels) travels in its own event field.
+    """
+
+    key: LessonKey
+    request_id: str
+    actor: str
+    details: dict[str, Any] | None
+    students: list[dict[str, Any]] | None
+    correlation_id: str | None
+    source: str
+
+
+def validate_request(
+    *,
+    provider_id: object,
+    school_id: object,
+    lesson_date: object,
+    time_slot: object = None,
+    request_id: object,
+    actor: object,
+    kind: object = "scheduled",
+    details: object = None,
+    correlation_id: object = None,
+    source: object = "api",
+) -> RequestLesson:
+    """Validate every field of a lesson request; raise InvalidLessonRequest naming all bad ones."""
+    errors: list[FieldError] = []
+    key = None
+    try:
+        key = parse_key(
+            provider_id, school_id, lesson_date, time_slot, kind=kind, request_id=request_id
+        )
+    except InvalidLessonRequest as invalid:
+        errors.extend(invalid.errors)
+    rid = parse_field(errors, "request_id", canonical_request_id, request_id)
+    who = parse_field(errors, "actor", check_actor, actor)
+    batch = parse_field(errors, "correlation_id", check_correlation_id, correlation_id)
+    origin = parse_field(errors, "source", check_source, source)
+    parsed_details, students = _details(errors, details)
+    if errors:
+        raise InvalidLessonRequest(_unique(errors))
+    assert key is not None and rid is not None and who is not None and origin is not None
+    return RequestLesson(key, rid, who, parsed_details, students, batch, origin)
+
+
+def check_actor(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is missing: say who is asking")
+    text = value.strip()
+    if len(text) > MAX_ACTOR_LENGTH or not text.isprintable():
+        raise ValueError(f"must be at most {MAX_ACTOR_LENGTH} printable characters")
+    return text
+
+
+def check_correlation_id(value: object) -> str | None:
+    if value is None:
+        return None
+    return canonical_request_id(value)
+
+
+def check_source(value: object) -> str:
+    if value not in SOURCES:
+        raise ValueError(f"must be one of {', '.join(SOURCES)}, not {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+def check_reason(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2000:
+        raise ValueError("must be text of at most 2000 characters")
+    return value.strip() or None
+
+
+def check_attempt(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"must be a whole number from 1, not {value!r}")
+    return value
+
+
+def check_content(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        raise ValueError("must be a non-empty JSON object")
+    return value
+
+
+def check_model(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError("must name the model that generated the lesson (1-200 characters)")
+    return value.strip()
+
+
+def check_fields(checks: list[tuple[str, Any, object]]) -> list[Any]:
+    """Run (field, check, value) checks, raising one error that names every bad field."""
+    errors: list[FieldError] = []
+    values = [parse_field(errors, name, check, value) for name, check, value in checks]
+    if errors:
+        raise InvalidLessonRequest(errors)
+    return values
+
+
+def _details(
+    errors: list[FieldError], details: object
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    if details is None:
+        return None, None
+    if isinstance(details, LessonDetails):
+        parsed = details
+    else:
+        try:
+            parsed = LessonDetails.model_validate(details)
+        except ValidationError as invalid:
+            errors.extend(_pydantic_errors(invalid, prefix="details"))
+            return None, None
+    data = parsed.model_dump(mode="json")
+    students = data.pop("students")
+    return data, students
+
+
+def _pydantic_errors(invalid: ValidationError, prefix: str) -> list[FieldError]:
+    found = []
+    for error in invalid.errors():
+        path = ".".join(str(part) for part in (prefix, *error["loc"]))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "is not a known field"
+            if str(error["loc"][-1]).lower() in {"name", "first_name", "last_name", "firstname"}:
+                message += ": students are referred to by id only, never by name"
+        found.append(FieldError(field=path, message=message))
+    return found
+
+
+def _unique(errors: list[FieldError]) -> list[FieldError]:
+    seen: list[FieldError] = []
+    for error in errors:
+        if error not in seen:
+            seen.append(error)
+    return seen

@@ -1,0 +1,196 @@
+"""The lesson key: (provider, school, date, time slot), canonicalised, and its uuid5 id.
+
+Every process that canonicalises the same key computes the same lesson id, so the
+event store's unique (originator_id, version) decides every race for a slot.
+This module imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+from uuid import UUID, uuid5
+
+from domain.errors import FieldError, InvalidLessonRequest, parse_field
+
+LEDGER_NAMESPACE = UUID("dfc08d2d-5855-5109-b8db-db0e89a81ab9")
+"""Namespace of lesson ids: uuid5(NAMESPACE_URL, "urn:lesson-ledger:lesson-slot")."""
+
+LessonKind = Literal["scheduled", "on_demand"]
+ON_DEMAND_PREFIX = "on-demand-"
+LEGACY_FALLBACK_SLOT = "structured"
+
+_SCHOOL_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_SLOT = re.compile(r"\s*(\d{1,2}):(\d{2})\s*[-\u2013]\s*(\d{1,2}):(\d{2})\s*")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=~-]{1,128}")
+# Strings that front ends send when a variable was never set: they mean "missing".
+_UNSET_WORDS = {"null", "none", "undefined", "nil"}
+_MINUTES_PER_DAY = 24 * 60
+
+
+@dataclass(frozen=True)
+class LessonKey:
+    """The canonical key of one lesson slot."""
+
+    provider_id: str
+    school_id: str
+    lesson_date: date
+    time_slot: str
+
+    @property
+    def kind(self) -> LessonKind:
+        return "on_demand" if self.time_slot.startswith(ON_DEMAND_PREFIX) else "scheduled"
+
+    @property
+    def lesson_id(self) -> UUID:
+        return uuid5(LEDGER_NAMESPACE, self.text)
+
+    @property
+    def text(self) -> str:
+        """The published id recipe's input: "provider|school|date|slot"."""
+        return f"{self.provider_id}|{self.school_id}|{self.lesson_date.isoformat()}|{self.time_slot}"
+
+
+def lesson_id_for(provider_id: object, school_id: object, lesson_date: object, time_slot: object) -> UUID:
+    """The lesson id of a key, in any accepted spelling (an on-demand slot included)."""
+    slot = time_slot.strip() if isinstance(time_slot, str) else time_slot
+    if isinstance(slot, str) and slot.startswith(ON_DEMAND_PREFIX):
+        return parse_key(provider_id, school_id, lesson_date, None, kind="on_demand",
+                         request_id=slot[len(ON_DEMAND_PREFIX):]).lesson_id
+    return parse_key(provider_id, school_id, lesson_date, time_slot).lesson_id
+
+
+def parse_key(
+    provider_id: object,
+    school_id: object,
+    lesson_date: object,
+    time_slot: object,
+    *,
+    kind: object = "scheduled",
+    request_id: object = None,
+) -> LessonKey:
+    """Canonicalise every part of a key, raising one error that names every bad field."""
+    errors: list[FieldError] = []
+    provider = parse_field(errors, "provider_id", canonical_provider_id, provider_id)
+    school = parse_field(errors, "school_id", canonical_school_id, school_id)
+    day = parse_field(errors, "lesson_date", canonical_lesson_date, lesson_date)
+    slot: str | None
+    if kind == "scheduled":
+        slot = parse_field(errors, "time_slot", canonical_time_slot, time_slot)
+    elif kind == "on_demand":
+        parse_field(errors, "time_slot", _no_time_slot, time_slot)
+        rid = parse_field(errors, "request_id", canonical_request_id, request_id)
+        slot = f"{ON_DEMAND_PREFIX}{rid}"
+    else:
+        errors.append(FieldError(field="kind", message=f"must be 'scheduled' or 'on_demand', not {kind!r}"))
+        slot = None
+    if errors:
+        raise InvalidLessonRequest(errors)
+    assert provider and school and day and slot
+    return LessonKey(provider, school, day, slot)
+
+
+def canonical_provider_id(value: object) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("is missing")
+    if isinstance(value, UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"must be a UUID string, not {type(value).__name__}")
+    try:
+        return str(UUID(value.strip()))
+    except ValueError:
+        raise ValueError(f"is not a UUID: {_shorten(value)!r}") from None
+
+
+def canonical_school_id(value: object) -> str:
+    missing = "is missing: a lesson without a school cannot be checked for duplicates"
+    if value is None:
+        raise ValueError(missing)
+    if isinstance(value, UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, not {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise ValueError(missing)
+    if text.lower() in _UNSET_WORDS:
+        raise ValueError(f"{missing} (got the placeholder {text!r})")
+    if not _SCHOOL_ID.fullmatch(text):
+        raise ValueError(
+            f"must be 1-64 characters of A-Z a-z 0-9 . _ : - (got {_shorten(text)!r})"
+        )
+    if _CANONICAL_UUID.fullmatch(text):
+        return text.lower()
+    return text
+
+
+def canonical_lesson_date(value: object) -> date:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("is missing")
+    if isinstance(value, date) and not hasattr(value, "hour"):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a YYYY-MM-DD string, not {type(value).__name__}")
+    text = value.strip()
+    if not _ISO_DATE.fullmatch(text):
+        raise ValueError(f"must be a date as YYYY-MM-DD (got {_shorten(text)!r})")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"is not a real calendar date: {text!r}") from None
+
+
+def canonical_time_slot(value: object) -> str:
+    missing = "time slot missing: a scheduled lesson needs a range such as 08:30-09:00"
+    on_demand_hint = "; for a lesson without a slot send kind: on_demand"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(missing + on_demand_hint)
+    if not isinstance(value, str):
+        raise ValueError(f"must be text such as 08:30-09:00, not {type(value).__name__}")
+    text = value.strip()
+    if text.lower() == LEGACY_FALLBACK_SLOT:
+        raise ValueError(f"{missing} ('structured' is the old fallback){on_demand_hint}")
+    if text.lower().startswith(ON_DEMAND_PREFIX):
+        raise ValueError(f"{text!r} is an on-demand slot{on_demand_hint}")
+    match = _TIME_SLOT.fullmatch(text)
+    if not match:
+        raise ValueError(
+            f"must be a range H:MM-H:MM or HH:MM-HH:MM, 24-hour (got {_shorten(text)!r})"
+        )
+    start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+    if start_h > 23 or start_m > 59 or end_m > 59 or end_h > 24 or (end_h == 24 and end_m):
+        raise ValueError(f"is out of range: {text!r} (hours 00-23, minutes 00-59, end up to 24:00)")
+    start, end = start_h * 60 + start_m, end_h * 60 + end_m
+    if end <= start or end > _MINUTES_PER_DAY:
+        raise ValueError(f"must end after it starts (got {text!r})")
+    return f"{start_h:02d}:{start_m:02d}-{end_h:02d}:{end_m:02d}"
+
+
+def canonical_request_id(value: object) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("is missing")
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, not {type(value).__name__}")
+    text = value.strip()
+    if not _REQUEST_ID.fullmatch(text):
+        raise ValueError(
+            f"must be 1-128 characters of A-Z a-z 0-9 . _ : @ / + = ~ - (got {_shorten(text)!r})"
+        )
+    return text
+
+
+def _no_time_slot(value: object) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    if isinstance(value, str) and value.strip().lower() == LEGACY_FALLBACK_SLOT:
+        return ""  # the legacy on-demand sentinel says the same as no slot
+    raise ValueError("an on-demand lesson has no time slot: leave it out, or send kind: scheduled")
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,541 @@
+"""LessonLedger: the application service. Load, decide, save; let the store decide races.
+
+Every command validates its input in full, loads the slot, asks the aggregate to
+decide and saves what it decided. When the store refuses the save because another
+writer appended to the same slot first (the unique (originator_id, version)), the
+ledger reloads and decides again, so the loser of a race gets a domain answer
+(conflict or replayed), never a database error.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    PersistenceError,
+    Recording,
+    Transcoding,
+)
+
+from domain.commands import (
+    RequestLesson,
+    check_actor,
+    check_attempt,
+    check_content,
+    check_correlation_id,
+    check_fields,
+    check_model,
+    check_reason,
+    check_source,
+    validate_request,
+)
+from domain.errors import (
+    DomainRejection,
+    FieldError,
+    InvalidLessonRequest,
+    LedgerError,
+    LedgerUnavailable,
+    LessonConflict,
+    LessonNotFound,
+)
+from domain.keys import LessonKey, canonical_request_id
+from domain.lesson import LessonSlot, LessonState, Metadata, Outcome
+
+MAX_BATCH_SIZE = 500
+BatchOutcome = Literal[
+    "accepted", "replayed", "conflict", "duplicate_in_batch", "invalid", "aborted"
+]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: `position` is the notification id of its last event, or None."""
+
+    lesson_id: UUID
+    outcome: Outcome
+    attempt: int
+    position: int | None
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """The answer for one item of a batch, at its index in the input."""
+
+    index: int
+    outcome: BatchOutcome
+    lesson_id: UUID | None
+    attempt: int | None = None
+    position: int | None = None
+    error: LedgerError | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Per-item results in input order. An atomic batch that failed wrote nothing."""
+
+    batch_id: str | None
+    mode: str
+    written: bool
+    items: list[BatchItemResult]
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(BatchOutcome.__args__, 0)  # type: ignore[attr-defined]
+        for item in self.items:
+            counts[item.outcome] += 1
+        return counts
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One event of a slot's history: what happened, when, who and why."""
+
+    version: int
+    event: str
+    recorded_at: datetime
+    request_id: str
+    actor: str
+    correlation_id: str | None
+    source: str
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LessonHistory:
+    """A slot's events and rejected attempts, in order, and its state after the last."""
+
+    lesson_id: UUID
+    entries: list[HistoryEntry]
+    state: LessonState | None
+
+
+@dataclass
+class _KeyGroup:
+    """The items of a batch that share one key, decided together on one slot."""
+
+    key: LessonKey
+    items: list[tuple[int, RequestLesson]]
+    slot: LessonSlot | None = None
+    results: dict[int, BatchItemResult] = field(default_factory=dict)
+
+
+class DateAsISO(Transcoding):
+    """Stores `date` values as ISO text: the default transcoder has no date."""
+
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+def _database_errors_as_unavailable(method: Callable[P, R]) -> Callable[P, R]:
+    """No database exception leaves the ledger: what races do not explain is an outage."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except PersistenceError as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise LedgerUnavailable(f"the ledger's database failed: {first_line}") from error
+
+    return wrapper
+
+
+class LessonLedger(Application[UUID]):
+    """The ledger of lesson slots: commands, queries and history."""
+
+    name = "LessonLedger"
+    env: ClassVar[dict[str, str]] = {
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+    # Each retry means another writer made progress on the slot, so this is only
+    # reached under pathological contention.
+    MAX_RACE_RETRIES = 100
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    # Commands.
+
+    @_database_errors_as_unavailable
+    def request_lesson(
+        self,
+        *,
+        provider_id: object,
+        school_id: object,
+        lesson_date: object,
+        time_slot: object = None,
+        request_id: object,
+        actor: object,
+        kind: object = "scheduled",
+        details: object = None,
+        correlation_id: object = None,
+        source: object = "api",
+    ) -> CommandResult:
+        """Claim the slot for this request: a new attempt, or replayed, or a conflict."""
+        request = validate_request(
+            provider_id=provider_id, school_id=school_id, lesson_date=lesson_date,
+            time_slot=time_slot, request_id=request_id, actor=actor, kind=kind,
+            details=details, correlation_id=correlation_id, source=source,
+        )
+        by = _metadata(request)
+
+        def decide(slot: LessonSlot | None) -> tuple[LessonSlot, Outcome]:
+            slot = slot or LessonSlot.open(request.key, by)
+            return slot, slot.request(by, request.details, request.students)
+
+        return self._decide(request.key.lesson_id, decide)
+
+    @_database_errors_as_unavailable
+    def record_generation(
+        self,
+        *,
+        lesson_id: UUID,
+        attempt: int,
+        content: dict[str, Any],
+        model: str,
+        actor: str = "worker",
+    ) -> CommandResult:
+        """Record the generated lesson of an attempt; an older attempt is stale."""
+        attempt, content, model, actor = check_fields([
+            ("attempt", check_attempt, attempt), ("content", check_content, content),
+            ("model", check_model, model), ("actor", check_actor, actor),
+        ])
+        return self._decide(lesson_id, lambda slot: (
+            _existing(slot, lesson_id),
+            _existing(slot, lesson_id).record_generation(attempt, content, model, actor),
+        ))
+
+    @_database_errors_as_unavailable
+    def record_failure(
+        self, *, lesson_id: UUID, attempt: int, reason: str, actor: str = "worker"
+    ) -> CommandResult:
+        """Record that generating an attempt failed, and why."""
+        attempt, reason, actor = check_fields([
+            ("attempt", check_attempt, attempt), ("reason", _required_reason, reason),
+            ("actor", check_actor, actor),
+        ])
+        return self._decide(lesson_id, lambda slot: (
+            _existing(slot, lesson_id),
+            _existing(slot, lesson_id).record_failure(attempt, reason, actor),
+        ))
+
+    @_database_errors_as_unavailable
+    def regenerate(
+        self,
+        *,
+        lesson_id: UUID,
+        request_id: str,
+        actor: str,
+        reason: str | None = None,
+        correlation_id: str | None = None,
+        source: str = "api",
+    ) -> CommandResult:
+        """Start a new attempt for a generated or failed lesson."""
+        by, reason = self._checked_metadata(request_id, actor, reason, correlation_id, source)
+        return self._decide(lesson_id, lambda slot: (
+            _existing(slot, lesson_id), _existing(slot, lesson_id).regenerate(by, reason)
+        ))
+
+    @_database_errors_as_unavailable
+    def cancel(
+        self,
+        *,
+        lesson_id: UUID,
+        request_id: str,
+        actor: str,
+        reason: str | None = None,
+        correlation_id: str | None = None,
+        source: str = "api",
+    ) -> CommandResult:
+        """Cancel a lesson: the slot is free to be requested again."""
+        by, reason = self._checked_metadata(request_id, actor, reason, correlation_id, source)
+        return self._decide(lesson_id, lambda slot: (
+            _existing(slot, lesson_id), _existing(slot, lesson_id).cancel(by, reason)
+        ))
+
+    @_database_errors_as_unavailable
+    def request_batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        mode: str = "partial",
+        batch_id: str | None = None,
+    ) -> BatchResult:
+        """Decide up to 500 requests, each on its own (partial) or all or nothing (atomic).
+
+        Accepted items are written together, in one transaction when no other writer
+        gets in the way; when one does, only the affected items are decided again.
+        """
+        if mode not in ("partial", "atomic"):
+            raise InvalidLessonRequest([FieldError(
+                field="mode", message=f"must be 'partial' or 'atomic', not {mode!r}")])
+        if len(items) > MAX_BATCH_SIZE:
+            raise InvalidLessonRequest([FieldError(
+                field="items",
+                message=f"a batch holds at most {MAX_BATCH_SIZE} requests, not {len(items)}",
+            )])
+        if batch_id is not None:
+            batch_id = check_fields([("batch_id", canonical_request_id, batch_id)])[0]
+
+        results: dict[int, BatchItemResult] = {}
+        groups: dict[UUID, _KeyGroup] = {}
+        for index, item in enumerate(items):
+            try:
+                request = validate_request(**_batch_item(item, batch_id))
+            except InvalidLessonRequest as invalid:
+                results[index] = BatchItemResult(index, "invalid", None, error=invalid)
+                continue
+            key = request.key
+            groups.setdefault(key.lesson_id, _KeyGroup(key, [])).items.append((index, request))
+
+        if mode == "atomic":
+            written = self._commit_atomic(list(groups.values()), results)
+        else:
+            self._commit_partial(list(groups.values()))
+            written = True
+        for group in groups.values():
+            results.update(group.results)
+        return BatchResult(batch_id, mode, written, [results[i] for i in range(len(items))])
+
+    # Queries.
+
+    @_database_errors_as_unavailable
+    def get_lesson(self, lesson_id: UUID) -> LessonState | None:
+        """The slot's current state from its events, or None for an unknown id."""
+        slot = self._load(lesson_id)
+        return slot.state() if slot else None
+
+    @_database_errors_as_unavailable
+    def history(
+        self,
+        lesson_id: UUID,
+        as_of_version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> LessonHistory:
+        """The slot's events and rejected attempts in order, and its state as it was then."""
+        events = [
+            e for e in self.events.get(lesson_id, lte=as_of_version)
+            if as_of is None or e.timestamp <= as_of
+        ]
+        if not events:
+            known = as_of_version is not None or as_of is not None
+            if known and self._load(lesson_id) is not None:
+                return LessonHistory(lesson_id, [], None)
+            raise LessonNotFound(f"no lesson has the id {lesson_id}")
+        state = self.repository.get(lesson_id, version=events[-1].originator_version).state()
+        return LessonHistory(lesson_id, [_history_entry(e) for e in events], state)
+
+    # Deciding and saving.
+
+    def _decide(
+        self,
+        lesson_id: UUID,
+        decide: Callable[[LessonSlot | None], tuple[LessonSlot, Outcome]],
+    ) -> CommandResult:
+        for _ in range(self.MAX_RACE_RETRIES):
+            loaded = self._load(lesson_id)
+            try:
+                slot, outcome = decide(loaded)
+            except DomainRejection:
+                # The rejection is part of the slot's history: record it, then answer.
+                if loaded is not None and self._save_unless_raced(loaded) is None:
+                    continue
+                raise
+            if outcome == "replayed":
+                return CommandResult(lesson_id, outcome, slot.attempt, None)
+            recordings = self._save_unless_raced(slot)
+            if recordings is not None:
+                return CommandResult(lesson_id, outcome, slot.attempt, recordings[-1].notification.id)
+        raise LedgerUnavailable(f"lesson {lesson_id}: too much contention, try again")
+
+    def _commit_partial(self, groups: list[_KeyGroup]) -> None:
+        """Save the decided groups together; split them when another writer got in first."""
+        for group in groups:
+            self._decide_group(group, record_rejections=True)
+        recordings = self._save_unless_raced(*[g.slot for g in groups])
+        if recordings is not None:
+            _set_positions(groups, recordings)
+            return
+        if len(groups) == 1:
+            for _ in range(self.MAX_RACE_RETRIES):
+                self._decide_group(groups[0], record_rejections=True)
+                recordings = self._save_unless_raced(groups[0].slot)
+                if recordings is not None:
+                    _set_positions(groups, recordings)
+                    return
+            raise LedgerUnavailable("too much contention on one slot, try again")
+        middle = len(groups) // 2
+        self._commit_partial(groups[:middle])
+        self._commit_partial(groups[middle:])
+
+    def _commit_atomic(self, groups: list[_KeyGroup], results: dict[int, BatchItemResult]) -> bool:
+        """All accepted in one transaction, or nothing written and the reasons returned."""
+        for _ in range(self.MAX_RACE_RETRIES):
+            for group in groups:
+                self._decide_group(group, record_rejections=False)
+            outcomes = [r.outcome for r in results.values()]
+            outcomes += [r.outcome for g in groups for r in g.results.values()]
+            if any(outcome not in ("accepted", "replayed") for outcome in outcomes):
+                for group in groups:
+                    group.results = {
+                        i: BatchItemResult(i, "aborted", r.lesson_id, error=None)
+                        if r.outcome == "accepted" else r
+                        for i, r in group.results.items()
+                    }
+                return False
+            recordings = self._save_unless_raced(*[g.slot for g in groups])
+            if recordings is not None:
+                _set_positions(groups, recordings)
+                return True
+        raise LedgerUnavailable("too much contention for an atomic batch, try again")
+
+    def _decide_group(self, group: _KeyGroup, *, record_rejections: bool) -> None:
+        """Decide a key's items on a freshly loaded slot: the first item claims it, the
+        batch's later items for the same key are duplicates."""
+        lesson_id = group.key.lesson_id
+        (first_index, request), *duplicates = group.items
+        by = _metadata(request)
+        slot = self._load(lesson_id) or LessonSlot.open(group.key, by)
+        group.results = {}
+        try:
+            outcome = slot.request(by, request.details, request.students)
+        except DomainRejection as rejection:
+            result = BatchItemResult(first_index, "conflict", lesson_id, error=rejection)
+        else:
+            attempt = slot.attempt_of(request.request_id)
+            result = BatchItemResult(first_index, outcome, lesson_id, attempt=attempt)
+        group.results[first_index] = result
+        for index, _ in duplicates:
+            duplicate = LessonConflict(
+                f"items[{index}] asks for the same lesson as items[{first_index}] of this batch",
+                slot.current_holder(),
+            )
+            group.results[index] = BatchItemResult(
+                index, "duplicate_in_batch", lesson_id, error=duplicate)
+        # A recorded rejection is only written when the batch writes at all: an atomic
+        # batch with any rejection writes nothing.
+        group.slot = slot if record_rejections or result.outcome == "accepted" else None
+
+    def _save_unless_raced(self, *slots: LessonSlot | None) -> list[Recording[UUID]] | None:
+        """Save the slots' pending events in one transaction; None when another writer
+        appended to one of them first (so they must be reloaded and decided again)."""
+        pending = [slot for slot in slots if slot is not None and slot.pending_events]
+        if not pending:
+            return []
+        try:
+            return self.save(*pending)
+        except IntegrityError:
+            time.sleep(random.uniform(0, 0.002))  # let the winner finish; spread the retries
+            return None
+
+    def _load(self, lesson_id: UUID) -> LessonSlot | None:
+        try:
+            slot: LessonSlot = self.repository.get(lesson_id)
+        except AggregateNotFoundError:
+            return None
+        return slot
+
+    def _checked_metadata(
+        self, request_id: object, actor: object, reason: object, correlation_id: object,
+        source: object,
+    ) -> tuple[Metadata, str | None]:
+        request_id, actor, reason, correlation_id, source = check_fields([
+            ("request_id", canonical_request_id, request_id), ("actor", check_actor, actor),
+            ("reason", check_reason, reason),
+            ("correlation_id", check_correlation_id, correlation_id),
+            ("source", check_source, source),
+        ])
+        return Metadata(request_id, actor, correlation_id, source), reason
+
+
+def _metadata(request: RequestLesson) -> Metadata:
+    return Metadata(request.request_id, request.actor, request.correlation_id, request.source)
+
+
+def _existing(slot: LessonSlot | None, lesson_id: UUID) -> LessonSlot:
+    if slot is None:
+        raise LessonNotFound(f"no lesson has the id {lesson_id}")
+    return slot
+
+
+def _required_reason(value: object) -> str:
+    reason = check_reason(value)
+    if reason is None:
+        raise ValueError("is missing: say why generating the lesson failed")
+    return reason
+
+
+def _batch_item(item: Mapping[str, Any], batch_id: str | None) -> dict[str, Any]:
+    fields = dict(item)
+    if batch_id is not None:
+        fields.setdefault("correlation_id", batch_id)
+    known = {
+        "provider_id", "school_id", "lesson_date", "time_slot", "request_id", "actor", "kind",
+        "details", "correlation_id", "source",
+    }
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InvalidLessonRequest([
+            FieldError(field=name, message="is not a known field") for name in unknown
+        ])
+    fields.setdefault("provider_id", None)
+    fields.setdefault("school_id", None)
+    fields.setdefault("lesson_date", None)
+    fields.setdefault("request_id", None)
+    fields.setdefault("actor", None)
+    return fields
+
+
+def _set_positions(groups: Iterable[_KeyGroup], recordings: list[Recording[UUID]]) -> None:
+    positions = {r.domain_event.originator_id: r.notification.id for r in recordings}
+    for group in groups:
+        for index, result in list(group.results.items()):
+            if result.outcome == "accepted":
+                group.results[index] = BatchItemResult(
+                    index, "accepted", result.lesson_id, result.attempt,
+                    positions.get(group.key.lesson_id), None,
+                )
+
+
+_BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic",
+                "request_id", "actor", "correlation_id", "source", "fingerprint"}
+
+
+def _history_entry(event: DomainEventProtocol[UUID]) -> HistoryEntry:
+    fields = vars(event)
+    changes = {k: v for k, v in fields.items() if k not in _BASE_FIELDS}
+    if changes.get("students") is not None:
+        # Sensitive per-student data stays in the event; history shows how many.
+        changes["students"] = f"{len(changes['students'])} student(s)"
+    return HistoryEntry(
+        version=event.originator_version,
+        event=type(event).__qualname__.rsplit(".", 1)[-1],
+        recorded_at=event.timestamp,
+        request_id=fields["request_id"],
+        actor=fields["actor"],
+        correlation_id=fields["correlation_id"],
+        source=fields["source"],
+        changes=changes,
+    )

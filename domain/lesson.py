@@ -1,0 +1,357 @@
+"""The lesson slot: one aggregate per canonical key, holding the whole lifecycle.
+
+States: requested -> generated | failed -> (regenerate) requested ..., and cancelled
+from any of them, after which the slot can be requested again. Each request starts
+an attempt (1, 2, ...). A command the rules turn away is recorded as a
+RequestRejected event before the error is raised, so the slot's history shows
+who else tried to claim it, when, and why they were turned away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any, Literal, NoReturn
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import (
+    DomainRejection,
+    FieldError,
+    Holder,
+    IdempotencyMismatch,
+    InvalidLessonRequest,
+    LessonConflict,
+    StaleGeneration,
+)
+from domain.keys import LessonKey
+
+Status = Literal["new", "requested", "generated", "failed", "cancelled"]
+Outcome = Literal["accepted", "replayed"]
+Command = Literal["request", "regenerate", "cancel", "record_generation", "record_failure"]
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Who did it, as every event records it."""
+
+    request_id: str
+    actor: str
+    correlation_id: str | None = None
+    source: str = "api"
+
+
+@dataclass(frozen=True)
+class LessonState:
+    """A lesson slot's state at one version, as queries return it."""
+
+    lesson_id: UUID
+    provider_id: str
+    school_id: str
+    lesson_date: date
+    time_slot: str
+    kind: str
+    status: Status
+    attempt: int
+    request_id: str | None
+    requested_by: str | None
+    requested_at: datetime | None
+    correlation_id: str | None
+    details: dict[str, Any] | None
+    students: list[dict[str, Any]] | None
+    content: dict[str, Any] | None
+    model: str | None
+    generated_at: datetime | None
+    failure_reason: str | None
+    cancel_reason: str | None
+    version: int
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LessonSlot(Aggregate):
+    """A lesson slot, keyed by (provider, school, date, time slot)."""
+
+    class Event(Aggregate.Event):
+        request_id: str
+        actor: str
+        correlation_id: str | None
+        source: str
+
+    class Opened(Aggregate.Created, Event):
+        provider_id: str
+        school_id: str
+        lesson_date: date
+        time_slot: str
+
+    class LessonRequested(Event):
+        attempt: int
+        details: dict[str, Any] | None
+        students: list[dict[str, Any]] | None
+        fingerprint: str
+        reason: str | None
+
+        def apply(self, slot: LessonSlot) -> None:
+            slot.status = "requested"
+            slot.attempt = self.attempt
+            slot.holder = (self.request_id, self.actor, self.timestamp, self.correlation_id)
+            slot.details, slot.students = self.details, self.students
+            slot.content = slot.model = slot.generated_at = slot.failure_reason = None
+            slot.cancel_reason = None
+            slot.seen_requests[self.request_id] = (self.fingerprint, self.attempt)
+
+    class LessonGenerated(Event):
+        attempt: int
+        content: dict[str, Any]
+        model: str
+
+        def apply(self, slot: LessonSlot) -> None:
+            slot.status = "generated"
+            slot.content, slot.model, slot.generated_at = self.content, self.model, self.timestamp
+
+    class GenerationFailed(Event):
+        attempt: int
+        reason: str
+
+        def apply(self, slot: LessonSlot) -> None:
+            slot.status = "failed"
+            slot.failure_reason = self.reason
+
+    class LessonCancelled(Event):
+        attempt: int
+        fingerprint: str
+        reason: str | None
+
+        def apply(self, slot: LessonSlot) -> None:
+            slot.status = "cancelled"
+            slot.cancel_reason = self.reason
+            slot.seen_requests[self.request_id] = (self.fingerprint, self.attempt)
+
+    class RequestRejected(Event):
+        """A command turned away: kept so the audit trail shows every attempt."""
+
+        command: str
+        reason: str
+        message: str
+        attempt: int
+        holder_request_id: str | None
+        holder_actor: str | None
+        holder_status: str
+
+        def apply(self, slot: LessonSlot) -> None:
+            pass  # changes nothing: it is there to be read
+
+    def __init__(self, provider_id: str, school_id: str, lesson_date: date, time_slot: str) -> None:
+        self.provider_id = provider_id
+        self.school_id = school_id
+        self.lesson_date = lesson_date
+        self.time_slot = time_slot
+        self.status: Status = "new"
+        self.attempt = 0
+        self.holder: tuple[str, str, datetime, str | None] | None = None
+        self.details: dict[str, Any] | None = None
+        self.students: list[dict[str, Any]] | None = None
+        self.content: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.generated_at: datetime | None = None
+        self.failure_reason: str | None = None
+        self.cancel_reason: str | None = None
+        # request_id -> (fingerprint of the command, attempt it started or ended)
+        self.seen_requests: dict[str, tuple[str, int]] = {}
+
+    @classmethod
+    def open(cls, key: LessonKey, by: Metadata) -> LessonSlot:
+        """A new slot for this key, not yet requested."""
+        return cls._create(
+            cls.Opened,
+            id=key.lesson_id,
+            provider_id=key.provider_id,
+            school_id=key.school_id,
+            lesson_date=key.lesson_date,
+            time_slot=key.time_slot,
+            **asdict(by),
+        )
+
+    @property
+    def key(self) -> LessonKey:
+        return LessonKey(self.provider_id, self.school_id, self.lesson_date, self.time_slot)
+
+    # Commands. Each returns "accepted" (an event is pending) or "replayed" (nothing to
+    # write), or records a RequestRejected event and raises a DomainRejection.
+
+    def request(
+        self,
+        by: Metadata,
+        details: dict[str, Any] | None,
+        students: list[dict[str, Any]] | None,
+    ) -> Outcome:
+        fingerprint = _fingerprint("request", by.actor, details, students)
+        if self._replays(by, fingerprint, "request"):
+            return "replayed"
+        if self.status not in ("new", "cancelled"):
+            self._reject("request", by, self._conflict("the slot is already held"))
+        self._start_attempt(by, details, students, fingerprint, reason=None)
+        return "accepted"
+
+    def regenerate(self, by: Metadata, reason: str | None) -> Outcome:
+        fingerprint = _fingerprint("regenerate", by.actor, reason)
+        if self._replays(by, fingerprint, "regenerate"):
+            return "replayed"
+        if self.status not in ("generated", "failed"):
+            self._reject("regenerate", by, self._conflict(
+                "only a generated or failed lesson can be regenerated"))
+        self._start_attempt(by, self.details, self.students, fingerprint, reason)
+        return "accepted"
+
+    def cancel(self, by: Metadata, reason: str | None) -> Outcome:
+        fingerprint = _fingerprint("cancel", by.actor, reason)
+        if self._replays(by, fingerprint, "cancel"):
+            return "replayed"
+        if self.status not in ("requested", "generated", "failed"):
+            self._reject("cancel", by, self._conflict("only a requested, generated or failed lesson can be cancelled"))
+        self.trigger_event(
+            self.LessonCancelled, attempt=self.attempt, fingerprint=fingerprint, reason=reason,
+            **asdict(by),
+        )
+        return "accepted"
+
+    def record_generation(self, attempt: int, content: dict[str, Any], model: str,
+                          actor: str) -> Outcome:
+        if self._attempt_decided(attempt, "record_generation", actor):
+            return "replayed"
+        self.trigger_event(
+            self.LessonGenerated, attempt=attempt, content=content, model=model,
+            **asdict(self._worker(actor)),
+        )
+        return "accepted"
+
+    def record_failure(self, attempt: int, reason: str, actor: str) -> Outcome:
+        if self._attempt_decided(attempt, "record_failure", actor):
+            return "replayed"
+        self.trigger_event(
+            self.GenerationFailed, attempt=attempt, reason=reason, **asdict(self._worker(actor))
+        )
+        return "accepted"
+
+    # Queries.
+
+    def current_holder(self) -> Holder | None:
+        if self.holder is None:
+            return None
+        request_id, actor, requested_at, _ = self.holder
+        return Holder(request_id, actor, requested_at, self.status, self.attempt)
+
+    def attempt_of(self, request_id: str) -> int:
+        return self.seen_requests[request_id][1]
+
+    def state(self) -> LessonState:
+        request_id, actor, requested_at, correlation_id = self.holder or (None, None, None, None)
+        return LessonState(
+            lesson_id=self.id,
+            provider_id=self.provider_id,
+            school_id=self.school_id,
+            lesson_date=self.lesson_date,
+            time_slot=self.time_slot,
+            kind=self.key.kind,
+            status=self.status,
+            attempt=self.attempt,
+            request_id=request_id,
+            requested_by=actor,
+            requested_at=requested_at,
+            correlation_id=correlation_id,
+            details=self.details,
+            students=self.students,
+            content=self.content,
+            model=self.model,
+            generated_at=self.generated_at,
+            failure_reason=self.failure_reason,
+            cancel_reason=self.cancel_reason,
+            version=self.version,
+            updated_at=self.modified_on,
+        )
+
+    # The rules.
+
+    def _replays(self, by: Metadata, fingerprint: str, command: Command) -> bool:
+        """True when this request id already did exactly this; a different command
+        or different details under a used request id is turned away."""
+        seen = self.seen_requests.get(by.request_id)
+        if seen is None:
+            return False
+        if seen[0] == fingerprint:
+            return True
+        self._reject(command, by, IdempotencyMismatch(
+            f"request_id {by.request_id!r} was already used on this lesson for a different "
+            "command or different details; use a new request_id for a new request",
+            by.request_id,
+        ))
+
+    def _attempt_decided(self, attempt: int, command: Command, actor: str) -> bool:
+        """True when this attempt already has its result; stale attempts are turned away."""
+        if attempt > self.attempt:
+            raise InvalidLessonRequest([FieldError(
+                field="attempt",
+                message=f"attempt {attempt} has not started; the current attempt is {self.attempt}",
+            )])
+        if attempt < self.attempt:
+            self._reject(command, self._worker(actor), StaleGeneration(
+                f"attempt {attempt} is stale: attempt {self.attempt} is the current one",
+                attempt, self.attempt,
+            ))
+        if self.status == "cancelled":
+            self._reject(command, self._worker(actor), StaleGeneration(
+                f"attempt {attempt} was cancelled", attempt, self.attempt))
+        return self.status in ("generated", "failed")
+
+    def _start_attempt(
+        self,
+        by: Metadata,
+        details: dict[str, Any] | None,
+        students: list[dict[str, Any]] | None,
+        fingerprint: str,
+        reason: str | None,
+    ) -> None:
+        self.trigger_event(
+            self.LessonRequested, attempt=self.attempt + 1, details=details, students=students,
+            fingerprint=fingerprint, reason=reason, **asdict(by),
+        )
+
+    def _conflict(self, why: str) -> LessonConflict:
+        holder = self.current_holder()
+        assert holder is not None, "an opened slot always has a holder"
+        return LessonConflict(
+            f"lesson {self.id}: {why}; it is {holder.status} for request "
+            f"{holder.request_id!r} by {holder.actor!r} since "
+            f"{holder.requested_at.isoformat()} (attempt {holder.attempt})",
+            holder,
+        )
+
+    def _reject(self, command: Command, by: Metadata, rejection: DomainRejection) -> NoReturn:
+        holder = self.current_holder()
+        self.trigger_event(
+            self.RequestRejected,
+            command=command,
+            reason=rejection.reason,
+            message=str(rejection),
+            attempt=self.attempt,
+            holder_request_id=holder.request_id if holder else None,
+            holder_actor=holder.actor if holder else None,
+            holder_status=self.status,
+            **asdict(by),
+        )
+        raise rejection
+
+    def _worker(self, actor: str) -> Metadata:
+        """A generation result is recorded under the request id of the attempt it fulfils."""
+        request_id, _, _, correlation_id = self.holder or ("", "", None, None)
+        return Metadata(request_id, actor, correlation_id, source="worker")
+
+
+def _fingerprint(command: str, actor: str, *payload: object) -> str:
+    text = json.dumps([command, actor, *payload], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Everything that follows the event log: read models, the generation worker, rebuilds."""
