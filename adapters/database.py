@@ -76,7 +76,9 @@ class Database:
         try:
             port = parts.port or 5432
         except ValueError:
-            raise DatabaseUrlError(f"database URL {_redacted(url)!r}: the port is not a number") from None
+            raise DatabaseUrlError(
+                f"database URL {_redacted(url)!r}: the port is not a number"
+            ) from None
         dbname = unquote(parts.path.lstrip("/"))
         if not parts.hostname or not dbname or not parts.username:
             raise DatabaseUrlError(
@@ -92,9 +94,14 @@ class Database:
         if not schema.replace("_", "").isalnum():
             raise DatabaseUrlError(f"database URL {_redacted(url)!r}: schema must be a plain name")
         return cls(
-            url=url, kind="postgresql", host=parts.hostname, port=port,
-            user=unquote(parts.username), password=unquote(parts.password or ""),
-            dbname=dbname, schema=schema,
+            url=url,
+            kind="postgresql",
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username),
+            password=unquote(parts.password or ""),
+            dbname=dbname,
+            schema=schema,
         )
 
     @property
@@ -108,7 +115,9 @@ class Database:
         if self.kind == "sqlite":
             return {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                "SQLITE_DBNAME": self.path if self.path != ":memory:" else "file::memory:?cache=shared",
+                "SQLITE_DBNAME": self.path
+                if self.path != ":memory:"
+                else "file::memory:?cache=shared",
                 "CREATE_TABLE": "y" if create_table else "n",
             }
         return {
@@ -126,8 +135,13 @@ class Database:
         """A plain psycopg connection to this PostgreSQL database."""
         try:
             return psycopg.connect(
-                host=self.host, port=self.port, user=self.user, password=self.password,
-                dbname=self.dbname, autocommit=autocommit, connect_timeout=5,
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                dbname=self.dbname,
+                autocommit=autocommit,
+                connect_timeout=5,
             )
         except psycopg.Error as error:
             reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
@@ -149,8 +163,9 @@ def open_ledger(url: str | None = None) -> LessonLedger:
         # Only one process creates the tables; the others wait here, then find them.
         conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))
         try:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(database.schema)))
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
+            )
             exists = conn.execute("SELECT to_regclass(%s)", (database.events_table,)).fetchone()
             return _construct(database, create_table=not (exists and exists[0]))
         finally:
@@ -164,7 +179,9 @@ def _construct(database: Database, create_table: bool) -> LessonLedger:
         raise
     except Exception as error:  # the library's and the driver's errors, as one line
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise LedgerUnavailable(f"cannot open the ledger at {_redacted(database.url)}: {reason}") from None
+        raise LedgerUnavailable(
+            f"cannot open the ledger at {_redacted(database.url)}: {reason}"
+        ) from None
 
 
 def _redacted(url: str) -> str:

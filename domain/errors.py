@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from collections.abc import Callable
 from typing import Any, TypedDict, TypeVar
 
 T = TypeVar("T")

@@ -23,7 +23,9 @@ ON_DEMAND_PREFIX = "on-demand-"
 LEGACY_FALLBACK_SLOT = "structured"
 
 _SCHOOL_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME_SLOT = re.compile(r"\s*(\d{1,2}):(\d{2})\s*[-\u2013]\s*(\d{1,2}):(\d{2})\s*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=~-]{1,128}")
@@ -52,15 +54,25 @@ class LessonKey:
     @property
     def text(self) -> str:
         """The published id recipe's input: "provider|school|date|slot"."""
-        return f"{self.provider_id}|{self.school_id}|{self.lesson_date.isoformat()}|{self.time_slot}"
+        return (
+            f"{self.provider_id}|{self.school_id}|{self.lesson_date.isoformat()}|{self.time_slot}"
+        )
 
 
-def lesson_id_for(provider_id: object, school_id: object, lesson_date: object, time_slot: object) -> UUID:
+def lesson_id_for(
+    provider_id: object, school_id: object, lesson_date: object, time_slot: object
+) -> UUID:
     """The lesson id of a key, in any accepted spelling (an on-demand slot included)."""
     slot = time_slot.strip() if isinstance(time_slot, str) else time_slot
     if isinstance(slot, str) and slot.startswith(ON_DEMAND_PREFIX):
-        return parse_key(provider_id, school_id, lesson_date, None, kind="on_demand",
-                         request_id=slot[len(ON_DEMAND_PREFIX):]).lesson_id
+        return parse_key(
+            provider_id,
+            school_id,
+            lesson_date,
+            None,
+            kind="on_demand",
+            request_id=slot[len(ON_DEMAND_PREFIX) :],
+        ).lesson_id
     return parse_key(provider_id, school_id, lesson_date, time_slot).lesson_id
 
 
@@ -86,7 +98,9 @@ def parse_key(
         rid = parse_field(errors, "request_id", canonical_request_id, request_id)
         slot = f"{ON_DEMAND_PREFIX}{rid}"
     else:
-        errors.append(FieldError(field="kind", message=f"must be 'scheduled' or 'on_demand', not {kind!r}"))
+        errors.append(
+            FieldError(field="kind", message=f"must be 'scheduled' or 'on_demand', not {kind!r}")
+        )
         slot = None
     if errors:
         raise InvalidLessonRequest(errors)
@@ -121,9 +135,7 @@ def canonical_school_id(value: object) -> str:
     if text.lower() in _UNSET_WORDS:
         raise ValueError(f"{missing} (got the placeholder {text!r})")
     if not _SCHOOL_ID.fullmatch(text):
-        raise ValueError(
-            f"must be 1-64 characters of A-Z a-z 0-9 . _ : - (got {_shorten(text)!r})"
-        )
+        raise ValueError(f"must be 1-64 characters of A-Z a-z 0-9 . _ : - (got {_shorten(text)!r})")
     if _CANONICAL_UUID.fullmatch(text):
         return text.lower()
     return text

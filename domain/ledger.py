@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
@@ -50,7 +49,7 @@ from domain.errors import (
     LessonNotFound,
 )
 from domain.keys import LessonKey, canonical_request_id
-from domain.lesson import LessonSlot, LessonState, Metadata, Outcome
+from domain.lesson import Decision, LessonSlot, LessonState, Metadata, Outcome
 
 MAX_BATCH_SIZE = 500
 BatchOutcome = Literal[
@@ -195,13 +194,20 @@ class LessonLedger(Application[UUID]):
     ) -> CommandResult:
         """Claim the slot for this request: a new attempt, or replayed, or a conflict."""
         request = validate_request(
-            provider_id=provider_id, school_id=school_id, lesson_date=lesson_date,
-            time_slot=time_slot, request_id=request_id, actor=actor, kind=kind,
-            details=details, correlation_id=correlation_id, source=source,
+            provider_id=provider_id,
+            school_id=school_id,
+            lesson_date=lesson_date,
+            time_slot=time_slot,
+            request_id=request_id,
+            actor=actor,
+            kind=kind,
+            details=details,
+            correlation_id=correlation_id,
+            source=source,
         )
         by = _metadata(request)
 
-        def decide(slot: LessonSlot | None) -> tuple[LessonSlot, Outcome]:
+        def decide(slot: LessonSlot | None) -> tuple[LessonSlot, Decision]:
             slot = slot or LessonSlot.open(request.key, by)
             return slot, slot.request(by, request.details, request.students)
 
@@ -218,28 +224,41 @@ class LessonLedger(Application[UUID]):
         actor: str = "worker",
     ) -> CommandResult:
         """Record the generated lesson of an attempt; an older attempt is stale."""
-        attempt, content, model, actor = check_fields([
-            ("attempt", check_attempt, attempt), ("content", check_content, content),
-            ("model", check_model, model), ("actor", check_actor, actor),
-        ])
-        return self._decide(lesson_id, lambda slot: (
-            _existing(slot, lesson_id),
-            _existing(slot, lesson_id).record_generation(attempt, content, model, actor),
-        ))
+        attempt, content, model, actor = check_fields(
+            [
+                ("attempt", check_attempt, attempt),
+                ("content", check_content, content),
+                ("model", check_model, model),
+                ("actor", check_actor, actor),
+            ]
+        )
+        return self._decide(
+            lesson_id,
+            lambda slot: (
+                _existing(slot, lesson_id),
+                _existing(slot, lesson_id).record_generation(attempt, content, model, actor),
+            ),
+        )
 
     @_database_errors_as_unavailable
     def record_failure(
         self, *, lesson_id: UUID, attempt: int, reason: str, actor: str = "worker"
     ) -> CommandResult:
         """Record that generating an attempt failed, and why."""
-        attempt, reason, actor = check_fields([
-            ("attempt", check_attempt, attempt), ("reason", _required_reason, reason),
-            ("actor", check_actor, actor),
-        ])
-        return self._decide(lesson_id, lambda slot: (
-            _existing(slot, lesson_id),
-            _existing(slot, lesson_id).record_failure(attempt, reason, actor),
-        ))
+        attempt, reason, actor = check_fields(
+            [
+                ("attempt", check_attempt, attempt),
+                ("reason", _required_reason, reason),
+                ("actor", check_actor, actor),
+            ]
+        )
+        return self._decide(
+            lesson_id,
+            lambda slot: (
+                _existing(slot, lesson_id),
+                _existing(slot, lesson_id).record_failure(attempt, reason, actor),
+            ),
+        )
 
     @_database_errors_as_unavailable
     def regenerate(
@@ -254,9 +273,13 @@ class LessonLedger(Application[UUID]):
     ) -> CommandResult:
         """Start a new attempt for a generated or failed lesson."""
         by, reason = self._checked_metadata(request_id, actor, reason, correlation_id, source)
-        return self._decide(lesson_id, lambda slot: (
-            _existing(slot, lesson_id), _existing(slot, lesson_id).regenerate(by, reason)
-        ))
+        return self._decide(
+            lesson_id,
+            lambda slot: (
+                _existing(slot, lesson_id),
+                _existing(slot, lesson_id).regenerate(by, reason),
+            ),
+        )
 
     @_database_errors_as_unavailable
     def cancel(
@@ -271,9 +294,13 @@ class LessonLedger(Application[UUID]):
     ) -> CommandResult:
         """Cancel a lesson: the slot is free to be requested again."""
         by, reason = self._checked_metadata(request_id, actor, reason, correlation_id, source)
-        return self._decide(lesson_id, lambda slot: (
-            _existing(slot, lesson_id), _existing(slot, lesson_id).cancel(by, reason)
-        ))
+        return self._decide(
+            lesson_id,
+            lambda slot: (
+                _existing(slot, lesson_id),
+                _existing(slot, lesson_id).cancel(by, reason),
+            ),
+        )
 
     @_database_errors_as_unavailable
     def request_batch(
@@ -289,13 +316,19 @@ class LessonLedger(Application[UUID]):
         gets in the way; when one does, only the affected items are decided again.
         """
         if mode not in ("partial", "atomic"):
-            raise InvalidLessonRequest([FieldError(
-                field="mode", message=f"must be 'partial' or 'atomic', not {mode!r}")])
+            raise InvalidLessonRequest(
+                [FieldError(field="mode", message=f"must be 'partial' or 'atomic', not {mode!r}")]
+            )
         if len(items) > MAX_BATCH_SIZE:
-            raise InvalidLessonRequest([FieldError(
-                field="items",
-                message=f"a batch holds at most {MAX_BATCH_SIZE} requests, not {len(items)}",
-            )])
+            raise InvalidLessonRequest(
+                [
+                    FieldError(
+                        field="items",
+                        message=f"a batch holds at most {MAX_BATCH_SIZE} requests, "
+                        f"not {len(items)}",
+                    )
+                ]
+            )
         if batch_id is not None:
             batch_id = check_fields([("batch_id", canonical_request_id, batch_id)])[0]
 
@@ -335,56 +368,56 @@ class LessonLedger(Application[UUID]):
         as_of: datetime | None = None,
     ) -> LessonHistory:
         """The slot's events and rejected attempts in order, and its state as it was then."""
-        events = [
-            e for e in self.events.get(lesson_id, lte=as_of_version)
-            if as_of is None or e.timestamp <= as_of
-        ]
+        events = [cast(LessonSlot.Event, e) for e in self.events.get(lesson_id, lte=as_of_version)]
+        if as_of is not None:
+            events = [e for e in events if e.timestamp <= as_of]
         if not events:
             known = as_of_version is not None or as_of is not None
             if known and self._load(lesson_id) is not None:
                 return LessonHistory(lesson_id, [], None)
             raise LessonNotFound(f"no lesson has the id {lesson_id}")
-        state = self.repository.get(lesson_id, version=events[-1].originator_version).state()
-        return LessonHistory(lesson_id, [_history_entry(e) for e in events], state)
+        then: LessonSlot = self.repository.get(lesson_id, version=events[-1].originator_version)
+        return LessonHistory(lesson_id, [_history_entry(e) for e in events], then.state())
 
     # Deciding and saving.
 
     def _decide(
         self,
         lesson_id: UUID,
-        decide: Callable[[LessonSlot | None], tuple[LessonSlot, Outcome]],
+        decide: Callable[[LessonSlot | None], tuple[LessonSlot, Decision]],
     ) -> CommandResult:
         for _ in range(self.MAX_RACE_RETRIES):
             loaded = self._load(lesson_id)
             try:
-                slot, outcome = decide(loaded)
+                slot, decision = decide(loaded)
             except DomainRejection:
                 # The rejection is part of the slot's history: record it, then answer.
                 if loaded is not None and self._save_unless_raced(loaded) is None:
                     continue
                 raise
-            if outcome == "replayed":
-                return CommandResult(lesson_id, outcome, slot.attempt, None)
+            if decision.outcome == "replayed":
+                return CommandResult(lesson_id, "replayed", decision.attempt, None)
             recordings = self._save_unless_raced(slot)
             if recordings is not None:
-                return CommandResult(lesson_id, outcome, slot.attempt, recordings[-1].notification.id)
+                return CommandResult(
+                    lesson_id, "accepted", decision.attempt, recordings[-1].notification.id
+                )
         raise LedgerUnavailable(f"lesson {lesson_id}: too much contention, try again")
 
     def _commit_partial(self, groups: list[_KeyGroup]) -> None:
-        """Save the decided groups together; split them when another writer got in first."""
-        for group in groups:
-            self._decide_group(group, record_rejections=True)
-        recordings = self._save_unless_raced(*[g.slot for g in groups])
-        if recordings is not None:
-            _set_positions(groups, recordings)
-            return
+        """Save the decided groups in one transaction. When another writer got to one of
+        the slots first, decide them all again on fresh state and retry once; if that
+        loses a race too, split the batch in halves, so a busy batch still makes progress
+        in O(conflicts x log n) transactions rather than one per item."""
+        tries = 2 if len(groups) > 1 else self.MAX_RACE_RETRIES
+        for _ in range(tries):
+            for group in groups:
+                self._decide_group(group, record_rejections=True)
+            recordings = self._save_unless_raced(*[g.slot for g in groups])
+            if recordings is not None:
+                _set_positions(groups, recordings)
+                return
         if len(groups) == 1:
-            for _ in range(self.MAX_RACE_RETRIES):
-                self._decide_group(groups[0], record_rejections=True)
-                recordings = self._save_unless_raced(groups[0].slot)
-                if recordings is not None:
-                    _set_positions(groups, recordings)
-                    return
             raise LedgerUnavailable("too much contention on one slot, try again")
         middle = len(groups) // 2
         self._commit_partial(groups[:middle])
@@ -401,7 +434,8 @@ class LessonLedger(Application[UUID]):
                 for group in groups:
                     group.results = {
                         i: BatchItemResult(i, "aborted", r.lesson_id, error=None)
-                        if r.outcome == "accepted" else r
+                        if r.outcome == "accepted"
+                        else r
                         for i, r in group.results.items()
                     }
                 return False
@@ -420,12 +454,13 @@ class LessonLedger(Application[UUID]):
         slot = self._load(lesson_id) or LessonSlot.open(group.key, by)
         group.results = {}
         try:
-            outcome = slot.request(by, request.details, request.students)
+            decision = slot.request(by, request.details, request.students)
         except DomainRejection as rejection:
             result = BatchItemResult(first_index, "conflict", lesson_id, error=rejection)
         else:
-            attempt = slot.attempt_of(request.request_id)
-            result = BatchItemResult(first_index, outcome, lesson_id, attempt=attempt)
+            result = BatchItemResult(
+                first_index, decision.outcome, lesson_id, attempt=decision.attempt
+            )
         group.results[first_index] = result
         for index, _ in duplicates:
             duplicate = LessonConflict(
@@ -433,7 +468,8 @@ class LessonLedger(Application[UUID]):
                 slot.current_holder(),
             )
             group.results[index] = BatchItemResult(
-                index, "duplicate_in_batch", lesson_id, error=duplicate)
+                index, "duplicate_in_batch", lesson_id, error=duplicate
+            )
         # A recorded rejection is only written when the batch writes at all: an atomic
         # batch with any rejection writes nothing.
         group.slot = slot if record_rejections or result.outcome == "accepted" else None
@@ -458,16 +494,24 @@ class LessonLedger(Application[UUID]):
         return slot
 
     def _checked_metadata(
-        self, request_id: object, actor: object, reason: object, correlation_id: object,
+        self,
+        request_id: object,
+        actor: object,
+        reason: object,
+        correlation_id: object,
         source: object,
     ) -> tuple[Metadata, str | None]:
-        request_id, actor, reason, correlation_id, source = check_fields([
-            ("request_id", canonical_request_id, request_id), ("actor", check_actor, actor),
-            ("reason", check_reason, reason),
-            ("correlation_id", check_correlation_id, correlation_id),
-            ("source", check_source, source),
-        ])
-        return Metadata(request_id, actor, correlation_id, source), reason
+        checked = check_fields(
+            [
+                ("request_id", canonical_request_id, request_id),
+                ("actor", check_actor, actor),
+                ("reason", check_reason, reason),
+                ("correlation_id", check_correlation_id, correlation_id),
+                ("source", check_source, source),
+            ]
+        )
+        rid, who, why, batch, origin = checked
+        return Metadata(rid, who, batch, origin), why
 
 
 def _metadata(request: RequestLesson) -> Metadata:
@@ -492,14 +536,22 @@ def _batch_item(item: Mapping[str, Any], batch_id: str | None) -> dict[str, Any]
     if batch_id is not None:
         fields.setdefault("correlation_id", batch_id)
     known = {
-        "provider_id", "school_id", "lesson_date", "time_slot", "request_id", "actor", "kind",
-        "details", "correlation_id", "source",
+        "provider_id",
+        "school_id",
+        "lesson_date",
+        "time_slot",
+        "request_id",
+        "actor",
+        "kind",
+        "details",
+        "correlation_id",
+        "source",
     }
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise InvalidLessonRequest([
-            FieldError(field=name, message="is not a known field") for name in unknown
-        ])
+        raise InvalidLessonRequest(
+            [FieldError(field=name, message="is not a known field") for name in unknown]
+        )
     fields.setdefault("provider_id", None)
     fields.setdefault("school_id", None)
     fields.setdefault("lesson_date", None)
@@ -514,16 +566,29 @@ def _set_positions(groups: Iterable[_KeyGroup], recordings: list[Recording[UUID]
         for index, result in list(group.results.items()):
             if result.outcome == "accepted":
                 group.results[index] = BatchItemResult(
-                    index, "accepted", result.lesson_id, result.attempt,
-                    positions.get(group.key.lesson_id), None,
+                    index,
+                    "accepted",
+                    result.lesson_id,
+                    result.attempt,
+                    positions.get(group.key.lesson_id),
+                    None,
                 )
 
 
-_BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic",
-                "request_id", "actor", "correlation_id", "source", "fingerprint"}
+_BASE_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "request_id",
+    "actor",
+    "correlation_id",
+    "source",
+    "fingerprint",
+}
 
 
-def _history_entry(event: DomainEventProtocol[UUID]) -> HistoryEntry:
+def _history_entry(event: LessonSlot.Event) -> HistoryEntry:
     fields = vars(event)
     changes = {k: v for k, v in fields.items() if k not in _BASE_FIELDS}
     if changes.get("students") is not None:

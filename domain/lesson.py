@@ -31,6 +31,17 @@ from domain.keys import LessonKey
 
 Status = Literal["new", "requested", "generated", "failed", "cancelled"]
 Outcome = Literal["accepted", "replayed"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a command decided: a new event pending ("accepted") or nothing to write
+    ("replayed"), and the attempt it concerns."""
+
+    outcome: Outcome
+    attempt: int
+
+
 Command = Literal["request", "regenerate", "cancel", "record_generation", "record_failure"]
 
 
@@ -181,62 +192,76 @@ class LessonSlot(Aggregate):
     def key(self) -> LessonKey:
         return LessonKey(self.provider_id, self.school_id, self.lesson_date, self.time_slot)
 
-    # Commands. Each returns "accepted" (an event is pending) or "replayed" (nothing to
-    # write), or records a RequestRejected event and raises a DomainRejection.
+    # Commands. Each returns its Decision, or records a RequestRejected event and
+    # raises a DomainRejection.
 
     def request(
         self,
         by: Metadata,
         details: dict[str, Any] | None,
         students: list[dict[str, Any]] | None,
-    ) -> Outcome:
+    ) -> Decision:
         fingerprint = _fingerprint("request", by.actor, details, students)
-        if self._replays(by, fingerprint, "request"):
-            return "replayed"
+        if replayed := self._replayed(by, fingerprint, "request"):
+            return replayed
         if self.status not in ("new", "cancelled"):
             self._reject("request", by, self._conflict("the slot is already held"))
         self._start_attempt(by, details, students, fingerprint, reason=None)
-        return "accepted"
+        return Decision("accepted", self.attempt)
 
-    def regenerate(self, by: Metadata, reason: str | None) -> Outcome:
+    def regenerate(self, by: Metadata, reason: str | None) -> Decision:
         fingerprint = _fingerprint("regenerate", by.actor, reason)
-        if self._replays(by, fingerprint, "regenerate"):
-            return "replayed"
+        if replayed := self._replayed(by, fingerprint, "regenerate"):
+            return replayed
         if self.status not in ("generated", "failed"):
-            self._reject("regenerate", by, self._conflict(
-                "only a generated or failed lesson can be regenerated"))
+            self._reject(
+                "regenerate",
+                by,
+                self._conflict("only a generated or failed lesson can be regenerated"),
+            )
         self._start_attempt(by, self.details, self.students, fingerprint, reason)
-        return "accepted"
+        return Decision("accepted", self.attempt)
 
-    def cancel(self, by: Metadata, reason: str | None) -> Outcome:
+    def cancel(self, by: Metadata, reason: str | None) -> Decision:
         fingerprint = _fingerprint("cancel", by.actor, reason)
-        if self._replays(by, fingerprint, "cancel"):
-            return "replayed"
+        if replayed := self._replayed(by, fingerprint, "cancel"):
+            return replayed
         if self.status not in ("requested", "generated", "failed"):
-            self._reject("cancel", by, self._conflict("only a requested, generated or failed lesson can be cancelled"))
+            self._reject(
+                "cancel",
+                by,
+                self._conflict("only a requested, generated or failed lesson can be cancelled"),
+            )
         self.trigger_event(
-            self.LessonCancelled, attempt=self.attempt, fingerprint=fingerprint, reason=reason,
+            self.LessonCancelled,
+            attempt=self.attempt,
+            fingerprint=fingerprint,
+            reason=reason,
             **asdict(by),
         )
-        return "accepted"
+        return Decision("accepted", self.attempt)
 
-    def record_generation(self, attempt: int, content: dict[str, Any], model: str,
-                          actor: str) -> Outcome:
+    def record_generation(
+        self, attempt: int, content: dict[str, Any], model: str, actor: str
+    ) -> Decision:
         if self._attempt_decided(attempt, "record_generation", actor):
-            return "replayed"
+            return Decision("replayed", attempt)
         self.trigger_event(
-            self.LessonGenerated, attempt=attempt, content=content, model=model,
+            self.LessonGenerated,
+            attempt=attempt,
+            content=content,
+            model=model,
             **asdict(self._worker(actor)),
         )
-        return "accepted"
+        return Decision("accepted", attempt)
 
-    def record_failure(self, attempt: int, reason: str, actor: str) -> Outcome:
+    def record_failure(self, attempt: int, reason: str, actor: str) -> Decision:
         if self._attempt_decided(attempt, "record_failure", actor):
-            return "replayed"
+            return Decision("replayed", attempt)
         self.trigger_event(
             self.GenerationFailed, attempt=attempt, reason=reason, **asdict(self._worker(actor))
         )
-        return "accepted"
+        return Decision("accepted", attempt)
 
     # Queries.
 
@@ -245,9 +270,6 @@ class LessonSlot(Aggregate):
             return None
         request_id, actor, requested_at, _ = self.holder
         return Holder(request_id, actor, requested_at, self.status, self.attempt)
-
-    def attempt_of(self, request_id: str) -> int:
-        return self.seen_requests[request_id][1]
 
     def state(self) -> LessonState:
         request_id, actor, requested_at, correlation_id = self.holder or (None, None, None, None)
@@ -277,35 +299,52 @@ class LessonSlot(Aggregate):
 
     # The rules.
 
-    def _replays(self, by: Metadata, fingerprint: str, command: Command) -> bool:
-        """True when this request id already did exactly this; a different command
+    def _replayed(self, by: Metadata, fingerprint: str, command: Command) -> Decision | None:
+        """A replay when this request id already did exactly this; a different command
         or different details under a used request id is turned away."""
         seen = self.seen_requests.get(by.request_id)
         if seen is None:
-            return False
+            return None
         if seen[0] == fingerprint:
-            return True
-        self._reject(command, by, IdempotencyMismatch(
-            f"request_id {by.request_id!r} was already used on this lesson for a different "
-            "command or different details; use a new request_id for a new request",
-            by.request_id,
-        ))
+            return Decision("replayed", seen[1])
+        self._reject(
+            command,
+            by,
+            IdempotencyMismatch(
+                f"request_id {by.request_id!r} was already used on this lesson for a different "
+                "command or different details; use a new request_id for a new request",
+                by.request_id,
+            ),
+        )
 
     def _attempt_decided(self, attempt: int, command: Command, actor: str) -> bool:
         """True when this attempt already has its result; stale attempts are turned away."""
         if attempt > self.attempt:
-            raise InvalidLessonRequest([FieldError(
-                field="attempt",
-                message=f"attempt {attempt} has not started; the current attempt is {self.attempt}",
-            )])
+            raise InvalidLessonRequest(
+                [
+                    FieldError(
+                        field="attempt",
+                        message=f"attempt {attempt} has not started; "
+                        f"the current attempt is {self.attempt}",
+                    )
+                ]
+            )
         if attempt < self.attempt:
-            self._reject(command, self._worker(actor), StaleGeneration(
-                f"attempt {attempt} is stale: attempt {self.attempt} is the current one",
-                attempt, self.attempt,
-            ))
+            self._reject(
+                command,
+                self._worker(actor),
+                StaleGeneration(
+                    f"attempt {attempt} is stale: attempt {self.attempt} is the current one",
+                    attempt,
+                    self.attempt,
+                ),
+            )
         if self.status == "cancelled":
-            self._reject(command, self._worker(actor), StaleGeneration(
-                f"attempt {attempt} was cancelled", attempt, self.attempt))
+            self._reject(
+                command,
+                self._worker(actor),
+                StaleGeneration(f"attempt {attempt} was cancelled", attempt, self.attempt),
+            )
         return self.status in ("generated", "failed")
 
     def _start_attempt(
@@ -317,8 +356,13 @@ class LessonSlot(Aggregate):
         reason: str | None,
     ) -> None:
         self.trigger_event(
-            self.LessonRequested, attempt=self.attempt + 1, details=details, students=students,
-            fingerprint=fingerprint, reason=reason, **asdict(by),
+            self.LessonRequested,
+            attempt=self.attempt + 1,
+            details=details,
+            students=students,
+            fingerprint=fingerprint,
+            reason=reason,
+            **asdict(by),
         )
 
     def _conflict(self, why: str) -> LessonConflict:

@@ -72,6 +72,11 @@ class Store:
         with self.database.connect() as conn:
             return list(conn.execute(statement, params).fetchall())
 
+    def count_transactions(self) -> int:
+        """How many PostgreSQL transactions wrote the stored events (distinct xmin)."""
+        table = self.database.events_table
+        return int(self.query(f"SELECT count(DISTINCT xmin::text) FROM {table}")[0][0])
+
     def close(self) -> None:
         for ledger in self._opened:
             ledger.close()
@@ -85,6 +90,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield store
         store.close()
         return
+    yield from _postgres_store()
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[Store]:
+    """A PostgreSQL-only store, for what only PostgreSQL can show (transaction ids)."""
+    yield from _postgres_store()
+
+
+def _postgres_store() -> Iterator[Store]:
     require_postgres()
     schema = f"test_{uuid.uuid4().hex[:12]}"
     store = Store("postgresql", f"{POSTGRES_URL}?schema={schema}")
