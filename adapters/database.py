@@ -22,7 +22,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./lesson-ledger.db"
 DATABASE_URL_SETTING = "LESSON_LEDGER_DATABASE_URL"
 # Serialises table creation across processes: concurrent CREATE TABLE IF NOT EXISTS
 # in PostgreSQL fails with "tuple concurrently updated" (see NOTES-eventsourcing.md).
-_DDL_LOCK_KEY = 7_312_465_021
+DDL_LOCK_KEY = 7_312_465_021
 
 
 class DatabaseUrlError(LedgerUnavailable):
@@ -161,7 +161,7 @@ def open_ledger(url: str | None = None) -> LessonLedger:
         return _construct(database, create_table=True)
     with database.connect() as conn:
         # Only one process creates the tables; the others wait here, then find them.
-        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
         try:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
@@ -169,7 +169,7 @@ def open_ledger(url: str | None = None) -> LessonLedger:
             exists = conn.execute("SELECT to_regclass(%s)", (database.events_table,)).fetchone()
             return _construct(database, create_table=not (exists and exists[0]))
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
 def _construct(database: Database, create_table: bool) -> LessonLedger:

@@ -1,0 +1,135 @@
+"""The HTTP API (FastAPI): `create_app()` wires the ledger, the token and idempotency
+stores, metrics, JSON logs and problem details together."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters import logs
+from adapters.database import Database, open_ledger
+from adapters.http import lessons, operations, problems
+from adapters.http.metrics import Metrics
+from adapters.http.problems import ApiProblem, problem_response
+from adapters.idempotency import IdempotencyStore
+from adapters.settings import Settings
+from adapters.sqlstore import SqlStore
+from adapters.tokens import TokenStore
+
+log = logging.getLogger("lesson_ledger.http")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API on the database the settings name; resources open with the app's lifespan."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger = open_ledger(settings.database_url)
+        sql = SqlStore(Database.from_url(settings.database_url))
+        app.state.ledger = ledger
+        app.state.tokens = TokenStore(sql)
+        app.state.idempotency = IdempotencyStore(sql)
+        try:
+            yield
+        finally:
+            sql.close()
+            ledger.close()
+
+    app = FastAPI(
+        title="lesson-ledger",
+        version="0.1.0",
+        summary="An event-sourced ledger for AI-generated lessons.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.middleware("http")(request_context)
+    app.include_router(lessons.router)
+    app.include_router(operations.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory `lesson-ledger serve` gives uvicorn (settings from the environment)."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+async def request_context(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Give each request an id (or keep the caller's X-Request-ID), log one JSON line
+    for it, and return the id in a header."""
+    given = request.headers.get("x-request-id", "")
+    request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+    request.state.request_id = request_id
+    token = logs.request_id_var.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+    finally:
+        logs.request_id_var.reset(token)
+    response.headers["X-Request-ID"] = request_id
+    log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.url.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return response
+
+
+class BodyLimit:
+    """413 for a body over the limit, whether it says its length or streams it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self.too_large(scope, receive, send)
+            return
+        # Read the body up to the limit before the app sees it (it is at most 1 MiB), so a
+        # streamed body over the limit is refused before anything is parsed or written.
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await self.too_large(scope, receive, send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = ApiProblem(
+            413, "too-large", "Body too large", f"the body is over {self.max_bytes} bytes"
+        )
+        await problem_response(problem)(scope, receive, send)

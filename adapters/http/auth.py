@@ -1,0 +1,65 @@
+"""Bearer-token authentication and the roles: `provider` (bound to one provider id),
+`worker` (records generation results), `admin` (everything)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from adapters.http.problems import ApiProblem
+from adapters.tokens import ApiToken, TokenStore
+
+bearer = HTTPBearer(auto_error=False, description="A token from `lesson-ledger tokens create`")
+
+
+def current_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ApiToken:
+    """The token the request carries; 401 without a valid one."""
+    if credentials is None:
+        raise ApiProblem(
+            401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <token>"
+        )
+    tokens: TokenStore = request.app.state.tokens
+    token = tokens.authenticate(credentials.credentials)
+    if token is None:
+        raise ApiProblem(
+            401,
+            "unauthenticated",
+            "Unauthenticated",
+            "the bearer token is not valid or was revoked",
+        )
+    return token
+
+
+def allow(*roles: str) -> Callable[[ApiToken], ApiToken]:
+    """A dependency that lets only these roles through (403 otherwise)."""
+
+    def check(token: Annotated[ApiToken, Depends(current_token)]) -> ApiToken:
+        if token.role not in roles:
+            raise ApiProblem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"a {token.role} token cannot do this (needs {' or '.join(roles)})",
+            )
+        return token
+
+    return check
+
+
+def not_yours(lesson_id: object) -> ApiProblem:
+    """The one answer a provider token gets for any lesson that is not its own, unknown
+    lessons included, so it cannot tell another provider's lessons from no lesson."""
+    return ApiProblem(
+        403, "forbidden", "Forbidden", f"lesson {lesson_id} is not one of this provider's lessons"
+    )
+
+
+def check_provider(token: ApiToken, provider_id: str, lesson_id: object) -> None:
+    if token.role == "provider" and token.provider_id != provider_id:
+        raise not_yours(lesson_id)

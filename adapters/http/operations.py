@@ -1,0 +1,36 @@
+"""Operations endpoints: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapters.http.schemas import Health
+from domain import LedgerUnavailable
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+def health() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@router.get("/ready", responses={503: {"description": "Not ready"}})
+def ready(request: Request) -> Any:
+    """Readiness: the database answers."""
+    try:
+        head = request.app.state.ledger.recorder.max_notification_id() or 0
+    except Exception as error:  # any failure to read means not ready
+        raise LedgerUnavailable(f"the database does not answer: {error}") from None
+    return {"status": "ready", "head": head}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,179 @@
+"""Errors as data: RFC 9457 problem details (`application/problem+json`) for every
+error the API answers, naming the field or the holder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain import (
+    IdempotencyMismatch,
+    InvalidLessonRequest,
+    LedgerUnavailable,
+    LessonConflict,
+    LessonNotFound,
+    StaleGeneration,
+)
+from domain.errors import FieldError, LedgerError
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    """One bad field and what was wrong with it."""
+
+    field: str
+    message: str
+
+
+class HolderInfo(BaseModel):
+    """The request that holds a lesson slot."""
+
+    request_id: str
+    actor: str
+    requested_at: str
+    status: str
+    attempt: int
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | None = None
+    holder: HolderInfo | None = None
+    request_id: str | None = None
+
+
+class ApiProblem(Exception):
+    """An error the API answers as a problem detail."""
+
+    def __init__(self, status: int, kind: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.title, self.detail, self.extra = (
+            status,
+            kind,
+            title,
+            detail,
+            extra,
+        )
+
+
+def problem_for(error: LedgerError) -> ApiProblem:
+    """The problem detail for a ledger error."""
+    if isinstance(error, InvalidLessonRequest):
+        return invalid(error.errors)
+    if isinstance(error, LessonConflict):
+        holder = error.holder.as_dict() if error.holder else None
+        return ApiProblem(409, "conflict", "Lesson slot conflict", str(error), holder=holder)
+    if isinstance(error, StaleGeneration):
+        return ApiProblem(409, "stale", "Stale generation", str(error))
+    if isinstance(error, IdempotencyMismatch):
+        return ApiProblem(
+            409, "idempotency-mismatch", "Request id used for another request", str(error)
+        )
+    if isinstance(error, LessonNotFound):
+        return ApiProblem(404, "not-found", "Lesson not found", str(error))
+    if isinstance(error, LedgerUnavailable):
+        return ApiProblem(503, "unavailable", "Ledger unavailable", str(error))
+    return ApiProblem(409, "rejected", "Rejected", str(error))
+
+
+def invalid(errors: list[FieldError], detail: str | None = None) -> ApiProblem:
+    return ApiProblem(
+        422,
+        "invalid-request",
+        "Invalid request",
+        detail or "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+        errors=list(errors),
+    )
+
+
+def problem_response(problem: ApiProblem, request: Request | None = None) -> JSONResponse:
+    body = {
+        "type": f"urn:lesson-ledger:problem:{problem.kind}",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        **problem.extra,
+    }
+    if request is not None and getattr(request.state, "request_id", None):
+        body["request_id"] = request.state.request_id
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def validation_problem(error: RequestValidationError) -> ApiProblem:
+    """FastAPI's validation errors, as fields and messages."""
+    fields: list[FieldError] = []
+    for item in error.errors():
+        location = [str(part) for part in item.get("loc", ()) if part not in ("body",)]
+        kind = item.get("type", "")
+        if kind == "json_invalid":
+            fields.append(FieldError(field="body", message="is not valid JSON"))
+            continue
+        message = str(item.get("msg", "is invalid"))
+        if kind == "extra_forbidden":
+            message = "is not a known field"
+        elif kind == "missing":
+            message = "is missing"
+        fields.append(FieldError(field=".".join(location) or "body", message=message))
+    return invalid(fields)
+
+
+def install(app: Any) -> None:
+    """Answer every error as a problem detail; never a stack trace."""
+
+    async def on_api_problem(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiProblem)
+        return problem_response(error, request)
+
+    async def on_ledger_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, LedgerError)
+        return problem_response(problem_for(error), request)
+
+    async def on_validation(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return problem_response(validation_problem(error), request)
+
+    async def on_http(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        if error.status_code == 400:  # the body could not be read as JSON text at all
+            unreadable = ApiProblem(
+                400,
+                "unreadable-body",
+                "Unreadable body",
+                "body: is not UTF-8 encoded JSON",
+                errors=[FieldError(field="body", message="is not UTF-8 encoded JSON")],
+            )
+            return problem_response(unreadable, request)
+        titles = {404: "Not found", 405: "Method not allowed"}
+        problem = ApiProblem(
+            error.status_code, "http", titles.get(error.status_code, "Error"), str(error.detail)
+        )
+        return problem_response(problem, request)
+
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        return problem_response(
+            ApiProblem(
+                500,
+                "internal",
+                "Internal error",
+                "the ledger failed unexpectedly; the request id identifies it in the logs",
+            ),
+            request,
+        )
+
+    app.add_exception_handler(ApiProblem, on_api_problem)
+    app.add_exception_handler(LedgerError, on_ledger_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

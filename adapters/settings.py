@@ -1,0 +1,21 @@
+"""Settings, from the environment (prefix LESSON_LEDGER_) or a `.env` file."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.database import DEFAULT_DATABASE_URL
+
+
+class Settings(BaseSettings):
+    """The ledger's settings; each can be set as LESSON_LEDGER_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    min_position_wait_seconds: float = 5.0
+    log_level: str = "INFO"
+    follow_projections: bool = True

@@ -1,0 +1,97 @@
+"""Plain SQL on the ledger's database, for the adapters' own small tables (API tokens,
+idempotency keys). Statements are written once with `%s` placeholders and run on SQLite
+or PostgreSQL alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from adapters.database import DDL_LOCK_KEY, Database
+from domain.errors import LedgerUnavailable
+
+Row = tuple[Any, ...]
+
+
+class SqlStore:
+    """Runs statements on the ledger's database; each call is one transaction."""
+
+    def __init__(self, database: Database, pool_size: int = 4) -> None:
+        self.database = database
+        self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
+        if database.kind == "postgresql":
+            database.connect().close()  # one clear error now rather than a pool timeout later
+            self._pool = ConnectionPool(
+                conninfo="",
+                kwargs={
+                    "host": database.host,
+                    "port": database.port,
+                    "user": database.user,
+                    "password": database.password,
+                    "dbname": database.dbname,
+                },
+                min_size=1,
+                max_size=pool_size,
+                open=True,
+                timeout=10,
+            )
+
+    def table(self, name: str) -> str:
+        """The table's name as statements must spell it (schema-qualified on PostgreSQL)."""
+        return name if self.database.kind == "sqlite" else f'"{self.database.schema}".{name}'
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Cursor]:
+        try:
+            if self._pool is None:
+                conn = sqlite3.connect(self.database.path, timeout=30, isolation_level=None)
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    yield _Cursor(conn, sqlite=True)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    conn.close()
+            else:
+                with self._pool.connection() as pg_conn, pg_conn.transaction():
+                    yield _Cursor(pg_conn, sqlite=False)
+        except (sqlite3.OperationalError, psycopg.OperationalError) as error:
+            raise LedgerUnavailable(f"the ledger's database failed: {error}") from error
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.transaction() as cursor:
+            return cursor.run(statement, params)
+
+    def create_tables(self, *statements: str) -> None:
+        """Run CREATE ... IF NOT EXISTS statements, one process at a time on PostgreSQL
+        (concurrent DDL there fails with "tuple concurrently updated")."""
+        with self.transaction() as cursor:
+            if self.database.kind == "postgresql":
+                cursor.run("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
+            for statement in statements:
+                cursor.run(statement)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+class _Cursor:
+    def __init__(self, conn: Any, *, sqlite: bool) -> None:
+        self._conn = conn
+        self._sqlite = sqlite
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        if self._sqlite:
+            statement = statement.replace("%s", "?")
+        cursor = self._conn.execute(statement, tuple(params))
+        if cursor.description is None:
+            return []
+        return [tuple(row) for row in cursor.fetchall()]
