@@ -8,15 +8,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
 from adapters.database import Database, open_ledger
 from adapters.http import lessons, operations, problems
 from adapters.http.metrics import Metrics
-from adapters.http.problems import ApiProblem, problem_response
+from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.idempotency import IdempotencyStore
 from adapters.settings import Settings
 from adapters.sqlstore import SqlStore
@@ -55,7 +57,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(request_context)
     app.include_router(lessons.router)
     app.include_router(operations.router)
+    document_problems(app)
     return app
+
+
+def document_problems(app: FastAPI) -> None:
+    """Add the Problem schema the error responses refer to, to the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            _, definitions = models_json_schema(
+                [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
+            )
+            document["components"]["schemas"].update(definitions["$defs"])
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

@@ -45,8 +45,14 @@ router = APIRouter(prefix="/v1/lessons", tags=["lessons"])
 R = TypeVar("R")
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {"application/problem+json": {}}}
+    status: {
+        "description": text,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
     for status, text in [
+        (400, "The body is not UTF-8 JSON"),
         (401, "No valid bearer token"),
         (403, "Outside the token's role or provider"),
         (404, "Unknown lesson"),

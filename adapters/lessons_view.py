@@ -1,0 +1,118 @@
+"""Opening the lessons read model on the ledger's database (SQLite or PostgreSQL).
+
+`open_read_model(url)` gives a `projections.read_model.LessonsReadModel`: its tables
+are created on first use, next to the events (PostgreSQL: in the ledger's schema),
+with table creation serialised across processes (the advisory lock the ledger uses on
+PostgreSQL, a lock file on SQLite): concurrent DDL fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.utils import Environment
+
+from adapters.database import DDL_LOCK_KEY, Database, open_ledger
+from adapters.lessons_view_postgres import PostgresLessonsView
+from adapters.lessons_view_sqlite import DEFAULT_POLL_INTERVAL, SQLiteLessonsView
+from domain.errors import LedgerUnavailable
+from domain.ledger import LessonLedger
+from projections.log import EventLog
+from projections.read_model import LessonsReadModel
+from projections.view import LessonsView
+
+# The library's settings that a deployment may tune for the read model too.
+_PASSED_SETTINGS = ("POSTGRES_", "SQLITE_")
+_DEFAULTS = {
+    "POSTGRES_POOL_SIZE": "2",
+    "POSTGRES_MAX_OVERFLOW": "8",
+    "POSTGRES_CONNECT_TIMEOUT": "5",
+    "POSTGRES_LOCK_TIMEOUT": "10",
+    "SQLITE_LOCK_TIMEOUT": "30",
+}
+
+
+def open_read_model(
+    url: str | Database | None = None,
+    *,
+    ledger: LessonLedger | None = None,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+) -> LessonsReadModel:
+    """The lessons read model on the database the URL (or LESSON_LEDGER_DATABASE_URL)
+    names. Pass the process's `ledger` to share it; otherwise one is opened (and closed
+    with the read model). Errors are one clear line (LedgerUnavailable)."""
+    database = url if isinstance(url, Database) else Database.from_url(url)
+    own_ledger = ledger is None
+    ledger = ledger if ledger is not None else open_ledger(database.url)
+    try:
+        view = open_lessons_view(database, ledger, poll_interval=poll_interval)
+    except BaseException:
+        if own_ledger:
+            ledger.close()
+        raise
+    return LessonsReadModel(
+        view,
+        EventLog(ledger.recorder, ledger.mapper),
+        ledger.mapper,
+        on_close=ledger.close if own_ledger else None,
+    )
+
+
+def open_lessons_view(
+    database: Database, ledger: LessonLedger, *, poll_interval: float = DEFAULT_POLL_INTERVAL
+) -> LessonsView:
+    """The store's view recorder, its tables created if missing."""
+    env = {
+        **_DEFAULTS,
+        **{k: v for k, v in os.environ.items() if k.startswith(_PASSED_SETTINGS)},
+        **database.ledger_env(create_table=False),
+    }
+    factory: Any = InfrastructureFactory.construct(Environment("Lessons", env))
+    try:
+        view: LessonsView
+        if database.kind == "sqlite":
+            view = SQLiteLessonsView(
+                factory.datastore, database=database, poll_interval=poll_interval
+            )
+        else:
+            recorder: Any = ledger.recorder
+            view = PostgresLessonsView(
+                factory.datastore, database=database,
+                events_table=recorder.events_table_name, channel=recorder.channel_name,
+            )
+        with _ddl_lock(database):
+            view.create_table()  # type: ignore[attr-defined]
+        return view
+    except LedgerUnavailable:
+        factory.close()
+        raise
+    except Exception as error:  # the library's and the drivers' errors, as one line
+        factory.close()
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise LedgerUnavailable(f"cannot open the lessons read model: {reason}") from None
+
+
+@contextmanager
+def _ddl_lock(database: Database) -> Iterator[None]:
+    if database.kind == "postgresql":
+        with database.connect() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+        return
+    if database.path == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database.path}.ddl.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
