@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -54,3 +59,56 @@ def served(database_url: str, **settings: object) -> Iterator[Api]:
         finally:
             server.should_exit = True
             thread.join(timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def serving_process(
+    database_url: str, log_path: Path, workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`lesson-ledger serve` in its own process on a free port: its base URL and process
+    (stdout piped, the JSON log in `log_path`); stopped with SIGINT afterwards."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "serve",
+                "--workers",
+                str(workers),
+                "--port",
+                str(port),
+                "--database-url",
+                database_url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        try:
+            while True:
+                assert process.poll() is None, log_path.read_text()
+                try:
+                    if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the server did not start within 60 s"
+                time.sleep(0.05)
+            yield base_url, process
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=20)

@@ -1,16 +1,12 @@
 """The calendar front end's race, for real: several clients post overlapping batches of
-the same week's slots at once, to a server with two worker processes on PostgreSQL."""
+the same week's slots at once, to servers on PostgreSQL: one with two worker processes
+and another beside it, so that at least two processes always take part."""
 
 from __future__ import annotations
 
 import json
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +19,7 @@ from adapters.sqlstore import SqlStore
 from adapters.tokens import TokenStore
 from domain import lesson_id_for
 from tests.conftest import Store
+from tests.served import serving_process
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
 DAYS = ["2025-09-08", "2025-09-09", "2025-09-10", "2025-09-11", "2025-09-12"]
@@ -30,55 +27,15 @@ SLOTS = ["08:00-08:30", "08:30-09:00", "9:00-9:30", "09:30-10:00", "10:20-10:50"
 DOCUMENTED = {"accepted", "replayed", "conflict", "duplicate_in_batch", "invalid"}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def server(postgres_store: Store, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`lesson-ledger serve --workers 2` on a free port; stopped afterwards."""
+def servers(postgres_store: Store, tmp_path: Path) -> Iterator[list[str]]:
+    """`lesson-ledger serve --workers 2` and `serve --workers 1` on one database."""
     postgres_store.open()  # the tables exist before the workers start
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "adapters.cli",
-            "serve",
-            "--workers",
-            "2",
-            "--port",
-            str(port),
-            "--database-url",
-            postgres_store.url,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start within 60 s"
-        time.sleep(0.05)
-    try:
-        yield base_url, process
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with (
+        serving_process(postgres_store.url, tmp_path / "a.log", workers=2) as (first, _),
+        serving_process(postgres_store.url, tmp_path / "b.log", workers=1) as (second, _),
+    ):
+        yield [first, second]
 
 
 def week_batch(client: int) -> dict[str, Any]:
@@ -105,9 +62,8 @@ def week_batch(client: int) -> dict[str, Any]:
 
 
 def test_overlapping_calendar_batches_leave_exactly_one_request_per_slot(
-    server: tuple[str, subprocess.Popen[str]], postgres_store: Store, tmp_path: Path
+    servers: list[str], postgres_store: Store, tmp_path: Path
 ) -> None:
-    base_url, _ = server
     sql = SqlStore(postgres_store.database)
     token = TokenStore(sql).create("provider", PROVIDER)[1]
     sql.close()
@@ -119,7 +75,7 @@ def test_overlapping_calendar_batches_leave_exactly_one_request_per_slot(
     def client(number: int) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         try:
-            with httpx.Client(base_url=base_url, timeout=60) as http:
+            with httpx.Client(base_url=servers[number % 2], timeout=60) as http:
                 start.wait(timeout=30)
                 for round_ in range(rounds):
                     key = {"Idempotency-Key": f"client-{number}-round-{round_}"}
@@ -169,7 +125,8 @@ def test_overlapping_calendar_batches_leave_exactly_one_request_per_slot(
     # Both worker processes served requests.
     pids = {
         json.loads(line).get("pid")
-        for line in (tmp_path / "server.log").read_text().splitlines()
+        for log in ("a.log", "b.log")
+        for line in (tmp_path / log).read_text().splitlines()
         if line.startswith("{") and '"path": "/v1/lessons/requests/batch"' in line
     }
-    assert len(pids) >= 2, "the requests were not spread over two worker processes"
+    assert len(pids) >= 2, "the requests were not served by several processes"
