@@ -7,6 +7,7 @@ setting LESSON_LEDGER_DATABASE_URL decides, else `sqlite:///./lesson-ledger.db`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,13 @@ def open_ledger(url: str | None = None) -> LessonLedger:
     """
     database = Database.from_url(url)
     if database.kind == "sqlite":
-        return _construct(database, create_table=True)
+        if database.path == ":memory:":
+            return _construct(database, create_table=True)
+        # Switching a new file to WAL fails at once ("database is locked") while another
+        # process opens it too, whatever the busy timeout: one opener at a time.
+        with open(f"{database.path}.open-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _construct(database, create_table=True)
     with database.connect() as conn:
         # Only one process creates the tables; the others wait here, then find them.
         conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))

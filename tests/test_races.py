@@ -1,0 +1,493 @@
+"""Real races for the same lesson slots, on SQLite and on PostgreSQL.
+
+Many threads, and several separate processes, request the same 20 slots at the same
+moment (barriers start them together). Whatever the interleaving, a user must see:
+
+* with a request id of their own: exactly one request per slot is accepted, every
+  other one is a conflict that names the winner, and the slot's history shows the
+  winner's LessonRequested and one RequestRejected per loser;
+* with one shared request id (a retried request): exactly one accepted, the rest
+  replayed, and only one LessonRequested per slot;
+* nothing else: no database error, no "too much contention", no invalid answer.
+
+Every call's answer is collected (see tests/racing.py) and counted; a failure lists
+the calls that broke the rule.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Store
+from racing import (
+    TIME_SLOTS,
+    Call,
+    Plan,
+    lesson_id,
+    open_in_processes,
+    race_in_processes,
+    race_in_threads,
+    shared_details,
+    slot_fields,
+)
+
+from domain import LessonConflict, LessonLedger
+
+pytestmark = pytest.mark.timeout(120)
+
+THREADS = 8
+PROCESSES = 3
+THREADS_PER_PROCESS = 2
+RACE_TIMEOUT = 60.0  # seconds; a race that takes longer is stuck, not slow
+
+
+# What a user checks after a race.
+
+
+def _show(calls: list[Call], limit: int = 10) -> str:
+    """One line per call (worker, slot, request id, outcome, holder named), then the
+    first call's error in full (a traceback, for an unexpected exception)."""
+    lines = [
+        f"{c['worker']} {c['slot']} {c.get('request_id')}: {c['outcome']} "
+        f"{c.get('error_type') or ''} holder={c.get('holder_request_id')}"
+        for c in calls[:limit]
+    ]
+    if len(calls) > limit:
+        lines.append(f"... and {len(calls) - limit} more")
+    first_error = next((c["error"] for c in calls if c.get("error")), None)
+    if first_error:
+        lines.append("the first one's error:")
+        lines.extend("    " + line for line in first_error.splitlines())
+    return "\n  ".join(lines)
+
+
+def assert_no_errors(calls: list[Call], allowed: set[str]) -> None:
+    unexpected = [call for call in calls if call["outcome"] not in allowed]
+    assert not unexpected, (
+        f"{len(unexpected)} of {len(calls)} calls got an answer other than "
+        f"{sorted(allowed)}:\n  {_show(unexpected)}"
+    )
+    wrong_errors = [
+        call
+        for call in calls
+        if call["outcome"] == "conflict" and call.get("error_type") != "LessonConflict"
+    ]
+    assert not wrong_errors, f"conflicts that are not a LessonConflict:\n  {_show(wrong_errors)}"
+
+
+def assert_every_racer_asked_every_slot(calls: list[Call], racers: int) -> None:
+    per_slot = Counter(call["slot"] for call in calls)
+    assert per_slot == dict.fromkeys(TIME_SLOTS, racers), (
+        f"expected {racers} answers for each of the {len(TIME_SLOTS)} slots, got {dict(per_slot)}"
+    )
+
+
+def one_winner_per_slot(calls: list[Call]) -> dict[str, Call]:
+    """The accepted call of each slot; fails unless there is exactly one per slot."""
+    accepted: dict[str, list[Call]] = defaultdict(list)
+    for call in calls:
+        if call["outcome"] == "accepted":
+            accepted[call["slot"]].append(call)
+    wrong = {slot: len(accepted[slot]) for slot in TIME_SLOTS if len(accepted[slot]) != 1}
+    assert not wrong, f"slots without exactly one accepted request (slot: accepted count): {wrong}"
+    winners = {slot: accepted[slot][0] for slot in TIME_SLOTS}
+    for slot, winner in winners.items():
+        assert winner["lesson_id"] == str(lesson_id(slot)), f"{slot}: the winner's lesson id"
+        assert winner["attempt"] == 1, f"{slot}: the winner starts attempt 1, got {winner}"
+        assert winner["position"] is not None, f"{slot}: an accepted request has a position"
+    positions = [winner["position"] for winner in winners.values()]
+    assert len(set(positions)) == len(positions), f"two winners share a position: {positions}"
+    return winners
+
+
+def assert_losers_told_the_winner(calls: list[Call], winners: dict[str, Call]) -> None:
+    misnamed = []
+    for call in calls:
+        if call["outcome"] != "conflict":
+            continue
+        winner = winners[call["slot"]]
+        told = (
+            call["holder_request_id"],
+            call["holder_actor"],
+            call["holder_status"],
+            call["holder_attempt"],
+        )
+        if told != (winner["request_id"], winner["actor"], "requested", 1):
+            misnamed.append(call)
+    assert not misnamed, (
+        "conflicts that do not name the winner of the slot:\n  "
+        + _show(misnamed)
+        + f"\n  winners: { {s: w['request_id'] for s, w in winners.items()} }"
+    )
+
+
+def assert_history_shows_the_race(
+    ledger: LessonLedger, winners: dict[str, Call], calls: list[Call]
+) -> int:
+    """Each slot's history: opened and requested by the winner, then one rejection per
+    loser naming the winner; its state is the winner's attempt 1. Returns the number
+    of events all slots hold."""
+    events = 0
+    for slot, winner in winners.items():
+        losers = [c for c in calls if c["slot"] == slot and c["outcome"] == "conflict"]
+        history = ledger.history(lesson_id(slot))
+        entries = history.entries
+        events += len(entries)
+        names = [entry.event for entry in entries]
+        assert names[:2] == ["Opened", "LessonRequested"], f"{slot}: history starts {names}"
+        requested = [(e.request_id, e.actor) for e in entries if e.event == "LessonRequested"]
+        assert requested == [(winner["request_id"], winner["actor"])], (
+            f"{slot}: expected one LessonRequested, by the winner "
+            f"{winner['request_id']!r}, got {requested}"
+        )
+        rejected = [e for e in entries if e.event == "RequestRejected"]
+        assert sorted((e.request_id, e.actor) for e in rejected) == sorted(
+            (c["request_id"], c["actor"]) for c in losers
+        ), f"{slot}: expected one RequestRejected per loser, with the loser's request id and actor"
+        assert len(entries) == 2 + len(losers), f"{slot}: unexpected events in history: {names}"
+        for entry in rejected:
+            assert entry.changes["reason"] == "conflict", f"{slot}: {entry}"
+            assert entry.changes["holder_request_id"] == winner["request_id"], (
+                f"{slot}: the recorded rejection of {entry.request_id!r} names "
+                f"{entry.changes['holder_request_id']!r}, not the winner {winner['request_id']!r}"
+            )
+        state = ledger.get_lesson(lesson_id(slot))
+        assert state is not None, f"{slot}: get_lesson found nothing"
+        assert (state.status, state.attempt, state.request_id, state.requested_by) == (
+            "requested",
+            1,
+            winner["request_id"],
+            winner["actor"],
+        ), f"{slot}: the lesson should be requested, attempt 1, by the winner; it is {state}"
+        assert history.state == state, f"{slot}: history's state differs from get_lesson"
+    return events
+
+
+def assert_one_accepted_rest_conflicts(
+    store: Store, ledger: LessonLedger, calls: list[Call], racers: int
+) -> None:
+    assert_no_errors(calls, {"accepted", "conflict"})
+    assert_every_racer_asked_every_slot(calls, racers)
+    winners = one_winner_per_slot(calls)
+    assert_losers_told_the_winner(calls, winners)
+    events = assert_history_shows_the_race(ledger, winners, calls)
+    assert store.count_events() == events, "the database holds events the histories do not show"
+    assert events == 2 * len(TIME_SLOTS) + (racers - 1) * len(TIME_SLOTS)
+
+
+def assert_one_accepted_rest_replayed(
+    store: Store, ledger: LessonLedger, calls: list[Call], racers: int
+) -> None:
+    assert_no_errors(calls, {"accepted", "replayed"})
+    assert_every_racer_asked_every_slot(calls, racers)
+    winners = one_winner_per_slot(calls)
+    assert {w["request_id"] for w in winners.values()} == {
+        f"shared-{slot.replace(':', '')}" for slot in TIME_SLOTS
+    }
+    for call in calls:
+        if call["outcome"] == "replayed":
+            assert (call["lesson_id"], call["attempt"], call["position"]) == (
+                str(lesson_id(call["slot"])),
+                1,
+                None,
+            ), f"a replay answers the lesson's attempt 1 and writes nothing: {call}"
+    for slot in TIME_SLOTS:
+        history = ledger.history(lesson_id(slot))
+        names = [(e.event, e.request_id) for e in history.entries]
+        shared = f"shared-{slot.replace(':', '')}"
+        assert names == [("Opened", shared), ("LessonRequested", shared)], (
+            f"{slot}: a shared request id must give one LessonRequested and nothing else, "
+            f"got {names}"
+        )
+        state = ledger.get_lesson(lesson_id(slot))
+        assert state is not None
+        assert (state.status, state.attempt, state.request_id) == ("requested", 1, shared)
+        students = [student["id"] for student in state.students or []]
+        assert students == [s["id"] for s in shared_details(slot)["students"]], (
+            f"{slot}: the lesson keeps the request's students"
+        )
+    assert store.count_events() == 2 * len(TIME_SLOTS)
+
+
+# 1. Threads, each with a request id of its own. The `ledger` fixture has created the
+# tables already: opening at once on a fresh database has its own test (below).
+
+
+@pytest.mark.parametrize("sharing", ["own ledger per thread", "one shared ledger"])
+def test_threads_racing_for_the_same_slots_get_one_winner_each_and_conflicts_naming_it(
+    store: Store, ledger: LessonLedger, sharing: str
+) -> None:
+    workers = [f"t{i}" for i in range(THREADS)]
+    ledger_for = (lambda _: ledger) if sharing == "one shared ledger" else (lambda _: store.open())
+
+    calls = race_in_threads(workers, Plan(), ledger_for, RACE_TIMEOUT)
+
+    assert_one_accepted_rest_conflicts(store, ledger, calls, racers=THREADS)
+
+
+# 2. Separate processes, each with its own ledger, and two threads sharing it.
+
+
+def assert_processes_raced_at_the_same_time(calls: list[Call]) -> None:
+    spans: dict[str, tuple[float, float]] = {}
+    for call in calls:
+        process = call["worker"][:2]
+        started, finished = spans.get(process, (call["started"], call["finished"]))
+        spans[process] = (min(started, call["started"]), max(finished, call["finished"]))
+    assert sorted(spans) == [f"p{i}" for i in range(PROCESSES)], f"processes: {sorted(spans)}"
+    alone = [
+        process
+        for process, (started, finished) in spans.items()
+        if not any(s < finished and started < f for p, (s, f) in spans.items() if p != process)
+    ]
+    assert not alone, f"processes that raced with no other process running: {alone} {spans}"
+
+
+def test_processes_racing_for_the_same_slots_get_one_winner_each_and_conflicts_naming_it(
+    store: Store, ledger: LessonLedger
+) -> None:
+    calls = race_in_processes(store.url, PROCESSES, THREADS_PER_PROCESS, Plan(), RACE_TIMEOUT)
+
+    assert_no_errors(calls, {"accepted", "conflict"})
+    assert_processes_raced_at_the_same_time(calls)
+    assert_one_accepted_rest_conflicts(store, ledger, calls, racers=PROCESSES * THREADS_PER_PROCESS)
+
+
+OPEN_ROUNDS = {"sqlite": 100, "postgresql": 20}  # fresh databases, each opened by every
+# thread of every process at once (an SQLite open is cheap: more rounds, to catch a rare failure)
+
+
+@pytest.fixture
+def fresh_urls(store: Store, tmp_path: Path) -> Iterator[list[str]]:
+    """URLs of databases nobody has opened yet, next to the store's own: SQLite files
+    in the test's folder, or PostgreSQL schemas (dropped afterwards)."""
+    rounds = OPEN_ROUNDS[store.kind]
+    if store.kind == "sqlite":
+        yield [f"sqlite:///{tmp_path / f'fresh-{i}.db'}" for i in range(rounds)]
+        return
+    schema = store.database.schema
+    schemas = [f"{schema}_fresh{i}" for i in range(rounds)]
+    base = store.url.split("?", 1)[0]
+    try:
+        yield [f"{base}?schema={name}" for name in schemas]
+    finally:
+        with store.database.connect() as conn:
+            for name in schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_processes_opening_the_ledger_at_once_on_a_fresh_database_all_succeed(
+    store: Store, fresh_urls: list[str]
+) -> None:
+    # open_ledger creates the tables (and, on PostgreSQL, the schema) on first use;
+    # several services starting together on a new database must all open it.
+    opens = open_in_processes(fresh_urls, PROCESSES, THREADS_PER_PROCESS, RACE_TIMEOUT)
+
+    failed = [o for o in opens if o["outcome"] != "opened"]
+    rounds = sorted({o.get("round") for o in failed}, key=str)
+    assert not failed, (
+        f"{len(failed)} of {len(opens)} opens failed, on {len(rounds)} of {len(fresh_urls)} fresh "
+        f"databases opened by {PROCESSES} processes x {THREADS_PER_PROCESS} threads at once:\n  "
+        + _show([{**o, "slot": f"round {o.get('round')}"} for o in failed])
+    )
+    assert len(opens) == len(fresh_urls) * PROCESSES * THREADS_PER_PROCESS
+
+
+# 3. One shared request id: a request retried by everyone at once.
+
+
+def test_threads_retrying_one_request_get_one_accepted_and_the_rest_replayed(
+    store: Store, ledger: LessonLedger
+) -> None:
+    workers = [f"t{i}" for i in range(THREADS)]
+
+    calls = race_in_threads(
+        workers, Plan(shared_request_id=True), lambda _: store.open(), RACE_TIMEOUT
+    )
+
+    assert_one_accepted_rest_replayed(store, ledger, calls, racers=THREADS)
+
+
+def test_processes_retrying_one_request_get_one_accepted_and_the_rest_replayed(
+    store: Store, ledger: LessonLedger
+) -> None:
+    plan = Plan(shared_request_id=True)
+
+    calls = race_in_processes(store.url, PROCESSES, THREADS_PER_PROCESS, plan, RACE_TIMEOUT)
+
+    assert_no_errors(calls, {"accepted", "replayed"})
+    assert_processes_raced_at_the_same_time(calls)
+    assert_one_accepted_rest_replayed(store, ledger, calls, racers=PROCESSES * THREADS_PER_PROCESS)
+
+
+# 4. Overlapping partial batches, the same slots in different orders.
+
+
+def test_threads_sending_overlapping_batches_get_one_winner_per_slot_across_batches(
+    store: Store, ledger: LessonLedger
+) -> None:
+    workers = [f"t{i}" for i in range(THREADS)]
+    plan = Plan(command="batch")
+    assert len({tuple(plan.order(w)) for w in workers}) == THREADS, "orders must differ"
+
+    calls = race_in_threads(workers, plan, lambda _: store.open(), RACE_TIMEOUT)
+
+    assert_one_accepted_rest_conflicts(store, ledger, calls, racers=THREADS)
+
+
+def test_processes_sending_overlapping_batches_get_one_winner_per_slot_across_batches(
+    store: Store, ledger: LessonLedger
+) -> None:
+    plan = Plan(command="batch")
+
+    calls = race_in_processes(store.url, PROCESSES, THREADS_PER_PROCESS, plan, RACE_TIMEOUT)
+
+    assert_no_errors(calls, {"accepted", "conflict"})
+    assert_processes_raced_at_the_same_time(calls)
+    assert_one_accepted_rest_conflicts(store, ledger, calls, racers=PROCESSES * THREADS_PER_PROCESS)
+
+
+# 5. A cancellation racing with requests for the slot it frees.
+
+CANCEL_ROUNDS = 10  # one slot per round
+EARLY_REQUESTERS = 3  # request at the moment the cancellation starts
+LATE_REQUESTERS = 3  # request once the cancellation has returned
+
+
+def test_cancel_racing_with_new_requests_frees_the_slot_for_exactly_one_of_them(
+    store: Store, ledger: LessonLedger
+) -> None:
+    slots = TIME_SLOTS[:CANCEL_ROUNDS]
+    for slot in slots:
+        ledger.request_lesson(
+            **slot_fields(slot), request_id=f"first-{slot.replace(':', '')}", actor="teacher-first"
+        )
+    requesters = [f"early{i}" for i in range(EARLY_REQUESTERS)]
+    requesters += [f"late{i}" for i in range(LATE_REQUESTERS)]
+    racers = 1 + len(requesters)
+    barrier = threading.Barrier(racers)
+    cancelled = {slot: threading.Event() for slot in slots}
+    answers: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def call(own: LessonLedger, who: str, slot: str) -> None:
+        tag = slot.replace(":", "")
+        answer: dict[str, Any] = {"request_id": f"{who}-{tag}", "actor": f"teacher-{who}"}
+        try:
+            if who == "canceller":
+                result = own.cancel(
+                    lesson_id=lesson_id(slot),
+                    request_id=f"cancel-{tag}",
+                    actor="teacher-first",
+                    reason="moved",
+                )
+            else:
+                if who.startswith("late") and not cancelled[slot].wait(RACE_TIMEOUT):
+                    raise TimeoutError("the cancellation never returned")
+                result = own.request_lesson(
+                    **slot_fields(slot), request_id=f"{who}-{tag}", actor=f"teacher-{who}"
+                )
+        except LessonConflict as conflict:
+            holder = conflict.holder
+            answer.update(
+                outcome="conflict", holder=(holder.request_id, holder.attempt) if holder else None
+            )
+        except Exception as error:
+            answer.update(outcome="error", error=repr(error))
+        else:
+            answer.update(outcome=result.outcome, attempt=result.attempt)
+        finally:
+            if who == "canceller":
+                cancelled[slot].set()
+        answers[who, slot] = answer
+
+    def racer(who: str) -> None:
+        try:
+            own = store.open()
+            for slot in slots:  # one round per slot, all racers starting it together
+                barrier.wait(RACE_TIMEOUT)
+                call(own, who, slot)
+        except BaseException as error:
+            barrier.abort()  # the others stop waiting for this one
+            answers[who, "failed"] = {"outcome": "error", "error": repr(error)}
+
+    threads = [
+        threading.Thread(target=racer, args=(who,), daemon=True)
+        for who in ["canceller", *requesters]
+    ]
+    deadline = time.monotonic() + RACE_TIMEOUT
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "racers still running"
+
+    errors = {key: a for key, a in answers.items() if a["outcome"] not in ("accepted", "conflict")}
+    assert not errors, f"answers other than accepted or conflict: {errors}"
+    assert len(answers) == racers * len(slots), "every racer answered in every round"
+    for slot in slots:
+        tag = slot.replace(":", "")
+        first = f"first-{tag}"
+        cancel = answers["canceller", slot]
+        assert (cancel["outcome"], cancel["attempt"]) == ("accepted", 1), (
+            f"{slot}: the cancellation of a requested lesson is accepted: {cancel}"
+        )
+        asked = {who: answers[who, slot] for who in requesters}
+        winners = [a for a in asked.values() if a["outcome"] == "accepted"]
+        # Late requesters come after the cancellation, so someone gets the slot; once
+        # someone has it, it is held again: exactly one re-request is accepted.
+        assert len(winners) == 1, f"{slot}: expected one accepted re-request, got {asked}"
+        winner = winners[0]
+        assert winner["attempt"] == 2, f"{slot}: the re-request starts attempt 2: {winner}"
+        for who, answer in asked.items():
+            if answer["outcome"] != "conflict":
+                continue
+            allowed = {(winner["request_id"], 2)}
+            if who.startswith("early"):
+                allowed.add((first, 1))  # it may come before the cancellation
+            assert answer["holder"] in allowed, (
+                f"{slot}: {who} was told the slot is held by {answer['holder']}, "
+                f"expected one of {allowed}"
+            )
+
+        history = ledger.history(lesson_id(slot))
+        entries = history.entries
+        requested = [e.request_id for e in entries if e.event == "LessonRequested"]
+        assert requested == [first, winner["request_id"]], (
+            f"{slot}: LessonRequested events must be 1 + the accepted re-requests: {requested}"
+        )
+        names = [e.event for e in entries]
+        assert names.count("LessonCancelled") == 1, f"{slot}: {names}"
+        assert names.index("LessonCancelled") < max(
+            i for i, e in enumerate(entries) if e.event == "LessonRequested"
+        ), f"{slot}: the re-request must come after the cancellation: {names}"
+        rejected = {
+            e.request_id: (e.changes["holder_request_id"], e.changes["attempt"])
+            for e in entries
+            if e.event == "RequestRejected"
+        }
+        told = {a["request_id"]: a["holder"] for a in asked.values() if a["outcome"] == "conflict"}
+        assert rejected == told, (
+            f"{slot}: each recorded rejection names the holder its caller was told "
+            f"(request id: (holder, attempt)): recorded {rejected}, told {told}"
+        )
+        assert len(entries) == 4 + len(told), f"{slot}: unexpected events: {names}"
+
+        state = ledger.get_lesson(lesson_id(slot))
+        assert state is not None
+        assert history.state == state, f"{slot}: the final state is the state after the last event"
+        assert (state.status, state.attempt, state.request_id, state.cancel_reason) == (
+            "requested",
+            2,
+            winner["request_id"],
+            None,
+        ), f"{slot}: after the race the lesson is requested again, by the winner: {state}"
+        assert state.version == entries[-1].version
+    assert store.count_events() == sum(
+        len(ledger.history(lesson_id(slot)).entries) for slot in slots
+    )
