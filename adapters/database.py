@@ -180,8 +180,12 @@ def open_ledger(url: str | None = None) -> LessonLedger:
 
 
 def _construct(database: Database, create_table: bool) -> LessonLedger:
+    from adapters.rejections import SqlInvalidRequestLog  # it builds on this module
+
     try:
-        return LessonLedger(env=database.ledger_env(create_table))
+        ledger = LessonLedger(env=database.ledger_env(create_table))
+        ledger.invalid_requests = SqlInvalidRequestLog(database)
+        return ledger
     except LedgerUnavailable:
         raise
     except Exception as error:  # the library's and the driver's errors, as one line

@@ -6,18 +6,22 @@ collects every bad field, key and details together, into one InvalidLessonReques
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.alias_generators import to_camel
 
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
-from domain.keys import LessonKey, canonical_request_id, parse_key
+from domain.keys import LessonKey, canonical_request_id, parse_key, parse_legacy_key
 
 Source = Literal["api", "cli", "import", "worker"]
 SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
 MAX_ACTOR_LENGTH = 128
+MAX_SPELLING = 64
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -66,6 +70,8 @@ class RequestLesson:
     students: list[dict[str, Any]] | None
     correlation_id: str | None
     source: str
+    as_sent: dict[str, str]
+    """The key's parts as the caller spelled them (shortened), kept for the audit."""
 
 
 def validate_request(
@@ -98,7 +104,16 @@ def validate_request(
     if errors:
         raise InvalidLessonRequest(_unique(errors))
     assert key is not None and rid is not None and who is not None and origin is not None
-    return RequestLesson(key, rid, who, parsed_details, students, batch, origin)
+    as_sent = spelled(
+        provider_id=provider_id, school_id=school_id, lesson_date=lesson_date, time_slot=time_slot
+    )
+    return RequestLesson(key, rid, who, parsed_details, students, batch, origin, as_sent)
+
+
+def spelled(**parts: object) -> dict[str, str]:
+    """The parts as sent, as short text: enough to see two spellings of one key, too
+    little to store a payload."""
+    return {name: str(value)[:MAX_SPELLING] for name, value in parts.items() if value is not None}
 
 
 def check_actor(value: object) -> str:
@@ -195,3 +210,94 @@ def _unique(errors: list[FieldError]) -> list[FieldError]:
         if error not in seen:
             seen.append(error)
     return seen
+
+
+@dataclass(frozen=True)
+class ImportLesson:
+    """A validated row of the old lessons table."""
+
+    key: LessonKey
+    legacy_id: str
+    content: dict[str, Any] | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    flags: list[str]
+    request_id: str
+    actor: str
+    correlation_id: str | None
+    source: str
+    as_sent: dict[str, str]
+
+
+def validate_import(
+    row: Mapping[str, Any], *, actor: str, correlation_id: str | None
+) -> ImportLesson:
+    """A legacy row as an import command; every bad field named at once."""
+    errors: list[FieldError] = []
+    legacy_id = parse_field(errors, "id", _legacy_id, row.get("id"))
+    key: LessonKey | None = None
+    flags: list[str] = []
+    try:
+        key, flags = parse_legacy_key(
+            row.get("provider_id"),
+            row.get("school_id"),
+            row.get("lesson_date"),
+            row.get("time_slot"),
+            legacy_id or "",
+        )
+    except InvalidLessonRequest as invalid:
+        errors.extend(invalid.errors)
+    content = parse_field(errors, "content", _legacy_content, row.get("content"))
+    created_at = parse_field(errors, "created_at", _timestamp, row.get("created_at"))
+    updated_at = parse_field(errors, "updated_at", _timestamp, row.get("updated_at"))
+    if errors:
+        raise InvalidLessonRequest(_unique(errors))
+    assert key is not None and legacy_id is not None
+    as_sent = spelled(
+        **{k: row.get(k) for k in ("provider_id", "school_id", "lesson_date", "time_slot")}
+    )
+    return ImportLesson(
+        key,
+        legacy_id,
+        content,
+        created_at,
+        updated_at,
+        flags,
+        f"import-{legacy_id}",
+        actor,
+        correlation_id,
+        "import",
+        as_sent,
+    )
+
+
+def _legacy_id(value: object) -> str:
+    if value is None or not str(value).strip():
+        raise ValueError("is missing: every legacy row needs its id")
+    return canonical_request_id(str(value).strip())
+
+
+def _legacy_content(value: object) -> dict[str, Any] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def _timestamp(value: object) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        stamp = value
+    else:
+        try:
+            stamp = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(f"is not an ISO timestamp: {str(value)[:40]!r}") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -8,6 +8,7 @@ This module imports nothing but the standard library.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -28,6 +29,7 @@ _CANONICAL_UUID = re.compile(
 )
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME_SLOT = re.compile(r"\s*(\d{1,2}):(\d{2})\s*[-\u2013]\s*(\d{1,2}):(\d{2})\s*")
+_START_ONLY = re.compile(r"\s*(\d{1,2}):(\d{2})\s*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=~-]{1,128}")
 # Strings that front ends send when a variable was never set: they mean "missing".
 _UNSET_WORDS = {"null", "none", "undefined", "nil"}
@@ -84,6 +86,7 @@ def parse_key(
     *,
     kind: object = "scheduled",
     request_id: object = None,
+    slot_rule: Callable[[object], str] | None = None,
 ) -> LessonKey:
     """Canonicalise every part of a key, raising one error that names every bad field."""
     errors: list[FieldError] = []
@@ -92,7 +95,7 @@ def parse_key(
     day = parse_field(errors, "lesson_date", canonical_lesson_date, lesson_date)
     slot: str | None
     if kind == "scheduled":
-        slot = parse_field(errors, "time_slot", canonical_time_slot, time_slot)
+        slot = parse_field(errors, "time_slot", slot_rule or canonical_time_slot, time_slot)
     elif kind == "on_demand":
         parse_field(errors, "time_slot", _no_time_slot, time_slot)
         rid = parse_field(errors, "request_id", canonical_request_id, request_id)
@@ -206,3 +209,49 @@ def _no_time_slot(value: object) -> str:
 
 def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parse_legacy_key(
+    provider_id: object, school_id: object, lesson_date: object, time_slot: object, legacy_id: str
+) -> tuple[LessonKey, list[str]]:
+    """The key of a row of the old table, and its flags for review.
+
+    `structured` and `on-demand-*` rows become on-demand lessons (an `on-demand-*` slot
+    is kept, `structured` becomes `on-demand-legacy-<id>`); a start time alone
+    (`08:00`) is kept as the slot and flagged; a missing school is refused as ever.
+    """
+    text = time_slot.strip() if isinstance(time_slot, str) else time_slot
+    if text is None or text == "" or str(text).lower() == LEGACY_FALLBACK_SLOT:
+        key = parse_key(
+            provider_id,
+            school_id,
+            lesson_date,
+            None,
+            kind="on_demand",
+            request_id=f"legacy-{legacy_id}",
+        )
+        return key, ["structured_slot"]
+    if isinstance(text, str) and text.lower().startswith(ON_DEMAND_PREFIX):
+        key = parse_key(
+            provider_id,
+            school_id,
+            lesson_date,
+            None,
+            kind="on_demand",
+            request_id=text[len(ON_DEMAND_PREFIX) :],
+        )
+        return key, ["on_demand_slot"]
+    if isinstance(text, str) and _START_ONLY.fullmatch(text):
+        key = parse_key(provider_id, school_id, lesson_date, text, slot_rule=_start_time)
+        return key, ["start_only_slot"]
+    return parse_key(provider_id, school_id, lesson_date, time_slot), []
+
+
+def _start_time(value: object) -> str:
+    """A legacy start time alone (`8:00`), as `HH:MM`."""
+    match = _START_ONLY.fullmatch(str(value))
+    assert match is not None
+    hours, minutes = (int(part) for part in match.groups())
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"is out of range: {value!r}")
+    return f"{hours:02d}:{minutes:02d}"

@@ -10,11 +10,12 @@ ledger reloads and decides again, so the loser of a race gets a domain answer
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast
 from uuid import UUID
 
@@ -28,6 +29,7 @@ from eventsourcing.persistence import (
 )
 
 from domain.commands import (
+    ImportLesson,
     RequestLesson,
     check_actor,
     check_attempt,
@@ -37,6 +39,8 @@ from domain.commands import (
     check_model,
     check_reason,
     check_source,
+    spelled,
+    validate_import,
     validate_request,
 )
 from domain.errors import (
@@ -48,10 +52,14 @@ from domain.errors import (
     LessonConflict,
     LessonNotFound,
 )
+from domain.invalid_requests import InvalidRequest, InvalidRequestLog, shortened
 from domain.keys import LessonKey, canonical_request_id
 from domain.lesson import Decision, LessonSlot, LessonState, Metadata, Outcome
 
 MAX_BATCH_SIZE = 500
+SlotCommand = RequestLesson | ImportLesson
+KEY_PARTS = ("provider_id", "school_id", "lesson_date", "time_slot", "kind")
+log = logging.getLogger("lesson_ledger.ledger")
 BatchOutcome = Literal[
     "accepted", "replayed", "conflict", "duplicate_in_batch", "invalid", "aborted"
 ]
@@ -110,6 +118,7 @@ class HistoryEntry:
     correlation_id: str | None
     source: str
     changes: dict[str, Any]
+    as_sent: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ class _KeyGroup:
     """The items of a batch that share one key, decided together on one slot."""
 
     key: LessonKey
-    items: list[tuple[int, RequestLesson]]
+    items: list[tuple[int, SlotCommand]]
     slot: LessonSlot | None = None
     results: dict[int, BatchItemResult] = field(default_factory=dict)
 
@@ -193,7 +202,7 @@ class LessonLedger(Application[UUID]):
         source: object = "api",
     ) -> CommandResult:
         """Claim the slot for this request: a new attempt, or replayed, or a conflict."""
-        request = validate_request(
+        request = self._validated(
             provider_id=provider_id,
             school_id=school_id,
             lesson_date=lesson_date,
@@ -332,25 +341,66 @@ class LessonLedger(Application[UUID]):
         if batch_id is not None:
             batch_id = check_fields([("batch_id", canonical_request_id, batch_id)])[0]
 
+        commands: list[RequestLesson | InvalidLessonRequest] = []
+        for item in items:
+            try:
+                commands.append(self._validated(**_batch_item(item, batch_id)))
+            except InvalidLessonRequest as invalid:
+                commands.append(invalid)
+        return self._decide_batch(commands, mode=mode, batch_id=batch_id)
+
+    @_database_errors_as_unavailable
+    def import_lessons(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        actor: str = "import",
+        batch_id: str | None = None,
+        dry_run: bool = False,
+    ) -> BatchResult:
+        """Bring rows of the old lessons table into the ledger, each as a LessonImported
+        event with its legacy id (`id`, `provider_id`, `school_id`, `lesson_date`,
+        `time_slot`, `content`, `created_at`, `updated_at`). A row whose key another row
+        or lesson already holds is a conflict: reported, never merged. Importing a row
+        again is replayed. A dry run decides every row and writes nothing."""
+        commands: list[ImportLesson | InvalidLessonRequest] = []
+        for row in rows:
+            try:
+                commands.append(validate_import(row, actor=actor, correlation_id=batch_id))
+            except InvalidLessonRequest as invalid:
+                commands.append(invalid)
+        return self._decide_batch(
+            commands, mode="dry-run" if dry_run else "partial", batch_id=batch_id
+        )
+
+    def _decide_batch(
+        self,
+        commands: Sequence[SlotCommand | InvalidLessonRequest],
+        *,
+        mode: str,
+        batch_id: str | None,
+    ) -> BatchResult:
         results: dict[int, BatchItemResult] = {}
         groups: dict[UUID, _KeyGroup] = {}
-        for index, item in enumerate(items):
-            try:
-                request = validate_request(**_batch_item(item, batch_id))
-            except InvalidLessonRequest as invalid:
-                results[index] = BatchItemResult(index, "invalid", None, error=invalid)
+        for index, command in enumerate(commands):
+            if isinstance(command, InvalidLessonRequest):
+                results[index] = BatchItemResult(index, "invalid", None, error=command)
                 continue
-            key = request.key
-            groups.setdefault(key.lesson_id, _KeyGroup(key, [])).items.append((index, request))
+            key = command.key
+            groups.setdefault(key.lesson_id, _KeyGroup(key, [])).items.append((index, command))
 
+        written = True
         if mode == "atomic":
             written = self._commit_atomic(list(groups.values()), results)
+        elif mode == "dry-run":
+            for group in groups.values():
+                self._decide_group(group, record_rejections=False)
+            written = False
         else:
             self._commit_partial(list(groups.values()))
-            written = True
         for group in groups.values():
             results.update(group.results)
-        return BatchResult(batch_id, mode, written, [results[i] for i in range(len(items))])
+        return BatchResult(batch_id, mode, written, [results[i] for i in range(len(commands))])
 
     # Queries.
 
@@ -378,6 +428,44 @@ class LessonLedger(Application[UUID]):
             raise LessonNotFound(f"no lesson has the id {lesson_id}")
         then: LessonSlot = self.repository.get(lesson_id, version=events[-1].originator_version)
         return LessonHistory(lesson_id, [_history_entry(e) for e in events], then.state())
+
+    # Refused input.
+
+    invalid_requests: InvalidRequestLog | None = None
+    """Where refused requests are kept for the audit (set by adapters.open_ledger)."""
+
+    def _validated(self, **fields: Any) -> RequestLesson:
+        """The request validated; when it is invalid, it is kept for the audit first."""
+        try:
+            return validate_request(**fields)
+        except InvalidLessonRequest as invalid:
+            self._keep_invalid(fields, invalid)
+            raise
+
+    def _keep_invalid(self, fields: dict[str, Any], invalid: InvalidLessonRequest) -> None:
+        if self.invalid_requests is None:
+            return
+        text = spelled(
+            **{k: fields.get(k) for k in ("request_id", "actor", "correlation_id", "source")}
+        )
+        refused = InvalidRequest(
+            recorded_at=datetime.now(UTC),
+            request_id=text.get("request_id"),
+            actor=text.get("actor"),
+            correlation_id=text.get("correlation_id"),
+            source=text.get("source"),
+            as_sent=spelled(**{k: fields.get(k) for k in KEY_PARTS}),
+            errors=shortened(invalid.errors),
+        )
+        try:
+            self.invalid_requests.record(refused)
+        except Exception:  # the audit must never turn a 422 into a 500
+            log.warning("could not keep a refused request for the audit", exc_info=True)
+
+    def close(self) -> None:
+        if self.invalid_requests is not None:
+            self.invalid_requests.close()
+        super().close()
 
     # Deciding and saving.
 
@@ -449,12 +537,12 @@ class LessonLedger(Application[UUID]):
         """Decide a key's items on a freshly loaded slot: the first item claims it, the
         batch's later items for the same key are duplicates."""
         lesson_id = group.key.lesson_id
-        (first_index, request), *duplicates = group.items
-        by = _metadata(request)
+        (first_index, command), *duplicates = group.items
+        by = _metadata(command)
         slot = self._load(lesson_id) or LessonSlot.open(group.key, by)
         group.results = {}
         try:
-            decision = slot.request(by, request.details, request.students)
+            decision = _apply(command, slot, by)
         except DomainRejection as rejection:
             result = BatchItemResult(first_index, "conflict", lesson_id, error=rejection)
         else:
@@ -514,8 +602,23 @@ class LessonLedger(Application[UUID]):
         return Metadata(rid, who, batch, origin), why
 
 
-def _metadata(request: RequestLesson) -> Metadata:
-    return Metadata(request.request_id, request.actor, request.correlation_id, request.source)
+def _apply(command: SlotCommand, slot: LessonSlot, by: Metadata) -> Decision:
+    if isinstance(command, ImportLesson):
+        return slot.import_legacy(
+            by,
+            command.legacy_id,
+            command.content,
+            command.created_at,
+            command.updated_at,
+            command.flags,
+        )
+    return slot.request(by, command.details, command.students)
+
+
+def _metadata(request: SlotCommand) -> Metadata:
+    return Metadata(
+        request.request_id, request.actor, request.correlation_id, request.source, request.as_sent
+    )
 
 
 def _existing(slot: LessonSlot | None, lesson_id: UUID) -> LessonSlot:
@@ -585,6 +688,7 @@ _BASE_FIELDS = {
     "correlation_id",
     "source",
     "fingerprint",
+    "as_sent",
 }
 
 
@@ -603,4 +707,5 @@ def _history_entry(event: LessonSlot.Event) -> HistoryEntry:
         correlation_id=fields["correlation_id"],
         source=fields["source"],
         changes=changes,
+        as_sent=fields.get("as_sent"),
     )

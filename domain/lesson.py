@@ -42,7 +42,9 @@ class Decision:
     attempt: int
 
 
-Command = Literal["request", "regenerate", "cancel", "record_generation", "record_failure"]
+Command = Literal[
+    "request", "regenerate", "cancel", "record_generation", "record_failure", "import"
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Metadata:
     actor: str
     correlation_id: str | None = None
     source: str = "api"
+    as_sent: dict[str, str] | None = None
+    """The key's parts as the caller spelled them, for the conflict report."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class LessonState:
     cancel_reason: str | None
     version: int
     updated_at: datetime
+    legacy_id: str | None = None
+    flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +99,7 @@ class LessonSlot(Aggregate):
         actor: str
         correlation_id: str | None
         source: str
+        as_sent: dict[str, str] | None
 
     class Opened(Aggregate.Created, Event):
         provider_id: str
@@ -143,6 +150,27 @@ class LessonSlot(Aggregate):
             slot.cancel_reason = self.reason
             slot.seen_requests[self.request_id] = (self.fingerprint, self.attempt)
 
+    class LessonImported(Event):
+        """A row of the old lessons table, brought into the ledger with its legacy id."""
+
+        legacy_id: str
+        content: dict[str, Any] | None
+        legacy_created_at: datetime | None
+        legacy_updated_at: datetime | None
+        flags: list[str]
+        fingerprint: str
+
+        def apply(self, slot: LessonSlot) -> None:
+            slot.status = "generated" if self.content else "requested"
+            slot.attempt = 1
+            requested_at = self.legacy_created_at or self.timestamp
+            slot.holder = (self.request_id, self.actor, requested_at, self.correlation_id)
+            slot.content = self.content
+            slot.model = "legacy" if self.content else None
+            slot.generated_at = (self.legacy_updated_at or requested_at) if self.content else None
+            slot.legacy_id, slot.flags = self.legacy_id, self.flags
+            slot.seen_requests[self.request_id] = (self.fingerprint, 1)
+
     class RequestRejected(Event):
         """A command turned away: kept so the audit trail shows every attempt."""
 
@@ -155,7 +183,7 @@ class LessonSlot(Aggregate):
         holder_status: str
 
         def apply(self, slot: LessonSlot) -> None:
-            pass  # changes nothing: it is there to be read
+            slot.refused_requests.add(self.request_id)  # otherwise it changes nothing
 
     def __init__(self, provider_id: str, school_id: str, lesson_date: date, time_slot: str) -> None:
         self.provider_id = provider_id
@@ -174,6 +202,10 @@ class LessonSlot(Aggregate):
         self.cancel_reason: str | None = None
         # request_id -> (fingerprint of the command, attempt it started or ended)
         self.seen_requests: dict[str, tuple[str, int]] = {}
+        self.legacy_id: str | None = None
+        self.flags: list[str] = []
+        # Request ids already turned away, so a re-run import records a collision once.
+        self.refused_requests: set[str] = set()
 
     @classmethod
     def open(cls, key: LessonKey, by: Metadata) -> LessonSlot:
@@ -241,6 +273,37 @@ class LessonSlot(Aggregate):
         )
         return Decision("accepted", self.attempt)
 
+    def import_legacy(
+        self,
+        by: Metadata,
+        legacy_id: str,
+        content: dict[str, Any] | None,
+        created_at: datetime | None,
+        updated_at: datetime | None,
+        flags: list[str],
+    ) -> Decision:
+        """A legacy row into a new slot; on a held slot it is a collision, reported and
+        never merged (and recorded once, however often the import is re-run)."""
+        fingerprint = _fingerprint("import", by.actor, legacy_id, content)
+        if replayed := self._replayed(by, fingerprint, "import"):
+            return replayed
+        if self.status != "new":
+            conflict = self._conflict(f"legacy row {legacy_id!r} collides with this lesson")
+            if by.request_id in self.refused_requests:
+                raise conflict
+            self._reject("import", by, conflict)
+        self.trigger_event(
+            self.LessonImported,
+            legacy_id=legacy_id,
+            content=content,
+            legacy_created_at=created_at,
+            legacy_updated_at=updated_at,
+            flags=flags,
+            fingerprint=fingerprint,
+            **asdict(by),
+        )
+        return Decision("accepted", self.attempt)
+
     def record_generation(
         self, attempt: int, content: dict[str, Any], model: str, actor: str
     ) -> Decision:
@@ -295,6 +358,8 @@ class LessonSlot(Aggregate):
             cancel_reason=self.cancel_reason,
             version=self.version,
             updated_at=self.modified_on,
+            legacy_id=self.legacy_id,
+            flags=tuple(self.flags),
         )
 
     # The rules.
