@@ -220,7 +220,7 @@ class LessonLedger(Application[UUID]):
             slot = slot or LessonSlot.open(request.key, by)
             return slot, slot.request(by, request.details, request.students)
 
-        return self._decide(request.key.lesson_id, decide)
+        return self._decide(request.key.lesson_id, decide, presume_new=True)
 
     @_database_errors_as_unavailable
     def record_generation(
@@ -473,9 +473,13 @@ class LessonLedger(Application[UUID]):
         self,
         lesson_id: UUID,
         decide: Callable[[LessonSlot | None], tuple[LessonSlot, Decision]],
+        *,
+        presume_new: bool = False,
     ) -> CommandResult:
-        for _ in range(self.MAX_RACE_RETRIES):
-            loaded = self._load(lesson_id)
+        for attempt in range(self.MAX_RACE_RETRIES):
+            # Most requests are for new slots: try that first without reading, so the
+            # usual request is one round trip; the store refuses it if the slot exists.
+            loaded = None if presume_new and attempt == 0 else self._load(lesson_id)
             try:
                 slot, decision = decide(loaded)
             except DomainRejection:
@@ -492,15 +496,18 @@ class LessonLedger(Application[UUID]):
                 )
         raise LedgerUnavailable(f"lesson {lesson_id}: too much contention, try again")
 
-    def _commit_partial(self, groups: list[_KeyGroup]) -> None:
-        """Save the decided groups in one transaction. When another writer got to one of
-        the slots first, decide them all again on fresh state and retry once; if that
+    def _commit_partial(self, groups: list[_KeyGroup], *, presume_new: bool = True) -> None:
+        """Save the decided groups in one transaction, presuming first that every slot is
+        new (no reads). When a slot was not new, or another writer got to one of the
+        slots first, decide them all again on fresh state and retry once; if that
         loses a race too, split the batch in halves, so a busy batch still makes progress
         in O(conflicts x log n) transactions rather than one per item."""
-        tries = 2 if len(groups) > 1 else self.MAX_RACE_RETRIES
-        for _ in range(tries):
+        tries = (3 if presume_new else 2) if len(groups) > 1 else self.MAX_RACE_RETRIES
+        for attempt in range(tries):
             for group in groups:
-                self._decide_group(group, record_rejections=True)
+                self._decide_group(
+                    group, record_rejections=True, presume_new=presume_new and attempt == 0
+                )
             recordings = self._save_unless_raced(*[g.slot for g in groups])
             if recordings is not None:
                 _set_positions(groups, recordings)
@@ -508,14 +515,14 @@ class LessonLedger(Application[UUID]):
         if len(groups) == 1:
             raise LedgerUnavailable("too much contention on one slot, try again")
         middle = len(groups) // 2
-        self._commit_partial(groups[:middle])
-        self._commit_partial(groups[middle:])
+        self._commit_partial(groups[:middle], presume_new=False)
+        self._commit_partial(groups[middle:], presume_new=False)
 
     def _commit_atomic(self, groups: list[_KeyGroup], results: dict[int, BatchItemResult]) -> bool:
         """All accepted in one transaction, or nothing written and the reasons returned."""
-        for _ in range(self.MAX_RACE_RETRIES):
+        for attempt in range(self.MAX_RACE_RETRIES):
             for group in groups:
-                self._decide_group(group, record_rejections=False)
+                self._decide_group(group, record_rejections=False, presume_new=attempt == 0)
             outcomes = [r.outcome for r in results.values()]
             outcomes += [r.outcome for g in groups for r in g.results.values()]
             if any(outcome not in ("accepted", "replayed") for outcome in outcomes):
@@ -533,13 +540,17 @@ class LessonLedger(Application[UUID]):
                 return True
         raise LedgerUnavailable("too much contention for an atomic batch, try again")
 
-    def _decide_group(self, group: _KeyGroup, *, record_rejections: bool) -> None:
-        """Decide a key's items on a freshly loaded slot: the first item claims it, the
-        batch's later items for the same key are duplicates."""
+    def _decide_group(
+        self, group: _KeyGroup, *, record_rejections: bool, presume_new: bool = False
+    ) -> None:
+        """Decide a key's items on a freshly loaded slot (or a new one, when presuming
+        it is new): the first item claims it, the batch's later items for the same key
+        are duplicates."""
         lesson_id = group.key.lesson_id
         (first_index, command), *duplicates = group.items
         by = _metadata(command)
-        slot = self._load(lesson_id) or LessonSlot.open(group.key, by)
+        loaded = None if presume_new else self._load(lesson_id)
+        slot = loaded or LessonSlot.open(group.key, by)
         group.results = {}
         try:
             decision = _apply(command, slot, by)
