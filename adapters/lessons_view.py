@@ -2,8 +2,8 @@
 
 `open_read_model(url)` gives a `projections.read_model.LessonsReadModel`: its tables
 are created on first use, next to the events (PostgreSQL: in the ledger's schema),
-with table creation serialised across processes (the advisory lock the ledger uses on
-PostgreSQL, a lock file on SQLite): concurrent DDL fails.
+with table creation serialised across processes (the advisory lock and the lock file
+that `open_ledger` uses): concurrent DDL fails.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def open_lessons_view(
     }
     factory: Any = InfrastructureFactory.construct(Environment("Lessons", env))
     try:
-        view: LessonsView
+        view: SQLiteLessonsView | PostgresLessonsView
         if database.kind == "sqlite":
             view = SQLiteLessonsView(
                 factory.datastore, database=database, poll_interval=poll_interval
@@ -82,11 +82,13 @@ def open_lessons_view(
         else:
             recorder: Any = ledger.recorder
             view = PostgresLessonsView(
-                factory.datastore, database=database,
-                events_table=recorder.events_table_name, channel=recorder.channel_name,
+                factory.datastore,
+                database=database,
+                events_table=recorder.events_table_name,
+                channel=recorder.channel_name,
             )
         with _ddl_lock(database):
-            view.create_table()  # type: ignore[attr-defined]
+            view.create_table()
         return view
     except LedgerUnavailable:
         factory.close()
@@ -110,7 +112,8 @@ def _ddl_lock(database: Database) -> Iterator[None]:
     if database.path == ":memory:":
         yield
         return
-    fd = os.open(f"{database.path}.ddl.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    # The same lock file as open_ledger's: one process at a time opens or creates tables.
+    fd = os.open(f"{database.path}.open-lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

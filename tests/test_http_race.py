@@ -122,7 +122,19 @@ def test_overlapping_calendar_batches_leave_exactly_one_request_per_slot(
     )
     assert {lesson_id for lesson_id, _ in rows} == requested
     assert all(count == 1 for _, count in rows)
-    # Both worker processes served requests.
+    # The read model has exactly one row per slot, once it has every accepted request.
+    last = max(i["position"] for r in responses for i in r.json()["items"] if i["position"])
+    listed = httpx.get(
+        f"{servers[0]}/v1/lessons",
+        params={"min_position": last, "limit": 500},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert listed.status_code == 200
+    rows = listed.json()["items"]
+    assert sorted(row["lesson_id"] for row in rows) == sorted(requested)
+    assert {row["status"] for row in rows} <= {"requested", "generated"}
+    # Several processes served requests.
     pids = {
         json.loads(line).get("pid")
         for log in ("a.log", "b.log")

@@ -10,16 +10,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
 from adapters.database import Database, open_ledger
-from adapters.http import lessons, operations, problems
+from adapters.http import lessons, operations, problems, reads
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.idempotency import IdempotencyStore
+from adapters.lessons_view import open_read_model
 from adapters.settings import Settings
 from adapters.sqlstore import SqlStore
 from adapters.tokens import TokenStore
@@ -33,18 +34,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ledger = open_ledger(settings.database_url)
-        sql = SqlStore(Database.from_url(settings.database_url))
+        database = Database.from_url(settings.database_url)
+        ledger = open_ledger(database.url)
+        read_model = open_read_model(database, ledger=ledger)
+        sql = SqlStore(database)
         app.state.ledger = ledger
+        app.state.read_model = read_model
         app.state.tokens = TokenStore(sql)
         app.state.idempotency = IdempotencyStore(sql)
+        # The server keeps the read model current by itself; with several server
+        # processes one follower is active and the others stand by.
+        follower = read_model.start_following() if settings.follow_projections else None
         try:
             yield
         finally:
+            if follower is not None:
+                follower.stop()
+            read_model.close()
             sql.close()
             ledger.close()
 
     app = FastAPI(
+        dependencies=[Depends(problems.known_query_parameters_only)],
         title="lesson-ledger",
         version="0.1.0",
         summary="An event-sourced ledger for AI-generated lessons.",
@@ -56,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.middleware("http")(request_context)
     app.include_router(lessons.router)
+    app.include_router(reads.router)
     app.include_router(operations.router)
     document_problems(app)
     return app

@@ -21,16 +21,24 @@ def health() -> Health:
 
 @router.get("/ready", responses={503: {"description": "Not ready"}})
 def ready(request: Request) -> Any:
-    """Readiness: the database answers."""
+    """Readiness: the database answers; how far each projection lags behind the log."""
     try:
-        head = request.app.state.ledger.recorder.max_notification_id() or 0
+        statuses = request.app.state.read_model.status()
     except Exception as error:  # any failure to read means not ready
         raise LedgerUnavailable(f"the database does not answer: {error}") from None
-    return {"status": "ready", "head": head}
+    return {
+        "status": "ready",
+        "projections": {
+            status.name: {"position": status.position, "lag": status.lag} for status in statuses
+        },
+    }
 
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text."""
-    registry = request.app.state.metrics.registry
+    metrics = request.app.state.metrics
+    for status in request.app.state.read_model.status():
+        metrics.projection_lag.labels(status.name).set(status.lag)
+    registry = metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -177,3 +177,28 @@ def install(app: Any) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def known_query_parameters_only(request: Request) -> None:
+    """422 for a query parameter the endpoint does not take: a misspelt filter
+    (`?provider=...`) must not quietly widen a listing to every lesson."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {param.alias for param in _all_query_params(dependant)}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise invalid(
+            [
+                FieldError(field=name or "(empty)", message="is not a known query parameter")
+                for name in unknown
+            ]
+        )
+
+
+def _all_query_params(dependant: Any) -> list[Any]:
+    found = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        found += _all_query_params(sub)
+    return found
