@@ -22,6 +22,7 @@ Source = Literal["api", "cli", "import", "worker"]
 SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
 MAX_ACTOR_LENGTH = 128
 MAX_SPELLING = 64
+MAX_DETAILS_BYTES = 32 * 1024
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -187,6 +188,17 @@ def _details(
             errors.extend(_pydantic_errors(invalid, prefix="details"))
             return None, None
     data = parsed.model_dump(mode="json")
+    size = len(json.dumps(data))
+    if size > MAX_DETAILS_BYTES:
+        # Lesson details are a few hundred bytes; a request this large is a mistake,
+        # and very large writes stall the PostgreSQL driver (see README).
+        errors.append(
+            FieldError(
+                field="details",
+                message=f"is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} are accepted",
+            )
+        )
+        return None, None
     students = data.pop("students")
     return data, students
 

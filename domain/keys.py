@@ -64,8 +64,11 @@ class LessonKey:
 def lesson_id_for(
     provider_id: object, school_id: object, lesson_date: object, time_slot: object
 ) -> UUID:
-    """The lesson id of a key, in any accepted spelling (an on-demand slot included)."""
+    """The lesson id of a key, in any accepted spelling (an on-demand slot, and an imported
+    legacy start-only slot such as `08:00`, included)."""
     slot = time_slot.strip() if isinstance(time_slot, str) else time_slot
+    if isinstance(slot, str) and _START_ONLY.fullmatch(slot):  # an imported legacy lesson
+        return parse_key(provider_id, school_id, lesson_date, slot, slot_rule=_start_time).lesson_id
     if isinstance(slot, str) and slot.startswith(ON_DEMAND_PREFIX):
         return parse_key(
             provider_id,

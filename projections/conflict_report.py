@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain import LessonLedger, LessonSlot
+from domain.errors import FieldError, InvalidLessonRequest, parse_field
 from domain.invalid_requests import InvalidRequest
 from domain.keys import canonical_provider_id, canonical_school_id
 
@@ -130,10 +131,13 @@ def conflict_report(
     school_id: str | None = None,
 ) -> ConflictReport:
     """The report over events recorded in [since, until], for one provider or school."""
+    errors: list[FieldError] = []
     if provider_id is not None:
-        provider_id = canonical_provider_id(provider_id)
+        provider_id = parse_field(errors, "provider_id", canonical_provider_id, provider_id)
     if school_id is not None:
-        school_id = canonical_school_id(school_id)
+        school_id = parse_field(errors, "school_id", canonical_school_id, school_id)
+    if errors:
+        raise InvalidLessonRequest(errors)
     causes: Counter[str] = Counter(dict.fromkeys(CAUSES, 0))
     slots: dict[UUID, _Slot] = {}
     collisions: dict[tuple[str, str], BatchCollision] = {}

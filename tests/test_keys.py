@@ -230,3 +230,12 @@ def test_an_unknown_kind_is_rejected() -> None:
     assert "kind" in field_errors(
         lambda: parse_key(PROVIDER, "s", "2025-09-05", "08:00-08:30", kind="weekly")
     )
+
+
+def test_an_imported_start_only_slot_has_a_computable_id() -> None:
+    assert lesson_id_for(PROVIDER, "s", "2025-09-05", "8:00") == lesson_id_for(
+        PROVIDER, "s", "2025-09-05", "08:00"
+    )
+    assert lesson_id_for(PROVIDER, "s", "2025-09-05", "08:00") != lesson_id_for(
+        PROVIDER, "s", "2025-09-05", "08:00-08:30"
+    )
