@@ -12,7 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.database import DATABASE_URL_SETTING, Database
+from adapters.cli_audit import audit_commands
+from adapters.cli_import import import_commands
+from adapters.cli_lessons import lessons_commands
+from adapters.cli_projections import projections_app
+from adapters.cli_worker import worker
+from adapters.database import DATABASE_URL_SETTING, Database, DatabaseUrlError
 from adapters.settings import Settings
 from adapters.sqlstore import SqlStore
 from adapters.tokens import ROLES, TokenStore
@@ -26,6 +31,11 @@ app = typer.Typer(
 )
 tokens_app = typer.Typer(help="API bearer tokens: create, list, revoke.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(projections_app, name="projections")
+app.add_typer(lessons_commands)  # request, batch, show, history
+app.add_typer(audit_commands)  # report conflicts, export, verify-export
+app.add_typer(import_commands)  # import
+app.command("worker")(worker)
 
 DONE, REJECTED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
 DatabaseUrl = Annotated[
@@ -44,6 +54,9 @@ def exit_codes() -> Iterator[None]:
     """Turn the ledger's errors into one line and the documented exit code."""
     try:
         yield
+    except DatabaseUrlError as error:  # a wrong URL is bad input, not an outage
+        err.print(f"[red]invalid:[/red] {error}", highlight=False)
+        raise typer.Exit(BAD_INPUT) from None
     except LedgerUnavailable as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(INFRASTRUCTURE) from None

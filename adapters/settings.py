@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.database import DEFAULT_DATABASE_URL
@@ -19,3 +21,12 @@ class Settings(BaseSettings):
     min_position_wait_seconds: float = 5.0
     log_level: str = "INFO"
     follow_projections: bool = True
+    embedded_worker: Literal["auto", "on", "off"] = "auto"
+    """Generate lessons inside the server: `auto` does on the embedded SQLite default
+    (so `make run` generates without more set-up); on PostgreSQL run `lesson-ledger
+    worker` processes instead."""
+
+    def runs_worker(self) -> bool:
+        if self.embedded_worker == "auto":
+            return self.database_url.startswith("sqlite:")
+        return self.embedded_worker == "on"

@@ -41,6 +41,7 @@ class Api:
 @contextmanager
 def served(database_url: str, **settings: object) -> Iterator[Api]:
     """Serve the API in a thread with uvicorn on a free port; stop it afterwards."""
+    settings.setdefault("embedded_worker", "off")  # tests of generation start their own
     app = create_app(Settings(database_url=database_url, **settings))  # type: ignore[arg-type]
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
     server = uvicorn.Server(config)

@@ -3,6 +3,7 @@ stores, metrics, JSON logs and problem details together."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from adapters.lessons_view import open_read_model
 from adapters.settings import Settings
 from adapters.sqlstore import SqlStore
 from adapters.tokens import TokenStore
+from adapters.worker import start_worker_in_background
 
 log = logging.getLogger("lesson_ledger.http")
 
@@ -45,9 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The server keeps the read model current by itself; with several server
         # processes one follower is active and the others stand by.
         follower = read_model.start_following() if settings.follow_projections else None
+        worker = (
+            start_worker_in_background(database.url, ledger=ledger)
+            if settings.runs_worker()
+            else None
+        )
         try:
             yield
         finally:
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
             if follower is not None:
                 follower.stop()
             read_model.close()
