@@ -22,7 +22,7 @@ Source = Literal["api", "cli", "import", "worker"]
 SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
 MAX_ACTOR_LENGTH = 128
 MAX_SPELLING = 64
-MAX_DETAILS_BYTES = 32 * 1024
+MAX_DETAILS_BYTES = 128 * 1024
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]

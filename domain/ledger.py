@@ -10,10 +10,11 @@ ledger reloads and decides again, so the loser of a race gets a domain answer
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast
@@ -57,6 +58,7 @@ from domain.keys import LessonKey, canonical_request_id
 from domain.lesson import Decision, LessonSlot, LessonState, Metadata, Outcome
 
 MAX_BATCH_SIZE = 500
+MAX_SAVE_BYTES = 1024 * 1024
 SlotCommand = RequestLesson | ImportLesson
 KEY_PARTS = ("provider_id", "school_id", "lesson_date", "time_slot", "kind")
 log = logging.getLogger("lesson_ledger.ledger")
@@ -397,7 +399,8 @@ class LessonLedger(Application[UUID]):
                 self._decide_group(group, record_rejections=False)
             written = False
         else:
-            self._commit_partial(list(groups.values()))
+            for chunk in _by_size(list(groups.values())):
+                self._commit_partial(chunk)
         for group in groups.values():
             results.update(group.results)
         return BatchResult(batch_id, mode, written, [results[i] for i in range(len(commands))])
@@ -611,6 +614,28 @@ class LessonLedger(Application[UUID]):
         )
         rid, who, why, batch, origin = checked
         return Metadata(rid, who, batch, origin), why
+
+
+def _by_size(groups: list[_KeyGroup]) -> Iterator[list[_KeyGroup]]:
+    """The groups in chunks of at most MAX_SAVE_BYTES of details each: one save of many
+    megabytes stalls psycopg's pipeline on PostgreSQL, and gains nothing over a few."""
+    chunk: list[_KeyGroup] = []
+    size = 0
+    for group in groups:
+        grows = sum(_payload_size(command) for _, command in group.items)
+        if chunk and size + grows > MAX_SAVE_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(group)
+        size += grows
+    if chunk:
+        yield chunk
+
+
+def _payload_size(command: SlotCommand) -> int:
+    if isinstance(command, ImportLesson):
+        return len(json.dumps(command.content)) if command.content else 0
+    return len(json.dumps([command.details, command.students]))
 
 
 def _apply(command: SlotCommand, slot: LessonSlot, by: Metadata) -> Decision:

@@ -227,3 +227,21 @@ def test_an_unknown_field_in_an_item_makes_that_item_invalid(ledger: LessonLedge
     error = result.items[0].error
     assert result.items[0].outcome == "invalid" and isinstance(error, InvalidLessonRequest)
     assert error.errors == [{"field": "studentName", "message": "is not a known field"}]
+
+
+def test_a_batch_of_large_requests_is_saved_in_chunks_of_about_a_mebibyte(
+    postgres_store: Store,
+) -> None:
+    ledger = postgres_store.open()
+    goal = "Decode multisyllable words with common suffixes. " * 20  # about 1 kB
+    students = [{"id": f"s{i}", "grade": 4, "iepGoals": [goal] * 3} for i in range(30)]
+    items = [
+        {**one, "details": {"students": students, "subject": "reading"}} for one in week(30, "big")
+    ]
+
+    result = ledger.request_batch(items)
+
+    assert result.summary["accepted"] == 30
+    # About 95 kB each, 2.8 MB in all: three transactions, not one of 2.8 MB (which stalls
+    # the PostgreSQL driver) and not thirty.
+    assert postgres_store.count_transactions() == 3

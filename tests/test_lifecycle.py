@@ -378,14 +378,16 @@ def test_history_as_of_a_version_shows_the_state_as_it_was(ledger: LessonLedger)
     assert as_of.state is not None and as_of.state.status == "generated"
 
 
-def test_details_over_32_kib_are_refused_naming_details(ledger: LessonLedger, store: Store) -> None:
+def test_details_over_128_kib_are_refused_naming_details(
+    ledger: LessonLedger, store: Store
+) -> None:
     goals = ["g" * 2000] * 20
     huge = {
         **DETAILS,
-        "students": [{"id": f"s{i}", "grade": 3, "iepGoals": goals} for i in range(3)],
+        "students": [{"id": f"s{i}", "grade": 3, "iepGoals": goals} for i in range(4)],
     }
     with pytest.raises(InvalidLessonRequest) as raised:
         request(ledger, details=huge)
     assert [e["field"] for e in raised.value.errors] == ["details"]
-    assert "at most 32768" in raised.value.errors[0]["message"]
+    assert "at most 131072" in raised.value.errors[0]["message"]
     assert store.count_events() == 0
