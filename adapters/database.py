@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -123,6 +125,9 @@ class Database:
             }
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # No table lock per write: readers are ordered by transaction id instead
+            # (adapters/postgres_recorder.py).
+            "APPLICATION_RECORDER_TOPIC": "adapters.postgres_recorder:LedgerApplicationRecorder",
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),
             "POSTGRES_USER": self.user,
@@ -131,6 +136,27 @@ class Database:
             "POSTGRES_SCHEMA": self.schema,
             "CREATE_TABLE": "y" if create_table else "n",
         }
+
+    @contextmanager
+    def creating_tables(self) -> Iterator[psycopg.Connection[tuple[object, ...]] | None]:
+        """Hold the lock under which one process at a time opens the database and creates
+        tables: concurrent DDL fails in PostgreSQL ("tuple concurrently updated"), and
+        switching a new SQLite file to WAL fails at once ("database is locked") while
+        another process opens it. Yields the PostgreSQL connection holding the lock."""
+        if self.kind == "postgresql":
+            with self.connect() as conn:
+                conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+                try:
+                    yield conn
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+            return
+        if self.path == ":memory:":
+            yield None
+            return
+        with open(f"{self.path}.open-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield None
 
     def connect(self, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
         """A plain psycopg connection to this PostgreSQL database."""
@@ -158,25 +184,14 @@ def open_ledger(url: str | None = None) -> LessonLedger:
     Tables are created on first use. Errors are one clear line (LedgerUnavailable).
     """
     database = Database.from_url(url)
-    if database.kind == "sqlite":
-        if database.path == ":memory:":
+    with database.creating_tables() as conn:
+        if conn is None:
             return _construct(database, create_table=True)
-        # Switching a new file to WAL fails at once ("database is locked") while another
-        # process opens it too, whatever the busy timeout: one opener at a time.
-        with open(f"{database.path}.open-lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return _construct(database, create_table=True)
-    with database.connect() as conn:
-        # Only one process creates the tables; the others wait here, then find them.
-        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
-        try:
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
-            )
-            exists = conn.execute("SELECT to_regclass(%s)", (database.events_table,)).fetchone()
-            return _construct(database, create_table=not (exists and exists[0]))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
+        )
+        exists = conn.execute("SELECT to_regclass(%s)", (database.events_table,)).fetchone()
+        return _construct(database, create_table=not (exists and exists[0]))
 
 
 def _construct(database: Database, create_table: bool) -> LessonLedger:

@@ -8,16 +8,13 @@ that `open_ledger` uses): concurrent DDL fails.
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
-from adapters.database import DDL_LOCK_KEY, Database, open_ledger
+from adapters.database import Database, open_ledger
 from adapters.lessons_view_postgres import PostgresLessonsView
 from adapters.lessons_view_sqlite import DEFAULT_POLL_INTERVAL, SQLiteLessonsView
 from domain.errors import LedgerUnavailable
@@ -87,7 +84,7 @@ def open_lessons_view(
                 events_table=recorder.events_table_name,
                 channel=recorder.channel_name,
             )
-        with _ddl_lock(database):
+        with database.creating_tables():
             view.create_table()
         return view
     except LedgerUnavailable:
@@ -97,25 +94,3 @@ def open_lessons_view(
         factory.close()
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise LedgerUnavailable(f"cannot open the lessons read model: {reason}") from None
-
-
-@contextmanager
-def _ddl_lock(database: Database) -> Iterator[None]:
-    if database.kind == "postgresql":
-        with database.connect() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
-        return
-    if database.path == ":memory:":
-        yield
-        return
-    # The same lock file as open_ledger's: one process at a time opens or creates tables.
-    fd = os.open(f"{database.path}.open-lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

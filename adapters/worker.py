@@ -35,11 +35,9 @@ moves a position forward, which is the guard a position needs.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -51,7 +49,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from pydantic import Field
 
-from adapters.database import DDL_LOCK_KEY, Database, open_ledger
+from adapters.database import Database, open_ledger
 from adapters.generators import GeneratorSettings, LessonGenerator, make_generator
 from adapters.lessons_view_postgres import ListenWakeup
 from adapters.lessons_view_sqlite import PollingWakeup
@@ -215,35 +213,12 @@ def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
         raise LedgerUnavailable(f"cannot open the worker's tracking: {_one_line(error)}") from None
     try:
         recorder: TrackingRecorder = factory.tracking_recorder()
-        with _ddl_lock(database):
+        with database.creating_tables():
             recorder.create_table()  # type: ignore[attr-defined]
     except Exception as error:  # the library's and the drivers' errors, as one line
         factory.close()
         raise LedgerUnavailable(f"cannot open the worker's tracking: {_one_line(error)}") from None
     return TrackedPosition(recorder), factory.close
-
-
-@contextmanager
-def _ddl_lock(database: Database) -> Iterator[None]:
-    """One process creates tables at a time: the same advisory lock and lock file the
-    ledger and the read model use (concurrent DDL fails on PostgreSQL)."""
-    if database.kind == "postgresql":
-        with database.connect() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
-        return
-    if database.path == ":memory:":
-        yield
-        return
-    fd = os.open(f"{database.path}.ddl.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _runner_lock(database: Database) -> RunnerLock:

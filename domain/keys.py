@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Literal
 from uuid import UUID, uuid5
 
@@ -49,8 +50,9 @@ class LessonKey:
     def kind(self) -> LessonKind:
         return "on_demand" if self.time_slot.startswith(ON_DEMAND_PREFIX) else "scheduled"
 
-    @property
+    @cached_property
     def lesson_id(self) -> UUID:
+        # Cached: a batch asks for it several times per item, and uuid5 is not free.
         return uuid5(LEDGER_NAMESPACE, self.text)
 
     @property

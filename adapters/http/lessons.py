@@ -64,6 +64,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": CommandResponse, "description": "Replayed: nothing written"},
+    **PROBLEMS,
+}
+
+
 def ledger_of(request: Request) -> LessonLedger:
     ledger: LessonLedger = request.app.state.ledger
     return ledger
@@ -99,11 +105,7 @@ def answer(result: CommandResult, response: Response) -> CommandResponse:
     )
 
 
-@router.post(
-    "/requests",
-    status_code=201,
-    responses={200: {"model": CommandResponse, "description": "Replayed"}, **PROBLEMS},
-)
+@router.post("/requests", status_code=201, responses=COMMAND_RESPONSES)
 def request_lesson(
     body: LessonRequestBody,
     request: Request,
@@ -113,8 +115,7 @@ def request_lesson(
 ) -> CommandResponse:
     """Request a lesson slot: 201 accepted, 200 replayed, 409 held by another request."""
     fields = request_fields(body.model_dump(), token)
-    result = measured(request, "request", lambda: ledger.request_lesson(**fields))
-    return answer(result, response)
+    return command(request, response, "request", lambda: ledger.request_lesson(**fields))
 
 
 CalendarOrLedgerBatch = Annotated[
@@ -299,11 +300,7 @@ def owned(ledger: LessonLedger, lesson_id: UUID, token: ApiToken) -> None:
     check_provider(token, lesson.provider_id, lesson_id)
 
 
-@router.post(
-    "/{lesson_id}/generation",
-    status_code=201,
-    responses={200: {"model": CommandResponse, "description": "Replayed"}, **PROBLEMS},
-)
+@router.post("/{lesson_id}/generation", status_code=201, responses=COMMAND_RESPONSES)
 def record_generation(
     lesson_id: UUID,
     body: GenerationBody,
@@ -313,8 +310,9 @@ def record_generation(
     ledger: Ledger,
 ) -> CommandResponse:
     """Record the generated lesson of an attempt (worker)."""
-    result = measured(
+    return command(
         request,
+        response,
         "record_generation",
         lambda: ledger.record_generation(
             lesson_id=lesson_id,
@@ -324,14 +322,9 @@ def record_generation(
             actor=token.actor,
         ),
     )
-    return answer(result, response)
 
 
-@router.post(
-    "/{lesson_id}/failure",
-    status_code=201,
-    responses={200: {"model": CommandResponse, "description": "Replayed"}, **PROBLEMS},
-)
+@router.post("/{lesson_id}/failure", status_code=201, responses=COMMAND_RESPONSES)
 def record_failure(
     lesson_id: UUID,
     body: FailureBody,
@@ -341,21 +334,20 @@ def record_failure(
     ledger: Ledger,
 ) -> CommandResponse:
     """Record that generating an attempt failed (worker)."""
-    result = measured(
+    return command(
         request,
+        response,
         "record_failure",
         lambda: ledger.record_failure(
-            lesson_id=lesson_id, attempt=body.attempt, reason=body.reason, actor=token.actor
+            lesson_id=lesson_id,
+            attempt=body.attempt,
+            reason=body.reason,
+            actor=token.actor,
         ),
     )
-    return answer(result, response)
 
 
-@router.post(
-    "/{lesson_id}/regeneration",
-    status_code=201,
-    responses={200: {"model": CommandResponse, "description": "Replayed"}, **PROBLEMS},
-)
+@router.post("/{lesson_id}/regeneration", status_code=201, responses=COMMAND_RESPONSES)
 def regenerate(
     lesson_id: UUID,
     body: ChangeBody,
@@ -365,26 +357,10 @@ def regenerate(
     ledger: Ledger,
 ) -> CommandResponse:
     """Start a new attempt for a generated or failed lesson."""
-    owned(ledger, lesson_id, token)
-    result = measured(
-        request,
-        "regenerate",
-        lambda: ledger.regenerate(
-            lesson_id=lesson_id,
-            request_id=body.request_id,
-            actor=token.actor,
-            reason=body.reason,
-            correlation_id=body.correlation_id,
-        ),
-    )
-    return answer(result, response)
+    return change(request, response, "regenerate", ledger.regenerate, lesson_id, body, token)
 
 
-@router.post(
-    "/{lesson_id}/cancellation",
-    status_code=201,
-    responses={200: {"model": CommandResponse, "description": "Replayed"}, **PROBLEMS},
-)
+@router.post("/{lesson_id}/cancellation", status_code=201, responses=COMMAND_RESPONSES)
 def cancel(
     lesson_id: UUID,
     body: ChangeBody,
@@ -394,11 +370,32 @@ def cancel(
     ledger: Ledger,
 ) -> CommandResponse:
     """Cancel a lesson: its slot is free to be requested again."""
-    owned(ledger, lesson_id, token)
-    result = measured(
+    return change(request, response, "cancel", ledger.cancel, lesson_id, body, token)
+
+
+def command(
+    request: Request, response: Response, name: str, run: Callable[[], CommandResult]
+) -> CommandResponse:
+    """Run a command, counted and timed, and answer 201 accepted or 200 replayed."""
+    return answer(measured(request, name, run), response)
+
+
+def change(
+    request: Request,
+    response: Response,
+    name: str,
+    method: Callable[..., CommandResult],
+    lesson_id: UUID,
+    body: ChangeBody,
+    token: ApiToken,
+) -> CommandResponse:
+    """A regeneration or cancellation, on a lesson the token may act on."""
+    owned(request.app.state.ledger, lesson_id, token)
+    return command(
         request,
-        "cancel",
-        lambda: ledger.cancel(
+        response,
+        name,
+        lambda: method(
             lesson_id=lesson_id,
             request_id=body.request_id,
             actor=token.actor,
@@ -406,7 +403,6 @@ def cancel(
             correlation_id=body.correlation_id,
         ),
     )
-    return answer(result, response)
 
 
 @router.get("/{lesson_id}/history", responses=PROBLEMS)

@@ -7,8 +7,8 @@ caught up to that command: read-your-writes across processes.
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,31 +25,10 @@ from projections.read_model import InvalidLessonQuery, LessonsReadModel
 router = APIRouter(tags=["read model"])
 
 
-class LessonRowResponse(BaseModel):
-    """A row of the lessons table."""
-
-    lesson_id: UUID
-    provider_id: str
-    school_id: str
-    lesson_date: date
-    time_slot: str
-    status: str
-    attempt: int
-    request_id: str | None
-    requested_by: str | None
-    requested_at: datetime | None
-    content: dict[str, Any] | None
-    model: str | None
-    generated_at: datetime | None
-    failure_reason: str | None
-    version: int
-    updated_at: datetime
-
-
 class LessonListResponse(BaseModel):
     """One page of lessons; pass `next_cursor` as `cursor` for the next (None: last)."""
 
-    items: list[LessonRowResponse]
+    items: list[LessonRow]
     next_cursor: str | None
     position: int
 
@@ -118,10 +97,6 @@ def caught_up(request: Request, read_model: LessonsReadModel, min_position: int 
     return read_model.position()
 
 
-def row(found: LessonRow) -> LessonRowResponse:
-    return LessonRowResponse.model_validate(found.as_dict())
-
-
 @router.get("/v1/lessons", responses=PROBLEMS)
 def list_lessons(
     request: Request,
@@ -162,7 +137,7 @@ def list_lessons(
         name = {"date_from": "from", "date_to": "to"}.get(invalid.field, invalid.field)
         raise InvalidLessonRequest([FieldError(field=name, message=invalid.message)]) from None
     return LessonListResponse(
-        items=[row(item) for item in page.items],
+        items=page.items,
         next_cursor=page.next_cursor,
         position=position,
     )
@@ -175,7 +150,7 @@ def get_lesson(
     token: Reader,
     read_model: ReadModel,
     min_position: MinPosition = None,
-) -> LessonRowResponse:
+) -> LessonRow:
     """One lesson from the read model (404 when it has none, yet: see `min_position`)."""
     caught_up(request, read_model, min_position)
     found = read_model.get_lesson(lesson_id)
@@ -183,7 +158,7 @@ def get_lesson(
         raise not_yours(lesson_id)
     if found is None:
         raise LessonNotFound(f"no lesson has the id {lesson_id} in the read model")
-    return row(found)
+    return found
 
 
 @router.get("/v1/projections", responses=PROBLEMS)

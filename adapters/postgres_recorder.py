@@ -1,0 +1,567 @@
+"""The ledger's PostgreSQL application recorder: concurrent writers, readers that never
+skip an event that commits late.
+
+The library's recorder makes commit order equal notification-id order by taking
+`LOCK TABLE ... IN EXCLUSIVE MODE` in every write transaction, held until commit: every
+writer waits for the one before it to flush its commit, so writers never share a WAL
+flush (no group commit), and a save costs several round trips. This one orders the
+*readers* instead:
+
+Writing (one round trip: `SELECT <table>_append(ids, versions, topics, states)`, a
+plpgsql function, in an autocommit transaction of its own):
+
+1. take a session advisory lock (one per events table);
+2. have the transaction's id assigned (`pg_current_xact_id()`) and draw the rows'
+   notification ids (`nextval`, in input order);
+3. release the lock, then INSERT the rows with their ids and that transaction id in the
+   `tx` column (xid8). Uniqueness conflicts are raised by the INSERT, after the lock
+   is released; waiting for another writer's conflicting row happens there too.
+
+So a transaction that drew lower notification ids than another also got a lower
+transaction id: `tx` never decreases as the notification id grows. That needs the
+transaction id to be assigned inside the lock, so the events insert must be the first
+write of its transaction; the function refuses to run in a transaction that already
+has an id. The lock is held for microseconds, never across the insert or the commit,
+so writers commit (and share WAL flushes) concurrently.
+
+Reading: `select_notifications` and `max_notification_id` return only rows whose `tx`
+is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
+running. Every transaction below it has finished, so every row that will ever have a
+lower notification id than a returned row is already visible in the same snapshot and
+returned first; a transaction still running has a `tx` at or above it, hence (tx never
+decreases) notification ids above every returned row. A reader can only see events in
+notification-id order, with gaps where a transaction rolled back, and nothing behind
+its position ever appears later.
+
+Rows that have committed but are held back by an older transaction still running
+("not settled") are waited for, up to `settle_timeout`: a caller who has just saved and
+then reads the log (or its head) sees its own events, as with the library's recorder,
+unless some transaction older than its own runs longer than that. Snapshots span the
+whole server, so a long transaction in any database delays readers (never writers); an
+idle-in-transaction timeout bounds it.
+
+Notifications: NOTIFY inside the write transaction would serialise every commit
+(PostgreSQL holds a server-wide lock from the notify queue insert until after the
+commit's WAL flush), so a thread per recorder sends NOTIFY on the same channel right
+after commits, coalescing bursts, in a transaction that does not wait for its flush.
+LISTEN on the library's channel name keeps working. A subscription (`subscribe()`) also
+reads again, every 0.1 s, while committed events are held back, because the older
+transaction it waits for need not notify.
+
+Tables made by the library's recorder are upgraded on first use: a `tx` column (0 for
+the rows already there, which are all committed), and the function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InterfaceError,
+    Notification,
+    OperationalError,
+    ShutDown,
+    StoredEvent,
+    Subscription,
+)
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresSubscription,
+)
+from eventsourcing.utils import retry
+from psycopg.rows import DictRow, tuple_row
+from psycopg.sql import SQL, Composed, Identifier, Literal
+
+log = logging.getLogger("lesson_ledger.postgres_recorder")
+
+# First half of the advisory lock key around drawing notification ids ("LLEV"); the second
+# half is the events table's oid, so ledgers in other schemas do not contend.
+_APPEND_LOCK_NAMESPACE = 0x4C4C4556
+# Serialises upgrading a table made by the library's recorder, across processes.
+_UPGRADE_LOCK_KEY = 0x4C4C_5550_4752_4144 & 0x7FFF_FFFF_FFFF_FFFF
+# Up to this many events, a save's values are sent as scalars, else as four arrays.
+_SCALAR_PARAMS_UPTO = 8
+_SETTLE_FIRST_SLEEP = 0.0005
+_SETTLE_MAX_SLEEP = 0.02
+
+
+class LedgerApplicationRecorder(PostgresApplicationRecorder):
+    """The library's PostgreSQL application recorder, without its table lock: one round
+    trip per save, readers ordered by transaction id (see the module docstring)."""
+
+    settle_timeout: float = 5.0
+    """Seconds a read waits for committed events held back by an older transaction
+    still running. Waiting never affects what is returned, only how fresh it is."""
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema = Identifier(self.datastore.schema)
+        table = Identifier(self.events_table_name)
+        self.append_function_name = _derived_name(self.events_table_name, "append")
+        self._table_sql = SQL("{}.{}").format(schema, table)
+        self._function_sql = SQL("{}.{}").format(schema, Identifier(self.append_function_name))
+        # The table as the library makes it, plus `tx`; the library's insert function
+        # (which NOTIFYs inside the transaction) is not needed.
+        self.sql_create_statements[self.create_table_statement_index] = SQL(
+            "CREATE TABLE IF NOT EXISTS {table} ("
+            "originator_id {originator_id_type} NOT NULL, "
+            "originator_version bigint NOT NULL, "
+            "topic text, "
+            "state bytea, "
+            "notification_id bigserial, "
+            "tx xid8 NOT NULL, "
+            "PRIMARY KEY "
+            "(originator_id, originator_version)) "
+            "WITH ("
+            "    autovacuum_enabled = true,"
+            "    autovacuum_vacuum_threshold = 100000000,"
+            "    autovacuum_vacuum_scale_factor = 0.5,"
+            "    autovacuum_analyze_threshold = 1000,"
+            "    autovacuum_analyze_scale_factor = 0.01"
+            ")"
+        ).format(
+            table=self._table_sql,
+            originator_id_type=Identifier(self.datastore.originator_id_type),
+        )
+        self.sql_create_statements.remove(self.sql_create_pg_function_insert_events)
+        self._append_sql: dict[int, Composed] = {}
+        xmin = SQL("(SELECT pg_snapshot_xmin(pg_current_snapshot()))")
+        self._settled_sql = SQL("tx < {}").format(xmin)
+        self._head_sql = SQL(
+            "SELECT notification_id, {settled} AS settled FROM {table} "
+            "ORDER BY notification_id DESC LIMIT 1"
+        ).format(settled=self._settled_sql, table=self._table_sql)
+        self._settled_head_sql = SQL(
+            "SELECT notification_id FROM {table} WHERE {settled} "
+            "ORDER BY notification_id DESC LIMIT 1"
+        ).format(settled=self._settled_sql, table=self._table_sql)
+        self._is_settled_sql = SQL(
+            "SELECT {settled} AS settled FROM {table} WHERE notification_id = %s"
+        ).format(settled=self._settled_sql, table=self._table_sql)
+        self._select_sql: dict[tuple[bool, bool, bool, bool], Composed] = {}
+        self._notifier = _Notifier(self.datastore, self.channel_name)
+        self._upgraded = False
+        self._timed_out_sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+    # Schema.
+
+    def create_table(self) -> None:
+        super().create_table()
+        self._upgraded = True
+
+    def _create_table(self, curs: psycopg.Cursor[DictRow]) -> None:
+        super()._create_table(curs)
+        self._upgrade(curs)
+
+    def _upgrade(self, curs: psycopg.Cursor[DictRow]) -> None:
+        """Add `tx` to a table made by the library's recorder, and (re)create the append
+        function, whose text names the table's sequence and oid."""
+        curs.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'tx' "
+            "AND NOT attisdropped",
+            (self._qualified_name(),),
+        )
+        if curs.fetchone() is None:
+            # Every row already there was committed before this ALTER got its lock.
+            curs.execute(
+                SQL("ALTER TABLE {} ADD COLUMN tx xid8 NOT NULL DEFAULT '0'").format(
+                    self._table_sql
+                )
+            )
+            curs.execute(SQL("ALTER TABLE {} ALTER COLUMN tx DROP DEFAULT").format(self._table_sql))
+        curs.execute(
+            "SELECT %s::regclass::oid::bigint AS oid, "
+            "pg_get_serial_sequence(%s, 'notification_id') AS seq",
+            (self._qualified_name(), self._qualified_name()),
+        )
+        found = curs.fetchone()
+        assert found is not None
+        curs.execute(self._append_function_sql(int(found["oid"]), str(found["seq"])))
+
+    def _append_function_sql(self, table_oid: int, sequence: str) -> Composed:
+        # Written for speed: every step but the INSERT is a "simple expression", which
+        # plpgsql evaluates without the executor (PERFORM and sub-selects go through it).
+        # No SET clause (a per-call cost): the session's lock_timeout applies.
+        lock_key = (_APPEND_LOCK_NAMESPACE << 32) | table_oid
+        return SQL(
+            "CREATE OR REPLACE FUNCTION {function}("
+            "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
+            "RETURNS bigint[] LANGUAGE plpgsql AS $body$\n"
+            "DECLARE\n"
+            "  my_tx xid8;\n"
+            "  nids bigint[];\n"
+            "BEGIN\n"
+            "  IF pg_current_xact_id_if_assigned() IS NOT NULL THEN\n"
+            "    RAISE EXCEPTION USING ERRCODE = 'invalid_transaction_state', MESSAGE =\n"
+            "      'appending events must be the first write of its transaction',\n"
+            "      HINT = 'the transaction id must be assigned while ids are drawn';\n"
+            "  END IF;\n"
+            "  IF pg_advisory_lock({lock_key})::text = 'x' THEN NULL; END IF;\n"
+            "  my_tx := pg_current_xact_id();\n"
+            "  FOR i IN 1..cardinality(ids) LOOP\n"
+            "    nids[i] := nextval({sequence}::regclass);\n"
+            "  END LOOP;\n"
+            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
+            "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
+            "                       notification_id, tx)\n"
+            "  SELECT e.i, e.v, e.t, e.s, e.n, my_tx\n"
+            "  FROM unnest(ids, versions, topics, states, nids) AS e(i, v, t, s, n);\n"
+            "  RETURN nids;\n"
+            "END\n"
+            "$body$"
+        ).format(
+            function=self._function_sql,
+            id_type=SQL(self.datastore.originator_id_type),
+            lock_key=Literal(lock_key),
+            sequence=Literal(sequence),
+            table=self._table_sql,
+        )
+
+    def _qualified_name(self) -> str:
+        return f'"{self.datastore.schema}"."{self.events_table_name}"'
+
+    def _ensure_upgraded(self) -> None:
+        """Upgrade a table the library's recorder made (once per recorder; several
+        processes may try at once: one does it, under an advisory lock)."""
+        if self._upgraded:
+            return
+        with self.datastore.get_connection() as conn:
+            found = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AS table, "
+                "to_regproc(%s) IS NOT NULL AS function",
+                (
+                    self._qualified_name(),
+                    f'"{self.datastore.schema}"."{self.append_function_name}"',
+                ),
+            ).fetchone()
+            if not found or not found["table"]:
+                return  # not created yet: create_table() will make it as it should be
+            if not found["function"]:
+                conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK_KEY,))
+                try:
+                    with conn.transaction(), conn.cursor() as curs:
+                        self._upgrade(curs)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_UPGRADE_LOCK_KEY,))
+        self._upgraded = True
+
+    # Writing.
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if not stored_events:
+            return None
+        self._ensure_upgraded()
+        with self.datastore.get_connection() as conn:
+            try:
+                if self.datastore.lock_timeout and conn not in self._timed_out_sessions:
+                    # Bounds waits for another writer's conflicting row (the library's
+                    # recorder sets it per transaction, for its table lock).
+                    conn.execute(f"SET lock_timeout = '{self.datastore.lock_timeout}s'")
+                    self._timed_out_sessions.add(conn)
+                ids = self._append(conn, stored_events)
+            except BaseException as error:
+                if not isinstance(error, psycopg.errors.IntegrityError):
+                    # It may have failed between taking and releasing the session's
+                    # advisory lock: end the session, which releases it for sure.
+                    conn.close()
+                raise
+        self._notifier.notify()
+        return ids
+
+    def _append(
+        self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
+    ) -> list[int]:
+        """Append the events in the connection's current transaction (autocommit: one of
+        its own); their notification ids, in order."""
+        count = len(stored_events)
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        # Binary parameters: psycopg dumps lists element by element in Python, which for
+        # two events cost more than the round trip; a few scalars are dumped in C.
+        params: Sequence[Any] = (
+            [value for column in columns for value in column]
+            if count <= _SCALAR_PARAMS_UPTO
+            else columns
+        )
+        with conn.cursor() as curs:
+            curs.execute(self._append_statement(count), params, prepare=True)
+            row = curs.fetchone()
+        assert row is not None
+        ids: list[int] = next(iter(row.values())) if isinstance(row, dict) else row[0]
+        return ids
+
+    def _append_statement(self, count: int) -> Composed:
+        size = count if count <= _SCALAR_PARAMS_UPTO else 0
+        statement = self._append_sql.get(size)
+        if statement is None:
+            types = (self.datastore.originator_id_type, "bigint", "text", "bytea")
+            if size:
+                placeholders = SQL(", ").join([SQL("%b")] * size)
+                arrays = [SQL("ARRAY[{}]::{}[]").format(placeholders, SQL(t)) for t in types]
+            else:
+                arrays = [SQL("%b::{}[]").format(SQL(t)) for t in types]
+            statement = SQL("SELECT {}({})").format(self._function_sql, SQL(", ").join(arrays))
+            self._append_sql[size] = statement
+        return statement
+
+    # Reading.
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Settled notifications from `start`, in order, at most `limit` (see the module
+        docstring: never one that a late commit could put behind)."""
+        notifications, _ = self.select_settled(
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+        )
+        return notifications
+
+    def select_settled(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+        settle_timeout: float | None = None,
+    ) -> tuple[list[Notification], bool]:
+        """The settled notifications of the range, and whether committed ones were held
+        back (an older transaction was still running when the wait ran out)."""
+        self._ensure_upgraded()
+        statement = self._select_statement(
+            start is not None, inclusive_of_start, stop is not None, bool(topics)
+        )
+        params: list[Any] = []
+        if start is not None:
+            params.append(start)
+        if stop is not None:
+            params.append(stop)
+        if topics:
+            params.append(list(topics))
+        params.append(limit)
+        timeout = self.settle_timeout if settle_timeout is None else settle_timeout
+        # Tuples in binary: a page of 500 was a fifth of a catch-up's time as dicts.
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
+        ):
+            rows = cursor.execute(statement, params, prepare=True).fetchall()
+            settled = _settled_prefix(rows)
+            if len(settled) < len(rows) and self._wait_until_settled(conn, rows[-1][0], timeout):
+                rows = cursor.execute(statement, params, prepare=True).fetchall()
+                settled = _settled_prefix(rows)
+        # Columns: notification_id, originator_id, originator_version, topic, state.
+        notifications = [Notification(r[1], r[2], r[3], r[4], r[0]) for r in settled]
+        return notifications, len(settled) < len(rows)
+
+    def _select_statement(
+        self, has_start: bool, inclusive: bool, has_stop: bool, has_topics: bool
+    ) -> Composed:
+        key = (has_start, inclusive, has_stop, has_topics)
+        statement = self._select_sql.get(key)
+        if statement is None:
+            conditions = []
+            if has_start:
+                conditions.append(
+                    SQL("notification_id >= %s" if inclusive else "notification_id > %s")
+                )
+            if has_stop:
+                conditions.append(SQL("notification_id <= %s"))
+            if has_topics:
+                conditions.append(SQL("topic = ANY(%s)"))
+            where = SQL(" WHERE ") + SQL(" AND ").join(conditions) if conditions else SQL("")
+            statement = SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state, "
+                "{settled} AS settled FROM {table}{where} ORDER BY notification_id LIMIT %s"
+            ).format(settled=self._settled_sql, table=self._table_sql, where=where)
+            self._select_sql[key] = statement
+        return statement
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_notification_id(self) -> int | None:
+        """The highest settled notification id (None for an empty log)."""
+        self._ensure_upgraded()
+        with self.datastore.get_connection() as conn:
+            top = conn.execute(self._head_sql, prepare=True).fetchone()
+            if top is None:
+                return None
+            if top["settled"]:
+                return int(top["notification_id"])
+            self._wait_until_settled(conn, top["notification_id"], self.settle_timeout)
+            row = conn.execute(self._settled_head_sql, prepare=True).fetchone()
+        return None if row is None else int(row["notification_id"])
+
+    def _wait_until_settled(
+        self, conn: psycopg.Connection[Any], notification_id: int, timeout: float
+    ) -> bool:
+        """Wait until the row (and so every row below it) is settled: True, or False
+        when `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        pause = _SETTLE_FIRST_SLEEP
+        while True:
+            row = conn.execute(self._is_settled_sql, (notification_id,), prepare=True).fetchone()
+            if row is None or row["settled"]:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _SETTLE_MAX_SLEEP)
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        return LedgerSubscription(recorder=self, gt=gt, topics=topics)
+
+
+class LedgerSubscription(PostgresSubscription):
+    """The library's LISTEN/NOTIFY subscription, which also reads again every 0.1 s while
+    committed events are held back by an older transaction (that need not notify)."""
+
+    _held_back = False  # set by the pull thread, which starts before __init__ returns
+
+    def _pull(self) -> None:
+        recorder = self._recorder
+        assert isinstance(recorder, LedgerApplicationRecorder)
+        while not self._has_been_stopped:
+            self._has_been_notified.clear()
+            notifications, self._held_back = recorder.select_settled(
+                start=self._last_notification_id or 0,
+                limit=self._select_limit,
+                topics=self._topics,
+                inclusive_of_start=False,
+            )
+            if notifications:
+                try:
+                    self._notifications_queue.put(notifications)
+                except ShutDown:  # the subscription was stopped
+                    break
+                self._last_notification_id = notifications[-1].id
+            if len(notifications) < self._select_limit:
+                break
+
+    def _listen(self) -> None:
+        try:
+            with self._recorder.datastore.get_connection() as conn:
+                conn.execute(SQL("LISTEN {0}").format(Identifier(self._recorder.channel_name)))
+                while not self._has_been_stopped and not self._thread_error:
+                    notified = False
+                    for _ in conn.notifies(timeout=0.1, stop_after=1):
+                        notified = True
+                    if notified or self._held_back:
+                        self._has_been_notified.set()
+        except BaseException as e:
+            if self._thread_error is None:
+                self._thread_error = e
+            self.stop()
+
+
+class _Notifier:
+    """NOTIFY on the events channel after commits, from a thread of this recorder's own
+    (started on the first save in each process), one NOTIFY for a burst of saves.
+
+    A NOTIFY in the writers' transactions would hold PostgreSQL's notify lock through
+    their commits; this one's transaction does not wait for its WAL flush
+    (`synchronous_commit` off, for it alone), so it holds that lock for microseconds.
+    A notification is a hint to look at the log, never data.
+    """
+
+    IDLE_SECONDS = 1.0
+    MIN_INTERVAL_SECONDS = 0.02
+    """At most one NOTIFY per interval and process (the first after a quiet spell goes at
+    once): each costs a transaction (about 100 us of CPU on each side) and wakes every
+    listener, and a listener reads everything new at each wake-up anyway."""
+
+    def __init__(self, datastore: PostgresDatastore, channel: str) -> None:
+        self._datastore = datastore
+        self._statement = SQL(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify({}, '')"
+        ).format(Literal(channel))
+        self._pending = threading.Event()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def notify(self) -> None:
+        self._pending.set()
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            self._start()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            thread = self._thread
+            if thread is not None and self._pid == os.getpid() and thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="ledger-notifier", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        pool = self._datastore.pool
+        while not pool.closed:
+            if not self._pending.wait(self.IDLE_SECONDS):
+                continue
+            # Cleared before sending: a commit after this point asks for another round.
+            self._pending.clear()
+            try:
+                with self._datastore.get_connection() as conn:
+                    conn.execute(self._statement, prepare=True)
+                time.sleep(self.MIN_INTERVAL_SECONDS)
+            except Exception:  # a hint lost: listeners also look at the log on their own
+                if pool.closed:
+                    return
+                log.warning("could not NOTIFY the events channel", exc_info=True)
+                time.sleep(0.1)
+
+
+def _settled_prefix(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows before the first one not settled (its last column); tx never decreases
+    along the ids, so the unsettled rows are the tail."""
+    if not rows or rows[-1][-1]:
+        return rows
+    for index, row in enumerate(rows):
+        if not row[-1]:
+            return rows[:index]
+    return rows
+
+
+def _derived_name(table: str, suffix: str) -> str:
+    """`<table>_<suffix>`, shortened with a checksum to fit PostgreSQL's 63 bytes."""
+    name = f"{table}_{suffix}"
+    if len(name) <= PostgresApplicationRecorder.MAX_IDENTIFIER_LEN:
+        return name
+    checksum = f"{zlib.crc32(table.encode()):08x}"
+    keep = PostgresApplicationRecorder.MAX_IDENTIFIER_LEN - len(suffix) - len(checksum) - 2
+    return f"{table[:keep]}_{checksum}_{suffix}"

@@ -1,0 +1,125 @@
+"""`python -m benchmarks.costs`: where a single `request_lesson` spends its time, step by
+step, in CPU microseconds of the client process (and wall time for the whole), next to
+one plain INSERT of the same request. A fresh schema, dropped afterwards.
+
+    python -m benchmarks.costs [--requests 3000] [--database-url URL]
+
+Each step is timed on its own over the same requests (so the steps add up to about the
+whole); what is left of the whole is the application's bookkeeping around `save()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.stores import BaselineWriter, create_store, drop_store
+from benchmarks.workload import requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.costs", description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--database-url")
+    args = parser.parse_args(argv)
+    spec = create_store("postgresql", args.database_url)
+    try:
+        for line in measure(spec, args.requests):
+            print(line)
+    finally:
+        drop_store(spec)
+    return 0
+
+
+def measure(spec: Any, count: int) -> list[str]:
+    from adapters.database import open_ledger
+    from domain.commands import validate_request
+
+    ledger = open_ledger(spec.ledger_url)
+    writer = BaselineWriter(spec)
+    try:
+        items = [r.as_ledger_item() for r in requests("costs", 0, count)]
+        warm = [r.as_ledger_item() for r in requests("costs-warm-up", 0, 50)]
+        for item in warm:
+            ledger.request_lesson(**item)
+        commands = [validate_request(**item) for item in items]
+        events = []
+        for command in commands:
+            slot, _ = _decide(command)
+            events.append(slot.collect_events())
+        stored = [[ledger.mapper.to_stored_event(e) for e in pair] for pair in events]
+        steps: list[tuple[str, Callable[[int], object]]] = [
+            ("validate the request (pydantic, key parsing)",
+             lambda i: validate_request(**items[i])),
+            ("lesson id (uuid5 of the key)", lambda i: commands[i].key.lesson_id),
+            ("decide: LessonSlot.open + request (two events)", lambda i: _decide(commands[i])),
+            ("map + JSON-encode the two events", lambda i: [
+                ledger.mapper.to_stored_event(e) for e in events[i]]),
+        ]  # fmt: skip
+        lines = [f"{count} requests; CPU microseconds per request in the client process", ""]
+        lines += ["| step | CPU us |", "| --- | --- |"]
+        parts = 0.0
+        for name, step in steps:
+            cpu = _cpu_per_call(step, count)
+            parts += cpu
+            lines.append(f"| {name} | {cpu:.0f} |")
+        recorder_ids = [_renamed(pair) for pair in stored]
+        insert_cpu, insert_wall = _timed(
+            lambda i: ledger.recorder.insert_events(recorder_ids[i]), count
+        )
+        parts += insert_cpu
+        lines.append(
+            f"| recorder.insert_events: pool, psycopg, one round trip (wall {insert_wall:.0f} us) "
+            f"| {insert_cpu:.0f} |"
+        )
+        fresh = [r.as_ledger_item() for r in requests("costs-whole", 0, count)]
+        whole_cpu, whole_wall = _timed(lambda i: ledger.request_lesson(**fresh[i]), count)
+        lines.append(f"| the rest: Application.save bookkeeping, results | "
+                     f"{max(0.0, whole_cpu - parts):.0f} |")
+        lines.append(f"| **request_lesson, whole** (wall {whole_wall:.0f} us) | "
+                     f"**{whole_cpu:.0f}** |")
+        rows = requests("costs-baseline", 0, count)
+        base_cpu, base_wall = _timed(lambda i: writer.insert(rows[i]), count)
+        lines.append(f"| plain INSERT, whole (wall {base_wall:.0f} us) | {base_cpu:.0f} |")
+        return lines
+    finally:
+        ledger.close()
+        writer.close()
+
+
+def _renamed(pair: list[Any]) -> list[Any]:
+    """The stored events again, under a fresh originator id (the recorder step must not
+    collide with the events the whole-request step writes)."""
+    fresh = uuid.uuid4()
+    return [type(s)(fresh, s.originator_version, s.topic, s.state) for s in pair]
+
+
+def _decide(command: Any) -> tuple[Any, Any]:
+    from domain.ledger import _metadata
+    from domain.lesson import LessonSlot
+
+    by = _metadata(command)
+    slot = LessonSlot.open(command.key, by)
+    return slot, slot.request(by, command.details, command.students)
+
+
+def _cpu_per_call(step: Callable[[int], object], count: int) -> float:
+    return _timed(step, count)[0]
+
+
+def _timed(step: Callable[[int], object], count: int) -> tuple[float, float]:
+    """CPU and wall microseconds per call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for index in range(count):
+        step(index)
+    return (
+        (time.process_time() - cpu) / count * 1e6,
+        (time.perf_counter() - wall) / count * 1e6,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

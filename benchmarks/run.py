@@ -1,0 +1,223 @@
+"""`make bench` (`python -m benchmarks.run`): the ledger against plain inserts into the old
+racing table, in one run, on one database, on the same requests.
+
+    python -m benchmarks.run                          # PostgreSQL, 1,000,000 events
+    python -m benchmarks.run --events 100000 --json bench.json
+    python -m benchmarks.run --store sqlite
+
+Prints a table of each figure, the baseline's, and the ratio ledger/baseline; `--json`
+writes the same figures. The run uses a fresh schema (PostgreSQL) or file (SQLite) and
+drops it afterwards. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import reads, writes
+from benchmarks.stores import count_rows, create_store, drop_store
+
+TARGETS = {
+    "single_ratio": (">=", 0.8),
+    "concurrent_ratio": (">=", 0.8),
+    "batch_ratio": (">=", 1.0),
+    "catchup_events_per_s": (">=", 20_000),
+    "rebuild_s": ("<", 60.0),
+    "rebuild_peak_rss_mb": ("<", 300.0),
+    "history_p99_ms": ("<", 10.0),
+    "week_query_p99_ms": ("<", 10.0),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--store", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL: the database (a fresh schema is made in it; default "
+        "LESSON_LEDGER_TEST_POSTGRES_URL or postgresql://postgres@127.0.0.1:5432/test); "
+        "SQLite: a folder for the file (default: a temporary one)",
+    )
+    parser.add_argument("--requests", type=int, default=3000,
+                        help="requests per write measurement and side (default 3000)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
+    parser.add_argument("--batch-size", type=int, default=100, help="requests per batch (100)")
+    parser.add_argument("--race-slots", type=int, default=200, help="slots raced for (200)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating baseline/ledger rounds per measurement (3)")
+    parser.add_argument("--events", type=int, default=1_000_000,
+                        help="events in the store for catch-up, rebuild and queries")
+    parser.add_argument("--queries", type=int, default=2000,
+                        help="samples per query latency (2000)")
+    parser.add_argument("--populate-workers", type=int, default=2,
+                        help="processes filling the store (2)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the schema or file")
+    args = parser.parse_args(argv)
+    if args.requests < args.clients or args.events < 2 or args.rounds < 1:
+        parser.error("--requests must be at least --clients, --events at least 2")
+    args.rounds = min(args.rounds, max(1, args.requests // args.batch_size))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spec = create_store(args.store, args.database_url)
+    figures: dict[str, Any] = {
+        "store": args.store,
+        "command": " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": f"{platform.node()} {platform.machine()}, python {platform.python_version()}",
+    }
+    try:
+        measure(spec, args, figures)
+    finally:
+        if not args.keep:
+            drop_store(spec)
+    print(render_table(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    figures.update(
+        clients=args.clients, batch_size=args.batch_size, race_slots=args.race_slots,
+        requests=args.requests, rounds=args.rounds,
+    )
+    def step(name: str) -> None:
+        print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+
+    step("single requests, one client")
+    _rates(figures, "single", writes.single(spec, args.requests, args.rounds))
+    step(f"{args.clients} concurrent clients, threads")
+    _rates(figures, "concurrent_threads",
+           writes.concurrent_threads(spec, args.requests, args.clients, args.rounds))
+    step(f"{args.clients} concurrent clients, processes")
+    _rates(figures, "concurrent_processes",
+           writes.concurrent_processes(spec, args.requests, args.clients, args.rounds))
+    # Each side in its better shape: on a small machine threads can beat processes (the
+    # clients' processes take the cores the server needs), for either side.
+    best = {
+        side: max(figures[f"concurrent_{shape}_{side}_per_s"] for shape in ("threads", "processes"))
+        for side in ("ledger", "baseline")
+    }
+    figures["concurrent_ledger_per_s"] = best["ledger"]
+    figures["concurrent_baseline_per_s"] = best["baseline"]
+    figures["concurrent_ratio"] = best["ledger"] / best["baseline"]
+    step(f"batches of {args.batch_size}")
+    _rates(figures, "batch",
+           writes.batches(spec, args.requests, args.batch_size, args.rounds))
+    step(f"race: {args.clients} clients on {args.race_slots} slots")
+    race = writes.race(spec, args.race_slots, args.clients)
+    for side, rate in race.items():
+        figures[f"race_{side}_s"] = rate.seconds
+        figures[f"race_{side}_outcomes"] = dict(rate.outcomes)
+    figures["race_ratio"] = race["ledger"].seconds / race["baseline"].seconds
+
+    step(f"filling the store with {args.events:,} events ({args.populate_workers} processes)")
+    population = reads.populate(spec, args.events, args.populate_workers)
+    figures["events_in_store"] = count_rows(spec, "events")
+    figures["populate_events_per_s"] = population.events / population.seconds
+    step("projection catch-up")
+    caught = reads.catch_up(spec)
+    figures["catchup_events"] = caught.events
+    figures["catchup_s"] = caught.seconds
+    figures["catchup_events_per_s"] = caught.per_second
+    step("full rebuild, in a process of its own")
+    rebuilt = reads.rebuild(spec)
+    figures["rebuild_events"] = rebuilt.events
+    figures["rebuild_s"] = rebuilt.seconds
+    figures["rebuild_events_per_s"] = rebuilt.per_second
+    figures["rebuild_peak_rss_mb"] = rebuilt.peak_rss_mb
+    figures["rebuild_rss_before_mb"] = rebuilt.rss_before_mb
+    step("history and week query latencies")
+    for name, latency in reads.query_latencies(spec, population.lessons, args.queries).items():
+        figures[f"{name}_p50_ms"] = latency.p50_ms
+        figures[f"{name}_p99_ms"] = latency.p99_ms
+    figures["targets"] = {key: _verdict(key, figures[key]) for key in TARGETS}
+    step("done")
+
+
+def _rates(figures: dict[str, Any], name: str, rates: dict[str, writes.Rate]) -> None:
+    ledger, baseline = rates["ledger"], rates["baseline"]
+    figures[f"{name}_ledger_per_s"] = ledger.per_second
+    figures[f"{name}_baseline_per_s"] = baseline.per_second
+    figures[f"{name}_ratio"] = ledger.per_second / baseline.per_second
+    figures[f"{name}_ledger_outcomes"] = dict(ledger.outcomes)
+    figures[f"{name}_baseline_outcomes"] = dict(baseline.outcomes)
+
+
+def _verdict(key: str, value: float) -> str:
+    operator, bound = TARGETS[key]
+    met = value >= bound if operator == ">=" else value < bound
+    return f"{'met' if met else 'NOT met'} ({operator} {bound:g})"
+
+
+def render_table(f: dict[str, Any]) -> str:
+    """The figures as a Markdown table: ledger, baseline, ratio, target."""
+    def n(value: float) -> str:
+        return f"{value:,.0f}"
+
+    def target(key: str) -> str:
+        return str(f.get("targets", {}).get(key, ""))
+
+    c = f["clients"]
+
+    rows = [
+        ("single requests, 1 client (req/s)", n(f["single_ledger_per_s"]),
+         n(f["single_baseline_per_s"]), f"{f['single_ratio']:.2f}", target("single_ratio")),
+        (f"{c} clients, threads (req/s)", n(f["concurrent_threads_ledger_per_s"]),
+         n(f["concurrent_threads_baseline_per_s"]), f"{f['concurrent_threads_ratio']:.2f}", ""),
+        (f"{c} clients, processes (req/s)", n(f["concurrent_processes_ledger_per_s"]),
+         n(f["concurrent_processes_baseline_per_s"]), f"{f['concurrent_processes_ratio']:.2f}",
+         ""),
+        (f"{c} clients, each side's better of the two (req/s)", n(f["concurrent_ledger_per_s"]),
+         n(f["concurrent_baseline_per_s"]), f"{f['concurrent_ratio']:.2f}",
+         target("concurrent_ratio")),
+        (f"batches of {f['batch_size']} (req/s)", n(f["batch_ledger_per_s"]),
+         n(f["batch_baseline_per_s"]), f"{f['batch_ratio']:.2f}", target("batch_ratio")),
+        (f"race, {c} clients on the same {f['race_slots']} slots: s until all decided",
+         f"{f['race_ledger_s']:.2f}", f"{f['race_baseline_s']:.2f}",
+         f"{f['race_ratio']:.2f} (time)", ""),
+        ("race outcomes", _outcomes(f["race_ledger_outcomes"]),
+         _outcomes(f["race_baseline_outcomes"]), "", ""),
+        (f"projection catch-up of {f['catchup_events']:,} events (events/s)",
+         n(f["catchup_events_per_s"]), "", "", target("catchup_events_per_s")),
+        (f"full rebuild of {f['rebuild_events']:,} events (s)", f"{f['rebuild_s']:.1f}",
+         "", "", target("rebuild_s")),
+        ("full rebuild (events/s)", n(f["rebuild_events_per_s"]), "", "", ""),
+        ("full rebuild, peak RSS of its process (MB)", f"{f['rebuild_peak_rss_mb']:.0f}",
+         "", "", target("rebuild_peak_rss_mb")),
+        (f"history of one lesson, p50 / p99 (ms), {f['events_in_store']:,} events stored",
+         f"{f['history_p50_ms']:.2f} / {f['history_p99_ms']:.2f}", "", "",
+         target("history_p99_ms")),
+        ("one provider's week from the read model, p50 / p99 (ms)",
+         f"{f['week_query_p50_ms']:.2f} / {f['week_query_p99_ms']:.2f}", "", "",
+         target("week_query_p99_ms")),
+    ]
+    header = ("measurement", "ledger", "baseline (plain INSERT)", "ledger/baseline", "target")
+    lines = [
+        f"store: {f['store']}; {f['machine']}; {f['started_at']}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(" --- " for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _outcomes(outcomes: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

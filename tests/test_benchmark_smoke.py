@@ -1,0 +1,71 @@
+"""`python -m benchmarks.run` with tiny sizes: it runs end to end on both stores, writes
+every figure as a number, and leaves nothing behind. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import POSTGRES_URL, require_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = (
+    "single_ratio",
+    "concurrent_ratio",
+    "batch_ratio",
+    "catchup_events_per_s",
+    "rebuild_s",
+    "rebuild_peak_rss_mb",
+    "history_p99_ms",
+    "week_query_p99_ms",
+)
+TINY = (
+    "--requests", "50", "--events", "2000", "--clients", "2", "--rounds", "1",
+    "--race-slots", "10", "--queries", "50",
+)  # fmt: skip
+
+
+def _bench_schemas() -> set[str]:
+    with psycopg.connect(POSTGRES_URL) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\\_%'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _run(tmp_path: Path, *options: str) -> dict[str, object]:
+    out = tmp_path / "bench.json"
+    ran = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *TINY, *options, "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "| measurement |" in ran.stdout
+    figures: dict[str, object] = json.loads(out.read_text())
+    for key in KEYS:
+        value = figures[key]
+        assert isinstance(value, int | float) and math.isfinite(value), (key, value)
+    assert figures["race_ledger_outcomes"] == {"accepted": 10, "conflict": 10}
+    assert figures["single_ledger_outcomes"] == {"accepted": 50}
+    return figures
+
+
+@pytest.mark.postgres
+def test_the_benchmark_runs_on_postgresql(tmp_path: Path) -> None:
+    require_postgres()
+    before = _bench_schemas()
+    figures = _run(tmp_path, "--store", "postgresql", "--database-url", POSTGRES_URL)
+    assert figures["store"] == "postgresql"
+    assert _bench_schemas() <= before  # its schema was dropped
+
+
+def test_the_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    figures = _run(tmp_path, "--store", "sqlite", "--database-url", str(folder))
+    assert figures["store"] == "sqlite"
+    assert not any(folder.iterdir())  # its files were deleted

@@ -1,0 +1,490 @@
+"""The ledger's PostgreSQL application recorder (adapters/postgres_recorder.py).
+
+- The eventsourcing library's own recorder test cases, run on our recorder as the
+  ledger's settings build it (`Database.ledger_env`), each test in a schema of its own,
+  and on our SQLite setup (the library's SQLite recorder).
+- Real concurrency: writers commit in varying order, some hold their transaction open
+  after inserting while later ones commit, some roll back; readers polling
+  `select_notifications` see every committed event, in increasing order, none skipped.
+- The write path's guards: the advisory lock is released when the insert fails inside
+  it, and appending refuses a transaction that already wrote.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+from unittest import TestCase
+
+import psycopg
+import pytest
+from conftest import POSTGRES_URL, require_postgres
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.tests.persistence import (
+    ApplicationRecorderTestCase,
+    NonInterleavingNotificationIDsBaseCase,
+)
+from eventsourcing.utils import Environment
+
+from adapters.database import Database, open_ledger
+from adapters.postgres_recorder import LedgerApplicationRecorder
+
+pytestmark = pytest.mark.postgres
+LEDGER_ENV_NAME = "LessonLedger"
+# The library's own tests use the longest table name PostgreSQL allows (63 bytes).
+LONG_TABLE_NAME = "s" * 50 + "stored_events"
+
+
+def _drop_schema(schema: str) -> None:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _join_lingering_threads() -> None:
+    """The library's concurrency cases stop their reader threads without joining them;
+    closing the store under a reader still running crashes the SQLite driver."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(10)
+
+
+class PostgresSchemaCase(TestCase):
+    """Each test gets a schema of its own on the test server, dropped afterwards; its
+    recorders come from the ledger's own settings for a postgresql:// URL."""
+
+    pool_size = 2
+    max_overflow = 2
+
+    def setUp(self) -> None:
+        require_postgres()
+        super().setUp()
+        self.schema = f"test_rec_{uuid.uuid4().hex[:12]}"
+        self.database = Database.from_url(f"{POSTGRES_URL}?schema={self.schema}")
+        with self.database.connect() as conn:
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        self.factories: list[Any] = []
+
+    def tearDown(self) -> None:
+        _join_lingering_threads()
+        for factory in self.factories:
+            factory.close()
+        _drop_schema(self.schema)
+        super().tearDown()
+
+    def factory(self, **overrides: str) -> Any:
+        env = {
+            **self.database.ledger_env(create_table=True),
+            "POSTGRES_POOL_SIZE": str(self.pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.max_overflow),
+            "POSTGRES_LOCK_TIMEOUT": "10",
+            **overrides,
+        }
+        factory = InfrastructureFactory.construct(Environment(LEDGER_ENV_NAME, env))
+        self.factories.append(factory)
+        return factory
+
+    def create_recorder(self) -> Any:
+        recorder = self.factory().application_recorder()
+        assert type(recorder) is LedgerApplicationRecorder
+        return recorder
+
+    def terminate_pool_sessions(self, recorder: LedgerApplicationRecorder) -> None:
+        """End this recorder's pooled sessions from the server side (only ours: other
+        people's sessions share the server)."""
+        pids = [conn.info.backend_pid for conn in recorder.datastore.pool._pool]
+        with self.database.connect() as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+
+
+class TestLibraryApplicationRecorderCases(
+    PostgresSchemaCase, ApplicationRecorderTestCase[LedgerApplicationRecorder]
+):
+    """eventsourcing.tests.persistence.ApplicationRecorderTestCase, and the extra cases
+    the library runs on its own PostgreSQL recorder (tests/persistence_tests/
+    test_postgres.py upstream), on ours."""
+
+    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:
+        self.pool_size = 12
+        super().test_concurrent_no_conflicts()
+
+    def test_concurrent_throughput(self) -> None:
+        self.pool_size = 10
+        super().test_concurrent_throughput()
+
+    def test_insert_subscribe(self) -> None:
+        self.optional_test_insert_subscribe()
+
+    def test_subscribe_concurrent_reading_and_writing(self) -> None:
+        recorder = self.create_recorder()
+        num_events = 20 * 100
+
+        def read(last_notification_id: int | None) -> list[int]:
+            seen: list[int] = []
+            with recorder.subscribe(last_notification_id) as subscription:
+                for notification in subscription:
+                    seen.append(notification.id)
+                    if len(seen) == num_events:
+                        break
+            return seen
+
+        def write() -> None:
+            for _ in range(20):
+                recorder.insert_events(
+                    [
+                        StoredEvent(self.new_originator_id(), 1, "topic1", b"state1")
+                        for _ in range(100)
+                    ]
+                )
+
+        for concurrently in (True, False):
+            start = recorder.max_notification_id()
+            reader_result: list[list[int]] = []
+            reader = threading.Thread(target=lambda s=start, r=reader_result: r.append(read(s)))
+            if concurrently:
+                reader.start()
+            write()
+            if not concurrently:
+                reader.start()
+            reader.join(60)
+            assert reader_result, "the subscription did not deliver every event"
+            assert reader_result[0] == sorted(reader_result[0])
+
+    def test_retry_select_notifications_after_closing_connection(self) -> None:
+        self.pool_size, self.max_overflow = 1, 0
+        recorder = self.create_recorder()
+        recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "topic1", b"state1")])
+        self.terminate_pool_sessions(recorder)
+        assert len(recorder.select_notifications(start=1, limit=1)) == 1
+
+    def test_retry_max_notification_id_after_closing_connection(self) -> None:
+        self.pool_size, self.max_overflow = 1, 0
+        recorder = self.create_recorder()
+        ids = recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "t", b"s")])
+        self.terminate_pool_sessions(recorder)
+        assert recorder.max_notification_id() == ids[-1]
+
+    def test_retry_insert_events_after_closing_connection(self) -> None:
+        self.pool_size, self.max_overflow = 1, 0
+        recorder = self.create_recorder()
+        recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "t", b"s")])
+        self.terminate_pool_sessions(recorder)
+        assert recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "t", b"s")])
+
+
+class TestLibraryApplicationRecorderCasesLongTableName(
+    PostgresSchemaCase, ApplicationRecorderTestCase[LedgerApplicationRecorder]
+):
+    """The library's cases with its longest table name: the function's name is derived
+    from the table's and must still fit in 63 bytes."""
+
+    def create_recorder(self) -> LedgerApplicationRecorder:
+        datastore = PostgresDatastore(
+            self.database.dbname,
+            self.database.host,
+            self.database.port,
+            self.database.user,
+            self.database.password,
+            schema=self.schema,
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
+            lock_timeout=10,
+        )
+        self.factories.append(datastore)
+        recorder = LedgerApplicationRecorder(datastore, events_table_name=LONG_TABLE_NAME)
+        recorder.create_table()
+        return recorder
+
+    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:
+        self.pool_size = 12
+        super().test_concurrent_no_conflicts()
+
+    def test_concurrent_throughput(self) -> None:
+        self.pool_size = 10
+        super().test_concurrent_throughput()
+
+
+class TestLibraryNonInterleavingCases(PostgresSchemaCase, NonInterleavingNotificationIDsBaseCase):
+    """Two transactions' notification ids never interleave (each draws its ids at once)."""
+
+
+class SQLiteSetupCase(TestCase):
+    """Our SQLite setup (Database.ledger_env for a sqlite:/// URL): the library's SQLite
+    recorder on a file in WAL mode."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.folder = TemporaryDirectory(ignore_cleanup_errors=True)  # readers may linger
+        path = Path(self.folder.name) / "ledger.db"
+        self.database = Database.from_url(f"sqlite:///{path}")
+        self.factories: list[Any] = []
+
+    def tearDown(self) -> None:
+        _join_lingering_threads()
+        for factory in self.factories:
+            factory.close()
+        self.folder.cleanup()
+        super().tearDown()
+
+    def create_recorder(self) -> Any:
+        env = Environment(LEDGER_ENV_NAME, self.database.ledger_env(create_table=True))
+        factory = InfrastructureFactory.construct(env)
+        self.factories.append(factory)
+        recorder = factory.application_recorder()
+        assert isinstance(recorder, SQLiteApplicationRecorder)
+        return recorder
+
+
+class TestLibraryApplicationRecorderCasesOnSQLite(
+    SQLiteSetupCase, ApplicationRecorderTestCase[SQLiteApplicationRecorder]
+):
+    """The library's application recorder cases on our SQLite setup."""
+
+
+class TestLibraryNonInterleavingCasesOnSQLite(
+    SQLiteSetupCase, NonInterleavingNotificationIDsBaseCase
+):
+    """Non-interleaving notification ids on our SQLite setup."""
+
+
+# Late commits.
+
+
+@pytest.fixture
+def schema_case() -> Iterator[PostgresSchemaCase]:
+    case = PostgresSchemaCase()
+    case.pool_size, case.max_overflow = 8, 4
+    case.setUp()
+    try:
+        yield case
+    finally:
+        case.tearDown()
+
+
+def _events(count: int) -> list[StoredEvent]:
+    return [
+        StoredEvent(uuid.uuid4(), version, "topic", b"{}")
+        for version in range(1, count + 1)
+    ]
+
+
+def _committed_ids(case: PostgresSchemaCase, recorder: LedgerApplicationRecorder) -> list[int]:
+    table = f'"{case.schema}"."{recorder.events_table_name}"'
+    with case.database.connect() as conn:
+        return [row[0] for row in conn.execute(f"SELECT notification_id FROM {table} ORDER BY 1")]
+
+
+def test_readers_never_skip_an_event_that_commits_late(schema_case: PostgresSchemaCase) -> None:
+    """Writers commit in varying order: some insert, then hold their transaction open
+    until others have committed higher ids (a late commit), some roll back. Two readers
+    poll the log all along, one with the recorder's settling wait and one without (the
+    transaction-id filter alone): each sees every committed id, in increasing order; and
+    the late commits did happen (a reader ordered by id alone would have passed them)."""
+    recorder: LedgerApplicationRecorder = schema_case.create_recorder()
+    table = f'"{schema_case.schema}"."{recorder.events_table_name}"'
+    late_done = threading.Event()
+    final: list[int] = []  # the last committed id, once every writer is done
+    errors: list[BaseException] = []
+    rolled_back: list[int] = []
+    late_ids: list[int] = []
+    overtaken: list[bool] = []  # per late commit: a higher id was visible before it
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            rounds = 0
+            while rounds < 40 or not late_done.is_set():
+                recorder.insert_events(_events(rng.randint(1, 5)))
+                rounds += 1
+                time.sleep(rng.uniform(0, 0.003))
+        except BaseException as error:
+            errors.append(error)
+
+    def late_writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with psycopg.connect(POSTGRES_URL, autocommit=False) as conn:
+                for round_ in range(4):
+                    time.sleep(rng.uniform(0.01, 0.05))
+                    ids = recorder._append(conn, _events(rng.randint(1, 3)))
+                    if round_ == 3:
+                        conn.rollback()  # a gap: these ids never appear
+                        rolled_back.extend(ids)
+                        continue
+                    # Hold the transaction open while others commit higher ids.
+                    overtaken.append(_wait_until_overtaken(schema_case, table, ids))
+                    time.sleep(rng.uniform(0.005, 0.02))
+                    conn.commit()
+                    late_ids.extend(ids)
+        except BaseException as error:
+            errors.append(error)
+
+    def reader(settle: float | None, seen: list[int]) -> None:
+        position = 0
+        deadline = time.monotonic() + 120
+        try:
+            while not (final and position >= final[0]) and time.monotonic() < deadline:
+                page, _ = recorder.select_settled(
+                    position, 25, inclusive_of_start=False, settle_timeout=settle
+                )
+                for notification in page:
+                    assert notification.id > position, (notification.id, position)
+                    position = notification.id
+                    seen.append(notification.id)
+                if not page:
+                    time.sleep(0.001)
+        except BaseException as error:
+            errors.append(error)
+
+    seen_filtered: list[int] = []
+    seen_settled: list[int] = []
+    readers = [
+        threading.Thread(target=reader, args=(0.0, seen_filtered)),
+        threading.Thread(target=reader, args=(None, seen_settled)),
+    ]
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    late_writers = [threading.Thread(target=late_writer, args=(100 + n,)) for n in range(3)]
+    for thread in readers + writers + late_writers:
+        thread.start()
+    for thread in late_writers:
+        thread.join(120)
+    late_done.set()
+    for thread in writers:
+        thread.join(120)
+    committed = _committed_ids(schema_case, recorder)
+    final.append(committed[-1])
+    for thread in readers:
+        thread.join(130)
+    assert not errors, errors
+
+    assert len(overtaken) == 9 and all(overtaken), overtaken
+    assert set(late_ids) <= set(committed) and len(rolled_back) > 0
+    assert not set(rolled_back) & set(committed)
+    assert seen_filtered == committed
+    assert seen_settled == committed
+
+
+def _wait_until_overtaken(case: PostgresSchemaCase, table: str, ids: list[int]) -> bool:
+    """Wait (up to 5 s) until, seen from another session, a higher id has committed
+    while `ids` have not: what a reader ordered by notification id alone would pass."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if _visible_above(case, table, ids):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def _visible_above(case: PostgresSchemaCase, table: str, ids: list[int]) -> bool:
+    """Whether, from another session, a higher id is visible while `ids` are not: what
+    a reader ordered by notification id alone would pass over."""
+    with case.database.connect() as conn:
+        row = conn.execute(
+            f"SELECT count(*) FILTER (WHERE notification_id = ANY(%s)), "
+            f"count(*) FILTER (WHERE notification_id > %s) FROM {table}",
+            (ids, ids[-1]),
+        ).fetchone()
+    assert row is not None
+    return row[0] == 0 and row[1] > 0
+
+
+# The write path's guards.
+
+
+def test_a_failure_inside_the_lock_releases_it(schema_case: PostgresSchemaCase) -> None:
+    """Drawing ids fails (the sequence is exhausted) while the advisory lock is held: the
+    session is ended, so the next writer does not wait for the lock (1 s lock timeout)."""
+    recorder = schema_case.factory(POSTGRES_LOCK_TIMEOUT="1").application_recorder()
+    recorder.insert_events(_events(1))
+    sequence = f'"{schema_case.schema}"."{recorder.events_table_name}_notification_id_seq"'
+    with schema_case.database.connect() as conn:
+        conn.execute(f"ALTER SEQUENCE {sequence} MAXVALUE 2")
+    with pytest.raises(PersistenceError, match="maximum value"):
+        recorder.insert_events(_events(2))
+    with schema_case.database.connect() as conn:
+        conn.execute(f"ALTER SEQUENCE {sequence} NO MAXVALUE")
+        locks = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+            "AND classid::bigint = %s",
+            (0x4C4C4556,),
+        ).fetchone()
+    assert locks == (0,)
+    started = time.monotonic()
+    assert recorder.insert_events(_events(1))
+    assert time.monotonic() - started < 1.0
+
+
+def test_appending_refuses_a_transaction_that_already_wrote(
+    schema_case: PostgresSchemaCase,
+) -> None:
+    """The transaction id must be assigned while the ids are drawn, so appending must be
+    the transaction's first write."""
+    recorder: LedgerApplicationRecorder = schema_case.create_recorder()
+    with psycopg.connect(POSTGRES_URL, autocommit=False) as conn:
+        conn.execute("SELECT pg_current_xact_id()")  # the transaction has an id now
+        with pytest.raises(psycopg.errors.InvalidTransactionState, match="first write"):
+            recorder._append(conn, _events(1))
+        conn.rollback()
+        assert recorder._append(conn, _events(1))  # a fresh transaction may
+        conn.commit()
+
+
+def test_a_conflict_is_an_integrity_error_and_leaves_a_gap(
+    schema_case: PostgresSchemaCase,
+) -> None:
+    recorder: LedgerApplicationRecorder = schema_case.create_recorder()
+    events = _events(2)
+    first = recorder.insert_events(events)
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([events[1], *_events(1)])
+    later = recorder.insert_events(_events(1))
+    assert first == [1, 2] and later == [5]
+    assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 2, 5]
+
+
+# The ledger's wiring.
+
+
+def test_the_ledger_uses_it_and_notifies_listeners(schema_case: PostgresSchemaCase) -> None:
+    ledger = open_ledger(schema_case.database.url)
+    try:
+        assert type(ledger.recorder) is LedgerApplicationRecorder
+        with schema_case.database.connect() as listener:
+            listener.execute(f'LISTEN "{ledger.recorder.channel_name}"')
+            result = ledger.request_lesson(
+                provider_id=str(uuid.uuid4()), school_id="school-1", lesson_date="2025-09-05",
+                time_slot="8:30-9:00", request_id="req-1", actor="alice",
+            )
+            notified = list(listener.notifies(timeout=5, stop_after=1))
+        assert notified, "no NOTIFY after a save"
+        assert ledger.recorder.max_notification_id() == result.position
+    finally:
+        ledger.close()
+
+
+def test_a_table_made_by_the_library_recorder_is_upgraded(
+    schema_case: PostgresSchemaCase,
+) -> None:
+    """Events written by the library's recorder stay readable; new ones follow them."""
+    stock_factory = schema_case.factory(APPLICATION_RECORDER_TOPIC="")
+    stock: ApplicationRecorder = stock_factory.application_recorder()
+    assert type(stock) is PostgresApplicationRecorder
+    old = stock.insert_events(_events(3))
+    recorder = schema_case.factory(CREATE_TABLE="n").application_recorder()
+    assert type(recorder) is LedgerApplicationRecorder
+    assert recorder.max_notification_id() == old[-1]
+    new = recorder.insert_events(_events(2))
+    assert [n.id for n in recorder.select_notifications(None, 10)] == [*old, *new]
