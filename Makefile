@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/lesson-ledger serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check domain projections adapters tests
+	$(BIN)/ruff check domain projections adapters tests benchmarks
 	$(BIN)/mypy --strict domain
 
 test: lint
