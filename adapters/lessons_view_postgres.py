@@ -254,7 +254,7 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
             table=self._table(table),
             columns=_columns(),
             arrays=sql.SQL(", ").join(
-                sql.SQL("%s::{}[]").format(sql.SQL(kind)) for kind in _COLUMN_TYPES.values()
+                sql.SQL("%b::{}[]").format(sql.SQL(kind)) for kind in _COLUMN_TYPES.values()
             ),
             updates=sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in COLUMNS[1:]
