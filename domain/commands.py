@@ -18,7 +18,6 @@ from pydantic.alias_generators import to_camel
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
 from domain.keys import LessonKey, canonical_request_id, parse_key, parse_legacy_key
 
-Source = Literal["api", "cli", "import", "worker"]
 SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
 MAX_ACTOR_LENGTH = 128
 MAX_SPELLING = 64
