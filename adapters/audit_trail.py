@@ -4,9 +4,10 @@ checked back against the ledger.
 
 Memory stays constant in the length of the log: one page of notifications is held at a
 time. Filtering by provider or school needs each event's lesson key, which only the
-lesson's `Opened` event carries (it is always the lesson's first event, so it is read
-before the rest); the ids of the matching lessons are kept as the log streams past, which
-is O(matching lessons).
+lesson's first event carries: an `Opened`, or an `OpenedByRequest` (a subclass of it, a
+new slot and its first request in one event); being first, it is read before the rest.
+The ids of the matching lessons are kept as the log streams past, which is
+O(matching lessons).
 
 Students' sensitive part (IEP goals, accommodations, reading levels) never leaves the
 ledger this way: `students` is exported as a count, and the fingerprint of a request

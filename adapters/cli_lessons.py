@@ -319,7 +319,8 @@ def _print_history(found: LessonHistory, as_of_version: int | None, as_of: str |
     table.add_column("event", no_wrap=True)
     table.add_column("who (source), request, batch")
     table.add_column("what changed", ratio=1)
-    # The canonical key, from the Opened event, to show where a caller spelled it otherwise.
+    # The canonical key, from the first event (an Opened, or an OpenedByRequest), to show
+    # where a caller spelled it otherwise.
     key = {k: str(v) for k, v in found.entries[0].changes.items()} if found.entries else {}
     for entry in found.entries:
         who = f"{entry.actor} ({entry.source})\nrequest {entry.request_id}"

@@ -43,6 +43,7 @@ from projections.view import (
     Target,
     VerificationSnapshot,
     Wakeup,
+    not_forward,
 )
 
 TRACKING_TABLE = "lessons_tracking"
@@ -245,11 +246,14 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
             cursor.execute(self._upsert_statement(table), columns, prepare=True)
         except psycopg.errors.UniqueViolation as error:
             raise SafetyNetFired(f"the {table} table refused a row: {error}") from error
+        if cursor.rowcount != len(rows):
+            raise SafetyNetFired(not_forward(table, len(rows) - cursor.rowcount))
 
     def _upsert_statement(self, table: str) -> sql.Composed:
         return sql.SQL(
             "INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT (lesson_id) DO UPDATE SET {updates}"
+            "ON CONFLICT (lesson_id) DO UPDATE SET {updates} "
+            "WHERE {table}.version < EXCLUDED.version"
         ).format(
             table=self._table(table),
             columns=_columns(),

@@ -37,6 +37,7 @@ from projections.view import (
     Target,
     VerificationSnapshot,
     Wakeup,
+    not_forward,
 )
 
 DEFAULT_POLL_INTERVAL = 0.1
@@ -194,12 +195,16 @@ class SQLiteLessonsView(LessonsView, SQLiteTrackingRecorder):
         statement = (
             f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))}) "
-            f"ON CONFLICT (lesson_id) DO UPDATE SET {updates}"
+            f"ON CONFLICT (lesson_id) DO UPDATE SET {updates} "
+            f"WHERE {table}.version < excluded.version"
         )
         try:
             cursor.executemany(statement, [_encode(row) for row in rows])
         except sqlite3.IntegrityError as error:
             raise SafetyNetFired(f"the {table} table refused a row: {error}") from error
+        written = cursor.sqlite_cursor.rowcount  # the library's wrapper does not pass it on
+        if written != len(rows):
+            raise SafetyNetFired(not_forward(table, len(rows) - written))
 
     def _table_exists(self, cursor: SQLiteCursor, table: str) -> bool:
         cursor.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,))

@@ -48,6 +48,12 @@ LISTEN on the library's channel name keeps working. A subscription (`subscribe()
 reads again, every 0.1 s, while committed events are held back, because the older
 transaction it waits for need not notify.
 
+Connections: saves go through connections of the recorder's own, handed out last-in
+first-out, so a single writer keeps using one connection (and one server backend, warm
+in the caches). The library's pool hands them out in turn; for one client, writing
+through five backends in rotation cost about 60 us more CPU and 200 us more wall time
+per save than writing through one. Reads use the library's pool.
+
 Tables made by the library's recorder are upgraded on first use: a `tx` column (0 for
 the rows already there, which are all committed), and the function.
 """
@@ -60,16 +66,24 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import psycopg.errors
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    DatabaseError,
+    DataError,
+    IntegrityError,
     InterfaceError,
+    InternalError,
     Notification,
+    NotSupportedError,
     OperationalError,
+    PersistenceError,
+    ProgrammingError,
     ShutDown,
     StoredEvent,
     Subscription,
@@ -140,7 +154,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             originator_id_type=Identifier(self.datastore.originator_id_type),
         )
         self.sql_create_statements.remove(self.sql_create_pg_function_insert_events)
-        self._append_sql: dict[int, Composed] = {}
+        # Statements rendered once: composing them costs more than dumping a save's values.
+        self._append_sql: dict[int, bytes] = {}
         xmin = SQL("(SELECT pg_snapshot_xmin(pg_current_snapshot()))")
         self._settled_sql = SQL("tx < {}").format(xmin)
         self._head_sql = SQL(
@@ -154,10 +169,10 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._is_settled_sql = SQL(
             "SELECT {settled} AS settled FROM {table} WHERE notification_id = %s"
         ).format(settled=self._settled_sql, table=self._table_sql)
-        self._select_sql: dict[tuple[bool, bool, bool, bool], Composed] = {}
+        self._select_sql: dict[tuple[bool, bool, bool, bool], bytes] = {}
         self._notifier = _Notifier(self.datastore, self.channel_name)
+        self._writers = _WriteSessions(self.datastore)
         self._upgraded = False
-        self._timed_out_sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     # Schema.
 
@@ -270,22 +285,14 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return None
         self._ensure_upgraded()
-        with self.datastore.get_connection() as conn:
-            try:
-                if self.datastore.lock_timeout and conn not in self._timed_out_sessions:
-                    # Bounds waits for another writer's conflicting row (the library's
-                    # recorder sets it per transaction, for its table lock).
-                    conn.execute(f"SET lock_timeout = '{self.datastore.lock_timeout}s'")
-                    self._timed_out_sessions.add(conn)
-                ids = self._append(conn, stored_events)
-            except BaseException as error:
-                if not isinstance(error, psycopg.errors.IntegrityError):
-                    # It may have failed between taking and releasing the session's
-                    # advisory lock: end the session, which releases it for sure.
-                    conn.close()
-                raise
+        with self._writers.session() as conn:
+            ids = self._append(conn, stored_events)
         self._notifier.notify()
         return ids
+
+    def close(self) -> None:
+        """Close the write sessions (the library's pool closes with its datastore)."""
+        self._writers.close()
 
     def _append(
         self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
@@ -307,13 +314,13 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             else columns
         )
         with conn.cursor() as curs:
-            curs.execute(self._append_statement(count), params, prepare=True)
+            curs.execute(self._append_statement(count, conn), params, prepare=True)
             row = curs.fetchone()
         assert row is not None
         ids: list[int] = next(iter(row.values())) if isinstance(row, dict) else row[0]
         return ids
 
-    def _append_statement(self, count: int) -> Composed:
+    def _append_statement(self, count: int, conn: psycopg.Connection[Any]) -> bytes:
         size = count if count <= _SCALAR_PARAMS_UPTO else 0
         statement = self._append_sql.get(size)
         if statement is None:
@@ -323,8 +330,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
                 arrays = [SQL("ARRAY[{}]::{}[]").format(placeholders, SQL(t)) for t in types]
             else:
                 arrays = [SQL("%b::{}[]").format(SQL(t)) for t in types]
-            statement = SQL("SELECT {}({})").format(self._function_sql, SQL(", ").join(arrays))
-            self._append_sql[size] = statement
+            composed = SQL("SELECT {}({})").format(self._function_sql, SQL(", ").join(arrays))
+            statement = self._append_sql[size] = composed.as_bytes(conn)
         return statement
 
     # Reading.
@@ -359,9 +366,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         """The settled notifications of the range, and whether committed ones were held
         back (an older transaction was still running when the wait ran out)."""
         self._ensure_upgraded()
-        statement = self._select_statement(
-            start is not None, inclusive_of_start, stop is not None, bool(topics)
-        )
+        key = (start is not None, inclusive_of_start, stop is not None, bool(topics))
         params: list[Any] = []
         if start is not None:
             params.append(start)
@@ -376,6 +381,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row, binary=True) as cursor,
         ):
+            statement = self._select_sql.get(key) or self._select_statement(key, conn)
             rows = cursor.execute(statement, params, prepare=True).fetchall()
             settled = _settled_prefix(rows)
             if len(settled) < len(rows) and self._wait_until_settled(conn, rows[-1][0], timeout):
@@ -386,27 +392,25 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         return notifications, len(settled) < len(rows)
 
     def _select_statement(
-        self, has_start: bool, inclusive: bool, has_stop: bool, has_topics: bool
-    ) -> Composed:
-        key = (has_start, inclusive, has_stop, has_topics)
-        statement = self._select_sql.get(key)
-        if statement is None:
-            conditions = []
-            if has_start:
-                conditions.append(
-                    SQL("notification_id >= %s" if inclusive else "notification_id > %s")
-                )
-            if has_stop:
-                conditions.append(SQL("notification_id <= %s"))
-            if has_topics:
-                conditions.append(SQL("topic = ANY(%s)"))
-            where = SQL(" WHERE ") + SQL(" AND ").join(conditions) if conditions else SQL("")
-            statement = SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state, "
-                "{settled} AS settled FROM {table}{where} ORDER BY notification_id LIMIT %s"
-            ).format(settled=self._settled_sql, table=self._table_sql, where=where)
-            self._select_sql[key] = statement
-        return statement
+        self, key: tuple[bool, bool, bool, bool], conn: psycopg.Connection[Any]
+    ) -> bytes:
+        has_start, inclusive, has_stop, has_topics = key
+        conditions = []
+        if has_start:
+            conditions.append(
+                SQL("notification_id >= %s" if inclusive else "notification_id > %s")
+            )
+        if has_stop:
+            conditions.append(SQL("notification_id <= %s"))
+        if has_topics:
+            conditions.append(SQL("topic = ANY(%s)"))
+        where = SQL(" WHERE ") + SQL(" AND ").join(conditions) if conditions else SQL("")
+        statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state, "
+            "{settled} AS settled FROM {table}{where} ORDER BY notification_id LIMIT %s"
+        ).format(settled=self._settled_sql, table=self._table_sql, where=where)
+        self._select_sql[key] = statement.as_bytes(conn)
+        return self._select_sql[key]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_notification_id(self) -> int | None:
@@ -487,6 +491,120 @@ class LedgerSubscription(PostgresSubscription):
             self.stop()
 
 
+class _WriteSessions:
+    """Autocommit sessions for appending, most recently used first; as many as threads
+    write at once, at most the library pool's size (a writer beyond it waits). A closed
+    (broken) session is dropped on return; a forked child starts with none.
+
+    Taking an idle session and giving it back are a list's pop and append (atomic in
+    CPython): a save pays no lock for them. Only opening one, or waiting, locks."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self._datastore = datastore
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._open = 0
+        self._waiting = 0
+        self._limit = max(1, datastore.pool.max_size)
+        self._changed = threading.Condition()
+        self._closed = False
+        forget = weakref.WeakMethod(self._forget_parents)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def take(self) -> psycopg.Connection[Any]:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise InterfaceError("the recorder is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._limit:
+                    self._open += 1
+                    break
+                self._waiting += 1
+                self._changed.wait()
+                self._waiting -= 1
+        try:
+            return self._connect()
+        except BaseException:
+            self._dropped()
+            raise
+
+    @contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A session for one autocommit write; psycopg's errors raised as the library's
+        persistence errors, as from the library's own recorder."""
+        conn = self.take()
+        try:
+            yield conn
+        except BaseException as error:
+            if not isinstance(error, psycopg.errors.IntegrityError):
+                # It may have failed between taking and releasing the session's
+                # advisory lock (a database error, or an interruption such as Ctrl-C,
+                # which cancels the running statement): end the session, which releases
+                # it for sure, rather than give it back holding the lock.
+                conn.close()
+            if isinstance(error, psycopg.Error):
+                raise _persistence_error(error) from error
+            raise
+        finally:
+            self.give_back(conn)
+
+    def give_back(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or self._closed:
+            conn.close()
+            self._dropped()
+            return
+        self._idle.append(conn)
+        if self._waiting:
+            with self._changed:
+                self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._changed.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def _dropped(self) -> None:
+        with self._changed:
+            self._open -= 1
+            self._changed.notify()
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's sessions are the parent's, never to be used."""
+        self._idle, self._open, self._waiting = [], 0, 0
+        self._changed = threading.Condition()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pool = self._datastore.pool
+        try:
+            # The pool's own settings (either may be a callable in psycopg_pool).
+            kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
+            conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+            settings = {**kwargs, "row_factory": tuple_row}
+            timeout = max(1, int(pool.timeout))
+            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=timeout, **settings)
+        except psycopg.Error as error:
+            raise _persistence_error(error) from error
+        try:
+            if self._datastore.lock_timeout:
+                # Bounds waits for another writer's conflicting row (the library's
+                # recorder sets it per transaction, for its table lock).
+                conn.execute(f"SET lock_timeout = '{self._datastore.lock_timeout}s'")
+        except BaseException as error:
+            conn.close()  # not left open behind the caller's back
+            if isinstance(error, psycopg.Error):
+                raise _persistence_error(error) from error
+            raise
+        return conn
+
+
 class _Notifier:
     """NOTIFY on the events channel after commits, from a thread of this recorder's own
     (started on the first save in each process), one NOTIFY for a burst of saves.
@@ -544,6 +662,26 @@ class _Notifier:
                     return
                 log.warning("could not NOTIFY the events channel", exc_info=True)
                 time.sleep(0.1)
+
+
+_ERRORS: list[tuple[type[psycopg.Error], type[PersistenceError]]] = [
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+]
+
+
+def _persistence_error(error: psycopg.Error) -> PersistenceError:
+    """The library's persistence error for a psycopg error (as its datastore maps them)."""
+    for driver_class, library_class in _ERRORS:
+        if isinstance(error, driver_class):
+            return library_class(str(error))
+    return PersistenceError(str(error))
 
 
 def _settled_prefix(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -4,10 +4,14 @@ racing table, in one run, on one database, on the same requests.
     python -m benchmarks.run                          # PostgreSQL, 1,000,000 events
     python -m benchmarks.run --events 100000 --json bench.json
     python -m benchmarks.run --store sqlite
+    python -m benchmarks.run --api-workers 1,2        # HTTP API sizes; 0 skips them
 
 Prints a table of each figure, the baseline's, and the ratio ledger/baseline; `--json`
-writes the same figures. The run uses a fresh schema (PostgreSQL) or file (SQLite) and
-drops it afterwards. Progress goes to stderr.
+writes the same figures. On PostgreSQL the run ends with what `lesson-ledger serve
+--workers N` reaches for each N of `--api-workers` (default 1,2,4), sent `--requests`
+lesson requests over HTTP by `--clients` client processes (benchmarks/api.py). The run
+uses a fresh schema (PostgreSQL) or file (SQLite) and drops it afterwards. Progress goes
+to stderr.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import reads, writes
+from benchmarks import api, reads, writes
 from benchmarks.stores import count_rows, create_store, drop_store
 
 TARGETS = {
@@ -59,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="samples per query latency (2000)")
     parser.add_argument("--populate-workers", type=int, default=2,
                         help="processes filling the store (2)")
+    parser.add_argument("--api-workers", type=_worker_counts, default="1,2,4",
+                        help="server processes of each HTTP API run, comma-separated "
+                        "(default 1,2,4; 0 or empty skips; PostgreSQL only)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the schema or file")
     args = parser.parse_args(argv)
@@ -66,6 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--requests must be at least --clients, --events at least 2")
     args.rounds = min(args.rounds, max(1, args.requests // args.batch_size))
     return args
+
+
+def _worker_counts(text: str) -> list[int]:
+    """`1,2,4` as [1, 2, 4]; `0` or nothing as [] (no API runs)."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if any(count < 0 for count in counts):
+        raise argparse.ArgumentTypeError(f"a number of processes cannot be negative: {text!r}")
+    return [count for count in counts if count > 0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +161,12 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     for name, latency in reads.query_latencies(spec, population.lessons, args.queries).items():
         figures[f"{name}_p50_ms"] = latency.p50_ms
         figures[f"{name}_p99_ms"] = latency.p99_ms
+    # Last: the server's projection follower would otherwise fill the read model that
+    # the catch-up above measures from empty.
+    if args.api_workers and spec.kind == "postgresql":
+        _api(figures, api.measure(spec, args.api_workers, args.requests, args.clients, step))
+    elif args.api_workers:
+        step("HTTP API: skipped (measured on PostgreSQL only)")
     figures["targets"] = {key: _verdict(key, figures[key]) for key in TARGETS}
     step("done")
 
@@ -154,6 +178,13 @@ def _rates(figures: dict[str, Any], name: str, rates: dict[str, writes.Rate]) ->
     figures[f"{name}_ratio"] = ledger.per_second / baseline.per_second
     figures[f"{name}_ledger_outcomes"] = dict(ledger.outcomes)
     figures[f"{name}_baseline_outcomes"] = dict(baseline.outcomes)
+
+
+def _api(figures: dict[str, Any], rates: dict[int, api.ApiRate]) -> None:
+    figures["api_workers"] = list(rates)
+    figures["api_requests_per_s"] = {str(n): rate.per_second for n, rate in rates.items()}
+    figures["api_outcomes"] = {str(n): rate.outcomes for n, rate in rates.items()}
+    figures["api_requests_per_process"] = {str(n): rate.per_process for n, rate in rates.items()}
 
 
 def _verdict(key: str, value: float) -> str:
@@ -203,6 +234,11 @@ def render_table(f: dict[str, Any]) -> str:
         ("one provider's week from the read model, p50 / p99 (ms)",
          f"{f['week_query_p50_ms']:.2f} / {f['week_query_p99_ms']:.2f}", "", "",
          target("week_query_p99_ms")),
+    ]
+    rows += [
+        (f"HTTP API, {workers} process{'' if workers == '1' else 'es'}, {c} client processes "
+         "(req/s)", n(rate), "", "", "")
+        for workers, rate in f.get("api_requests_per_s", {}).items()
     ]
     header = ("measurement", "ledger", "baseline (plain INSERT)", "ledger/baseline", "target")
     lines = [

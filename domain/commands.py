@@ -72,6 +72,8 @@ class RequestLesson:
     source: str
     as_sent: dict[str, str]
     """The key's parts as the caller spelled them (shortened), kept for the audit."""
+    details_size: int = 0
+    """Bytes of the details as JSON."""
 
 
 def validate_request(
@@ -100,14 +102,14 @@ def validate_request(
     who = parse_field(errors, "actor", check_actor, actor)
     batch = parse_field(errors, "correlation_id", check_correlation_id, correlation_id)
     origin = parse_field(errors, "source", check_source, source)
-    parsed_details, students = _details(errors, details)
+    parsed_details, students, size = _details(errors, details)
     if errors:
         raise InvalidLessonRequest(_unique(errors))
     assert key is not None and rid is not None and who is not None and origin is not None
     as_sent = spelled(
         provider_id=provider_id, school_id=school_id, lesson_date=lesson_date, time_slot=time_slot
     )
-    return RequestLesson(key, rid, who, parsed_details, students, batch, origin, as_sent)
+    return RequestLesson(key, rid, who, parsed_details, students, batch, origin, as_sent, size)
 
 
 def spelled(**parts: object) -> dict[str, str]:
@@ -175,9 +177,10 @@ def check_fields(checks: list[tuple[str, Any, object]]) -> list[Any]:
 
 def _details(
     errors: list[FieldError], details: object
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None, int]:
+    """The details without students, the students, and the details' size as JSON."""
     if details is None:
-        return None, None
+        return None, None, 0
     if isinstance(details, LessonDetails):
         parsed = details
     else:
@@ -185,9 +188,8 @@ def _details(
             parsed = LessonDetails.model_validate(details)
         except ValidationError as invalid:
             errors.extend(_pydantic_errors(invalid, prefix="details"))
-            return None, None
-    data = parsed.model_dump(mode="json")
-    size = len(json.dumps(data))
+            return None, None, 0
+    size = len(parsed.model_dump_json())
     if size > MAX_DETAILS_BYTES:
         # Lesson details are a few hundred bytes; a request this large is a mistake,
         # and very large writes stall the PostgreSQL driver (see README).
@@ -197,9 +199,10 @@ def _details(
                 message=f"is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} are accepted",
             )
         )
-        return None, None
+        return None, None, 0
+    data = parsed.model_dump(mode="json")
     students = data.pop("students")
-    return data, students
+    return data, students, size
 
 
 def _pydantic_errors(invalid: ValidationError, prefix: str) -> list[FieldError]:

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from functools import cached_property
-from typing import Literal
+from functools import cached_property, lru_cache
+from typing import Literal, TypeVar
 from uuid import UUID, uuid5
 
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
@@ -35,6 +35,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=~-]{1,128}")
 # Strings that front ends send when a variable was never set: they mean "missing".
 _UNSET_WORDS = {"null", "none", "undefined", "nil"}
 _MINUTES_PER_DAY = 24 * 60
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,18 @@ def parse_key(
     slot_rule: Callable[[object], str] | None = None,
 ) -> LessonKey:
     """Canonicalise every part of a key, raising one error that names every bad field."""
+    if kind == "scheduled" and slot_rule is None:
+        # The usual request, its parts in their usual spellings: parsed once per process.
+        # (The parts repeat from request to request: a provider's schools, dates, slots.)
+        try:
+            return LessonKey(
+                _known_provider(provider_id),
+                _known_school(school_id),
+                _known_date(lesson_date),
+                _known_slot(time_slot),
+            )
+        except (ValueError, TypeError):
+            pass  # one part is bad, or not a string: name every bad part below
     errors: list[FieldError] = []
     provider = parse_field(errors, "provider_id", canonical_provider_id, provider_id)
     school = parse_field(errors, "school_id", canonical_school_id, school_id)
@@ -202,6 +215,25 @@ def canonical_request_id(value: object) -> str:
             f"must be 1-128 characters of A-Z a-z 0-9 . _ : @ / + = ~ - (got {_shorten(text)!r})"
         )
     return text
+
+
+def _only_text(parse: Callable[[object], T]) -> Callable[[object], T]:
+    """`parse`, remembered for the last few thousand strings it accepted (any other
+    value raises TypeError, for the caller to parse it the long way)."""
+    remembered = lru_cache(maxsize=4096)(parse)
+
+    def parse_text(value: object) -> T:
+        if type(value) is not str:
+            raise TypeError("not a string")
+        return remembered(value)
+
+    return parse_text
+
+
+_known_provider = _only_text(canonical_provider_id)
+_known_school = _only_text(canonical_school_id)
+_known_date = _only_text(canonical_lesson_date)
+_known_slot = _only_text(canonical_time_slot)
 
 
 def _no_time_slot(value: object) -> str:

@@ -60,6 +60,8 @@ from domain.lesson import Decision, LessonSlot, LessonState, Metadata, Outcome
 MAX_BATCH_SIZE = 500
 MAX_SAVE_BYTES = 1024 * 1024
 SlotCommand = RequestLesson | ImportLesson
+Decided = LessonSlot | LessonSlot.OpenedByRequest
+"""What a command decided: a slot with pending events, or a new slot's opening event."""
 KEY_PARTS = ("provider_id", "school_id", "lesson_date", "time_slot", "kind")
 log = logging.getLogger("lesson_ledger.ledger")
 BatchOutcome = Literal[
@@ -138,7 +140,7 @@ class _KeyGroup:
 
     key: LessonKey
     items: list[tuple[int, SlotCommand]]
-    slot: LessonSlot | None = None
+    decided: Decided | None = None
     results: dict[int, BatchItemResult] = field(default_factory=dict)
 
 
@@ -218,8 +220,12 @@ class LessonLedger(Application[UUID]):
         )
         by = _metadata(request)
 
-        def decide(slot: LessonSlot | None) -> tuple[LessonSlot, Decision]:
-            slot = slot or LessonSlot.open(request.key, by)
+        def decide(slot: LessonSlot | None) -> tuple[Decided, Decision]:
+            if slot is None:
+                opened = LessonSlot.first_request(
+                    request.key, by, request.details, request.students
+                )
+                return opened, Decision("accepted", 1)
             return slot, slot.request(by, request.details, request.students)
 
         return self._decide(request.key.lesson_id, decide, presume_new=True)
@@ -468,6 +474,10 @@ class LessonLedger(Application[UUID]):
     def close(self) -> None:
         if self.invalid_requests is not None:
             self.invalid_requests.close()
+        # A recorder with connections of its own (adapters/postgres_recorder.py).
+        close_recorder: Callable[[], None] | None = getattr(self.recorder, "close", None)
+        if close_recorder is not None:
+            close_recorder()
         super().close()
 
     # Deciding and saving.
@@ -475,7 +485,7 @@ class LessonLedger(Application[UUID]):
     def _decide(
         self,
         lesson_id: UUID,
-        decide: Callable[[LessonSlot | None], tuple[LessonSlot, Decision]],
+        decide: Callable[[LessonSlot | None], tuple[Decided, Decision]],
         *,
         presume_new: bool = False,
     ) -> CommandResult:
@@ -484,7 +494,7 @@ class LessonLedger(Application[UUID]):
             # usual request is one round trip; the store refuses it if the slot exists.
             loaded = None if presume_new and attempt == 0 else self._load(lesson_id)
             try:
-                slot, decision = decide(loaded)
+                decided, decision = decide(loaded)
             except DomainRejection:
                 # The rejection is part of the slot's history: record it, then answer.
                 if loaded is not None and self._save_unless_raced(loaded) is None:
@@ -492,7 +502,7 @@ class LessonLedger(Application[UUID]):
                 raise
             if decision.outcome == "replayed":
                 return CommandResult(lesson_id, "replayed", decision.attempt, None)
-            recordings = self._save_unless_raced(slot)
+            recordings = self._save_unless_raced(decided)
             if recordings is not None:
                 return CommandResult(
                     lesson_id, "accepted", decision.attempt, recordings[-1].notification.id
@@ -511,7 +521,7 @@ class LessonLedger(Application[UUID]):
                 self._decide_group(
                     group, record_rejections=True, presume_new=presume_new and attempt == 0
                 )
-            recordings = self._save_unless_raced(*[g.slot for g in groups])
+            recordings = self._save_unless_raced(*[g.decided for g in groups])
             if recordings is not None:
                 _set_positions(groups, recordings)
                 return
@@ -537,7 +547,7 @@ class LessonLedger(Application[UUID]):
                         for i, r in group.results.items()
                     }
                 return False
-            recordings = self._save_unless_raced(*[g.slot for g in groups])
+            recordings = self._save_unless_raced(*[g.decided for g in groups])
             if recordings is not None:
                 _set_positions(groups, recordings)
                 return True
@@ -553,37 +563,47 @@ class LessonLedger(Application[UUID]):
         (first_index, command), *duplicates = group.items
         by = _metadata(command)
         loaded = None if presume_new else self._load(lesson_id)
-        slot = loaded or LessonSlot.open(group.key, by)
         group.results = {}
         try:
-            decision = _apply(command, slot, by)
+            decided, decision = _apply(command, loaded, group.key, by)
         except DomainRejection as rejection:
+            assert loaded is not None, "a new slot turns nothing away"
+            decided = loaded
             result = BatchItemResult(first_index, "conflict", lesson_id, error=rejection)
         else:
             result = BatchItemResult(
                 first_index, decision.outcome, lesson_id, attempt=decision.attempt
             )
         group.results[first_index] = result
+        holder = _slot_of(decided).current_holder() if duplicates else None
         for index, _ in duplicates:
             duplicate = LessonConflict(
                 f"items[{index}] asks for the same lesson as items[{first_index}] of this batch",
-                slot.current_holder(),
+                holder,
             )
             group.results[index] = BatchItemResult(
                 index, "duplicate_in_batch", lesson_id, error=duplicate
             )
         # A recorded rejection is only written when the batch writes at all: an atomic
         # batch with any rejection writes nothing.
-        group.slot = slot if record_rejections or result.outcome == "accepted" else None
+        group.decided = decided if record_rejections or result.outcome == "accepted" else None
 
-    def _save_unless_raced(self, *slots: LessonSlot | None) -> list[Recording[UUID]] | None:
-        """Save the slots' pending events in one transaction; None when another writer
-        appended to one of them first (so they must be reloaded and decided again)."""
-        pending = [slot for slot in slots if slot is not None and slot.pending_events]
-        if not pending:
+    def _save_unless_raced(self, *decided: Decided | None) -> list[Recording[UUID]] | None:
+        """Save what was decided (slots' pending events, new slots' opening events) in one
+        transaction; None when another writer appended to one of the slots first (so
+        they must be reloaded and decided again)."""
+        # The event store directly: Application.save's bookkeeping (snapshots, runtime
+        # Protocol checks on every event) cost more CPU than the write itself here.
+        events: list[LessonSlot.Event] = []
+        for item in decided:
+            if isinstance(item, LessonSlot):
+                events += cast(list[LessonSlot.Event], item.collect_events())
+            elif item is not None:
+                events.append(item)
+        if not events:
             return []
         try:
-            return self.save(*pending)
+            return self.events.put(events)
         except IntegrityError:
             time.sleep(random.uniform(0, 0.002))  # let the winner finish; spread the retries
             return None
@@ -635,12 +655,16 @@ def _by_size(groups: list[_KeyGroup]) -> Iterator[list[_KeyGroup]]:
 def _payload_size(command: SlotCommand) -> int:
     if isinstance(command, ImportLesson):
         return len(json.dumps(command.content)) if command.content else 0
-    return len(json.dumps([command.details, command.students]))
+    return command.details_size
 
 
-def _apply(command: SlotCommand, slot: LessonSlot, by: Metadata) -> Decision:
+def _apply(
+    command: SlotCommand, slot: LessonSlot | None, key: LessonKey, by: Metadata
+) -> tuple[Decided, Decision]:
+    """The command decided on the slot, or on a new slot for `key` when there is none."""
     if isinstance(command, ImportLesson):
-        return slot.import_legacy(
+        slot = slot or LessonSlot.open(key, by)
+        decision = slot.import_legacy(
             by,
             command.legacy_id,
             command.content,
@@ -648,7 +672,19 @@ def _apply(command: SlotCommand, slot: LessonSlot, by: Metadata) -> Decision:
             command.updated_at,
             command.flags,
         )
-    return slot.request(by, command.details, command.students)
+        return slot, decision
+    if slot is None:
+        opened = LessonSlot.first_request(key, by, command.details, command.students)
+        return opened, Decision("accepted", 1)
+    return slot, slot.request(by, command.details, command.students)
+
+
+def _slot_of(decided: Decided) -> LessonSlot:
+    if isinstance(decided, LessonSlot):
+        return decided
+    slot = decided.mutate(None)
+    assert isinstance(slot, LessonSlot)
+    return slot
 
 
 def _metadata(request: SlotCommand) -> Metadata:

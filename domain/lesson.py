@@ -17,6 +17,7 @@ from typing import Any, Literal, NoReturn
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from domain.errors import (
     DomainRejection,
@@ -57,6 +58,10 @@ class Metadata:
     source: str = "api"
     as_sent: dict[str, str] | None = None
     """The key's parts as the caller spelled them, for the conflict report."""
+
+    def fields(self) -> dict[str, Any]:
+        """The metadata as event fields (`dataclasses.asdict` deep-copies: slower by far)."""
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,11 @@ class LessonSlot(Aggregate):
             slot.content = slot.model = slot.generated_at = slot.failure_reason = None
             slot.cancel_reason = None
             slot.seen_requests[self.request_id] = (self.fingerprint, self.attempt)
+
+    class OpenedByRequest(Opened, LessonRequested):
+        """A new slot and its first request in one event: a new lesson is one write.
+        (Slots opened by an import, or recorded before this event existed, begin with
+        Opened instead.)"""
 
     class LessonGenerated(Event):
         attempt: int
@@ -217,8 +227,39 @@ class LessonSlot(Aggregate):
             school_id=key.school_id,
             lesson_date=key.lesson_date,
             time_slot=key.time_slot,
-            **asdict(by),
+            **by.fields(),
         )
+
+    @classmethod
+    def first_request(
+        cls,
+        key: LessonKey,
+        by: Metadata,
+        details: dict[str, Any] | None,
+        students: list[dict[str, Any]] | None,
+    ) -> LessonSlot.OpenedByRequest:
+        """What a request for a slot nobody has opened decides: the event that opens it
+        with attempt 1. Built without the slot (`event.mutate(None)` builds it when
+        wanted): most requests are for new slots, and this is their whole decision."""
+        # A dict, as the event classes become dataclasses at runtime (their metaclass),
+        # where mypy cannot see their fields.
+        fields: dict[str, Any] = {
+            "originator_id": key.lesson_id,
+            "originator_version": 1,
+            "timestamp": cls.OpenedByRequest.create_timestamp(),
+            "originator_topic": _SLOT_TOPIC,
+            "provider_id": key.provider_id,
+            "school_id": key.school_id,
+            "lesson_date": key.lesson_date,
+            "time_slot": key.time_slot,
+            "attempt": 1,
+            "details": details,
+            "students": students,
+            "fingerprint": _fingerprint("request", by.actor, details, students),
+            "reason": None,
+            **by.fields(),
+        }
+        return cls.OpenedByRequest(**fields)
 
     @property
     def key(self) -> LessonKey:
@@ -269,7 +310,7 @@ class LessonSlot(Aggregate):
             attempt=self.attempt,
             fingerprint=fingerprint,
             reason=reason,
-            **asdict(by),
+            **by.fields(),
         )
         return Decision("accepted", self.attempt)
 
@@ -301,7 +342,7 @@ class LessonSlot(Aggregate):
             legacy_updated_at=updated_at,
             flags=flags,
             fingerprint=fingerprint,
-            **asdict(by),
+            **by.fields(),
         )
         return Decision("accepted", self.attempt)
 
@@ -315,7 +356,7 @@ class LessonSlot(Aggregate):
             attempt=attempt,
             content=content,
             model=model,
-            **asdict(self._worker(actor)),
+            **self._worker(actor).fields(),
         )
         return Decision("accepted", attempt)
 
@@ -323,7 +364,7 @@ class LessonSlot(Aggregate):
         if self._attempt_decided(attempt, "record_failure", actor):
             return Decision("replayed", attempt)
         self.trigger_event(
-            self.GenerationFailed, attempt=attempt, reason=reason, **asdict(self._worker(actor))
+            self.GenerationFailed, attempt=attempt, reason=reason, **self._worker(actor).fields()
         )
         return Decision("accepted", attempt)
 
@@ -428,7 +469,7 @@ class LessonSlot(Aggregate):
             students=students,
             fingerprint=fingerprint,
             reason=reason,
-            **asdict(by),
+            **by.fields(),
         )
 
     def _conflict(self, why: str) -> LessonConflict:
@@ -452,7 +493,7 @@ class LessonSlot(Aggregate):
             holder_request_id=holder.request_id if holder else None,
             holder_actor=holder.actor if holder else None,
             holder_status=self.status,
-            **asdict(by),
+            **by.fields(),
         )
         raise rejection
 
@@ -462,6 +503,15 @@ class LessonSlot(Aggregate):
         return Metadata(request_id, actor, correlation_id, source="worker")
 
 
+_SLOT_TOPIC = get_topic(LessonSlot)
+
+
+# Exactly json.dumps(..., sort_keys=True, default=str), the recipe of every fingerprint
+# stored so far, with one encoder kept rather than made per call, and no check for
+# circular references (commands are trees).
+_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+
+
 def _fingerprint(command: str, actor: str, *payload: object) -> str:
-    text = json.dumps([command, actor, *payload], sort_keys=True, default=str)
+    text = _FINGERPRINT_JSON.encode([command, actor, *payload])
     return hashlib.sha256(text.encode()).hexdigest()

@@ -38,6 +38,7 @@ _READ = [
     get_topic(event_class)
     for event_class in (
         LessonSlot.Opened,
+        LessonSlot.OpenedByRequest,
         LessonSlot.LessonRequested,
         LessonSlot.LessonImported,
         LessonSlot.RequestRejected,
@@ -152,7 +153,8 @@ def conflict_report(
         if isinstance(event, LessonSlot.Opened):
             key = (event.provider_id, event.school_id, event.lesson_date, event.time_slot)
             slots[event.originator_id] = _Slot(key)
-            continue
+            if not isinstance(event, LessonSlot.LessonRequested):
+                continue
         slot = slots.get(event.originator_id)
         if slot is None or not wanted(slot):
             continue

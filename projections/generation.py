@@ -1,8 +1,9 @@
 """The generation worker: follows the log and has every requested attempt generated once.
 
-For each `LessonRequested` (a first request, a request after a cancel, a regeneration)
-the worker checks the slot's current state, asks the generator for the lesson, and
-records `record_generation` or `record_failure` for that attempt.
+For each requested attempt (a new slot's `OpenedByRequest`, which is also a
+`LessonRequested`; a `LessonRequested` after a cancel, or a regeneration) the worker
+checks the slot's current state, asks the generator for the lesson, and records
+`record_generation` or `record_failure` for that attempt.
 
 Once per attempt, across restarts and processes:
 
@@ -73,7 +74,7 @@ from projections.view import RunnerLock, Wakeup
 log = logging.getLogger("lesson_ledger.worker")
 
 TRACKING_NAME = "generation_worker"
-REQUESTED_TOPIC = get_topic(LessonSlot.LessonRequested)
+REQUESTED_TOPICS = [get_topic(LessonSlot.OpenedByRequest), get_topic(LessonSlot.LessonRequested)]
 DEFAULT_CONCURRENCY = 4
 DEFAULT_PAGE_SIZE = 200
 IDLE_RECHECK_SECONDS = 5.0
@@ -102,7 +103,7 @@ class PositionStore(Protocol):
 
 @dataclass(frozen=True)
 class Job:
-    """One attempt to generate: the LessonRequested event's slot, attempt and position."""
+    """One attempt to generate: the requesting event's slot, attempt and position."""
 
     lesson_id: UUID
     attempt: int
@@ -322,7 +323,7 @@ class GenerationWorker:
                 start=after,
                 limit=self.page_size,
                 stop=head,
-                topics=[REQUESTED_TOPIC],
+                topics=REQUESTED_TOPICS,
                 inclusive_of_start=False,
             )
             for notification in notifications:

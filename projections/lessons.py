@@ -76,17 +76,19 @@ def fold(row: LessonRow | None, event: object) -> LessonRow:
     if isinstance(event, LessonSlot.Opened):
         if row is not None:
             raise ProjectionError(f"lesson {event.originator_id} was opened twice")
+        # OpenedByRequest is both the opening and the first request (one row, built once).
+        requested = isinstance(event, LessonSlot.LessonRequested)
         return LessonRow(
             lesson_id=event.originator_id,
             provider_id=event.provider_id,
             school_id=event.school_id,
             lesson_date=event.lesson_date,
             time_slot=event.time_slot,
-            status="new",
-            attempt=0,
-            request_id=None,
-            requested_by=None,
-            requested_at=None,
+            status="requested" if requested else "new",
+            attempt=event.attempt if requested else 0,
+            request_id=event.request_id if requested else None,
+            requested_by=event.actor if requested else None,
+            requested_at=timestamp if requested else None,
             content=None,
             model=None,
             generated_at=None,

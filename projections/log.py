@@ -8,6 +8,7 @@ position, and the new position is the id of the page's last notification.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,17 +46,37 @@ class EventLog:
         self, after: int, upto: int | None = None, page_size: int = DEFAULT_PAGE_SIZE
     ) -> Iterator[Page]:
         """Pages of events with ids > `after` (and <= `upto`), until the log (or `upto`)
-        is reached. Each page is read only when the previous one has been consumed."""
+        is reached.
+
+        After a full page (a backlog), the next page is read and decoded in a thread of
+        its own while the caller applies this one, so the read's round trip and the
+        caller's commit overlap; never more than one page ahead (two pages in memory).
+        """
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
-        position = after
-        while upto is None or position < upto:
-            notifications = self.recorder.select_notifications(
-                start=position, limit=page_size, stop=upto, inclusive_of_start=False
-            )
-            if not notifications:
-                return
-            position = notifications[-1].id
-            yield Page([self.mapper.to_domain_event(n) for n in notifications], position)
-            if len(notifications) < page_size:
-                return
+        page = self._read(after, upto, page_size)
+        if page is None:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="event-log-read-ahead") as reader:
+            while page is not None:
+                ahead: Future[Page | None] | None = None
+                if len(page.events) == page_size and (upto is None or page.position < upto):
+                    ahead = reader.submit(self._read, page.position, upto, page_size)
+                try:
+                    yield page
+                finally:
+                    if ahead is not None and not ahead.done():
+                        ahead.cancel()  # the caller stopped: a read not yet begun is dropped
+                page = ahead.result() if ahead is not None else None
+
+    def _read(self, after: int, upto: int | None, page_size: int) -> Page | None:
+        """The page after `after`, decoded, or None at the end of the log (or `upto`)."""
+        if upto is not None and after >= upto:
+            return None
+        notifications = self.recorder.select_notifications(
+            start=after, limit=page_size, stop=upto, inclusive_of_start=False
+        )
+        if not notifications:
+            return None
+        to_event = self.mapper.to_domain_event
+        return Page([to_event(n) for n in notifications], notifications[-1].id)

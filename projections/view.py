@@ -34,6 +34,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from domain.lesson import LessonSlot
 from projections.lessons import LessonRow, ProjectionError, fold_page
 from projections.log import EventLog, Page
 
@@ -87,11 +88,22 @@ class VerificationSnapshot:
     rows: Iterator[LessonRow]
 
 
-class SafetyNetFired(ProjectionError):
-    """The UNIQUE (provider_id, school_id, lesson_date, time_slot) constraint refused a row.
+def not_forward(table: str, count: int) -> str:
+    """SafetyNetFired's message when rows would not move forward in their history."""
+    return (
+        f"the {table} table refused {count} row(s) that would not move forward in their "
+        "lesson's history (opened twice, or a page applied twice)"
+    )
 
-    It must never fire: the lesson id is derived from that tuple. If it does, the
-    projection has a bug; the page is rolled back and the runner stops on it.
+
+class SafetyNetFired(ProjectionError):
+    """The table refused a row: the UNIQUE (provider_id, school_id, lesson_date,
+    time_slot) constraint, or a row that would go back to an earlier (or the same)
+    version of its lesson.
+
+    It must never fire: the lesson id is derived from that tuple, and each page is
+    applied once. If it does, the projection has a bug; the page is rolled back and the
+    runner stops on it.
     """
 
 
@@ -180,8 +192,12 @@ class LessonsView(ABC):
         return True
 
     def _apply(self, cursor: Any, target: Target, page: Page) -> None:
-        ids = {event.originator_id for event in page.events}
-        rows = self._select_rows(cursor, target.table, ids)
+        # A slot opened in this page has no row yet: only the others' rows are read (for
+        # a backlog of new lessons, none). Were one there all the same, the upsert would
+        # refuse it (a row never goes back to an earlier version).
+        opened = {e.originator_id for e in page.events if isinstance(e, LessonSlot.Opened)}
+        ids = {e.originator_id for e in page.events} - opened
+        rows = self._select_rows(cursor, target.table, ids) if ids else {}
         changed = fold_page(rows, page.events)
         self._upsert_rows(cursor, target.table, list(changed.values()))
         self._store_position(cursor, target.tracking_name, page.position)
@@ -310,7 +326,8 @@ class LessonsView(ABC):
 
     @abstractmethod
     def _upsert_rows(self, cursor: Any, table: str, rows: Sequence[LessonRow]) -> None:
-        """Insert or replace whole rows (raise SafetyNetFired if the unique tuple refuses)."""
+        """Insert or replace whole rows, each only by a later version of its lesson (raise
+        SafetyNetFired if the unique tuple refuses one, or a row would not move forward)."""
 
     @abstractmethod
     def _table_exists(self, cursor: Any, table: str) -> bool: ...

@@ -54,7 +54,7 @@ def request_lessons_at(
     ledger: LessonLedger, count: int, *, prefix: str = "req", first_slot: int = 0
 ) -> list[CommandResult]:
     """As `request_lessons`, with each request's result (its `position` is the
-    LessonRequested event's notification id)."""
+    OpenedByRequest event's notification id: the new slot's one event)."""
     results = []
     for n in range(count):
         start, end = 6 * 60 + 15 * (first_slot + n), 6 * 60 + 15 * (first_slot + n + 1)

@@ -86,7 +86,7 @@ def batch_items(provider: str, start: int, count: int, prefix: str) -> list[dict
 def write_requests(
     ledger: LessonLedger, count: int, provider: str | None = None, prefix: str = "bulk"
 ) -> int:
-    """`count` new lessons (two events each) in batches of 500; returns the last position."""
+    """`count` new lessons (one event each) in batches of 500; returns the last position."""
     provider = provider or str(uuid.uuid4())
     position = 0
     for start in range(0, count, 500):

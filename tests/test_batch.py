@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from domain import InvalidLessonRequest, LessonConflict, LessonLedger
+from domain import InvalidLessonRequest, LessonConflict, LessonLedger, LessonSlot
 from tests.conftest import Store
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
@@ -114,11 +114,16 @@ class RacedLedger(LessonLedger):
     competitor: LessonLedger
     contested: list[list[dict[str, Any]]]
 
-    def save(self, *objs: Any, **kwargs: Any) -> Any:
-        if self.contested:
+    def _save_unless_raced(self, *decided: Any) -> Any:
+        # The ledger's one write path (it writes to the event store directly, not
+        # through Application.save): a slot with pending events, or a new slot's event.
+        writes = any(
+            d is not None and (not isinstance(d, LessonSlot) or d.pending_events) for d in decided
+        )
+        if writes and self.contested:
             for competing in self.contested.pop(0):
                 self.competitor.request_lesson(**competing)
-        return super().save(*objs, **kwargs)
+        return super()._save_unless_raced(*decided)
 
 
 def raced_ledger(store: Store, contested: list[list[dict[str, Any]]]) -> RacedLedger:

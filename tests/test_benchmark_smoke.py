@@ -59,8 +59,16 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
 def test_the_benchmark_runs_on_postgresql(tmp_path: Path) -> None:
     require_postgres()
     before = _bench_schemas()
-    figures = _run(tmp_path, "--store", "postgresql", "--database-url", POSTGRES_URL)
+    figures = _run(
+        tmp_path, "--store", "postgresql", "--database-url", POSTGRES_URL, "--api-workers", "1,2"
+    )
     assert figures["store"] == "postgresql"
+    # The HTTP API, 1 and 2 server processes: every request (50 timed, one warm-up per
+    # client) accepted.
+    rates = figures["api_requests_per_s"]
+    assert isinstance(rates, dict) and set(rates) == {"1", "2"}
+    assert all(isinstance(rate, float) and rate > 0 for rate in rates.values()), rates
+    assert figures["api_outcomes"] == {"1": {"201": 52}, "2": {"201": 52}}
     assert _bench_schemas() <= before  # its schema was dropped
 
 

@@ -19,6 +19,7 @@ from domain import LessonConflict, LessonLedger
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
 OTHER_PROVIDER = "0b0e6c8e-2f64-4c1a-9a57-0d8f0e1c2b3a"
 IEP_GOAL = "decode CVC words with 80% accuracy"
+REQUESTS = ("OpenedByRequest", "LessonRequested")  # a request for a new slot, or a re-request
 
 
 def a_small_history(ledger: LessonLedger) -> None:
@@ -74,7 +75,9 @@ def test_the_export_holds_every_event_with_its_position_and_no_student_data(
     assert (rejected["actor"], rejected["request_id"], rejected["source"]) == ("bob", "r-2", "api")
     assert rejected["as_sent"]["time_slot"] == "08:30 - 09:00"
     assert rejected["data"]["holder_request_id"] == "r-1"
-    requested = [line for line in lines if line["event"] == "LessonRequested"]
+    # Both requests were for new slots: each opened its slot (OpenedByRequest).
+    requested = [line for line in lines if line["event"] in REQUESTS]
+    assert [line["event"] for line in requested] == ["OpenedByRequest", "OpenedByRequest"]
     assert [line["data"]["students"] for line in requested] == [2, 2]  # counts only
     text = (tmp_path / "audit.jsonl").read_text()
     assert IEP_GOAL not in text and "st-1" not in text and "fingerprint" not in text
@@ -84,13 +87,16 @@ def test_the_export_holds_every_event_with_its_position_and_no_student_data(
 
     school_2 = export(store, tmp_path / "school-2.jsonl", "--school", "school-2")
     assert {line["lesson_id"] for line in school_2} == {
-        line["lesson_id"] for line in lines if line["event"] == "Opened"
+        line["lesson_id"] for line in lines if line["event"] in ("Opened", "OpenedByRequest")
         and line["data"]["school_id"] == "school-2"
     }  # fmt: skip
-    assert len(school_2) == 3 + 2  # Opened, Requested, Cancelled; Opened, Imported
+    assert len(school_2) == 2 + 2  # OpenedByRequest, Cancelled; Opened, Imported
+    assert [line["event"] for line in school_2] == [
+        "OpenedByRequest", "LessonCancelled", "Opened", "LessonImported",
+    ]  # fmt: skip
     one_provider = export(store, tmp_path / "p.jsonl", "--provider", OTHER_PROVIDER.upper())
     assert [line["event"] for line in one_provider] == [
-        "Opened", "LessonRequested", "LessonCancelled",
+        "OpenedByRequest", "LessonCancelled",
     ]  # fmt: skip
     since = lines[-2]["recorded_at"]
     assert export(store, tmp_path / "since.jsonl", "--since", since) == lines[-2:]
@@ -119,7 +125,7 @@ def test_verify_passes_a_good_export_and_fails_a_tampered_one(
         return rows
 
     def fewer_students(rows: list[str]) -> list[str]:
-        index = next(i for i, row in enumerate(rows) if '"LessonRequested"' in row)
+        index = next(i for i, row in enumerate(rows) if '"OpenedByRequest"' in row)
         record = json.loads(rows[index])
         record["data"]["students"] = 1
         rows[index] = json.dumps(record)
@@ -169,6 +175,7 @@ sys.exit(code)
 
 
 SMALL_LOG, LARGE_LOG = 10_000, 40_000
+EVENTS_PER_BATCH = 500  # 500 new lessons, one event each
 
 
 def peak_rss_of_export(url: str, output: Path) -> int:
@@ -184,7 +191,7 @@ def peak_rss_of_export(url: str, output: Path) -> int:
 
 
 def write_events(ledger: LessonLedger, batches: int, start: int) -> None:
-    """500 new lessons per batch (two events each: Opened, LessonRequested)."""
+    """500 new lessons per batch (one event each: OpenedByRequest)."""
     for number in range(start, start + batches):
         items = [
             {
@@ -205,9 +212,13 @@ def test_export_memory_does_not_grow_with_the_log(store: Store, tmp_path: Path) 
     # 10k and then 40k events (the ledger's own batches, 500 lessons each): enough that
     # holding the log would show (about 2 KiB per decoded event), quick enough to run.
     ledger = store.open()
-    write_events(ledger, batches=SMALL_LOG // 1000, start=0)
+    write_events(ledger, batches=SMALL_LOG // EVENTS_PER_BATCH, start=0)
     small = peak_rss_of_export(store.url, tmp_path / "small.jsonl")
-    write_events(ledger, batches=(LARGE_LOG - SMALL_LOG) // 1000, start=SMALL_LOG // 1000)
+    write_events(
+        ledger,
+        batches=(LARGE_LOG - SMALL_LOG) // EVENTS_PER_BATCH,
+        start=SMALL_LOG // EVENTS_PER_BATCH,
+    )
     large = peak_rss_of_export(store.url, tmp_path / "large.jsonl")
     assert sum(1 for _ in (tmp_path / "large.jsonl").open()) == LARGE_LOG
     size = (tmp_path / "large.jsonl").stat().st_size

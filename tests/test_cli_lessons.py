@@ -57,18 +57,18 @@ def test_history_by_id_and_by_key_shows_every_event_and_rejected_attempt(
     assert by_id.json() == by_key.json()
     entries = by_id.json()["entries"]
     assert [(e["version"], e["event"], e["actor"], e["request_id"]) for e in entries] == [
-        (1, "Opened", "alice", "req-1"),
-        (2, "LessonRequested", "alice", "req-1"),
-        (3, "RequestRejected", "bob", "req-2"),
-        (4, "LessonGenerated", "worker", "req-1"),
-        (5, "LessonCancelled", "carol", "cancel-1"),
-        (6, "LessonRequested", "dave", "req-3"),
+        (1, "OpenedByRequest", "alice", "req-1"),
+        (2, "RequestRejected", "bob", "req-2"),
+        (3, "LessonGenerated", "worker", "req-1"),
+        (4, "LessonCancelled", "carol", "cancel-1"),
+        (5, "LessonRequested", "dave", "req-3"),
     ]
-    rejected = entries[2]
+    rejected = entries[1]
     assert rejected["correlation_id"] == "week-36" and rejected["source"] == "cli"
     assert rejected["changes"]["holder_request_id"] == "req-1"
     assert rejected["as_sent"]["time_slot"] == "08:30 - 09:00"
-    assert entries[1]["changes"]["students"] == "1 student(s)"
+    assert entries[0]["changes"]["students"] == "1 student(s)"
+    assert entries[0]["changes"]["time_slot"] == "08:30-09:00"  # the key, canonical
     assert "decode CVC words" not in by_id.stdout  # IEP goals never shown
     state = by_id.json()["state"]
     assert (state["status"], state["attempt"], state["request_id"]) == ("requested", 2, "req-3")
@@ -89,28 +89,29 @@ def test_time_travel_by_version_and_by_time(store: Store) -> None:
     full = cli("history", str(lesson_id), "--json", database_url=store.url).json()
     assert [e["event"] for e in full["entries"]][-2:] == ["LessonGenerated", "LessonRequested"]
 
-    at_two = cli(
-        "history", str(lesson_id), "--as-of-version", "2", "--json", database_url=store.url
+    assert [e["version"] for e in full["entries"]] == [1, 2, 3]
+    at_one = cli(
+        "history", str(lesson_id), "--as-of-version", "1", "--json", database_url=store.url
     )
-    assert [e["version"] for e in at_two.json()["entries"]] == [1, 2]
-    assert at_two.json()["state"]["status"] == "requested"
-    assert at_two.json()["state"]["content"] is None
+    assert [e["version"] for e in at_one.json()["entries"]] == [1]
+    assert at_one.json()["state"]["status"] == "requested"
+    assert at_one.json()["state"]["content"] is None
 
-    generated_at = full["entries"][2]["recorded_at"]
+    generated_at = full["entries"][1]["recorded_at"]
     then = cli(
         "history", *KEY, "--slot", "8:30-9:00", "--as-of", generated_at, "--json",
         database_url=store.url,
     )  # fmt: skip
     assert then.exit_code == 0
-    assert [e["version"] for e in then.json()["entries"]] == [1, 2, 3]
+    assert [e["version"] for e in then.json()["entries"]] == [1, 2]
     assert (then.json()["state"]["status"], then.json()["state"]["attempt"]) == ("generated", 1)
 
     before = cli(
         "history", str(lesson_id), "--as-of", "2000-01-01T00:00:00Z", database_url=store.url
     )
     assert before.exit_code == 0 and "did not exist yet" in before.stdout
-    table = cli("history", str(lesson_id), "--as-of-version", "3", database_url=store.url)
-    assert "up to version 3" in table.stdout and "State at version 3: generated" in table.stdout
+    table = cli("history", str(lesson_id), "--as-of-version", "2", database_url=store.url)
+    assert "up to version 2" in table.stdout and "State at version 2: generated" in table.stdout
 
 
 def test_show_by_id_and_by_key(store: Store, tmp_path: Path) -> None:
@@ -154,7 +155,8 @@ def test_batch_in_the_calendar_shape_then_replayed(store: Store, tmp_path: Path)
     assert result["items"][3]["error"]["errors"][0]["field"] == "time_slot"
     assert result["summary"]["accepted"] == 2
     history = cli("history", result["items"][1]["lesson_id"], "--json", database_url=store.url)
-    requested = history.json()["entries"][1]
+    requested = history.json()["entries"][0]
+    assert (requested["event"], requested["version"]) == ("OpenedByRequest", 1)
     assert (requested["request_id"], requested["correlation_id"]) == ("week-36-1", "week-36")
 
     again = cli(*args, database_url=store.url)

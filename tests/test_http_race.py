@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from eventsourcing.utils import get_topic
 
 from adapters.sqlstore import SqlStore
 from adapters.tokens import TokenStore
-from domain import lesson_id_for
+from domain import LessonSlot, lesson_id_for
 from tests.conftest import Store
 from tests.served import serving_process
 
@@ -115,10 +116,12 @@ def test_overlapping_calendar_batches_leave_exactly_one_request_per_slot(
     assert all(count == 1 for count in accepted.values()), "a slot was accepted twice"
     # Every slot somebody asked for was decided exactly once in the ledger itself.
     table = postgres_store.database.events_table
+    # A request for a new slot is its OpenedByRequest; a later request, LessonRequested.
+    requests = [get_topic(LessonSlot.OpenedByRequest), get_topic(LessonSlot.LessonRequested)]
     rows = postgres_store.query(
-        f"SELECT originator_id::text, count(*) FROM {table} WHERE topic LIKE %s"
+        f"SELECT originator_id::text, count(*) FROM {table} WHERE topic = ANY(%s)"
         " GROUP BY originator_id",
-        ("%LessonRequested",),
+        (requests,),
     )
     assert {lesson_id for lesson_id, _ in rows} == requested
     assert all(count == 1 for _, count in rows)

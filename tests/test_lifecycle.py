@@ -61,8 +61,10 @@ def test_a_request_for_a_new_slot_is_accepted_as_attempt_1(ledger: LessonLedger)
     assert (lesson.status, lesson.attempt, lesson.request_id) == ("requested", 1, "r-1")
     assert (lesson.requested_by, lesson.correlation_id) == ("alice", "batch-7")
     assert lesson.details is not None and lesson.details["subject"] == "Reading"
-    requested = ledger.history(result.lesson_id).entries[-1]
-    assert requested.event == "LessonRequested"
+    # One event opens the slot and records the request, as version 1.
+    [requested] = ledger.history(result.lesson_id).entries
+    assert (requested.event, requested.version) == ("OpenedByRequest", 1)
+    assert requested.changes["attempt"] == 1
     assert (requested.request_id, requested.actor) == ("r-1", "alice")
     assert (requested.correlation_id, requested.source) == ("batch-7", "cli")
     assert isinstance(requested.recorded_at, datetime)
@@ -292,8 +294,7 @@ def test_cancel_then_request_again_appends_the_next_attempt(ledger: LessonLedger
     assert lesson is not None
     assert (lesson.status, lesson.request_id, lesson.requested_by) == ("requested", "r-2", "bob")
     assert events_of(ledger, first.lesson_id) == [
-        "Opened",
-        "LessonRequested",
+        "OpenedByRequest",
         "LessonCancelled",
         "LessonRequested",
     ]
@@ -368,10 +369,10 @@ def test_history_as_of_a_version_shows_the_state_as_it_was(ledger: LessonLedger)
     ledger.record_generation(lesson_id=lesson_id, attempt=1, content=CONTENT, model="m")
     ledger.cancel(lesson_id=lesson_id, request_id="r-cancel", actor="alice")
 
-    then = ledger.history(lesson_id, as_of_version=3)
+    then = ledger.history(lesson_id, as_of_version=2)
     now = ledger.history(lesson_id)
 
-    assert [e.event for e in then.entries] == ["Opened", "LessonRequested", "LessonGenerated"]
+    assert [e.event for e in then.entries] == ["OpenedByRequest", "LessonGenerated"]
     assert then.state is not None and then.state.status == "generated"
     assert now.state is not None and now.state.status == "cancelled"
     as_of = ledger.history(lesson_id, as_of=then.entries[-1].recorded_at)

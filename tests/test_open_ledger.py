@@ -61,7 +61,7 @@ def test_a_postgres_schema_is_created_with_its_tables_on_first_use(postgres_stor
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
     )
     assert ("lessonledger_events",) in tables
-    assert postgres_store.count_events() == 2
+    assert postgres_store.count_events() == 1  # OpenedByRequest
 
 
 @pytest.mark.parametrize(

@@ -427,6 +427,44 @@ def test_a_failure_inside_the_lock_releases_it(schema_case: PostgresSchemaCase) 
     assert time.monotonic() - started < 1.0
 
 
+class _Interrupted(BaseException):
+    """Not an error of the driver: as a KeyboardInterrupt or a SystemExit would be."""
+
+
+def test_an_interruption_inside_the_lock_releases_it(schema_case: PostgresSchemaCase) -> None:
+    """A write interrupted by something other than a database error (Ctrl-C cancels the
+    running statement) while the session holds the advisory lock: the session is ended,
+    not reused, so the lock is released and the next writer does not wait for it."""
+    recorder = schema_case.factory(POSTGRES_LOCK_TIMEOUT="1").application_recorder()
+    assert isinstance(recorder, LedgerApplicationRecorder)
+    recorder.insert_events(_events(1))
+    append = recorder._append
+
+    def interrupted(conn: psycopg.Connection[Any], events: Any) -> list[int]:
+        table = f'"{schema_case.schema}"."{recorder.events_table_name}"'
+        conn.execute(
+            "SELECT pg_advisory_lock((%s::bigint << 32) | %s::regclass::oid::bigint)",
+            (0x4C4C4556, table),
+        )
+        raise _Interrupted
+
+    recorder._append = interrupted  # type: ignore[method-assign]
+    with pytest.raises(_Interrupted):
+        recorder.insert_events(_events(1))
+    recorder._append = append  # type: ignore[method-assign]
+    with schema_case.database.connect() as conn:
+        locks = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+            "AND classid::bigint = %s",
+            (0x4C4C4556,),
+        ).fetchone()
+    assert locks == (0,)
+    started = time.monotonic()
+    assert recorder.insert_events(_events(1))
+    assert time.monotonic() - started < 1.0
+    recorder.close()
+
+
 def test_appending_refuses_a_transaction_that_already_wrote(
     schema_case: PostgresSchemaCase,
 ) -> None:
@@ -453,6 +491,90 @@ def test_a_conflict_is_an_integrity_error_and_leaves_a_gap(
     later = recorder.insert_events(_events(1))
     assert first == [1, 2] and later == [5]
     assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 2, 5]
+
+
+# The write sessions.
+
+
+def _session_backend(recorder: LedgerApplicationRecorder) -> int:
+    """The server backend of the session the next save would use."""
+    with recorder._writers.session() as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_single_writer_keeps_one_session(schema_case: PostgresSchemaCase) -> None:
+    """Saves one after another go through one server backend (the library's pool hands
+    out its five in turn), and the sessions stay within the pool's size under threads."""
+    recorder: LedgerApplicationRecorder = schema_case.create_recorder()
+    backends = set()
+    for _ in range(20):
+        recorder.insert_events(_events(1))
+        backends.add(_session_backend(recorder))
+    assert len(backends) == 1
+    limit = recorder.datastore.pool.max_size
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(20):
+                recorder.insert_events(_events(2))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=write) for _ in range(limit * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert 1 < recorder._writers._open <= limit
+    assert len(recorder.select_notifications(None, 10_000)) == 20 + limit * 2 * 20 * 2
+    recorder.close()
+
+
+_FORKED: dict[str, Any] = {}
+
+
+def _write_in_child(results: Any) -> None:  # runs in a forked child
+    try:
+        ledger = _FORKED["ledger"]
+        result = ledger.request_lesson(**_FORKED["request"], request_id="in-child")
+        results.put(("ok", result.position, _session_backend(ledger.recorder)))
+    except BaseException as error:
+        results.put(("error", repr(error), 0))
+
+
+def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCase) -> None:
+    """A server forking workers after opening the ledger: the child never writes through
+    the parent's sessions (two processes on one connection corrupt it); both go on."""
+    import multiprocessing
+
+    ledger = open_ledger(schema_case.database.url)
+    try:
+        request = {
+            "provider_id": str(uuid.uuid4()), "school_id": "school-1",
+            "lesson_date": "2025-09-05", "actor": "parent",
+        }
+        ledger.request_lesson(**request, time_slot="8:00-8:30", request_id="before-fork")
+        parent_backend = _session_backend(ledger.recorder)
+        _FORKED.update(ledger=ledger, request={**request, "time_slot": "9:00-9:30"})
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=_write_in_child, args=(results,))
+        child.start()
+        outcome, position, child_backend = results.get(timeout=60)
+        child.join(60)
+        assert outcome == "ok", position
+        assert child_backend != parent_backend
+        after = ledger.request_lesson(**request, time_slot="8:30-9:00", request_id="after-fork")
+        assert after.outcome == "accepted" and after.position is not None
+        assert after.position > position
+        assert _session_backend(ledger.recorder) == parent_backend
+    finally:
+        _FORKED.clear()
+        ledger.close()
 
 
 # The ledger's wiring.

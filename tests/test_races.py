@@ -5,9 +5,10 @@ moment (barriers start them together). Whatever the interleaving, a user must se
 
 * with a request id of their own: exactly one request per slot is accepted, every
   other one is a conflict that names the winner, and the slot's history shows the
-  winner's LessonRequested and one RequestRejected per loser;
+  winner's OpenedByRequest (the new slot's first request) and one RequestRejected per
+  loser;
 * with one shared request id (a retried request): exactly one accepted, the rest
-  replayed, and only one LessonRequested per slot;
+  replayed, and only the one OpenedByRequest per slot;
 * nothing else: no database error, no "too much contention", no invalid answer.
 
 Every call's answer is collected (see tests/racing.py) and counted; a failure lists
@@ -45,6 +46,7 @@ THREADS = 8
 PROCESSES = 3
 THREADS_PER_PROCESS = 2
 RACE_TIMEOUT = 60.0  # seconds; a race that takes longer is stuck, not slow
+REQUESTS = ("OpenedByRequest", "LessonRequested")  # a new slot's first request, or a later one
 
 
 # What a user checks after a race.
@@ -130,9 +132,9 @@ def assert_losers_told_the_winner(calls: list[Call], winners: dict[str, Call]) -
 def assert_history_shows_the_race(
     ledger: LessonLedger, winners: dict[str, Call], calls: list[Call]
 ) -> int:
-    """Each slot's history: opened and requested by the winner, then one rejection per
-    loser naming the winner; its state is the winner's attempt 1. Returns the number
-    of events all slots hold."""
+    """Each slot's history: opened and requested by the winner (one OpenedByRequest),
+    then one rejection per loser naming the winner; its state is the winner's attempt 1.
+    Returns the number of events all slots hold."""
     events = 0
     for slot, winner in winners.items():
         losers = [c for c in calls if c["slot"] == slot and c["outcome"] == "conflict"]
@@ -140,17 +142,17 @@ def assert_history_shows_the_race(
         entries = history.entries
         events += len(entries)
         names = [entry.event for entry in entries]
-        assert names[:2] == ["Opened", "LessonRequested"], f"{slot}: history starts {names}"
-        requested = [(e.request_id, e.actor) for e in entries if e.event == "LessonRequested"]
+        assert names[:1] == ["OpenedByRequest"], f"{slot}: history starts {names}"
+        requested = [(e.request_id, e.actor) for e in entries if e.event in REQUESTS]
         assert requested == [(winner["request_id"], winner["actor"])], (
-            f"{slot}: expected one LessonRequested, by the winner "
+            f"{slot}: expected one request, the winner's OpenedByRequest "
             f"{winner['request_id']!r}, got {requested}"
         )
         rejected = [e for e in entries if e.event == "RequestRejected"]
         assert sorted((e.request_id, e.actor) for e in rejected) == sorted(
             (c["request_id"], c["actor"]) for c in losers
         ), f"{slot}: expected one RequestRejected per loser, with the loser's request id and actor"
-        assert len(entries) == 2 + len(losers), f"{slot}: unexpected events in history: {names}"
+        assert len(entries) == 1 + len(losers), f"{slot}: unexpected events in history: {names}"
         for entry in rejected:
             assert entry.changes["reason"] == "conflict", f"{slot}: {entry}"
             assert entry.changes["holder_request_id"] == winner["request_id"], (
@@ -178,7 +180,7 @@ def assert_one_accepted_rest_conflicts(
     assert_losers_told_the_winner(calls, winners)
     events = assert_history_shows_the_race(ledger, winners, calls)
     assert store.count_events() == events, "the database holds events the histories do not show"
-    assert events == 2 * len(TIME_SLOTS) + (racers - 1) * len(TIME_SLOTS)
+    assert events == len(TIME_SLOTS) + (racers - 1) * len(TIME_SLOTS)
 
 
 def assert_one_accepted_rest_replayed(
@@ -201,8 +203,8 @@ def assert_one_accepted_rest_replayed(
         history = ledger.history(lesson_id(slot))
         names = [(e.event, e.request_id) for e in history.entries]
         shared = f"shared-{slot.replace(':', '')}"
-        assert names == [("Opened", shared), ("LessonRequested", shared)], (
-            f"{slot}: a shared request id must give one LessonRequested and nothing else, "
+        assert names == [("OpenedByRequest", shared)], (
+            f"{slot}: a shared request id must give one OpenedByRequest and nothing else, "
             f"got {names}"
         )
         state = ledger.get_lesson(lesson_id(slot))
@@ -212,7 +214,7 @@ def assert_one_accepted_rest_replayed(
         assert students == [s["id"] for s in shared_details(slot)["students"]], (
             f"{slot}: the lesson keeps the request's students"
         )
-    assert store.count_events() == 2 * len(TIME_SLOTS)
+    assert store.count_events() == len(TIME_SLOTS)
 
 
 # 1. Threads, each with a request id of its own. The `ledger` fixture has created the
@@ -457,10 +459,11 @@ def test_cancel_racing_with_new_requests_frees_the_slot_for_exactly_one_of_them(
 
         history = ledger.history(lesson_id(slot))
         entries = history.entries
-        requested = [e.request_id for e in entries if e.event == "LessonRequested"]
-        assert requested == [first, winner["request_id"]], (
-            f"{slot}: LessonRequested events must be 1 + the accepted re-requests: {requested}"
-        )
+        requested = [(e.event, e.request_id) for e in entries if e.event in REQUESTS]
+        assert requested == [
+            ("OpenedByRequest", first),
+            ("LessonRequested", winner["request_id"]),
+        ], f"{slot}: requests must be the first + the accepted re-requests: {requested}"
         names = [e.event for e in entries]
         assert names.count("LessonCancelled") == 1, f"{slot}: {names}"
         assert names.index("LessonCancelled") < max(
@@ -476,7 +479,7 @@ def test_cancel_racing_with_new_requests_frees_the_slot_for_exactly_one_of_them(
             f"{slot}: each recorded rejection names the holder its caller was told "
             f"(request id: (holder, attempt)): recorded {rejected}, told {told}"
         )
-        assert len(entries) == 4 + len(told), f"{slot}: unexpected events: {names}"
+        assert len(entries) == 3 + len(told), f"{slot}: unexpected events: {names}"
 
         state = ledger.get_lesson(lesson_id(slot))
         assert state is not None

@@ -271,7 +271,7 @@ def test_status_and_the_cli(store: Store) -> None:
     write_requests(ledger, 4)
     with read_model(store, ledger) as model:
         [before] = model.status()
-        assert (before.name, before.position, before.lag) == ("lessons", 0, 8)
+        assert (before.name, before.position, before.lag) == ("lessons", 0, 4)  # 4 events
         assert before.head == model.head() and not before.runner_active
         assert before.rebuild is None
 
@@ -389,3 +389,30 @@ def test_the_unique_safety_net_is_there_and_stops_a_page_that_trips_it(store: St
         assert [d.kind for d in report.differences] == ["extra"]  # nothing applied yet
         model.rebuild()  # the rebuilt table has no planted row
         assert model.verify().ok and model.position() == model.head()
+
+
+def test_a_row_never_goes_back_in_its_lessons_history(store: Store) -> None:
+    """The tracked position rewound by hand (as a restored backup of the tracking table
+    would): catching up again would apply pages twice, over rows already ahead of them.
+    The page is refused instead, and the table keeps what it had."""
+    ledger = store.open()
+    write_requests(ledger, 30)
+    lesson_id = ledger.request_lesson(
+        provider_id=str(uuid.uuid4()), school_id="s-1", lesson_date="2025-03-04",
+        time_slot="08:00-08:30", request_id="r-1", actor="t",
+    ).lesson_id
+    ledger.cancel(lesson_id=lesson_id, request_id="c-1", actor="t")
+    with read_model(store, ledger) as model:
+        model.catch_up()
+        before = live_rows(store)
+        tracking = "tracking" if store.kind == "sqlite" else "lessons_tracking"
+        execute(
+            store,
+            f"UPDATE {table_name(store, tracking)} SET notification_id = 0 "
+            f"WHERE application_name = '{LIVE.tracking_name}'",
+        )
+        with pytest.raises(SafetyNetFired, match="would not move forward"):
+            model.catch_up()
+        assert model.position() == 0
+        assert live_rows(store) == before
+        assert before[lesson_id].status == "cancelled"

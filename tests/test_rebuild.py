@@ -120,7 +120,7 @@ def test_reads_keep_succeeding_while_a_rebuild_runs_and_swaps(store: Store) -> N
         assert reader.errors == [] and writer.errors == []
         assert reader.empty == 0 and reader.went_back == 0
         assert overlapped
-        assert result.events >= 2000 and result.resumed_from is None
+        assert result.events >= 1000 and result.resumed_from is None  # 1000 lessons, one event each
         assert follower.last_error is None
         report = model.verify()
         assert report.ok, report.differences[:5]

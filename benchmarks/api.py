@@ -1,0 +1,243 @@
+"""What 1, 2 and 4 API processes reach on one PostgreSQL: `lesson-ledger serve --workers N`
+on the run's schema, in a process of its own, and client processes sending `POST
+/v1/lessons/requests` over keep-alive connections, each N its own distinct keys (so
+every request should be accepted: 201).
+
+Each client sends one request first (connecting and warm-up are not timed), then all
+start together; a rate is the timed requests over the seconds until the last client
+finished. The generation worker is off (on PostgreSQL it runs in processes of its own);
+the server's projection follower runs, as deployed. A keep-alive connection stays with
+the server process that accepted it, so the requests each process served are read from
+the server's JSON log and reported: with few connections the split can be uneven.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.stores import StoreSpec
+from benchmarks.workload import Request, requests
+from benchmarks.writes import _chunks
+
+PATH = "/v1/lessons/requests"
+LESSON_LEDGER = str(Path(sys.executable).with_name("lesson-ledger"))  # this venv's script
+READY_WITHIN_S = 60.0
+STOP_WITHIN_S = 30.0
+STARTED = "Application startup complete."  # uvicorn's line, once per server process
+
+
+@dataclass(frozen=True)
+class ApiRate:
+    """One server size: timed requests and their seconds, every outcome by HTTP status
+    (warm-up requests included), and the requests each server process served."""
+
+    workers: int
+    requests: int
+    seconds: float
+    outcomes: dict[str, int]
+    per_process: list[int]
+    server_errors: list[str]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def measure(
+    spec: StoreSpec, workers: Sequence[int], count: int, clients: int,
+    step: Callable[[str], None],
+) -> dict[int, ApiRate]:  # fmt: skip
+    """`count` timed requests from `clients` processes against each server size."""
+    token = admin_token(spec)
+    rates = {}
+    for n in workers:
+        step(f"HTTP API: serve --workers {n}, {clients} client processes")
+        rate = rates[n] = _measure_one(spec, token, n, count, clients)
+        step(f"HTTP API: {rate.per_second:,.0f} req/s, {rate.outcomes}, "
+             f"requests per server process {rate.per_process}")  # fmt: skip
+        if rate.server_errors:
+            step(f"HTTP API: {len(rate.server_errors)} server errors, "
+                 f"first: {rate.server_errors[0]}")  # fmt: skip
+    return rates
+
+
+def admin_token(spec: StoreSpec) -> str:
+    """A token in the run's schema; an admin may request for any provider (the workload
+    has many), and with one the server creates no first admin of its own."""
+    from adapters.database import Database
+    from adapters.sqlstore import SqlStore
+    from adapters.tokens import TokenStore
+
+    sql = SqlStore(Database.from_url(spec.ledger_url))
+    try:
+        return TokenStore(sql).create("admin", name="bench-api")[1]
+    finally:
+        sql.close()
+
+
+def _measure_one(spec: StoreSpec, token: str, workers: int, count: int, clients: int) -> ApiRate:
+    work = requests(f"api-{workers}", 0, count + clients)  # one warm-up request per client
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as folder:
+        log = Path(folder) / "server.log"
+        with _serving(spec, workers, log) as base_url:
+            seconds, outcomes = _run_clients(base_url, token, _chunks(work, clients))
+        served, errors = _read_log(log)
+    return ApiRate(workers, count, seconds, dict(outcomes), served, errors)
+
+
+# The server.
+
+
+@contextmanager
+def _serving(spec: StoreSpec, workers: int, log: Path) -> Iterator[str]:
+    """The server on a free port, its output in `log`: its base URL once it is ready."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LESSON_LEDGER_DATABASE_URL": spec.ledger_url,
+        "LESSON_LEDGER_EMBEDDED_WORKER": "off",  # generation would compete for the cores
+    }
+    command = [LESSON_LEDGER, "serve", "--workers", str(workers), "--port", str(port)]
+    with log.open("w") as out:  # a session of its own: its group is killed if it hangs
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, base_url, log, workers)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_WITHIN_S)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path, workers: int) -> None:
+    # Every process must have started before the clients connect: a connection stays
+    # with the process that accepted it, so early ones would all land on the first.
+    deadline = time.monotonic() + READY_WITHIN_S
+    while not (_started(log) >= workers and _answers(f"{base_url}/ready")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server was not ready in {READY_WITHIN_S:g} s:\n{_tail(log)}")
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.1)  # the pause between polls, cut short by an exit
+            raise RuntimeError(f"the server exited ({process.returncode}):\n{_tail(log)}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _log_lines(log: Path) -> Iterator[dict[str, Any]]:
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):  # the JSON log; `serve` also prints plain lines
+            with suppress(json.JSONDecodeError):
+                yield json.loads(line)
+
+
+def _started(log: Path) -> int:
+    return len({entry.get("pid") for entry in _log_lines(log) if entry.get("message") == STARTED})
+
+
+def _read_log(log: Path) -> tuple[list[int], list[str]]:
+    """Lesson requests served by each process (most first), and the error lines."""
+    served: Counter[int] = Counter()
+    errors = []
+    for entry in _log_lines(log):
+        if entry.get("message") == "request" and entry.get("path") == PATH:
+            served[entry["pid"]] += 1
+        if entry.get("level") in ("ERROR", "CRITICAL"):
+            errors.append(f"{entry['message']} {entry.get('error', '')}".strip())
+    return sorted(served.values(), reverse=True), errors
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# The clients.
+
+
+def _run_clients(
+    base_url: str, token: str, shares: Sequence[list[Request]]
+) -> tuple[float, Counter[str]]:
+    """One spawned process per share, started together once each has warmed up."""
+    context = multiprocessing.get_context("spawn")
+    ready, results, start = context.Queue(), context.Queue(), context.Event()
+    processes = [
+        context.Process(
+            target=_client, args=(base_url, token, share, ready, start, results), daemon=True
+        )
+        for share in shares
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for _ in processes:
+            ready.get(timeout=300)
+        began = time.monotonic()
+        start.set()
+        finished = [results.get(timeout=3600) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(60 if start.is_set() else 0)  # unstarted ones would wait forever
+            if process.is_alive():
+                process.kill()
+    outcomes: Counter[str] = Counter()
+    for _, _, done in finished:
+        outcomes.update(done)
+    return max(end for _, end, _ in finished) - began, outcomes
+
+
+def _client(
+    base_url: str, token: str, work: list[Request], ready: Any, start: Any, results: Any
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
+        outcomes = _send(client, work[:1])  # connect; this connection stays with its server
+        ready.put(os.getpid())
+        start.wait()
+        began = time.monotonic()
+        outcomes.update(_send(client, work[1:]))
+        results.put((began, time.monotonic(), dict(outcomes)))
+
+
+def _send(client: httpx.Client, work: Sequence[Request]) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    for request in work:
+        body = request.as_ledger_item()
+        del body["actor"]  # the server records the token's name as the actor
+        try:
+            outcomes[str(client.post(PATH, json=body).status_code)] += 1
+        except httpx.HTTPError as error:  # counted and reported, never hidden
+            outcomes[f"error: {type(error).__name__}"] += 1
+    return outcomes
