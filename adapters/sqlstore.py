@@ -34,6 +34,9 @@ class SqlStore:
                     "user": database.user,
                     "password": database.password,
                     "dbname": database.dbname,
+                    # One statement is a transaction of its own (one round trip); a
+                    # block of several opens one explicitly (`transaction()`).
+                    "autocommit": True,
                 },
                 min_size=1,
                 max_size=pool_size,
@@ -66,8 +69,19 @@ class SqlStore:
             raise LedgerUnavailable(f"the ledger's database failed: {error}") from error
 
     def run(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self.transaction() as cursor:
-            return cursor.run(statement, params)
+        """One statement, atomic on its own: no BEGIN and COMMIT around it (on SQLite, no
+        write lock for a read), so a token check costs one round trip."""
+        try:
+            if self._pool is None:
+                conn = sqlite3.connect(self.database.path, timeout=30, isolation_level=None)
+                try:
+                    return _Cursor(conn, sqlite=True).run(statement, params)
+                finally:
+                    conn.close()
+            with self._pool.connection() as pg_conn:
+                return _Cursor(pg_conn, sqlite=False).run(statement, params)
+        except (sqlite3.OperationalError, psycopg.OperationalError) as error:
+            raise LedgerUnavailable(f"the ledger's database failed: {error}") from error
 
     def create_tables(self, *statements: str) -> None:
         """Run CREATE ... IF NOT EXISTS statements, one process at a time on PostgreSQL

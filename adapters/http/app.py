@@ -7,11 +7,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.middleware("http")(request_context)
+    app.add_middleware(RequestContext)
     app.include_router(lessons.router)
     app.include_router(reads.router)
     app.include_router(operations.router)
@@ -105,32 +105,49 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
-async def request_context(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Give each request an id (or keep the caller's X-Request-ID), log one JSON line
-    for it, and return the id in a header."""
-    given = request.headers.get("x-request-id", "")
-    request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
-    request.state.request_id = request_id
-    token = logs.request_id_var.set(request_id)
-    started = time.perf_counter()
-    try:
-        response = await call_next(request)
-    finally:
-        logs.request_id_var.reset(token)
-    response.headers["X-Request-ID"] = request_id
-    log.info(
-        "request",
-        extra={
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.url.path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-        },
-    )
-    return response
+class RequestContext:
+    """Give each request an id (or keep the caller's X-Request-ID), log one JSON line for
+    it, and return the id in a header. Plain ASGI: Starlette's BaseHTTPMiddleware runs
+    every request in a task group of its own, a cost on every request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # unless a response starts
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        token = logs.request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id_var.reset(token)
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
 
 
 class BodyLimit:

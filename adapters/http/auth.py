@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -36,10 +36,11 @@ def current_token(
     return token
 
 
-def allow(*roles: str) -> Callable[[ApiToken], ApiToken]:
-    """A dependency that lets only these roles through (403 otherwise)."""
+def allow(*roles: str) -> Callable[[ApiToken], Awaitable[ApiToken]]:
+    """A dependency that lets only these roles through (403 otherwise). Async, as it does
+    no I/O: a plain function would cost each request a hop to the thread pool."""
 
-    def check(token: Annotated[ApiToken, Depends(current_token)]) -> ApiToken:
+    async def check(token: Annotated[ApiToken, Depends(current_token)]) -> ApiToken:
         if token.role not in roles:
             raise ApiProblem(
                 403,

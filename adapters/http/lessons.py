@@ -70,7 +70,7 @@ COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def ledger_of(request: Request) -> LessonLedger:
+async def ledger_of(request: Request) -> LessonLedger:
     ledger: LessonLedger = request.app.state.ledger
     return ledger
 

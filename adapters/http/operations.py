@@ -14,7 +14,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
-def health() -> Health:
+async def health() -> Health:
     """Liveness: the process answers."""
     return Health(status="ok")
 

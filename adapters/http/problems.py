@@ -179,7 +179,7 @@ def install(app: Any) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def known_query_parameters_only(request: Request) -> None:
+async def known_query_parameters_only(request: Request) -> None:
     """422 for a query parameter the endpoint does not take: a misspelt filter
     (`?provider=...`) must not quietly widen a listing to every lesson."""
     route = request.scope.get("route")
