@@ -24,7 +24,8 @@ POPULATE_BATCH = 500  # the ledger's largest batch
 
 @dataclass(frozen=True)
 class Population:
-    """What the store was filled with: lessons (two events each), in what time."""
+    """What the store was filled with: lessons (one event each, `OpenedByRequest`), in
+    what time."""
 
     lessons: int
     events: int
@@ -32,9 +33,9 @@ class Population:
 
 
 def populate(spec: StoreSpec, events: int, workers: int) -> Population:
-    """About `events` events: events // 2 lessons requested through `request_batch`, by
+    """`events` events: as many new lessons requested through `request_batch`, by
     `workers` processes (filling is not what is measured; it just has to be quick)."""
-    lessons = max(1, events // 2)
+    lessons = max(1, events)
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     shares = _chunks(range(lessons), workers)
@@ -54,7 +55,7 @@ def populate(spec: StoreSpec, events: int, workers: int) -> Population:
     failed = [w for w in written if isinstance(w, str)]
     if failed:
         raise RuntimeError(f"filling the store failed: {failed[0]}")
-    return Population(lessons, 2 * sum(written), time.monotonic() - began)
+    return Population(lessons, sum(written), time.monotonic() - began)
 
 
 def _populate_share(spec: StoreSpec, first: int, count: int, results: Any) -> None:
