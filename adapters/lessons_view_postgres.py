@@ -191,8 +191,12 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
     # Transactions and store primitives.
 
     @contextmanager
-    def _write_transaction(self, *, swap: bool = False) -> Iterator[psycopg.Cursor[DictRow]]:
+    def _write_transaction(
+        self, *, swap: bool = False, flush: bool = True
+    ) -> Iterator[psycopg.Cursor[DictRow]]:
         with self.datastore.transaction(commit=True) as cursor:
+            if not flush:  # about 8% of a rebuild's time, in an A/B run
+                cursor.execute("SET LOCAL synchronous_commit = off")
             if swap:
                 cursor.execute(
                     sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT))

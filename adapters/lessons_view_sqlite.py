@@ -131,7 +131,9 @@ class SQLiteLessonsView(LessonsView, SQLiteTrackingRecorder):
     # Transactions and store primitives.
 
     @contextmanager
-    def _write_transaction(self, *, swap: bool = False) -> Iterator[SQLiteCursor]:
+    def _write_transaction(
+        self, *, swap: bool = False, flush: bool = True
+    ) -> Iterator[SQLiteCursor]:
         # Not the pool's writer connection (`get_connection(commit=True)`): the pool hands
         # out one writer at a time, and a thread waiting for it holds the pool's queue,
         # so readers of this process would wait behind a page waiting behind a swap (and

@@ -181,7 +181,9 @@ class LessonsView(ABC):
         transaction, if the stored position is still `expected`; else write nothing and
         return False (the caller reads the stored position and goes on from there)."""
         try:
-            with self._write_transaction() as cursor:
+            # A shadow page may be lost in a crash (rows and position together, so the
+            # rebuild resumes from before it): it need not wait for its WAL flush.
+            with self._write_transaction(flush=target != SHADOW) as cursor:
                 current = self._locked_position(cursor, target.tracking_name)
                 if current != expected:
                     raise PositionMoved
@@ -304,9 +306,12 @@ class LessonsView(ABC):
     # Store primitives, inside a write transaction (the cursor is the store's).
 
     @abstractmethod
-    def _write_transaction(self, *, swap: bool = False) -> AbstractContextManager[Any]:
+    def _write_transaction(
+        self, *, swap: bool = False, flush: bool = True
+    ) -> AbstractContextManager[Any]:
         """One write transaction; committed when the block ends, rolled back on error.
-        `swap`: the transaction will replace tables (PostgreSQL bounds its lock waits)."""
+        `swap`: the transaction will replace tables (PostgreSQL bounds its lock waits).
+        `flush=False`: the commit need not wait until it is on disk (PostgreSQL)."""
 
     @abstractmethod
     def _locked_position(self, cursor: Any, tracking_name: str) -> int | None:
