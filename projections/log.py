@@ -64,9 +64,10 @@ class EventLog:
                     ahead = reader.submit(self._read, page.position, upto, page_size)
                 try:
                     yield page
-                finally:
-                    if ahead is not None and not ahead.done():
-                        ahead.cancel()  # the caller stopped: a read not yet begun is dropped
+                except BaseException:  # the caller stopped (GeneratorExit) or failed
+                    if ahead is not None:
+                        ahead.cancel()  # a read not yet begun is dropped
+                    raise
                 page = ahead.result() if ahead is not None else None
 
     def _read(self, after: int, upto: int | None, page_size: int) -> Page | None:

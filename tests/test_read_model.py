@@ -416,3 +416,22 @@ def test_a_row_never_goes_back_in_its_lessons_history(store: Store) -> None:
         assert model.position() == 0
         assert live_rows(store) == before
         assert before[lesson_id].status == "cancelled"
+
+
+def test_reading_ahead_stops_with_its_reader_and_skips_nothing(store: Store) -> None:
+    """The log reads the next page while the caller applies this one: a caller that
+    stops after one page leaves no reader thread behind, and the pages it did not take
+    come, whole and in order, to whoever reads on from its position."""
+    import threading
+
+    ledger = store.open()
+    write_requests(ledger, 450)
+    with read_model(store, ledger) as model:
+        pages = model.log.pages(after=0, page_size=100)
+        first = next(pages)
+        pages.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("event-log-read-ahead")]
+        rest = list(model.log.pages(after=first.position, page_size=100))
+        ids = [e.originator_id for page in [first, *rest] for e in page.events]
+        assert [len(page.events) for page in [first, *rest]] == [100, 100, 100, 100, 50]
+        assert len(set(ids)) == 450 and rest[-1].position == model.head()
