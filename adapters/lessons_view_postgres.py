@@ -237,6 +237,24 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
         )
         return {row.lesson_id: row for row in map(_decode, cursor.fetchall())}
 
+    def _insert_rows(
+        self, cursor: psycopg.Cursor[DictRow], table: str, rows: Sequence[LessonRow]
+    ) -> None:
+        # COPY in binary: about half the upsert's time per row, server and client (a
+        # lesson opened in the page has no row yet, so nothing to update).
+        if not rows:
+            return
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            self._table(table), _columns()
+        )
+        try:
+            with cursor.copy(statement) as copy:
+                copy.set_types(list(_COLUMN_TYPES.values()))
+                for row in rows:
+                    copy.write_row(_encode(row))
+        except psycopg.errors.UniqueViolation as error:
+            raise SafetyNetFired(f"the {table} table refused a row: {error}") from error
+
     def _upsert_rows(
         self, cursor: psycopg.Cursor[DictRow], table: str, rows: Sequence[LessonRow]
     ) -> None:

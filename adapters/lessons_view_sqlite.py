@@ -192,6 +192,15 @@ class SQLiteLessonsView(LessonsView, SQLiteTrackingRecorder):
                 found[row.lesson_id] = row
         return found
 
+    def _insert_rows(self, cursor: SQLiteCursor, table: str, rows: Sequence[LessonRow]) -> None:
+        statement = (
+            f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+        try:
+            cursor.executemany(statement, [_encode(row) for row in rows])
+        except sqlite3.IntegrityError as error:
+            raise SafetyNetFired(f"the {table} table refused a row: {error}") from error
+
     def _upsert_rows(self, cursor: SQLiteCursor, table: str, rows: Sequence[LessonRow]) -> None:
         updates = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
         statement = (

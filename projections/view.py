@@ -201,7 +201,9 @@ class LessonsView(ABC):
         ids = {e.originator_id for e in page.events} - opened
         rows = self._select_rows(cursor, target.table, ids) if ids else {}
         changed = fold_page(rows, page.events)
-        self._upsert_rows(cursor, target.table, list(changed.values()))
+        # New rows go in as new (on PostgreSQL by COPY, about twice as fast as the upsert).
+        self._insert_rows(cursor, target.table, [changed[i] for i in opened])
+        self._upsert_rows(cursor, target.table, [changed[i] for i in ids])
         self._store_position(cursor, target.tracking_name, page.position)
 
     # Rebuilding.
@@ -328,6 +330,11 @@ class LessonsView(ABC):
     @abstractmethod
     def _select_rows(self, cursor: Any, table: str, ids: Iterable[UUID]) -> dict[UUID, LessonRow]:
         """The rows with these ids."""
+
+    @abstractmethod
+    def _insert_rows(self, cursor: Any, table: str, rows: Sequence[LessonRow]) -> None:
+        """Insert rows of lessons that have none yet (raise SafetyNetFired if one has, or
+        if the unique tuple refuses one)."""
 
     @abstractmethod
     def _upsert_rows(self, cursor: Any, table: str, rows: Sequence[LessonRow]) -> None:

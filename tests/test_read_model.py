@@ -401,21 +401,32 @@ def test_a_row_never_goes_back_in_its_lessons_history(store: Store) -> None:
         provider_id=str(uuid.uuid4()), school_id="s-1", lesson_date="2025-03-04",
         time_slot="08:00-08:30", request_id="r-1", actor="t",
     ).lesson_id
-    ledger.cancel(lesson_id=lesson_id, request_id="c-1", actor="t")
+    cancelled = ledger.cancel(lesson_id=lesson_id, request_id="c-1", actor="t").position
+    assert cancelled is not None
     with read_model(store, ledger) as model:
         model.catch_up()
         before = live_rows(store)
-        tracking = "tracking" if store.kind == "sqlite" else "lessons_tracking"
+        assert before[lesson_id].status == "cancelled"
+        tracking = table_name(store, "tracking" if store.kind == "sqlite" else "lessons_tracking")
+        # Back to before the cancel: a page of an update to a row already past it.
         execute(
             store,
-            f"UPDATE {table_name(store, tracking)} SET notification_id = 0 "
+            f"UPDATE {tracking} SET notification_id = {cancelled - 1} "
             f"WHERE application_name = '{LIVE.tracking_name}'",
         )
         with pytest.raises(SafetyNetFired, match="would not move forward"):
             model.catch_up()
+        assert model.position() == cancelled - 1
+        # Back to the start: pages that open lessons already in the table.
+        execute(
+            store,
+            f"UPDATE {tracking} SET notification_id = 0 "
+            f"WHERE application_name = '{LIVE.tracking_name}'",
+        )
+        with pytest.raises(SafetyNetFired, match="refused a row"):
+            model.catch_up()
         assert model.position() == 0
         assert live_rows(store) == before
-        assert before[lesson_id].status == "cancelled"
 
 
 def test_reading_ahead_stops_with_its_reader_and_skips_nothing(store: Store) -> None:
