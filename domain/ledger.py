@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
@@ -435,7 +435,9 @@ class LessonLedger(Application[UUID]):
             if known and self._load(lesson_id) is not None:
                 return LessonHistory(lesson_id, [], None)
             raise LessonNotFound(f"no lesson has the id {lesson_id}")
-        then: LessonSlot = self.repository.get(lesson_id, version=events[-1].originator_version)
+        # The state as it was, from the events already read (not read again).
+        then = project_aggregate(None, events)
+        assert isinstance(then, LessonSlot)
         return LessonHistory(lesson_id, [_history_entry(e) for e in events], then.state())
 
     # Refused input.
