@@ -77,18 +77,18 @@ def fold(row: LessonRow | None, event: object) -> LessonRow:
         if row is not None:
             raise ProjectionError(f"lesson {event.originator_id} was opened twice")
         # OpenedByRequest is both the opening and the first request (one row, built once).
-        requested = isinstance(event, LessonSlot.LessonRequested)
+        first = event if isinstance(event, LessonSlot.LessonRequested) else None
         return LessonRow(
             lesson_id=event.originator_id,
             provider_id=event.provider_id,
             school_id=event.school_id,
             lesson_date=event.lesson_date,
             time_slot=event.time_slot,
-            status="requested" if requested else "new",
-            attempt=event.attempt if requested else 0,
-            request_id=event.request_id if requested else None,
-            requested_by=event.actor if requested else None,
-            requested_at=timestamp if requested else None,
+            status="requested" if first else "new",
+            attempt=first.attempt if first else 0,
+            request_id=first.request_id if first else None,
+            requested_by=first.actor if first else None,
+            requested_at=timestamp if first else None,
             content=None,
             model=None,
             generated_at=None,
