@@ -14,7 +14,6 @@ the server's JSON log and reported: with few connections the split can be uneven
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import socket
@@ -33,7 +32,7 @@ import httpx
 
 from benchmarks.stores import StoreSpec
 from benchmarks.workload import Request, requests
-from benchmarks.writes import _chunks
+from benchmarks.writes import _chunks, run_together
 
 PATH = "/v1/lessons/requests"
 LESSON_LEDGER = str(Path(sys.executable).with_name("lesson-ledger"))  # this venv's script
@@ -190,32 +189,8 @@ def _tail(log: Path, lines: int = 20) -> str:
 def _run_clients(
     base_url: str, token: str, shares: Sequence[list[Request]]
 ) -> tuple[float, Counter[str]]:
-    """One spawned process per share, started together once each has warmed up."""
-    context = multiprocessing.get_context("spawn")
-    ready, results, start = context.Queue(), context.Queue(), context.Event()
-    processes = [
-        context.Process(
-            target=_client, args=(base_url, token, share, ready, start, results), daemon=True
-        )
-        for share in shares
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for _ in processes:
-            ready.get(timeout=300)
-        began = time.monotonic()
-        start.set()
-        finished = [results.get(timeout=3600) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(60 if start.is_set() else 0)  # unstarted ones would wait forever
-            if process.is_alive():
-                process.kill()
-    outcomes: Counter[str] = Counter()
-    for _, _, done in finished:
-        outcomes.update(done)
-    return max(end for _, end, _ in finished) - began, outcomes
+    """One spawned HTTP client process per share, started together once each has warmed up."""
+    return run_together(_client, [(base_url, token, share) for share in shares])
 
 
 def _client(

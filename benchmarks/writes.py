@@ -260,15 +260,22 @@ def _run_threads(
 def _run_processes(
     spec: StoreSpec, side: str, shares: Sequence[list[Request]]
 ) -> tuple[float, Counter[str]]:
-    """Start one process per share, wait until all are connected, start them together;
-    the seconds from the start until the last one finished."""
+    """One client process of `side` per share (see `run_together`)."""
+    return run_together(_process_client, [(spec, side, share) for share in shares])
+
+
+def run_together(
+    target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]
+) -> tuple[float, Counter[str]]:
+    """Start one spawned process per argument tuple, `target(*arguments, ready, start,
+    results)`; wait until each has put its pid on `ready` (connected, warmed up), start
+    them together, and return the seconds from the start until the last one finished,
+    and their outcomes added up (each puts `(began, ended, outcomes)` on `results`)."""
     context = multiprocessing.get_context("spawn")
     ready, results, start = context.Queue(), context.Queue(), context.Event()
     processes = [
-        context.Process(
-            target=_process_client, args=(spec, side, share, ready, start, results), daemon=True
-        )
-        for share in shares
+        context.Process(target=target, args=(*args, ready, start, results), daemon=True)
+        for args in arguments
     ]
     for process in processes:
         process.start()
@@ -280,7 +287,7 @@ def _run_processes(
         finished = [results.get(timeout=3600) for _ in processes]
     finally:
         for process in processes:
-            process.join(60)
+            process.join(60 if start.is_set() else 0)  # unstarted ones would wait forever
             if process.is_alive():
                 process.kill()
     outcomes: Counter[str] = Counter()
