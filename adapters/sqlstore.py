@@ -49,39 +49,42 @@ class SqlStore:
         return name if self.database.kind == "sqlite" else f'"{self.database.schema}".{name}'
 
     @contextmanager
-    def transaction(self) -> Iterator[_Cursor]:
+    def _session(self) -> Iterator[Any]:
+        """A connection in autocommit mode (a fresh one on SQLite, a pooled one on
+        PostgreSQL); the database failing is LedgerUnavailable."""
         try:
             if self._pool is None:
                 conn = sqlite3.connect(self.database.path, timeout=30, isolation_level=None)
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    yield _Cursor(conn, sqlite=True)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                    yield conn
                 finally:
                     conn.close()
             else:
-                with self._pool.connection() as pg_conn, pg_conn.transaction():
-                    yield _Cursor(pg_conn, sqlite=False)
+                with self._pool.connection() as pg_conn:
+                    yield pg_conn
         except (sqlite3.OperationalError, psycopg.OperationalError) as error:
             raise LedgerUnavailable(f"the ledger's database failed: {error}") from error
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Cursor]:
+        with self._session() as conn:
+            if self._pool is not None:
+                with conn.transaction():
+                    yield _Cursor(conn, sqlite=False)
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Cursor(conn, sqlite=True)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def run(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
         """One statement, atomic on its own: no BEGIN and COMMIT around it (on SQLite, no
         write lock for a read), so a token check costs one round trip."""
-        try:
-            if self._pool is None:
-                conn = sqlite3.connect(self.database.path, timeout=30, isolation_level=None)
-                try:
-                    return _Cursor(conn, sqlite=True).run(statement, params)
-                finally:
-                    conn.close()
-            with self._pool.connection() as pg_conn:
-                return _Cursor(pg_conn, sqlite=False).run(statement, params)
-        except (sqlite3.OperationalError, psycopg.OperationalError) as error:
-            raise LedgerUnavailable(f"the ledger's database failed: {error}") from error
+        with self._session() as conn:
+            return _Cursor(conn, sqlite=self._pool is None).run(statement, params)
 
     def create_tables(self, *statements: str) -> None:
         """Run CREATE ... IF NOT EXISTS statements, one process at a time on PostgreSQL

@@ -220,15 +220,11 @@ class LessonLedger(Application[UUID]):
         )
         by = _metadata(request)
 
-        def decide(slot: LessonSlot | None) -> tuple[Decided, Decision]:
-            if slot is None:
-                opened = LessonSlot.first_request(
-                    request.key, by, request.details, request.students
-                )
-                return opened, Decision("accepted", 1)
-            return slot, slot.request(by, request.details, request.students)
-
-        return self._decide(request.key.lesson_id, decide, presume_new=True)
+        return self._decide(
+            request.key.lesson_id,
+            lambda slot: _apply(request, slot, request.key, by),
+            presume_new=True,
+        )
 
     @_database_errors_as_unavailable
     def record_generation(
