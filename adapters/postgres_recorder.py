@@ -17,6 +17,12 @@ plpgsql function, in an autocommit transaction of its own):
    `tx` column (xid8). Uniqueness conflicts are raised by the INSERT, after the lock
    is released; waiting for another writer's conflicting row happens there too.
 
+The INSERT takes its rows in primary-key order, whatever order they were given in
+(their notification ids keep that order). A row another running transaction has
+inserted is waited for, and two saves that wait for each other's rows would deadlock:
+the same slots in different orders, in racing batches. Taken in one order, the save
+that waits holds only rows below the one it waits for, so no cycle can form.
+
 So a transaction that drew lower notification ids than another also got a lower
 transaction id: `tx` never decreases as the notification id grows. That needs the
 transaction id to be assigned inside the lock, so the events insert must be the first
@@ -106,6 +112,9 @@ _APPEND_LOCK_NAMESPACE = 0x4C4C4556
 _UPGRADE_LOCK_KEY = 0x4C4C_5550_4752_4144 & 0x7FFF_FFFF_FFFF_FFFF
 # Up to this many events, a save's values are sent as scalars, else as four arrays.
 _SCALAR_PARAMS_UPTO = 8
+# Written into the append function's body; a function without it (made by an earlier
+# release) is replaced when a recorder first uses the table.
+_APPEND_FUNCTION_REVISION = "-- lesson-ledger append, revision 2 (rows in key order)"
 _SETTLE_FIRST_SLEEP = 0.0005
 _SETTLE_MAX_SLEEP = 0.02
 
@@ -218,6 +227,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             "CREATE OR REPLACE FUNCTION {function}("
             "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
             "RETURNS bigint[] LANGUAGE plpgsql AS $body$\n"
+            "{revision}\n"
             "DECLARE\n"
             "  my_tx xid8;\n"
             "  nids bigint[];\n"
@@ -236,12 +246,14 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
             "                       notification_id, tx)\n"
             "  SELECT e.i, e.v, e.t, e.s, e.n, my_tx\n"
-            "  FROM unnest(ids, versions, topics, states, nids) AS e(i, v, t, s, n);\n"
+            "  FROM unnest(ids, versions, topics, states, nids) AS e(i, v, t, s, n)\n"
+            "  ORDER BY e.i, e.v;  -- one order for every writer: no deadlocks\n"
             "  RETURN nids;\n"
             "END\n"
             "$body$"
         ).format(
             function=self._function_sql,
+            revision=SQL(_APPEND_FUNCTION_REVISION),
             id_type=SQL(self.datastore.originator_id_type),
             lock_key=Literal(lock_key),
             sequence=Literal(sequence),
@@ -252,22 +264,25 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         return f'"{self.datastore.schema}"."{self.events_table_name}"'
 
     def _ensure_upgraded(self) -> None:
-        """Upgrade a table the library's recorder made (once per recorder; several
-        processes may try at once: one does it, under an advisory lock)."""
+        """Upgrade a table the library's recorder made, or an append function an earlier
+        release made (once per recorder; several processes may try at once: one does
+        it, under an advisory lock)."""
         if self._upgraded:
             return
         with self.datastore.get_connection() as conn:
             found = conn.execute(
                 "SELECT to_regclass(%s) IS NOT NULL AS table, "
-                "to_regproc(%s) IS NOT NULL AS function",
+                "coalesce(strpos((SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)), %s)"
+                " > 0, false) AS current",
                 (
                     self._qualified_name(),
                     f'"{self.datastore.schema}"."{self.append_function_name}"',
+                    _APPEND_FUNCTION_REVISION,
                 ),
             ).fetchone()
             if not found or not found["table"]:
                 return  # not created yet: create_table() will make it as it should be
-            if not found["function"]:
+            if not found["current"]:
                 conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK_KEY,))
                 try:
                     with conn.transaction(), conn.cursor() as curs:

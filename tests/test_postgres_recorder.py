@@ -490,6 +490,67 @@ def test_a_conflict_is_an_integrity_error_and_leaves_a_gap(
     assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 2, 5]
 
 
+def _wait_until_a_save_waits_for_a_row(case: PostgresSchemaCase, timeout: float = 10.0) -> bool:
+    """True once some session in this database waits for another transaction (the
+    conflicting row it inserts is not committed yet)."""
+    deadline = time.monotonic() + timeout
+    with case.database.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'transactionid' AND NOT l.granted "
+                "AND a.datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0]:
+                return True
+            time.sleep(0.01)
+    return False
+
+
+def test_saves_of_the_same_rows_in_other_orders_never_deadlock(
+    schema_case: PostgresSchemaCase,
+) -> None:
+    """Racing batches hold the same slots in different orders. A transaction holds row
+    `low` uncommitted; a save of [`high`, `low`] waits for it. The save must not have
+    taken `high` while it waits (it would deadlock with the first transaction writing
+    `high` next): the first writes `high` at once, commits, and the save is refused
+    with an IntegrityError, nothing of it stored."""
+    recorder: LedgerApplicationRecorder = schema_case.create_recorder()
+    low, high = uuid.UUID(int=1), uuid.UUID(int=2)  # PostgreSQL orders uuids bytewise
+    table = f'"{schema_case.schema}"."{recorder.events_table_name}"'
+    outcome: list[BaseException | list[int] | None] = []
+    with psycopg.connect(POSTGRES_URL, autocommit=False) as holder:
+        # Shorter than deadlock_timeout (1 s): waiting for the save's `high` fails here.
+        holder.execute("SET LOCAL lock_timeout = '500ms'")
+        recorder._append(holder, [StoredEvent(low, 1, "holder", b"{}")])
+
+        def save() -> None:
+            try:
+                both = [StoredEvent(high, 1, "save", b"{}"), StoredEvent(low, 1, "save", b"{}")]
+                outcome.append(list(recorder.insert_events(both) or []))
+            except BaseException as error:
+                outcome.append(error)
+
+        saver = threading.Thread(target=save)
+        saver.start()
+        assert _wait_until_a_save_waits_for_a_row(schema_case), "the save never waited"
+        holder.execute(
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state, "
+            f"notification_id, tx) VALUES (%s, 1, 'holder', '', "
+            f"nextval(pg_get_serial_sequence('{table}', 'notification_id')), "
+            "pg_current_xact_id())",
+            (high,),
+        )
+        holder.commit()
+        saver.join(30)
+    assert not saver.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], IntegrityError), outcome
+    with schema_case.database.connect() as conn:
+        rows = conn.execute(f"SELECT originator_id, topic FROM {table} ORDER BY 1").fetchall()
+    assert rows == [(low, "holder"), (high, "holder")]
+    recorder.close()
+
+
 # The write sessions.
 
 
@@ -607,3 +668,34 @@ def test_a_table_made_by_the_library_recorder_is_upgraded(
     assert recorder.max_notification_id() == old[-1]
     new = recorder.insert_events(_events(2))
     assert [n.id for n in recorder.select_notifications(None, 10)] == [*old, *new]
+
+
+def test_an_append_function_of_an_earlier_release_is_replaced(
+    schema_case: PostgresSchemaCase,
+) -> None:
+    """A database whose append function an earlier release made (rows inserted in the
+    order given, which can deadlock) gets the current one when a ledger first writes."""
+    first = schema_case.create_recorder()
+    first.insert_events(_events(1))
+    function = f'"{schema_case.schema}"."{first.append_function_name}"'
+    with schema_case.database.connect() as conn:
+        source = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (function,)
+        ).fetchone()
+        assert source is not None
+        current = str(source[0]).replace("ORDER BY e.i, e.v;", ";").splitlines()
+        earlier = [line for line in current if "lesson-ledger append, revision" not in line]
+        conn.execute(
+            f"CREATE OR REPLACE FUNCTION {function}(ids uuid[], versions bigint[], "
+            "topics text[], states bytea[]) RETURNS bigint[] LANGUAGE plpgsql AS $body$"
+            + "\n".join(earlier)
+            + "$body$"
+        )
+    recorder = schema_case.factory(CREATE_TABLE="n").application_recorder()
+    recorder.insert_events(_events(1))
+    with schema_case.database.connect() as conn:
+        source = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (function,)
+        ).fetchone()
+    assert source is not None and "ORDER BY e.i, e.v" in str(source[0])
+    assert len(recorder.select_notifications(None, 10)) == 2
