@@ -115,8 +115,11 @@ class Database:
 
     def ledger_env(self, create_table: bool) -> dict[str, str]:
         """The eventsourcing settings for this database."""
+        # The ledger's events through orjson, in the library's format (event_mapper.py).
+        mapper = {"MAPPER_TOPIC": "adapters.event_mapper:LedgerMapper"}
         if self.kind == "sqlite":
             return {
+                **mapper,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.path
                 if self.path != ":memory:"
@@ -124,6 +127,7 @@ class Database:
                 "CREATE_TABLE": "y" if create_table else "n",
             }
         return {
+            **mapper,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             # No table lock per write: readers are ordered by transaction id instead
             # (adapters/postgres_recorder.py).

@@ -157,6 +157,23 @@ def check_attempt(value: object) -> int:
 def check_content(value: object) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         raise ValueError("must be a non-empty JSON object")
+    return check_plain_json(value)
+
+
+_PLAIN_JSON = json.JSONEncoder(allow_nan=False, check_circular=True)
+
+
+def check_plain_json(value: dict[str, Any]) -> dict[str, Any]:
+    """The value, if it is plain JSON: objects, arrays, text, numbers (not NaN or
+    infinite), true, false and null. Events keep free-form payloads as they are, and an
+    event's JSON must read back as what was written (adapters/event_mapper.py)."""
+    try:
+        _PLAIN_JSON.encode(value)
+    except TypeError as error:  # "Object of type UUID is not JSON serializable"
+        found = str(error).removeprefix("Object of type ").split(" ")[0]
+        raise ValueError(f"must be plain JSON, not hold a {found} value") from None
+    except ValueError:
+        raise ValueError("must be plain JSON: no NaN or infinite numbers") from None
     return value
 
 
@@ -301,7 +318,7 @@ def _legacy_content(value: object) -> dict[str, Any] | None:
             raise ValueError("is not JSON") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
-    return value
+    return check_plain_json(value)
 
 
 def _timestamp(value: object) -> datetime | None:
