@@ -77,8 +77,10 @@ def test_the_ledger_stores_its_events_as_the_library_would(ledger: LessonLedger)
     library = _library(mapper)
     stored = _live_slot(ledger)
     topics = {s.topic.rsplit(".", 1)[-1] for s in stored}
-    assert topics >= {"OpenedByRequest", "LessonGenerated", "RequestRejected", "LessonRequested",
-                      "GenerationFailed", "LessonCancelled", "Opened", "LessonImported"}  # fmt: skip
+    assert topics >= {
+        "OpenedByRequest", "LessonGenerated", "RequestRejected", "LessonRequested",
+        "GenerationFailed", "LessonCancelled", "Opened", "LessonImported",
+    }  # fmt: skip
     for record in stored:
         ours, theirs = mapper.to_domain_event(record), library.to_domain_event(record)
         assert type(ours) is type(theirs) and vars(ours) == vars(theirs)
