@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     min_position_wait_seconds: float = 5.0
     log_level: str = "INFO"
     follow_projections: bool = True
+    token_cache_seconds: float = 5.0
+    """How long a server process remembers a token it found valid: a token revoked by
+    another process (`lesson-ledger tokens revoke`) is refused within this time; 0
+    checks the database on every request."""
     embedded_worker: Literal["auto", "on", "off"] = "auto"
     """Generate lessons inside the server: `auto` does on the embedded SQLite default
     (so `make run` generates without more set-up); on PostgreSQL run `lesson-ledger

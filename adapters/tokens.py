@@ -3,6 +3,11 @@
 A token reads `llt_<token id>_<secret>`. Only a SHA-256 of the secret is stored (the
 secret is 256 random bits, so a slow hash adds nothing), and the token is shown once,
 when it is created.
+
+A token found valid is remembered by the store for `cache_seconds` (by a hash of its
+text), so a busy API does not read the database for every request. Revoking through a
+store forgets the token there at once; in other processes (other API workers, after
+`lesson-ledger tokens revoke`) a revoked token is refused within `cache_seconds`.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, get_args
@@ -42,8 +48,13 @@ class ApiToken:
 class TokenStore:
     """Creates, checks, lists and revokes API tokens."""
 
-    def __init__(self, sql: SqlStore) -> None:
+    CACHE_LIMIT = 10_000
+    """Tokens remembered at most (there are few; the bound is against surprises)."""
+
+    def __init__(self, sql: SqlStore, cache_seconds: float = 5.0) -> None:
         self.sql = sql
+        self.cache_seconds = cache_seconds
+        self._valid: dict[str, tuple[float, ApiToken]] = {}  # text's hash -> (until, token)
         self.table = sql.table("api_tokens")
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
@@ -79,8 +90,24 @@ class TokenStore:
         )
         return token, f"{_PREFIX}_{token_id}_{secret}"
 
+    def remembered(self, text: str) -> ApiToken | None:
+        """The token this text is, if it was found valid less than `cache_seconds` ago
+        (no database read); else None, and `authenticate` must decide."""
+        found = self._valid.get(_hash(text))
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
     def authenticate(self, text: str) -> ApiToken | None:
         """The active token this text is, or None."""
+        token = self._authenticate(text)
+        if token is not None and self.cache_seconds > 0:
+            if len(self._valid) >= self.CACHE_LIMIT:
+                self._valid.clear()
+            self._valid[_hash(text)] = (time.monotonic() + self.cache_seconds, token)
+        return token
+
+    def _authenticate(self, text: str) -> ApiToken | None:
         prefix, _, rest = text.partition("_")
         token_id, _, secret = rest.partition("_")
         if prefix != _PREFIX or not token_id or not secret:
@@ -106,6 +133,7 @@ class TokenStore:
     def revoke(self, token_id: str) -> bool:
         """Revoke a token; False when no active token has this id."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        self._valid = {k: e for k, e in self._valid.items() if e[1].token_id != token_id}
         with self.sql.transaction() as cursor:
             found = cursor.run(
                 f"SELECT token_id FROM {self.table} WHERE token_id = %s AND revoked_at IS NULL",

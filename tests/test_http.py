@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from adapters.database import Database
 from adapters.logs import JsonFormatter
+from adapters.sqlstore import SqlStore
+from adapters.tokens import TokenStore
 from tests.conftest import Store
 from tests.served import Api, served
 
@@ -186,6 +190,32 @@ def test_a_revoked_token_is_401(api: Api) -> None:
     assert api.client.post("/v1/lessons/requests", json=body, headers=headers).is_success
     api.app.state.tokens.revoke(token.token_id)
     assert_problem(api.client.post("/v1/lessons/requests", json=body, headers=headers), 401)
+
+
+@pytest.mark.parametrize("cache_seconds", [0.5, 0.0])
+def test_a_token_revoked_by_another_process_is_refused_within_the_cache_time(
+    store: Store, cache_seconds: float
+) -> None:
+    """`lesson-ledger tokens revoke` runs in a process of its own: a server that checked
+    the token a moment ago remembers it for `token_cache_seconds` (no database read per
+    request), then refuses it; with 0 it refuses it at once."""
+    with served(store.url, token_cache_seconds=cache_seconds) as api:
+        token, text = api.app.state.tokens.create("admin")
+        headers = {"Authorization": f"Bearer {text}"}
+        body = lesson(providerId=PROVIDER)
+        assert api.client.post("/v1/lessons/requests", json=body, headers=headers).is_success
+        sql = SqlStore(Database.from_url(store.url))  # the CLI's own connection
+        try:
+            assert TokenStore(sql).revoke(token.token_id)
+        finally:
+            sql.close()
+        remembered = api.client.get("/v1/lessons", headers=headers).status_code
+        assert remembered == (200 if cache_seconds else 401)
+        deadline = time.monotonic() + cache_seconds + 5
+        while (status := api.client.get("/v1/lessons", headers=headers).status_code) != 401:
+            assert status == 200 and time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert_problem(api.client.post("/v1/lessons/requests", json=body, headers=headers), 401)
 
 
 def test_roles_outside_their_work_are_403(api: Api) -> None:

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sql = SqlStore(database)
         app.state.ledger = ledger
         app.state.read_model = read_model
-        app.state.tokens = TokenStore(sql)
+        app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.idempotency = IdempotencyStore(sql)
         # The server keeps the read model current by itself; with several server
         # processes one follower is active and the others stand by.

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from adapters.http.problems import ApiProblem
 from adapters.tokens import ApiToken, TokenStore
@@ -15,17 +16,21 @@ from adapters.tokens import ApiToken, TokenStore
 bearer = HTTPBearer(auto_error=False, description="A token from `lesson-ledger tokens create`")
 
 
-def current_token(
+async def current_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiToken:
-    """The token the request carries; 401 without a valid one."""
+    """The token the request carries; 401 without a valid one. Async: a token checked a
+    moment ago is remembered (adapters/tokens.py), and only a database read goes to the
+    thread pool; a plain function would cost every request that hop."""
     if credentials is None:
         raise ApiProblem(
             401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <token>"
         )
     tokens: TokenStore = request.app.state.tokens
-    token = tokens.authenticate(credentials.credentials)
+    token = tokens.remembered(credentials.credentials)
+    if token is None:
+        token = await run_in_threadpool(tokens.authenticate, credentials.credentials)
     if token is None:
         raise ApiProblem(
             401,
