@@ -4,6 +4,7 @@ domain, 2 bad input or usage, 3 infrastructure failure."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, TypeVar
@@ -18,6 +19,7 @@ from adapters.cli_lessons import lessons_commands
 from adapters.cli_projections import projections_app
 from adapters.cli_worker import worker
 from adapters.database import DATABASE_URL_SETTING, Database, DatabaseUrlError
+from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
 from adapters.sqlstore import SqlStore
 from adapters.tokens import ROLES, TokenStore
@@ -108,14 +110,31 @@ def serve(
     if first_admin:
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
     typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {url})")
-    uvicorn.run(
-        "adapters.http.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-    )
+    with _shared_metrics(workers):
+        uvicorn.run(
+            "adapters.http.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+        )
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several server processes count into one fresh directory, so that `/metrics` from
+    any of them reports all (adapters/http/metrics.py); one uses its own registry. A
+    directory the operator set is used as it is, and kept."""
+    if workers == 1 or os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="lesson-ledger-metrics-") as folder:
+        os.environ[MULTIPROCESS_DIR] = folder  # the worker processes inherit it
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
 
 
 @tokens_app.command("create")

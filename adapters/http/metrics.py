@@ -1,8 +1,18 @@
-"""Prometheus metrics: commands by outcome, batch sizes, command latency, projection lag."""
+"""Prometheus metrics: commands by outcome, batch sizes, command latency, projection lag.
+
+With `lesson-ledger serve --workers N` each server process counts its own requests;
+`serve` gives them one directory (prometheus_client's multiprocess mode,
+PROMETHEUS_MULTIPROC_DIR), and `/metrics`, whichever process answers, reports the
+sums over all of them. One process alone reports from its own registry.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -33,4 +43,15 @@ class Metrics:
             "Events the projection has yet to process",
             ["projection"],
             registry=self.registry,
+            # Every process reads the same lag from the database: the latest is the one.
+            multiprocess_mode="mostrecent",
         )
+
+    def exposed(self) -> CollectorRegistry:
+        """The registry `/metrics` reports: all server processes' sums in multiprocess
+        mode, else this one's own."""
+        if not os.environ.get(MULTIPROCESS_DIR):
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry

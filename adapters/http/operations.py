@@ -40,5 +40,4 @@ def metrics(request: Request) -> Response:
     metrics = request.app.state.metrics
     for status in request.app.state.read_model.status():
         metrics.projection_lag.labels(status.name).set(status.lag)
-    registry = metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.exposed()), media_type=CONTENT_TYPE_LATEST)
