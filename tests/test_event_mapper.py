@@ -88,6 +88,15 @@ def test_the_ledger_stores_its_events_as_the_library_would(ledger: LessonLedger)
         assert library.to_stored_event(ours).state == record.state
 
 
+def _generated(content: dict[str, Any]) -> LessonSlot.LessonGenerated:
+    """A LessonGenerated event holding `content`, as the worker's command records it."""
+    return LessonSlot.LessonGenerated(
+        originator_id=uuid.uuid4(), originator_version=3, timestamp=datetime.now(UTC),
+        request_id="r-1", actor="worker", correlation_id=None, source="worker",
+        as_sent=None, attempt=1, content=content, model="m-1",
+    )
+
+
 _JSON_LEAVES = (
     st.none()
     | st.booleans()
@@ -109,12 +118,7 @@ def test_any_plain_json_payload_reads_back_as_written(
 ) -> None:
     mapper = ledger.mapper
     library = _library(mapper)
-    generated = LessonSlot.LessonGenerated(
-        originator_id=uuid.uuid4(), originator_version=3, timestamp=datetime.now(UTC),
-        request_id="r-1", actor="worker",
-        correlation_id=None, source="worker", as_sent=None, attempt=1, content=content,
-        model="m-1",
-    )  # fmt: skip
+    generated = _generated(content)
     for writer in (mapper, library):
         stored = writer.to_stored_event(generated)
         for reader in (mapper, library):
@@ -122,13 +126,7 @@ def test_any_plain_json_payload_reads_back_as_written(
 
 
 def _stored_by_library(ledger: LessonLedger, content: dict[str, Any]) -> StoredEvent:
-    generated = LessonSlot.LessonGenerated(
-        originator_id=uuid.uuid4(), originator_version=3, timestamp=datetime.now(UTC),
-        request_id="r-1", actor="worker",
-        correlation_id=None, source="worker", as_sent=None, attempt=1, content=content,
-        model="m-1",
-    )  # fmt: skip
-    return _library(ledger.mapper).to_stored_event(generated)
+    return _library(ledger.mapper).to_stored_event(_generated(content))
 
 
 @pytest.mark.parametrize(
