@@ -6,6 +6,9 @@ one plain INSERT of the same request. A fresh schema, dropped afterwards.
 
 Each step is timed on its own over the same requests (so the steps add up to about the
 whole); what is left of the whole is the application's bookkeeping around `save()`.
+A second table times the same steps one after another inside the request loop, as
+`request_lesson` runs them: there each request first waits for the previous commit,
+and every step comes back to cold caches.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def measure(spec: Any, count: int) -> list[str]:
         )
         parts += insert_cpu
         lines.append(
-            f"| recorder.insert_events: pool, psycopg, one round trip (wall {insert_wall:.0f} us) "
+            f"| recorder.insert_events: libpq, one round trip (wall {insert_wall:.0f} us) "
             f"| {insert_cpu:.0f} |"
         )
         fresh = [r.as_ledger_item() for r in requests("costs-whole", 0, count)]
@@ -81,10 +84,45 @@ def measure(spec: Any, count: int) -> list[str]:
         rows = requests("costs-baseline", 0, count)
         base_cpu, base_wall = _timed(lambda i: writer.insert(rows[i]), count)
         lines.append(f"| plain INSERT, whole (wall {base_wall:.0f} us) | {base_cpu:.0f} |")
+        lines += ["", "The same steps one after another, inside the request loop:", ""]
+        in_loop = [r.as_ledger_item() for r in requests("costs-loop", 0, count)]
+        lines += _in_the_loop(ledger, in_loop)
         return lines
     finally:
         ledger.close()
         writer.close()
+
+
+def _in_the_loop(ledger: Any, items: list[dict[str, Any]]) -> list[str]:
+    """CPU microseconds of each step of a new-slot request, timed in sequence as the
+    ledger runs them, request after request."""
+    from domain.commands import validate_request
+
+    clock = time.process_time_ns
+    names = ("validate", "decide (the event)", "map + encode", "insert_events", "whole")
+    spent = dict.fromkeys(names, 0)
+    wall = time.perf_counter()
+    for item in items:
+        started = clock()
+        command = validate_request(**item)
+        validated = clock()
+        event = _decide(command)
+        decided = clock()
+        stored = ledger.mapper.to_stored_event(event)
+        mapped = clock()
+        ledger.recorder.insert_events([stored])
+        inserted = clock()
+        for name, took in zip(
+            names,
+            (validated - started, decided - validated, mapped - decided, inserted - mapped,
+             inserted - started),
+            strict=True,
+        ):  # fmt: skip
+            spent[name] += took
+    wall_us = (time.perf_counter() - wall) / len(items) * 1e6
+    lines = [f"| step, in the loop (wall {wall_us:.0f} us a request) | CPU us |", "| --- | --- |"]
+    lines += [f"| {name} | {spent[name] / len(items) / 1000:.0f} |" for name in names]
+    return lines
 
 
 def _renamed(pair: list[Any]) -> list[Any]:
