@@ -6,8 +6,8 @@ of the transcoder's registered types (the timestamp, the lesson date); its free-
 fields (details, students, content, as_sent) are plain JSON, which the commands check
 (domain/commands.py). For such a state orjson writes the same bytes as the library's
 JSON transcoder, the typed values in the transcoder's own `{"_type_", "_data_"}` form,
-about three times as fast, and reads them about twice as fast. Stored events keep one
-format: either side reads what the other wrote.
+about three times as fast, and reads them about a quarter faster (the checks below
+included). Stored events keep one format: either side reads what the other wrote.
 
 Writing falls back to the transcoder when a value is not plain JSON (orjson is told to
 refuse dates, dataclasses and anything it does not know). Reading falls back when the

@@ -17,18 +17,18 @@ plpgsql function, in an autocommit transaction of its own):
    `tx` column (xid8). Uniqueness conflicts are raised by the INSERT, after the lock
    is released; waiting for another writer's conflicting row happens there too.
 
-The INSERT takes its rows in primary-key order, whatever order they were given in
-(their notification ids keep that order). A row another running transaction has
-inserted is waited for, and two saves that wait for each other's rows would deadlock:
-the same slots in different orders, in racing batches. Taken in one order, the save
-that waits holds only rows below the one it waits for, so no cycle can form.
-
 So a transaction that drew lower notification ids than another also got a lower
 transaction id: `tx` never decreases as the notification id grows. That needs the
 transaction id to be assigned inside the lock, so the events insert must be the first
 write of its transaction; the function refuses to run in a transaction that already
 has an id. The lock is held for microseconds, never across the insert or the commit,
 so writers commit (and share WAL flushes) concurrently.
+
+The INSERT takes its rows in primary-key order, whatever order they were given in
+(their notification ids keep that order). A row another running transaction has
+inserted is waited for, and two saves that wait for each other's rows would deadlock:
+the same slots in different orders, in racing batches. Taken in one order, the save
+that waits holds only rows below the one it waits for, so no cycle can form.
 
 Reading: `select_notifications` and `max_notification_id` return only rows whose `tx`
 is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still

@@ -133,7 +133,6 @@ class TokenStore:
     def revoke(self, token_id: str) -> bool:
         """Revoke a token; False when no active token has this id."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        self._valid = {k: e for k, e in self._valid.items() if e[1].token_id != token_id}
         with self.sql.transaction() as cursor:
             found = cursor.run(
                 f"SELECT token_id FROM {self.table} WHERE token_id = %s AND revoked_at IS NULL",
@@ -143,6 +142,8 @@ class TokenStore:
                 cursor.run(
                     f"UPDATE {self.table} SET revoked_at = %s WHERE token_id = %s", (now, token_id)
                 )
+        # Forgotten once revoked, so no check in between remembers it again.
+        self._valid = {k: e for k, e in self._valid.items() if e[1].token_id != token_id}
         return bool(found)
 
     def has_active_admin(self) -> bool:

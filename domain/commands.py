@@ -172,7 +172,9 @@ def check_plain_json(value: dict[str, Any]) -> dict[str, Any]:
     except TypeError as error:  # "Object of type UUID is not JSON serializable"
         found = str(error).removeprefix("Object of type ").split(" ")[0]
         raise ValueError(f"must be plain JSON, not hold a {found} value") from None
-    except ValueError:
+    except ValueError as error:
+        if "Circular" in str(error):
+            raise ValueError("must be plain JSON: it holds itself") from None
         raise ValueError("must be plain JSON: no NaN or infinite numbers") from None
     return value
 
