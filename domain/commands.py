@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -208,7 +209,8 @@ def _details(
         except ValidationError as invalid:
             errors.extend(_pydantic_errors(invalid, prefix="details"))
             return None, None, 0
-    size = len(parsed.model_dump_json())
+    data = parsed.model_dump(mode="json")
+    size = len(orjson.dumps(data))
     if size > MAX_DETAILS_BYTES:
         # Lesson details are a few hundred bytes; a request this large is a mistake,
         # and very large writes stall the PostgreSQL driver (see README).
@@ -219,7 +221,6 @@ def _details(
             )
         )
         return None, None, 0
-    data = parsed.model_dump(mode="json")
     students = data.pop("students")
     return data, students, size
 

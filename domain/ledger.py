@@ -25,7 +25,6 @@ from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
     PersistenceError,
-    Recording,
     Transcoding,
 )
 
@@ -500,11 +499,9 @@ class LessonLedger(Application[UUID]):
                 raise
             if decision.outcome == "replayed":
                 return CommandResult(lesson_id, "replayed", decision.attempt, None)
-            recordings = self._save_unless_raced(decided)
-            if recordings is not None:
-                return CommandResult(
-                    lesson_id, "accepted", decision.attempt, recordings[-1].notification.id
-                )
+            positions = self._save_unless_raced(decided)
+            if positions is not None:
+                return CommandResult(lesson_id, "accepted", decision.attempt, positions[lesson_id])
         raise LedgerUnavailable(f"lesson {lesson_id}: too much contention, try again")
 
     def _commit_partial(self, groups: list[_KeyGroup], *, presume_new: bool = True) -> None:
@@ -519,9 +516,9 @@ class LessonLedger(Application[UUID]):
                 self._decide_group(
                     group, record_rejections=True, presume_new=presume_new and attempt == 0
                 )
-            recordings = self._save_unless_raced(*[g.decided for g in groups])
-            if recordings is not None:
-                _set_positions(groups, recordings)
+            positions = self._save_unless_raced(*[g.decided for g in groups])
+            if positions is not None:
+                _set_positions(groups, positions)
                 return
         if len(groups) == 1:
             raise LedgerUnavailable("too much contention on one slot, try again")
@@ -545,9 +542,9 @@ class LessonLedger(Application[UUID]):
                         for i, r in group.results.items()
                     }
                 return False
-            recordings = self._save_unless_raced(*[g.decided for g in groups])
-            if recordings is not None:
-                _set_positions(groups, recordings)
+            positions = self._save_unless_raced(*[g.decided for g in groups])
+            if positions is not None:
+                _set_positions(groups, positions)
                 return True
         raise LedgerUnavailable("too much contention for an atomic batch, try again")
 
@@ -586,12 +583,14 @@ class LessonLedger(Application[UUID]):
         # batch with any rejection writes nothing.
         group.decided = decided if record_rejections or result.outcome == "accepted" else None
 
-    def _save_unless_raced(self, *decided: Decided | None) -> list[Recording[UUID]] | None:
+    def _save_unless_raced(self, *decided: Decided | None) -> dict[UUID, int] | None:
         """Save what was decided (slots' pending events, new slots' opening events) in one
-        transaction; None when another writer appended to one of the slots first (so
-        they must be reloaded and decided again)."""
-        # The event store directly: Application.save's bookkeeping (snapshots, runtime
-        # Protocol checks on every event) cost more CPU than the write itself here.
+        transaction, and return each slot's position (the notification id of its last
+        event); None when another writer appended to one of the slots first (so they
+        must be reloaded and decided again)."""
+        # The mapper and recorder directly: Application.save's bookkeeping (snapshots,
+        # runtime Protocol checks on every event) cost more CPU than the write itself,
+        # and the event store's Recording objects (two per event) are not needed here.
         events: list[LessonSlot.Event] = []
         for item in decided:
             if isinstance(item, LessonSlot):
@@ -599,12 +598,15 @@ class LessonLedger(Application[UUID]):
             elif item is not None:
                 events.append(item)
         if not events:
-            return []
+            return {}
+        stored = [self.mapper.to_stored_event(event) for event in events]
         try:
-            return self.events.put(events)
+            ids = self.recorder.insert_events(stored)
         except IntegrityError:
             time.sleep(random.uniform(0, 0.002))  # let the winner finish; spread the retries
             return None
+        assert ids is not None and len(ids) == len(events), "the recorder numbers each event"
+        return {event.originator_id: id_ for event, id_ in zip(events, ids, strict=True)}
 
     def _load(self, lesson_id: UUID) -> LessonSlot | None:
         try:
@@ -733,8 +735,7 @@ def _batch_item(item: Mapping[str, Any], batch_id: str | None) -> dict[str, Any]
     return fields
 
 
-def _set_positions(groups: Iterable[_KeyGroup], recordings: list[Recording[UUID]]) -> None:
-    positions = {r.domain_event.originator_id: r.notification.id for r in recordings}
+def _set_positions(groups: Iterable[_KeyGroup], positions: dict[UUID, int]) -> None:
     for group in groups:
         for index, result in list(group.results.items()):
             if result.outcome == "accepted":

@@ -13,9 +13,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any, Literal, NoReturn
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
@@ -255,7 +257,7 @@ class LessonSlot(Aggregate):
             "attempt": 1,
             "details": details,
             "students": students,
-            "fingerprint": _fingerprint("request", by.actor, details, students),
+            "fingerprint": Fingerprint.of("request", by.actor, details, students).text,
             "reason": None,
             **by.fields(),
         }
@@ -274,16 +276,16 @@ class LessonSlot(Aggregate):
         details: dict[str, Any] | None,
         students: list[dict[str, Any]] | None,
     ) -> Decision:
-        fingerprint = _fingerprint("request", by.actor, details, students)
+        fingerprint = Fingerprint.of("request", by.actor, details, students)
         if replayed := self._replayed(by, fingerprint, "request"):
             return replayed
         if self.status not in ("new", "cancelled"):
             self._reject("request", by, self._conflict("the slot is already held"))
-        self._start_attempt(by, details, students, fingerprint, reason=None)
+        self._start_attempt(by, details, students, fingerprint.text, reason=None)
         return Decision("accepted", self.attempt)
 
     def regenerate(self, by: Metadata, reason: str | None) -> Decision:
-        fingerprint = _fingerprint("regenerate", by.actor, reason)
+        fingerprint = Fingerprint.of("regenerate", by.actor, reason)
         if replayed := self._replayed(by, fingerprint, "regenerate"):
             return replayed
         if self.status not in ("generated", "failed"):
@@ -292,11 +294,11 @@ class LessonSlot(Aggregate):
                 by,
                 self._conflict("only a generated or failed lesson can be regenerated"),
             )
-        self._start_attempt(by, self.details, self.students, fingerprint, reason)
+        self._start_attempt(by, self.details, self.students, fingerprint.text, reason)
         return Decision("accepted", self.attempt)
 
     def cancel(self, by: Metadata, reason: str | None) -> Decision:
-        fingerprint = _fingerprint("cancel", by.actor, reason)
+        fingerprint = Fingerprint.of("cancel", by.actor, reason)
         if replayed := self._replayed(by, fingerprint, "cancel"):
             return replayed
         if self.status not in ("requested", "generated", "failed"):
@@ -308,7 +310,7 @@ class LessonSlot(Aggregate):
         self.trigger_event(
             self.LessonCancelled,
             attempt=self.attempt,
-            fingerprint=fingerprint,
+            fingerprint=fingerprint.text,
             reason=reason,
             **by.fields(),
         )
@@ -326,7 +328,7 @@ class LessonSlot(Aggregate):
         """A legacy row into a new slot; on a held slot it is a collision, reported and
         never merged (and recorded once, however often the import is re-run)."""
         # The row is the same row whoever runs the import again: no actor in its print.
-        fingerprint = _fingerprint("import", "", legacy_id, content)
+        fingerprint = Fingerprint.of("import", "", legacy_id, content)
         if replayed := self._replayed(by, fingerprint, "import"):
             return replayed
         if self.status != "new":
@@ -341,7 +343,7 @@ class LessonSlot(Aggregate):
             legacy_created_at=created_at,
             legacy_updated_at=updated_at,
             flags=flags,
-            fingerprint=fingerprint,
+            fingerprint=fingerprint.text,
             **by.fields(),
         )
         return Decision("accepted", self.attempt)
@@ -406,13 +408,15 @@ class LessonSlot(Aggregate):
 
     # The rules.
 
-    def _replayed(self, by: Metadata, fingerprint: str, command: Command) -> Decision | None:
+    def _replayed(
+        self, by: Metadata, fingerprint: Fingerprint, command: Command
+    ) -> Decision | None:
         """A replay when this request id already did exactly this; a different command
         or different details under a used request id is turned away."""
         seen = self.seen_requests.get(by.request_id)
         if seen is None:
             return None
-        if seen[0] == fingerprint:
+        if fingerprint.matches(seen[0]):
             return Decision("replayed", seen[1])
         self._reject(
             command,
@@ -506,12 +510,42 @@ class LessonSlot(Aggregate):
 _SLOT_TOPIC = get_topic(LessonSlot)
 
 
-# Exactly json.dumps(..., sort_keys=True, default=str), the recipe of every fingerprint
-# stored so far, with one encoder kept rather than made per call, and no check for
-# circular references (commands are trees).
-_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a retry under the same request id must repeat: the command, who sent it,
+    and what it carried, as a digest stored in the command's event."""
+
+    parts: tuple[object, ...]
+
+    @classmethod
+    def of(cls, command: str, actor: str, *payload: object) -> Fingerprint:
+        return cls((command, actor, *payload))
+
+    @cached_property
+    def text(self) -> str:
+        """`2:` and the SHA-256 of the parts as sorted, compact JSON (orjson)."""
+        try:
+            data = orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, say: the first recipe
+            return self.first_recipe
+        return _PRINT_REVISION + hashlib.sha256(data).hexdigest()
+
+    @property
+    def first_recipe(self) -> str:
+        """The digest as the first release made it (its events still hold it)."""
+        text = _FIRST_RECIPE_JSON.encode(list(self.parts))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def matches(self, stored: str) -> bool:
+        """True when `stored` is this print, by whichever recipe made it."""
+        if stored.startswith(_PRINT_REVISION):
+            return stored == self.text
+        return stored == self.first_recipe
 
 
-def _fingerprint(command: str, actor: str, *payload: object) -> str:
-    text = _FINGERPRINT_JSON.encode([command, actor, *payload])
-    return hashlib.sha256(text.encode()).hexdigest()
+_PRINT_REVISION = "2:"
+_PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+# Exactly json.dumps(..., sort_keys=True, default=str), the first recipe, with one
+# encoder kept rather than made per call, and no check for circular references
+# (commands are trees).
+_FIRST_RECIPE_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)

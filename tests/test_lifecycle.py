@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -17,6 +18,8 @@ from domain import (
     StaleGeneration,
     lesson_id_for,
 )
+from domain.commands import validate_request
+from domain.lesson import Fingerprint, LessonSlot, Metadata
 from tests.conftest import Store
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
@@ -112,6 +115,30 @@ def test_different_details_under_the_same_request_id_is_an_idempotency_mismatch(
     assert rejected.event == "RequestRejected"
     assert rejected.changes["reason"] == "idempotency_mismatch"
     assert ledger.get_lesson(first.lesson_id).status == "requested"  # type: ignore[union-attr]
+
+
+def test_a_request_recorded_by_the_first_release_is_still_replayed(
+    ledger: LessonLedger, store: Store
+) -> None:
+    """Events written before the fingerprint's second recipe hold a digest made the
+    first way (sorted json.dumps): the same request again is still a replay, and other
+    details under its request id still a mismatch."""
+    command = validate_request(
+        provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
+        time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
+    )  # fmt: skip
+    by = Metadata(command.request_id, command.actor)
+    opened = LessonSlot.first_request(command.key, by, command.details, command.students)
+    first = Fingerprint.of("request", "alice", command.details, command.students).first_recipe
+    assert opened.fingerprint.startswith("2:") and not first.startswith("2:")
+    ledger.events.put([dataclasses.replace(opened, fingerprint=first)])
+    written = store.count_events()
+
+    again = request(ledger)
+    assert (again.outcome, again.attempt) == ("replayed", 1)
+    assert store.count_events() == written
+    with pytest.raises(IdempotencyMismatch, match="r-1"):
+        request(ledger, details={**DETAILS, "topic": "long vowels"})
 
 
 def test_another_request_for_a_held_slot_is_a_conflict_naming_the_holder(

@@ -404,16 +404,20 @@ def _visible_above(case: PostgresSchemaCase, table: str, ids: list[int]) -> bool
 # The write path's guards.
 
 
-def test_a_failure_inside_the_lock_releases_it(schema_case: PostgresSchemaCase) -> None:
+@pytest.mark.parametrize("count", [1, 2], ids=["one event", "two events"])
+def test_a_failure_inside_the_lock_releases_it(
+    schema_case: PostgresSchemaCase, count: int
+) -> None:
     """Drawing ids fails (the sequence is exhausted) while the advisory lock is held: the
-    session is ended, so the next writer does not wait for the lock (1 s lock timeout)."""
+    session is ended, so the next writer does not wait for the lock (1 s lock timeout).
+    A save of one event and a save of several go through different functions."""
     recorder = schema_case.factory(POSTGRES_LOCK_TIMEOUT="1").application_recorder()
-    recorder.insert_events(_events(1))
+    recorder.insert_events(_events(2))
     sequence = f'"{schema_case.schema}"."{recorder.events_table_name}_notification_id_seq"'
-    with schema_case.database.connect() as conn:
-        conn.execute(f"ALTER SEQUENCE {sequence} MAXVALUE 2")
+    with schema_case.database.connect() as conn:  # room for all but the last event
+        conn.execute(f"ALTER SEQUENCE {sequence} MAXVALUE {count + 1}")
     with pytest.raises(PersistenceError, match="maximum value"):
-        recorder.insert_events(_events(2))
+        recorder.insert_events(_events(count))
     with schema_case.database.connect() as conn:
         conn.execute(f"ALTER SEQUENCE {sequence} NO MAXVALUE")
     _assert_the_append_lock_is_free(schema_case, recorder)
@@ -462,8 +466,9 @@ def test_an_interruption_inside_the_lock_releases_it(schema_case: PostgresSchema
     recorder.close()
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["one event", "two events"])
 def test_appending_refuses_a_transaction_that_already_wrote(
-    schema_case: PostgresSchemaCase,
+    schema_case: PostgresSchemaCase, count: int
 ) -> None:
     """The transaction id must be assigned while the ids are drawn, so appending must be
     the transaction's first write."""
@@ -471,9 +476,9 @@ def test_appending_refuses_a_transaction_that_already_wrote(
     with psycopg.connect(POSTGRES_URL, autocommit=False) as conn:
         conn.execute("SELECT pg_current_xact_id()")  # the transaction has an id now
         with pytest.raises(psycopg.errors.InvalidTransactionState, match="first write"):
-            recorder._append(conn, _events(1))
+            recorder._append(conn, _events(count))
         conn.rollback()
-        assert recorder._append(conn, _events(1))  # a fresh transaction may
+        assert len(recorder._append(conn, _events(count))) == count  # a fresh one may
         conn.commit()
 
 
@@ -674,11 +679,14 @@ def test_an_append_function_of_an_earlier_release_is_replaced(
     schema_case: PostgresSchemaCase,
 ) -> None:
     """A database whose append function an earlier release made (rows inserted in the
-    order given, which can deadlock) gets the current one when a ledger first writes."""
+    order given, which can deadlock; no function of one event) gets the current ones
+    when a ledger first writes."""
     first = schema_case.create_recorder()
     first.insert_events(_events(1))
     function = f'"{schema_case.schema}"."{first.append_function_name}"'
+    function_one = f'"{schema_case.schema}"."{first.append_one_function_name}"'
     with schema_case.database.connect() as conn:
+        conn.execute(f"DROP FUNCTION {function_one}")
         source = conn.execute(
             "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (function,)
         ).fetchone()
@@ -693,9 +701,12 @@ def test_an_append_function_of_an_earlier_release_is_replaced(
         )
     recorder = schema_case.factory(CREATE_TABLE="n").application_recorder()
     recorder.insert_events(_events(1))
+    recorder.insert_events(_events(2))
     with schema_case.database.connect() as conn:
         source = conn.execute(
             "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (function,)
         ).fetchone()
+        one = conn.execute("SELECT to_regproc(%s) IS NOT NULL", (function_one,)).fetchone()
     assert source is not None and "ORDER BY e.i, e.v" in str(source[0])
-    assert len(recorder.select_notifications(None, 10)) == 2
+    assert one == (True,)
+    assert len(recorder.select_notifications(None, 10)) == 4
