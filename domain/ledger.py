@@ -706,11 +706,8 @@ def _required_reason(value: object) -> str:
     return reason
 
 
-def _batch_item(item: Mapping[str, Any], batch_id: str | None) -> dict[str, Any]:
-    fields = dict(item)
-    if batch_id is not None:
-        fields.setdefault("correlation_id", batch_id)
-    known = {
+_BATCH_ITEM_FIELDS = frozenset(
+    {
         "provider_id",
         "school_id",
         "lesson_date",
@@ -722,7 +719,14 @@ def _batch_item(item: Mapping[str, Any], batch_id: str | None) -> dict[str, Any]
         "correlation_id",
         "source",
     }
-    unknown = sorted(set(fields) - known)
+)
+
+
+def _batch_item(item: Mapping[str, Any], batch_id: str | None) -> dict[str, Any]:
+    fields = dict(item)
+    if batch_id is not None:
+        fields.setdefault("correlation_id", batch_id)
+    unknown = sorted(fields.keys() - _BATCH_ITEM_FIELDS)
     if unknown:
         raise InvalidLessonRequest(
             [FieldError(field=name, message="is not a known field") for name in unknown]

@@ -102,6 +102,23 @@ def test_the_published_id_recipe() -> None:
     assert lesson_id == recipe == uuid.UUID("689694ac-5241-543e-b8eb-6b59aeff777a")
 
 
+@given(
+    st.uuids(),
+    st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True),
+    st.dates(),
+    st.integers(0, 24 * 60 - 1),
+)
+def test_every_key_has_the_published_recipes_id(
+    provider: uuid.UUID, school: str, day: date, start: int
+) -> None:
+    assume(school.lower() not in {"null", "none", "undefined", "nil"})
+    assume(not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", school))
+    slot = f"{start // 60:02d}:{start % 60:02d}-{(start + 1) // 60:02d}:{(start + 1) % 60:02d}"
+    key = parse_key(str(provider), school, day.isoformat(), slot)
+    assert key.lesson_id == uuid.uuid5(LEDGER_NAMESPACE, key.text)
+    assert key.text == f"{provider}|{school}|{day.isoformat()}|{slot}"
+
+
 @pytest.mark.parametrize("slot", [None, "", "   ", "structured", "Structured ", "STRUCTURED"])
 def test_a_scheduled_lesson_without_a_time_slot_points_to_on_demand(slot: str | None) -> None:
     errors = field_errors(lambda: parse_key(PROVIDER, "school-1", "2025-09-05", slot))
