@@ -261,7 +261,12 @@ class LessonSlot(Aggregate):
             "reason": None,
             **by.fields(),
         }
-        return cls.OpenedByRequest(**fields)
+        # Set as the library's mapper sets an event read from storage: the frozen
+        # dataclass __init__ would set each field through object.__setattr__ (half the
+        # cost of building the event). Every field is above; the id is a UUID.
+        event = object.__new__(cls.OpenedByRequest)
+        object.__setattr__(event, "__dict__", fields)
+        return event
 
     @property
     def key(self) -> LessonKey:

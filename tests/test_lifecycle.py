@@ -117,6 +117,24 @@ def test_different_details_under_the_same_request_id_is_an_idempotency_mismatch(
     assert ledger.get_lesson(first.lesson_id).status == "requested"  # type: ignore[union-attr]
 
 
+def test_the_opening_event_is_whole_as_its_constructor_would_build_it() -> None:
+    """`first_request` sets the event's fields at once, as the library's mapper does."""
+    command = validate_request(
+        provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
+        time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
+    )  # fmt: skip
+    opened = LessonSlot.first_request(
+        command.key, Metadata("r-1", "alice"), command.details, command.students
+    )
+    assert opened == type(opened)(**vars(opened))
+    fields = {f.name for f in dataclasses.fields(opened)}
+    assert set(vars(opened)) == fields
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opened.attempt = 2  # type: ignore[misc]
+    slot = opened.mutate(None)
+    assert slot is not None and slot.state().status == "requested"
+
+
 def test_a_request_recorded_by_the_first_release_is_still_replayed(
     ledger: LessonLedger, store: Store
 ) -> None:
