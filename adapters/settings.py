@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.database import DEFAULT_DATABASE_URL
+from adapters.storage.database import DEFAULT_DATABASE_URL
 
 
 class Settings(BaseSettings):

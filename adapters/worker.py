@@ -35,7 +35,6 @@ moves a position forward, which is the guard a position needs.
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import suppress
 from typing import Any
@@ -49,18 +48,20 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from pydantic import Field
 
-from adapters.database import Database, open_ledger
-from adapters.generators import GeneratorSettings, LessonGenerator, make_generator
-from adapters.lessons_view_postgres import ListenWakeup
-from adapters.lessons_view_sqlite import PollingWakeup
-from adapters.view_locks import AdvisoryLock, FileLock, ProcessLock
-from domain.errors import LedgerUnavailable
+from adapters.eventstore import event_log, event_store, open_ledger
+from adapters.generators import make_generator
+from adapters.generators.settings import GeneratorSettings
+from adapters.postgres.lessons_view import ListenWakeup
+from adapters.postgres.locks import AdvisoryLock
+from adapters.sqlite.lessons_view import PollingWakeup
+from adapters.sqlite.locks import FileLock, ProcessLock
+from adapters.storage.database import Database
+from domain.errors import LedgerUnavailable, one_line
 from domain.ledger import LessonLedger
-from projections.generation import TRACKING_NAME, GenerationWorker
+from projections.generation.port import LessonGenerator
+from projections.generation.worker import TRACKING_NAME, GenerationWorker
 from projections.view import RunnerLock, Wakeup
 
-# The library's settings that a deployment may tune for the worker's tracking store too.
-_PASSED_SETTINGS = ("POSTGRES_", "SQLITE_")
 _DEFAULTS = {
     "POSTGRES_POOL_SIZE": "2",
     "POSTGRES_MAX_OVERFLOW": "4",
@@ -173,6 +174,7 @@ def open_worker(
         closers.append(close_tracking)
         worker = GenerationWorker(
             ledger,
+            event_log(ledger),
             generator,
             positions,
             _runner_lock(database),
@@ -202,22 +204,18 @@ def start_worker_in_background(
 
 
 def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
-    env = {
-        **_DEFAULTS,
-        **{k: v for k, v in os.environ.items() if k.startswith(_PASSED_SETTINGS)},
-        **database.ledger_env(create_table=False),
-    }
+    env = database.recorder_env(_DEFAULTS)
     try:
         factory: Any = InfrastructureFactory.construct(Environment(TRACKING_NAME, env))
     except Exception as error:
-        raise LedgerUnavailable(f"cannot open the worker's tracking: {_one_line(error)}") from None
+        raise LedgerUnavailable(f"cannot open the worker's tracking: {one_line(error)}") from None
     try:
         recorder: TrackingRecorder = factory.tracking_recorder()
         with database.creating_tables():
             recorder.create_table()  # type: ignore[attr-defined]
     except Exception as error:  # the library's and the drivers' errors, as one line
         factory.close()
-        raise LedgerUnavailable(f"cannot open the worker's tracking: {_one_line(error)}") from None
+        raise LedgerUnavailable(f"cannot open the worker's tracking: {one_line(error)}") from None
     return TrackedPosition(recorder), factory.close
 
 
@@ -231,11 +229,6 @@ def _runner_lock(database: Database) -> RunnerLock:
 
 def _wakeup(database: Database, ledger: LessonLedger, settings: WorkerSettings) -> Wakeup:
     if database.kind == "postgresql":
-        recorder: Any = ledger.recorder
+        recorder: Any = event_store(ledger).recorder
         return ListenWakeup(database, recorder.channel_name)
     return PollingWakeup(settings.worker_poll_seconds)
-
-
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

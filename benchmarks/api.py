@@ -81,9 +81,9 @@ def measure(
 def admin_token(spec: StoreSpec) -> str:
     """A token in the run's schema; an admin may request for any provider (the workload
     has many), and with one the server creates no first admin of its own."""
-    from adapters.database import Database
-    from adapters.sqlstore import SqlStore
-    from adapters.tokens import TokenStore
+    from adapters.storage.database import Database
+    from adapters.storage.sqlstore import SqlStore
+    from adapters.storage.tokens import TokenStore
 
     sql = SqlStore(Database.from_url(spec.ledger_url))
     try:

@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(spec: Any, count: int) -> list[str]:
-    from adapters.database import open_ledger
+    from adapters.eventstore import event_store, open_ledger
     from domain.commands import validate_request
 
     ledger = open_ledger(spec.ledger_url)
+    store = event_store(ledger)
     writer = BaselineWriter(spec)
     try:
         items = [r.as_ledger_item() for r in requests("costs", 0, count)]
@@ -50,14 +51,14 @@ def measure(spec: Any, count: int) -> list[str]:
             ledger.request_lesson(**item)
         commands = [validate_request(**item) for item in items]
         events = [[_decide(command)] for command in commands]
-        stored = [[ledger.mapper.to_stored_event(e) for e in pair] for pair in events]
+        stored = [[store.mapper.to_stored_event(e) for e in pair] for pair in events]
         steps: list[tuple[str, Callable[[int], object]]] = [
             ("validate the request (pydantic, key parsing)",
              lambda i: validate_request(**items[i])),
             ("lesson id (uuid5 of the key)", lambda i: commands[i].key.lesson_id),
             ("decide: LessonSlot.first_request (one event)", lambda i: _decide(commands[i])),
             ("map + JSON-encode the event", lambda i: [
-                ledger.mapper.to_stored_event(e) for e in events[i]]),
+                store.mapper.to_stored_event(e) for e in events[i]]),
         ]  # fmt: skip
         lines = [f"{count} requests; CPU microseconds per request in the client process", ""]
         lines += ["| step | CPU us |", "| --- | --- |"]
@@ -68,7 +69,7 @@ def measure(spec: Any, count: int) -> list[str]:
             lines.append(f"| {name} | {cpu:.0f} |")
         recorder_ids = [_renamed(pair) for pair in stored]
         insert_cpu, insert_wall = _timed(
-            lambda i: ledger.recorder.insert_events(recorder_ids[i]), count
+            lambda i: store.recorder.insert_events(recorder_ids[i]), count
         )
         parts += insert_cpu
         lines.append(
@@ -77,10 +78,13 @@ def measure(spec: Any, count: int) -> list[str]:
         )
         fresh = [r.as_ledger_item() for r in requests("costs-whole", 0, count)]
         whole_cpu, whole_wall = _timed(lambda i: ledger.request_lesson(**fresh[i]), count)
-        lines.append(f"| the rest: the ledger's own steps, results (and colder caches) | "
-                     f"{max(0.0, whole_cpu - parts):.0f} |")
-        lines.append(f"| **request_lesson, whole** (wall {whole_wall:.0f} us) | "
-                     f"**{whole_cpu:.0f}** |")
+        lines.append(
+            f"| the rest: the ledger's own steps, results (and colder caches) | "
+            f"{max(0.0, whole_cpu - parts):.0f} |"
+        )
+        lines.append(
+            f"| **request_lesson, whole** (wall {whole_wall:.0f} us) | **{whole_cpu:.0f}** |"
+        )
         rows = requests("costs-baseline", 0, count)
         base_cpu, base_wall = _timed(lambda i: writer.insert(rows[i]), count)
         lines.append(f"| plain INSERT, whole (wall {base_wall:.0f} us) | {base_cpu:.0f} |")
@@ -96,8 +100,10 @@ def measure(spec: Any, count: int) -> list[str]:
 def _in_the_loop(ledger: Any, items: list[dict[str, Any]]) -> list[str]:
     """CPU microseconds of each step of a new-slot request, timed in sequence as the
     ledger runs them, request after request."""
+    from adapters.eventstore import event_store
     from domain.commands import validate_request
 
+    store = event_store(ledger)
     clock = time.process_time_ns
     names = ("validate", "decide (the event)", "map + encode", "insert_events", "whole")
     spent = dict.fromkeys(names, 0)
@@ -108,9 +114,9 @@ def _in_the_loop(ledger: Any, items: list[dict[str, Any]]) -> list[str]:
         validated = clock()
         event = _decide(command)
         decided = clock()
-        stored = ledger.mapper.to_stored_event(event)
+        stored = store.mapper.to_stored_event(event)
         mapped = clock()
-        ledger.recorder.insert_events([stored])
+        store.recorder.insert_events([stored])
         inserted = clock()
         for name, took in zip(
             names,

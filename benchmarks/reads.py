@@ -60,7 +60,7 @@ def populate(spec: StoreSpec, events: int, workers: int) -> Population:
 
 def _populate_share(spec: StoreSpec, first: int, count: int, results: Any) -> None:
     os.environ.update(WORKER_ENV)
-    from adapters.database import open_ledger
+    from adapters.eventstore import open_ledger
 
     try:
         ledger = open_ledger(spec.ledger_url)
@@ -90,7 +90,7 @@ class CatchUp:
 
 def catch_up(spec: StoreSpec) -> CatchUp:
     """The lessons table, empty, brought up to the head of the log."""
-    from adapters.lessons_view import open_read_model
+    from adapters.read_model import open_read_model
 
     model = open_read_model(spec.ledger_url)
     try:
@@ -128,7 +128,7 @@ def rebuild(spec: StoreSpec) -> Rebuild:
 
 
 def _rebuild_child(spec: StoreSpec, results: Any) -> None:
-    from adapters.lessons_view import open_read_model
+    from adapters.read_model import open_read_model
 
     try:
         model = open_read_model(spec.ledger_url)
@@ -163,14 +163,15 @@ class Latency:
 def query_latencies(spec: StoreSpec, lessons: int, samples: int) -> dict[str, Latency]:
     """History of one lesson (from its events) and one provider's week (from the read
     model), for random lessons and weeks of the population, one at a time."""
-    from adapters.database import open_ledger
-    from adapters.lessons_view import open_read_model
+    from adapters.eventstore import open_ledger
+    from adapters.read_model import open_read_model
     from domain import lesson_id_for
 
     rng = random.Random(7)
     ledger = open_ledger(spec.ledger_url)
     model = open_read_model(spec.ledger_url, ledger=ledger)
     try:
+
         def history() -> Any:
             number = rng.randrange(lessons)
             r = requests(POPULATION, number, 1, per_provider=LESSONS_PER_PROVIDER)[0]

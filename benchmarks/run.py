@@ -50,22 +50,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "LESSON_LEDGER_TEST_POSTGRES_URL or postgresql://postgres@127.0.0.1:5432/test); "
         "SQLite: a folder for the file (default: a temporary one)",
     )
-    parser.add_argument("--requests", type=int, default=3000,
-                        help="requests per write measurement and side (default 3000)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=3000,
+        help="requests per write measurement and side (default 3000)",
+    )
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
     parser.add_argument("--batch-size", type=int, default=100, help="requests per batch (100)")
     parser.add_argument("--race-slots", type=int, default=200, help="slots raced for (200)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating baseline/ledger rounds per measurement (3)")
-    parser.add_argument("--events", type=int, default=1_000_000,
-                        help="events in the store for catch-up, rebuild and queries")
-    parser.add_argument("--queries", type=int, default=2000,
-                        help="samples per query latency (2000)")
-    parser.add_argument("--populate-workers", type=int, default=2,
-                        help="processes filling the store (2)")
-    parser.add_argument("--api-workers", type=_worker_counts, default="1,2,4",
-                        help="server processes of each HTTP API run, comma-separated "
-                        "(default 1,2,4; 0 or empty skips; PostgreSQL only)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating baseline/ledger rounds per measurement (3)",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=1_000_000,
+        help="events in the store for catch-up, rebuild and queries",
+    )
+    parser.add_argument(
+        "--queries", type=int, default=2000, help="samples per query latency (2000)"
+    )
+    parser.add_argument(
+        "--populate-workers", type=int, default=2, help="processes filling the store (2)"
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=_worker_counts,
+        default="1,2,4",
+        help="server processes of each HTTP API run, comma-separated "
+        "(default 1,2,4; 0 or empty skips; PostgreSQL only)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the schema or file")
     args = parser.parse_args(argv)
@@ -108,20 +126,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> None:
     figures.update(
-        clients=args.clients, batch_size=args.batch_size, race_slots=args.race_slots,
-        requests=args.requests, rounds=args.rounds,
+        clients=args.clients,
+        batch_size=args.batch_size,
+        race_slots=args.race_slots,
+        requests=args.requests,
+        rounds=args.rounds,
     )
+
     def step(name: str) -> None:
         print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
 
     step("single requests, one client")
     _rates(figures, "single", writes.single(spec, args.requests, args.rounds))
     step(f"{args.clients} concurrent clients, threads")
-    _rates(figures, "concurrent_threads",
-           writes.concurrent_threads(spec, args.requests, args.clients, args.rounds))
+    _rates(
+        figures,
+        "concurrent_threads",
+        writes.concurrent_threads(spec, args.requests, args.clients, args.rounds),
+    )
     step(f"{args.clients} concurrent clients, processes")
-    _rates(figures, "concurrent_processes",
-           writes.concurrent_processes(spec, args.requests, args.clients, args.rounds))
+    _rates(
+        figures,
+        "concurrent_processes",
+        writes.concurrent_processes(spec, args.requests, args.clients, args.rounds),
+    )
     # Each side in its better shape: on a small machine threads can beat processes (the
     # clients' processes take the cores the server needs), for either side.
     best = {
@@ -132,8 +160,7 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     figures["concurrent_baseline_per_s"] = best["baseline"]
     figures["concurrent_ratio"] = best["ledger"] / best["baseline"]
     step(f"batches of {args.batch_size}")
-    _rates(figures, "batch",
-           writes.batches(spec, args.requests, args.batch_size, args.rounds))
+    _rates(figures, "batch", writes.batches(spec, args.requests, args.batch_size, args.rounds))
     step(f"race: {args.clients} clients on {args.race_slots} slots")
     race = writes.race(spec, args.race_slots, args.clients)
     for side, rate in race.items():
@@ -195,6 +222,7 @@ def _verdict(key: str, value: float) -> str:
 
 def render_table(f: dict[str, Any]) -> str:
     """The figures as a Markdown table: ledger, baseline, ratio, target."""
+
     def n(value: float) -> str:
         return f"{value:,.0f}"
 
@@ -204,40 +232,101 @@ def render_table(f: dict[str, Any]) -> str:
     c = f["clients"]
 
     rows = [
-        ("single requests, 1 client (req/s)", n(f["single_ledger_per_s"]),
-         n(f["single_baseline_per_s"]), f"{f['single_ratio']:.2f}", target("single_ratio")),
-        (f"{c} clients, threads (req/s)", n(f["concurrent_threads_ledger_per_s"]),
-         n(f["concurrent_threads_baseline_per_s"]), f"{f['concurrent_threads_ratio']:.2f}", ""),
-        (f"{c} clients, processes (req/s)", n(f["concurrent_processes_ledger_per_s"]),
-         n(f["concurrent_processes_baseline_per_s"]), f"{f['concurrent_processes_ratio']:.2f}",
-         ""),
-        (f"{c} clients, each side's better of the two (req/s)", n(f["concurrent_ledger_per_s"]),
-         n(f["concurrent_baseline_per_s"]), f"{f['concurrent_ratio']:.2f}",
-         target("concurrent_ratio")),
-        (f"batches of {f['batch_size']} (req/s)", n(f["batch_ledger_per_s"]),
-         n(f["batch_baseline_per_s"]), f"{f['batch_ratio']:.2f}", target("batch_ratio")),
-        (f"race, {c} clients on the same {f['race_slots']} slots: s until all decided",
-         f"{f['race_ledger_s']:.2f}", f"{f['race_baseline_s']:.2f}",
-         f"{f['race_ratio']:.2f} (time)", ""),
-        ("race outcomes", _outcomes(f["race_ledger_outcomes"]),
-         _outcomes(f["race_baseline_outcomes"]), "", ""),
-        (f"projection catch-up of {f['catchup_events']:,} events (events/s)",
-         n(f["catchup_events_per_s"]), "", "", target("catchup_events_per_s")),
-        (f"full rebuild of {f['rebuild_events']:,} events (s)", f"{f['rebuild_s']:.1f}",
-         "", "", target("rebuild_s")),
+        (
+            "single requests, 1 client (req/s)",
+            n(f["single_ledger_per_s"]),
+            n(f["single_baseline_per_s"]),
+            f"{f['single_ratio']:.2f}",
+            target("single_ratio"),
+        ),
+        (
+            f"{c} clients, threads (req/s)",
+            n(f["concurrent_threads_ledger_per_s"]),
+            n(f["concurrent_threads_baseline_per_s"]),
+            f"{f['concurrent_threads_ratio']:.2f}",
+            "",
+        ),
+        (
+            f"{c} clients, processes (req/s)",
+            n(f["concurrent_processes_ledger_per_s"]),
+            n(f["concurrent_processes_baseline_per_s"]),
+            f"{f['concurrent_processes_ratio']:.2f}",
+            "",
+        ),
+        (
+            f"{c} clients, each side's better of the two (req/s)",
+            n(f["concurrent_ledger_per_s"]),
+            n(f["concurrent_baseline_per_s"]),
+            f"{f['concurrent_ratio']:.2f}",
+            target("concurrent_ratio"),
+        ),
+        (
+            f"batches of {f['batch_size']} (req/s)",
+            n(f["batch_ledger_per_s"]),
+            n(f["batch_baseline_per_s"]),
+            f"{f['batch_ratio']:.2f}",
+            target("batch_ratio"),
+        ),
+        (
+            f"race, {c} clients on the same {f['race_slots']} slots: s until all decided",
+            f"{f['race_ledger_s']:.2f}",
+            f"{f['race_baseline_s']:.2f}",
+            f"{f['race_ratio']:.2f} (time)",
+            "",
+        ),
+        (
+            "race outcomes",
+            _outcomes(f["race_ledger_outcomes"]),
+            _outcomes(f["race_baseline_outcomes"]),
+            "",
+            "",
+        ),
+        (
+            f"projection catch-up of {f['catchup_events']:,} events (events/s)",
+            n(f["catchup_events_per_s"]),
+            "",
+            "",
+            target("catchup_events_per_s"),
+        ),
+        (
+            f"full rebuild of {f['rebuild_events']:,} events (s)",
+            f"{f['rebuild_s']:.1f}",
+            "",
+            "",
+            target("rebuild_s"),
+        ),
         ("full rebuild (events/s)", n(f["rebuild_events_per_s"]), "", "", ""),
-        ("full rebuild, peak RSS of its process (MB)", f"{f['rebuild_peak_rss_mb']:.0f}",
-         "", "", target("rebuild_peak_rss_mb")),
-        (f"history of one lesson, p50 / p99 (ms), {f['events_in_store']:,} events stored",
-         f"{f['history_p50_ms']:.2f} / {f['history_p99_ms']:.2f}", "", "",
-         target("history_p99_ms")),
-        ("one provider's week from the read model, p50 / p99 (ms)",
-         f"{f['week_query_p50_ms']:.2f} / {f['week_query_p99_ms']:.2f}", "", "",
-         target("week_query_p99_ms")),
+        (
+            "full rebuild, peak RSS of its process (MB)",
+            f"{f['rebuild_peak_rss_mb']:.0f}",
+            "",
+            "",
+            target("rebuild_peak_rss_mb"),
+        ),
+        (
+            f"history of one lesson, p50 / p99 (ms), {f['events_in_store']:,} events stored",
+            f"{f['history_p50_ms']:.2f} / {f['history_p99_ms']:.2f}",
+            "",
+            "",
+            target("history_p99_ms"),
+        ),
+        (
+            "one provider's week from the read model, p50 / p99 (ms)",
+            f"{f['week_query_p50_ms']:.2f} / {f['week_query_p99_ms']:.2f}",
+            "",
+            "",
+            target("week_query_p99_ms"),
+        ),
     ]
     rows += [
-        (f"HTTP API, {workers} process{'' if workers == '1' else 'es'}, {c} client processes "
-         "(req/s)", n(rate), "", "", "")
+        (
+            f"HTTP API, {workers} process{'' if workers == '1' else 'es'}, {c} client processes "
+            "(req/s)",
+            n(rate),
+            "",
+            "",
+            "",
+        )
         for workers, rate in f.get("api_requests_per_s", {}).items()
     ]
     header = ("measurement", "ledger", "baseline (plain INSERT)", "ledger/baseline", "target")

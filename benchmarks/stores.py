@@ -49,9 +49,7 @@ class BaselineWriter:
 
     def __init__(self, spec: StoreSpec) -> None:
         self.spec = spec
-        self._insert = (
-            f"INSERT INTO {spec.baseline_table} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s)"
-        )
+        self._insert = f"INSERT INTO {spec.baseline_table} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s)"
         if spec.kind == "postgresql":
             self._pg = psycopg.connect(spec.server_url, autocommit=True)
         else:

@@ -52,7 +52,7 @@ class Rate:
 
 
 def _open_ledger(spec: StoreSpec) -> Any:
-    from adapters.database import open_ledger
+    from adapters.eventstore import open_ledger
 
     return open_ledger(spec.ledger_url)
 
@@ -163,9 +163,7 @@ def concurrent_threads(spec: StoreSpec, count: int, clients: int, rounds: int) -
     return rates
 
 
-def concurrent_processes(
-    spec: StoreSpec, count: int, clients: int, rounds: int
-) -> dict[str, Rate]:
+def concurrent_processes(spec: StoreSpec, count: int, clients: int, rounds: int) -> dict[str, Rate]:
     """`clients` processes, each with its own connection (baseline) or ledger."""
     rates = {"baseline": Rate(), "ledger": Rate()}
     per_round = count // rounds + clients  # each client's first request warms it up
@@ -214,8 +212,13 @@ def race(spec: StoreSpec, slots: int, clients: int) -> dict[str, Rate]:
             work = requests("race", 0, slots + 1)  # the last one: each client's warm-up
             work[-1] = requests(f"race-warm-{client}", 0, 1)[0]
             mine = [
-                Request(r.provider_id, r.school_id, r.lesson_date, r.time_slot,
-                        f"{r.request_id}-client-{client}")
+                Request(
+                    r.provider_id,
+                    r.school_id,
+                    r.lesson_date,
+                    r.time_slot,
+                    f"{r.request_id}-client-{client}",
+                )
                 for r in work[:-1]
             ]
             random.Random(client).shuffle(mine)

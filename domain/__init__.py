@@ -12,14 +12,10 @@ from domain.errors import (
     StaleGeneration,
 )
 from domain.keys import LEDGER_NAMESPACE, LessonKey, lesson_id_for, parse_key
-from domain.ledger import (
-    BatchItemResult,
-    BatchResult,
-    CommandResult,
-    HistoryEntry,
-    LessonHistory,
-    LessonLedger,
-)
+from domain.batches import BatchItemResult, BatchResult
+from domain.history import HistoryEntry, LessonHistory
+from domain.ledger import CommandResult, LessonLedger
+from domain.ports import SlotStore
 from domain.lesson import LessonSlot, LessonState, Metadata
 
 __all__ = [
@@ -42,6 +38,7 @@ __all__ = [
     "LessonSlot",
     "LessonState",
     "Metadata",
+    "SlotStore",
     "StaleGeneration",
     "lesson_id_for",
     "parse_key",

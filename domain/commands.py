@@ -76,6 +76,11 @@ class RequestLesson:
     details_size: int = 0
     """Bytes of the details as JSON."""
 
+    @property
+    def payload_size(self) -> int:
+        """Bytes of what the request carries as JSON (its details)."""
+        return self.details_size
+
 
 def validate_request(
     *,
@@ -261,6 +266,11 @@ class ImportLesson:
     correlation_id: str | None
     source: str
     as_sent: dict[str, str]
+
+    @property
+    def payload_size(self) -> int:
+        """Bytes of what the row carries as JSON (its content)."""
+        return len(json.dumps(self.content)) if self.content else 0
 
 
 def validate_import(

@@ -42,6 +42,15 @@ def parse_field(
         return None
 
 
+def one_line(error: BaseException) -> str:
+    """The first non-blank line of an error's message (its type's name when it has none):
+    what a log line, a problem detail or the command line shows of it."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
 class LedgerError(Exception):
     """Base class of every error the ledger raises on purpose."""
 

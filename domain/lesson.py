@@ -9,15 +9,11 @@ who else tried to claim it, when, and why they were turned away.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from functools import cached_property
 from typing import Any, Literal, NoReturn
 from uuid import UUID
 
-import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
@@ -30,6 +26,7 @@ from domain.errors import (
     LessonConflict,
     StaleGeneration,
 )
+from domain.fingerprint import Fingerprint
 from domain.keys import LessonKey
 
 Status = Literal["new", "requested", "generated", "failed", "cancelled"]
@@ -514,43 +511,5 @@ class LessonSlot(Aggregate):
 
 _SLOT_TOPIC = get_topic(LessonSlot)
 
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a retry under the same request id must repeat: the command, who sent it,
-    and what it carried, as a digest stored in the command's event."""
-
-    parts: tuple[object, ...]
-
-    @classmethod
-    def of(cls, command: str, actor: str, *payload: object) -> Fingerprint:
-        return cls((command, actor, *payload))
-
-    @cached_property
-    def text(self) -> str:
-        """`2:` and the SHA-256 of the parts as sorted, compact JSON (orjson)."""
-        try:
-            data = orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits, say: the first recipe
-            return self.first_recipe
-        return _PRINT_REVISION + hashlib.sha256(data).hexdigest()
-
-    @property
-    def first_recipe(self) -> str:
-        """The digest as the first release made it (its events still hold it)."""
-        text = _FIRST_RECIPE_JSON.encode(list(self.parts))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def matches(self, stored: str) -> bool:
-        """True when `stored` is this print, by whichever recipe made it."""
-        if stored.startswith(_PRINT_REVISION):
-            return stored == self.text
-        return stored == self.first_recipe
-
-
-_PRINT_REVISION = "2:"
-_PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-# Exactly json.dumps(..., sort_keys=True, default=str), the first recipe, with one
-# encoder kept rather than made per call, and no check for circular references
-# (commands are trees).
-_FIRST_RECIPE_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+Decided = LessonSlot | LessonSlot.OpenedByRequest
+"""What a command decided: a slot with pending events, or a new slot's opening event."""

@@ -17,10 +17,11 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from domain import LessonLedger, LessonSlot
+from domain import LessonSlot
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
 from domain.invalid_requests import InvalidRequest
 from domain.keys import canonical_provider_id, canonical_school_id
+from projections.log import EventLog
 
 PAGE_SIZE = 1000
 TOP = 10
@@ -123,7 +124,7 @@ class _Slot:
 
 
 def conflict_report(
-    ledger: LessonLedger,
+    log: EventLog,
     invalid_requests: Iterable[InvalidRequest],
     *,
     since: datetime | None = None,
@@ -149,7 +150,7 @@ def conflict_report(
             school_id is None or school == school_id
         )
 
-    for event in _events(ledger):
+    for event in _events(log):
         if isinstance(event, LessonSlot.Opened):
             key = (event.provider_id, event.school_id, event.lesson_date, event.time_slot)
             slots[event.originator_id] = _Slot(key)
@@ -204,18 +205,10 @@ def conflict_report(
     )
 
 
-def _events(ledger: LessonLedger) -> Iterator[Any]:
+def _events(log: EventLog) -> Iterator[Any]:
     """The events the report reads, a page at a time."""
-    position = 0
-    while True:
-        page = ledger.recorder.select_notifications(
-            start=position, limit=PAGE_SIZE, topics=_READ, inclusive_of_start=False
-        )
-        for notification in page:
-            yield ledger.mapper.to_domain_event(notification)
-        if len(page) < PAGE_SIZE:
-            return
-        position = page[-1].id
+    for page in log.pages(after=0, page_size=PAGE_SIZE, topics=_READ):
+        yield from page.events
 
 
 def _cause(rejection: LessonSlot.RequestRejected) -> str:

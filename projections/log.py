@@ -25,6 +25,8 @@ class Page:
 
     events: Sequence[Any]
     position: int
+    ids: Sequence[int] = ()
+    """Each event's notification id (its position in the log)."""
 
 
 class EventLog:
@@ -42,11 +44,20 @@ class EventLog:
         """The id of the last recorded notification (0 for an empty log)."""
         return self.recorder.max_notification_id() or 0
 
+    def has(self, position: int) -> bool:
+        """Whether the log holds an event at this position (ids have gaps)."""
+        there = self.recorder.select_notifications(start=position, limit=1)
+        return bool(there) and there[0].id == position
+
     def pages(
-        self, after: int, upto: int | None = None, page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        after: int,
+        upto: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        topics: Sequence[str] = (),
     ) -> Iterator[Page]:
-        """Pages of events with ids > `after` (and <= `upto`), until the log (or `upto`)
-        is reached.
+        """Pages of events with ids > `after` (and <= `upto`; of these `topics` only, when
+        given), until the log (or `upto`) is reached.
 
         After a full page (a backlog), the next page is read and decoded in a thread of
         its own while the caller applies this one, so the read's round trip and the
@@ -54,14 +65,14 @@ class EventLog:
         """
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
-        page = self._read(after, upto, page_size)
+        page = self._read(after, upto, page_size, topics)
         if page is None:
             return
         with ThreadPoolExecutor(1, thread_name_prefix="event-log-read-ahead") as reader:
             while page is not None:
                 ahead: Future[Page | None] | None = None
                 if len(page.events) == page_size and (upto is None or page.position < upto):
-                    ahead = reader.submit(self._read, page.position, upto, page_size)
+                    ahead = reader.submit(self._read, page.position, upto, page_size, topics)
                 try:
                     yield page
                 except BaseException:  # the caller stopped (GeneratorExit) or failed
@@ -70,14 +81,20 @@ class EventLog:
                     raise
                 page = ahead.result() if ahead is not None else None
 
-    def _read(self, after: int, upto: int | None, page_size: int) -> Page | None:
+    def _read(
+        self, after: int, upto: int | None, page_size: int, topics: Sequence[str]
+    ) -> Page | None:
         """The page after `after`, decoded, or None at the end of the log (or `upto`)."""
         if upto is not None and after >= upto:
             return None
         notifications = self.recorder.select_notifications(
-            start=after, limit=page_size, stop=upto, inclusive_of_start=False
+            start=after, limit=page_size, stop=upto, topics=topics, inclusive_of_start=False
         )
         if not notifications:
             return None
         to_event = self.mapper.to_domain_event
-        return Page([to_event(n) for n in notifications], notifications[-1].id)
+        return Page(
+            [to_event(n) for n in notifications],
+            notifications[-1].id,
+            [n.id for n in notifications],
+        )

@@ -39,7 +39,8 @@ from uuid import UUID
 from eventsourcing.persistence import Mapper
 
 from domain.keys import canonical_lesson_date, canonical_provider_id, canonical_school_id
-from projections.follower import OnState, ProjectionFollower
+from projections.active_runner import OnState
+from projections.follower import ProjectionFollower
 from projections.lessons import STATUSES, LessonRow
 from projections.log import DEFAULT_PAGE_SIZE, EventLog, Page
 from projections.rebuild import REBUILD_PAGE_SIZE, OnProgress, RebuildResult, rebuild

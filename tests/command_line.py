@@ -50,4 +50,3 @@ def cli_process(*args: str, timeout: float = 120) -> Ran:
         env={**os.environ, **WIDE},
     )
     return Ran(done.returncode, done.stdout, done.stderr)
-

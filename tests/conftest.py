@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.database import Database, open_ledger
+from adapters.eventstore import open_ledger
+from adapters.storage.database import Database
 from domain import LessonLedger
 
 POSTGRES_URL = os.environ.get(

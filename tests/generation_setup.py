@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from adapters.generators import GeneratorSettings
+from adapters.generators.settings import GeneratorSettings
 from adapters.worker import RunningWorker, WorkerSettings, start_worker_in_background
 from domain import CommandResult, LessonLedger
 
@@ -141,8 +141,10 @@ def running_worker(
 def tracked_position(store: Any) -> int:
     """The worker's stored position, read as an operator would."""
     if store.kind == "sqlite":
-        rows = store.query("SELECT notification_id FROM tracking WHERE application_name = ?",
-                           ("generation_worker",))
+        rows = store.query(
+            "SELECT notification_id FROM tracking WHERE application_name = ?",
+            ("generation_worker",),
+        )
     else:
         rows = store.query(
             f'SELECT notification_id FROM "{store.database.schema}".generation_worker_tracking '

@@ -22,7 +22,7 @@ from uuid import UUID
 import pytest
 from conftest import Store
 
-from adapters.lessons_view import open_read_model
+from adapters.read_model import open_read_model
 from domain import LessonLedger
 from domain.errors import DomainRejection
 from projections.lessons import LessonRow, row_from_state
@@ -333,7 +333,7 @@ def read_model(store: Store, ledger: LessonLedger | None = None) -> Iterator[Les
 
 
 class ProjectionProcess:
-    """`python -m adapters.cli_projections ...` in a process of its own, its stderr read
+    """`python -m adapters.cli projections ...` in a process of its own, its stderr read
     line by line in a thread so tests can wait for a line with a deadline."""
 
     def __init__(self, store: Store, *args: str, pause: float | None = None) -> None:
@@ -343,7 +343,15 @@ class ProjectionProcess:
             env[PAGE_PAUSE_SETTING] = str(pause)
         env["COLUMNS"] = "200"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "adapters.cli_projections", *args, "--database-url", store.url],
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "projections",
+                *args,
+                "--database-url",
+                store.url,
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from adapters.database import open_ledger
+from adapters.eventstore import open_ledger
 from domain import LessonConflict, LessonLedger, lesson_id_for
 
 PROVIDER_ID = "5b0c6f1e-8a51-4d0e-9a43-2f7f1f4c9b10"

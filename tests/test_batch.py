@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 
-from domain import InvalidLessonRequest, LessonConflict, LessonLedger, LessonSlot
+from domain import InvalidLessonRequest, LessonConflict, LessonLedger, LessonSlot, SlotStore
 from tests.conftest import Store
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
@@ -105,33 +106,41 @@ def test_a_partial_batch_writes_its_accepted_items_in_one_transaction(
     assert all(isinstance(p, int) for p in positions) and len(set(positions)) == 100
 
 
-class RacedLedger(LessonLedger):
-    """A ledger whose batch saves are beaten by another writer: before each save, the
+class RacedSlots:
+    """A slot store whose batch saves are beaten by another writer: before each save, the
     competitor claims the next round of `contested` items. A real competing write on
     the same database, between deciding and saving."""
 
-    name = LessonLedger.name  # the same tables
-    competitor: LessonLedger
-    contested: list[list[dict[str, Any]]]
+    def __init__(
+        self, slots: SlotStore, competitor: LessonLedger, contested: list[list[dict[str, Any]]]
+    ) -> None:
+        self.slots = slots
+        self.competitor = competitor
+        self.contested = contested
 
-    def _save_unless_raced(self, *decided: Any) -> Any:
-        # The ledger's one write path (it writes to the event store directly, not
-        # through Application.save): a slot with pending events, or a new slot's event.
+    def load(self, lesson_id: UUID) -> LessonSlot | None:
+        return self.slots.load(lesson_id)
+
+    def events(self, lesson_id: UUID, up_to_version: int | None = None) -> Any:
+        return self.slots.events(lesson_id, up_to_version)
+
+    def save(self, *decided: Any) -> Any:
+        # The ledger's one write path: a slot with pending events, or a new slot's event.
         writes = any(
             d is not None and (not isinstance(d, LessonSlot) or d.pending_events) for d in decided
         )
         if writes and self.contested:
             for competing in self.contested.pop(0):
                 self.competitor.request_lesson(**competing)
-        return super()._save_unless_raced(*decided)
+        return self.slots.save(*decided)
+
+    def close(self) -> None:
+        self.slots.close()
 
 
-def raced_ledger(store: Store, contested: list[list[dict[str, Any]]]) -> RacedLedger:
-    store.open()  # creates the tables
-    ledger = RacedLedger(env=store.database.ledger_env(create_table=False))
-    ledger.competitor = store.open()
-    ledger.contested = contested
-    return ledger
+def raced_ledger(store: Store, contested: list[list[dict[str, Any]]]) -> LessonLedger:
+    slots = store.open().slots  # creates the tables
+    return LessonLedger(RacedSlots(slots, store.open(), contested))
 
 
 def theirs(items: list[dict[str, Any]], index: int) -> dict[str, Any]:

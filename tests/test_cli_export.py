@@ -102,9 +102,7 @@ def test_the_export_holds_every_event_with_its_position_and_no_student_data(
     assert export(store, tmp_path / "since.jsonl", "--since", since) == lines[-2:]
 
 
-def test_verify_passes_a_good_export_and_fails_a_tampered_one(
-    store: Store, tmp_path: Path
-) -> None:
+def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_path: Path) -> None:
     a_small_history(store.open())
     good = tmp_path / "audit.jsonl"
     export(store, good)

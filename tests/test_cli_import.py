@@ -14,6 +14,8 @@ from typing import Any
 from command_line import cli
 from conftest import Store
 
+from adapters.eventstore import event_store
+
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
 COLUMNS = (
     "id", "provider_id", "school_id", "lesson_date", "time_slot", "content", "prompt",
@@ -92,7 +94,7 @@ def assert_every_case_reported(summary: dict[str, Any], *, imported: int, replay
 
 def assert_no_student_names(store: Store) -> None:
     ledger = store.open()
-    log = ledger.recorder.select_notifications(start=1, limit=10_000)
+    log = event_store(ledger).recorder.select_notifications(start=1, limit=10_000)
     assert log, "nothing was imported"
     assert not [n.id for n in log if b"Jane" in n.state or b"decoding" in n.state]
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from adapters.rejections import SqlInvalidRequestLog
+from adapters.eventstore import event_log
+from adapters.storage.refused_requests import SqlInvalidRequestLog
 from domain import IdempotencyMismatch, InvalidLessonRequest, LessonConflict, StaleGeneration
 from projections.conflict_report import conflict_report
 from tests.conftest import Store
@@ -108,7 +109,7 @@ def test_the_report_reproduces_a_scripted_race(store: Store) -> None:
     with pytest.raises(LessonConflict):
         ledger.cancel(lesson_id=held.lesson_id, request_id="x4", actor="bob")
 
-    report = conflict_report(ledger, SqlInvalidRequestLog(store.database).read())
+    report = conflict_report(event_log(ledger), SqlInvalidRequestLog(store.database).read())
 
     accepted = {b: r.summary["accepted"] for b, r in results.items()}
     assert accepted["A"] + accepted["B"] == len(HOURS)
@@ -141,6 +142,6 @@ def test_the_report_reproduces_a_scripted_race(store: Store) -> None:
     assert all(slot.rejections == 1 for slot in report.contested)
     assert all(slot.requesters == {"calendar-A", "calendar-B"} for slot in report.contested)
     assert report.as_json()["causes"]["missing_school"] == 2
-    only_school_2 = conflict_report(ledger, [], school_id="school-2")
+    only_school_2 = conflict_report(event_log(ledger), [], school_id="school-2")
     assert only_school_2.causes["slot_already_held"] == 0
     assert only_school_2.causes["idempotency_mismatch"] == 1

@@ -24,8 +24,8 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.database import open_ledger
-from adapters.event_mapper import LedgerMapper
+from adapters.eventstore import event_store, open_ledger
+from adapters.eventstore.mapper import LedgerMapper
 from domain import InvalidLessonRequest, LessonLedger
 from domain.lesson import LessonSlot
 
@@ -68,11 +68,11 @@ def _live_slot(ledger: LessonLedger) -> list[StoredEvent]:
           "lesson_date": "2025-09-05", "time_slot": "08:00", "content": '{"lesson": {"t": 1}}',
           "created_at": "2025-01-02T03:04:05", "updated_at": None}]
     )  # fmt: skip
-    return list(ledger.recorder.select_notifications(None, 100))
+    return list(event_store(ledger).recorder.select_notifications(None, 100))
 
 
 def test_the_ledger_stores_its_events_as_the_library_would(ledger: LessonLedger) -> None:
-    mapper = ledger.mapper
+    mapper = event_store(ledger).mapper
     assert type(mapper) is LedgerMapper
     library = _library(mapper)
     stored = _live_slot(ledger)
@@ -91,9 +91,17 @@ def test_the_ledger_stores_its_events_as_the_library_would(ledger: LessonLedger)
 def _generated(content: dict[str, Any]) -> LessonSlot.LessonGenerated:
     """A LessonGenerated event holding `content`, as the worker's command records it."""
     return LessonSlot.LessonGenerated(
-        originator_id=uuid.uuid4(), originator_version=3, timestamp=datetime.now(UTC),
-        request_id="r-1", actor="worker", correlation_id=None, source="worker",
-        as_sent=None, attempt=1, content=content, model="m-1",
+        originator_id=uuid.uuid4(),
+        originator_version=3,
+        timestamp=datetime.now(UTC),
+        request_id="r-1",
+        actor="worker",
+        correlation_id=None,
+        source="worker",
+        as_sent=None,
+        attempt=1,
+        content=content,
+        model="m-1",
     )
 
 
@@ -116,7 +124,7 @@ _JSON = st.recursive(
 def test_any_plain_json_payload_reads_back_as_written(
     ledger: LessonLedger, content: dict[str, Any]
 ) -> None:
-    mapper = ledger.mapper
+    mapper = event_store(ledger).mapper
     library = _library(mapper)
     generated = _generated(content)
     for writer in (mapper, library):
@@ -126,7 +134,7 @@ def test_any_plain_json_payload_reads_back_as_written(
 
 
 def _stored_by_library(ledger: LessonLedger, content: dict[str, Any]) -> StoredEvent:
-    return _library(ledger.mapper).to_stored_event(_generated(content))
+    return _library(event_store(ledger).mapper).to_stored_event(_generated(content))
 
 
 @pytest.mark.parametrize(
@@ -144,8 +152,8 @@ def test_what_orjson_would_read_differently_is_read_by_the_library(
     ledger: LessonLedger, content: dict[str, Any]
 ) -> None:
     stored = _stored_by_library(ledger, content)
-    ours = ledger.mapper.to_domain_event(stored)
-    theirs = _library(ledger.mapper).to_domain_event(stored)
+    ours = event_store(ledger).mapper.to_domain_event(stored)
+    theirs = _library(event_store(ledger).mapper).to_domain_event(stored)
     assert repr(vars(ours)) == repr(vars(theirs))  # repr: nan == nan, int is not float
     assert repr(ours.content) == repr(content)  # type: ignore[attr-defined]
 
@@ -161,9 +169,9 @@ class Note(Aggregate):
 def test_other_aggregates_events_go_the_librarys_way(ledger: LessonLedger) -> None:
     note = Note("hello", Decimal("1.50"))
     (written,) = note.collect_events()
-    stored = ledger.mapper.to_stored_event(written)
-    assert stored.state == _library(ledger.mapper).to_stored_event(written).state
-    assert vars(ledger.mapper.to_domain_event(stored)) == vars(written)
+    stored = event_store(ledger).mapper.to_stored_event(written)
+    assert stored.state == _library(event_store(ledger).mapper).to_stored_event(written).state
+    assert vars(event_store(ledger).mapper.to_domain_event(stored)) == vars(written)
 
 
 @pytest.mark.parametrize(
@@ -178,8 +186,8 @@ def test_generated_content_that_is_not_plain_json_is_refused(
     ledger: LessonLedger, content: dict[str, Any], message: str
 ) -> None:
     first = ledger.request_lesson(**REQUEST, request_id="r-1", actor="teacher-1")
-    before = ledger.recorder.max_notification_id()
+    before = event_store(ledger).recorder.max_notification_id()
     with pytest.raises(InvalidLessonRequest) as refused:
         ledger.record_generation(lesson_id=first.lesson_id, attempt=1, content=content, model="m")
     assert refused.value.errors == [{"field": "content", "message": message}]
-    assert ledger.recorder.max_notification_id() == before
+    assert event_store(ledger).recorder.max_notification_id() == before

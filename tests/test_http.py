@@ -12,10 +12,10 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.database import Database
 from adapters.logs import JsonFormatter
-from adapters.sqlstore import SqlStore
-from adapters.tokens import TokenStore
+from adapters.storage.database import Database
+from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tokens import TokenStore
 from tests.conftest import Store
 from tests.served import Api, served
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from eventsourcing.utils import get_topic
 
-from adapters.sqlstore import SqlStore
-from adapters.tokens import TokenStore
+from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tokens import TokenStore
 from domain import LessonSlot, lesson_id_for
 from tests.conftest import Store
 from tests.served import serving_process

@@ -149,7 +149,7 @@ def test_a_request_recorded_by_the_first_release_is_still_replayed(
     opened = LessonSlot.first_request(command.key, by, command.details, command.students)
     first = Fingerprint.of("request", "alice", command.details, command.students).first_recipe
     assert opened.fingerprint.startswith("2:") and not first.startswith("2:")
-    ledger.events.put([dataclasses.replace(opened, fingerprint=first)])
+    ledger.slots.save(dataclasses.replace(opened, fingerprint=first))
     written = store.count_events()
 
     again = request(ledger)

@@ -1,7 +1,7 @@
 """The ledger's PostgreSQL application recorder (adapters/postgres_recorder.py).
 
 - The eventsourcing library's own recorder test cases, run on our recorder as the
-  ledger's settings build it (`Database.ledger_env`), each test in a schema of its own,
+  ledger's settings build it (`Database.persistence_env`), each test in a schema of its own,
   and on our SQLite setup (the library's SQLite recorder).
 - Real concurrency: writers commit in varying order, some hold their transaction open
   after inserting while later ones commit, some roll back; readers polling
@@ -38,10 +38,11 @@ from eventsourcing.tests.persistence import (
     ApplicationRecorderTestCase,
     NonInterleavingNotificationIDsBaseCase,
 )
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, get_topic
 
-from adapters.database import Database, open_ledger
-from adapters.postgres_recorder import LedgerApplicationRecorder
+from adapters.eventstore import event_store, open_ledger
+from adapters.postgres.recorder import LedgerApplicationRecorder
+from adapters.storage.database import Database
 
 pytestmark = pytest.mark.postgres
 LEDGER_ENV_NAME = "LessonLedger"
@@ -87,7 +88,8 @@ class PostgresSchemaCase(TestCase):
 
     def factory(self, **overrides: str) -> Any:
         env = {
-            **self.database.ledger_env(create_table=True),
+            **self.database.persistence_env(create_table=True),
+            "APPLICATION_RECORDER_TOPIC": get_topic(LedgerApplicationRecorder),
             "POSTGRES_POOL_SIZE": str(self.pool_size),
             "POSTGRES_MAX_OVERFLOW": str(self.max_overflow),
             "POSTGRES_LOCK_TIMEOUT": "10",
@@ -222,7 +224,7 @@ class TestLibraryNonInterleavingCases(PostgresSchemaCase, NonInterleavingNotific
 
 
 class SQLiteSetupCase(TestCase):
-    """Our SQLite setup (Database.ledger_env for a sqlite:/// URL): the library's SQLite
+    """Our SQLite setup (Database.persistence_env for a sqlite:/// URL): the library's SQLite
     recorder on a file in WAL mode."""
 
     def setUp(self) -> None:
@@ -240,7 +242,7 @@ class SQLiteSetupCase(TestCase):
         super().tearDown()
 
     def create_recorder(self) -> Any:
-        env = Environment(LEDGER_ENV_NAME, self.database.ledger_env(create_table=True))
+        env = Environment(LEDGER_ENV_NAME, self.database.persistence_env(create_table=True))
         factory = InfrastructureFactory.construct(env)
         self.factories.append(factory)
         recorder = factory.application_recorder()
@@ -275,10 +277,7 @@ def schema_case() -> Iterator[PostgresSchemaCase]:
 
 
 def _events(count: int) -> list[StoredEvent]:
-    return [
-        StoredEvent(uuid.uuid4(), version, "topic", b"{}")
-        for version in range(1, count + 1)
-    ]
+    return [StoredEvent(uuid.uuid4(), version, "topic", b"{}") for version in range(1, count + 1)]
 
 
 def _committed_ids(case: PostgresSchemaCase, recorder: LedgerApplicationRecorder) -> list[int]:
@@ -405,9 +404,7 @@ def _visible_above(case: PostgresSchemaCase, table: str, ids: list[int]) -> bool
 
 
 @pytest.mark.parametrize("count", [1, 2], ids=["one event", "two events"])
-def test_a_failure_inside_the_lock_releases_it(
-    schema_case: PostgresSchemaCase, count: int
-) -> None:
+def test_a_failure_inside_the_lock_releases_it(schema_case: PostgresSchemaCase, count: int) -> None:
     """Drawing ids fails (the sequence is exhausted) while the advisory lock is held: the
     session is ended, so the next writer does not wait for the lock (1 s lock timeout).
     A save of one event and a save of several go through different functions."""
@@ -604,7 +601,7 @@ def _write_in_child(results: Any) -> None:  # runs in a forked child
     try:
         ledger = _FORKED["ledger"]
         result = ledger.request_lesson(**_FORKED["request"], request_id="in-child")
-        results.put(("ok", result.position, _session_backend(ledger.recorder)))
+        results.put(("ok", result.position, _session_backend(event_store(ledger).recorder)))
     except BaseException as error:
         results.put(("error", repr(error), 0))
 
@@ -617,11 +614,13 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
     ledger = open_ledger(schema_case.database.url)
     try:
         request = {
-            "provider_id": str(uuid.uuid4()), "school_id": "school-1",
-            "lesson_date": "2025-09-05", "actor": "parent",
+            "provider_id": str(uuid.uuid4()),
+            "school_id": "school-1",
+            "lesson_date": "2025-09-05",
+            "actor": "parent",
         }
         ledger.request_lesson(**request, time_slot="8:00-8:30", request_id="before-fork")
-        parent_backend = _session_backend(ledger.recorder)
+        parent_backend = _session_backend(event_store(ledger).recorder)
         _FORKED.update(ledger=ledger, request={**request, "time_slot": "9:00-9:30"})
         context = multiprocessing.get_context("fork")
         results = context.Queue()
@@ -634,7 +633,7 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
         after = ledger.request_lesson(**request, time_slot="8:30-9:00", request_id="after-fork")
         assert after.outcome == "accepted" and after.position is not None
         assert after.position > position
-        assert _session_backend(ledger.recorder) == parent_backend
+        assert _session_backend(event_store(ledger).recorder) == parent_backend
     finally:
         _FORKED.clear()
         ledger.close()
@@ -646,16 +645,20 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
 def test_the_ledger_uses_it_and_notifies_listeners(schema_case: PostgresSchemaCase) -> None:
     ledger = open_ledger(schema_case.database.url)
     try:
-        assert type(ledger.recorder) is LedgerApplicationRecorder
+        assert type(event_store(ledger).recorder) is LedgerApplicationRecorder
         with schema_case.database.connect() as listener:
-            listener.execute(f'LISTEN "{ledger.recorder.channel_name}"')
+            listener.execute(f'LISTEN "{event_store(ledger).recorder.channel_name}"')
             result = ledger.request_lesson(
-                provider_id=str(uuid.uuid4()), school_id="school-1", lesson_date="2025-09-05",
-                time_slot="8:30-9:00", request_id="req-1", actor="alice",
+                provider_id=str(uuid.uuid4()),
+                school_id="school-1",
+                lesson_date="2025-09-05",
+                time_slot="8:30-9:00",
+                request_id="req-1",
+                actor="alice",
             )
             notified = list(listener.notifies(timeout=5, stop_after=1))
         assert notified, "no NOTIFY after a save"
-        assert ledger.recorder.max_notification_id() == result.position
+        assert event_store(ledger).recorder.max_notification_id() == result.position
     finally:
         ledger.close()
 

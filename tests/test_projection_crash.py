@@ -23,6 +23,7 @@ from projection_support import (
     write_requests,
 )
 
+from adapters.eventstore import event_store
 from domain import LessonLedger
 from projections.read_model import LessonsReadModel
 from projections.view import SHADOW
@@ -35,7 +36,7 @@ def varied_log(ledger: LessonLedger) -> None:
     that a lesson's events fall into different pages."""
     provider = str(uuid.uuid4())
     write_requests(ledger, 1000, provider=provider)
-    notifications = ledger.recorder.select_notifications(start=1, limit=2000)
+    notifications = event_store(ledger).recorder.select_notifications(start=1, limit=2000)
     lesson_ids = list(dict.fromkeys(n.originator_id for n in notifications))[:60]
     for index, lesson_id in enumerate(lesson_ids):
         if index % 3 == 0:

@@ -26,7 +26,7 @@ PER_BATCH = 10
 PAGE_SIZE = "20"
 MEASURE = """
 import resource, sys
-from adapters.lessons_view import open_read_model
+from adapters.read_model import open_read_model
 model = open_read_model(sys.argv[1])
 result = model.catch_up(page_size=int(sys.argv[2]))
 catch_up = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -27,6 +27,7 @@ from projection_support import (
 from typer.testing import CliRunner
 
 from adapters.cli import app
+from adapters.eventstore import event_store
 from domain import LessonLedger
 from projections.lessons import LessonRow
 from projections.log import Page
@@ -93,7 +94,9 @@ def test_catch_up_from_any_position_over_gaps_in_the_ids(store: Store) -> None:
     write_requests(ledger, 60, prefix="more")
     with read_model(store, ledger) as model:
         head = model.head()
-        ids = [n.id for n in ledger.recorder.select_notifications(start=1, limit=10_000)]
+        ids = [
+            n.id for n in event_store(ledger).recorder.select_notifications(start=1, limit=10_000)
+        ]
         if store.kind == "postgresql":
             assert len(ids) < head, "the log should have gaps in its ids"
         for stop_at in (3, 17, head // 2, head - 1):
@@ -111,10 +114,10 @@ def test_catch_up_from_any_position_over_gaps_in_the_ids(store: Store) -> None:
 
 def _make_gaps(ledger: LessonLedger) -> None:
     """A refused insert consumes notification ids on PostgreSQL: make a few."""
-    first = ledger.recorder.select_notifications(start=1, limit=1)[0]
+    first = event_store(ledger).recorder.select_notifications(start=1, limit=1)[0]
     for _ in range(3):
         with pytest.raises(IntegrityError):
-            ledger.recorder.insert_events([first])
+            event_store(ledger).recorder.insert_events([first])
         write_requests(ledger, 1, prefix=f"gap-{uuid.uuid4().hex[:6]}")
 
 
@@ -398,8 +401,12 @@ def test_a_row_never_goes_back_in_its_lessons_history(store: Store) -> None:
     ledger = store.open()
     write_requests(ledger, 30)
     lesson_id = ledger.request_lesson(
-        provider_id=str(uuid.uuid4()), school_id="s-1", lesson_date="2025-03-04",
-        time_slot="08:00-08:30", request_id="r-1", actor="t",
+        provider_id=str(uuid.uuid4()),
+        school_id="s-1",
+        lesson_date="2025-03-04",
+        time_slot="08:00-08:30",
+        request_id="r-1",
+        actor="t",
     ).lesson_id
     cancelled = ledger.cancel(lesson_id=lesson_id, request_id="c-1", actor="t").position
     assert cancelled is not None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from adapters.sqlstore import SqlStore
-from adapters.tokens import TokenStore
+from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tokens import TokenStore
 from tests.conftest import Store
 from tests.served import serving_process
 
@@ -66,9 +66,7 @@ def _served_by(log: Path, path: str) -> set[int]:
     return pids
 
 
-def test_metrics_from_any_server_process_count_every_process(
-    store: Store, tmp_path: Path
-) -> None:
+def test_metrics_from_any_server_process_count_every_process(store: Store, tmp_path: Path) -> None:
     """`serve --workers 2`: lesson requests land on both processes, and `/metrics`, which
     ever process answers it, counts all of them."""
     store.open().close()  # the tables exist before the processes start

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.generators import GeneratedLesson
+from adapters.eventstore import event_store
 from adapters.worker import WorkerSettings
 from domain import LessonLedger
-from projections.generation import Window
+from projections.generation.port import GeneratedLesson
+from projections.generation.worker import Window
 from tests import fake_openai
 from tests.conftest import Store
 from tests.fake_openai import FakeOpenAI
@@ -54,8 +55,11 @@ def test_every_attempt_ends_generated_or_failed_once_as_scripted(
         ([fake_openai.hang(0.8), fake_openai.ok()], 2, None),
         ([fake_openai.error(500)] * 3, 3, "openai: HTTP 500 (scripted_error) (after 3 tries)"),
         ([fake_openai.error(429, retry_after=0)] * 3, 3, "openai: HTTP 429"),
-        ([fake_openai.malformed(), fake_openai.invalid_lesson(), fake_openai.malformed()], 3,
-         "the content is not JSON"),
+        (
+            [fake_openai.malformed(), fake_openai.invalid_lesson(), fake_openai.malformed()],
+            3,
+            "the content is not JSON",
+        ),
         ([fake_openai.hang(0.8)] * 3, 3, "timed out"),
         ([fake_openai.error(400)], 1, "HTTP 400 (scripted_error) (not retried)"),
     ]
@@ -65,7 +69,7 @@ def test_every_attempt_ends_generated_or_failed_once_as_scripted(
         settings = openai_settings(fake.base_url, openai_timeout_seconds=0.3)
         with running_worker(store.url, settings, ledger) as worker:
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson decided")
-            head = ledger.recorder.max_notification_id()
+            head = event_store(ledger).recorder.max_notification_id()
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
 
     for lesson_id, (_, calls, reason) in zip(ids, scripts, strict=True):
@@ -106,8 +110,12 @@ def test_the_template_generator_is_the_default(store: Store) -> None:
 def test_a_request_without_details_fails_with_a_reason(store: Store) -> None:
     ledger = store.open()
     bare = ledger.request_lesson(
-        provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
-        time_slot="08:00-08:30", request_id="bare-1", actor="teacher",
+        provider_id=PROVIDER,
+        school_id="school-1",
+        lesson_date="2025-09-05",
+        time_slot="08:00-08:30",
+        request_id="bare-1",
+        actor="teacher",
     )
     settings = WorkerSettings(_env_file=None, worker_poll_seconds=0.05)  # type: ignore[call-arg]
     with running_worker(store.url, settings, ledger):
@@ -123,8 +131,9 @@ def test_up_to_n_attempts_are_generated_at_once(store: Store) -> None:
     with FakeOpenAI() as fake:
         # Each call waits until 3 calls are in flight: the worker must hold 3 at once.
         fake.hold_until_in_flight(3)
-        with running_worker(store.url, openai_settings(fake.base_url, worker_concurrency=3),
-                            ledger):
+        with running_worker(
+            store.url, openai_settings(fake.base_url, worker_concurrency=3), ledger
+        ):
             wait_for(lambda: len(fake.calls) >= 3, DEADLINE, "3 calls at once")
             fake.hold_until_in_flight(None)
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
@@ -159,11 +168,14 @@ def test_a_restarted_worker_neither_skips_nor_repeats_finished_attempts(store: S
         settings = openai_settings(fake.base_url)
         with running_worker(store.url, settings, ledger):
             wait_for(all_decided(ledger, first), DEADLINE, "the first lessons")
-            head = ledger.recorder.max_notification_id()
+            head = event_store(ledger).recorder.max_notification_id()
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
         with running_worker(store.url, settings, ledger) as again:
-            wait_for(lambda: again.worker.position == ledger.recorder.max_notification_id(),
-                     DEADLINE, "the restarted worker caught up")
+            wait_for(
+                lambda: again.worker.position == event_store(ledger).recorder.max_notification_id(),
+                DEADLINE,
+                "the restarted worker caught up",
+            )
             assert len(fake.calls) == 4  # nothing finished was generated again
             later = request_lessons(ledger, 2, prefix="later", first_slot=4)
             again.wake()
@@ -187,7 +199,7 @@ def test_the_position_only_moves_past_finished_attempts(store: Store) -> None:
             assert tracked_position(store) < slow.position  # the first is still in flight
             release.set()
             wait_for(all_decided(ledger, [slow.lesson_id]), DEADLINE, "the slow lesson")
-            head = ledger.recorder.max_notification_id()
+            head = event_store(ledger).recorder.max_notification_id()
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
 
 
@@ -198,8 +210,9 @@ def test_a_result_that_arrives_after_a_regeneration_is_stale(store: Store) -> No
     with FakeOpenAI() as fake:
         fake.script(key(lesson_id, 1), fake_openai.held(release))
         with running_worker(store.url, openai_settings(fake.base_url), ledger) as worker:
-            fake.wait_until(lambda f: key(lesson_id, 1) in f.in_flight_keys(), DEADLINE,
-                            "attempt 1 in flight")
+            fake.wait_until(
+                lambda f: key(lesson_id, 1) in f.in_flight_keys(), DEADLINE, "attempt 1 in flight"
+            )
             # Meanwhile attempt 1 is decided elsewhere (an operator) and regenerated.
             ledger.record_failure(lesson_id=lesson_id, attempt=1, reason="gave up", actor="ops")
             ledger.regenerate(lesson_id=lesson_id, request_id="regen-1", actor="teacher")
@@ -226,11 +239,15 @@ def test_a_second_result_for_an_attempt_is_a_replay_never_a_second_lesson(store:
     with FakeOpenAI() as fake:
         fake.script(key(lesson_id), fake_openai.held(release))
         with running_worker(store.url, openai_settings(fake.base_url), ledger) as worker:
-            fake.wait_until(lambda f: key(lesson_id) in f.in_flight_keys(), DEADLINE,
-                            "attempt 1 in flight")
+            fake.wait_until(
+                lambda f: key(lesson_id) in f.in_flight_keys(), DEADLINE, "attempt 1 in flight"
+            )
             earlier = ledger.record_generation(
-                lesson_id=lesson_id, attempt=1, content={"lesson": "from the other worker"},
-                model="other", actor="other-worker",
+                lesson_id=lesson_id,
+                attempt=1,
+                content={"lesson": "from the other worker"},
+                model="other",
+                actor="other-worker",
             )
             release.set()
             wait_for(lambda: worker.worker.counts["replayed"] == 1, DEADLINE, "the replay")
@@ -245,9 +262,10 @@ def test_a_superseded_attempt_is_not_generated(store: Store) -> None:
     [lesson_id] = request_lessons(ledger, 1)
     ledger.record_failure(lesson_id=lesson_id, attempt=1, reason="gave up", actor="ops")
     ledger.regenerate(lesson_id=lesson_id, request_id="regen-1", actor="teacher")
-    with FakeOpenAI() as fake, running_worker(
-        store.url, openai_settings(fake.base_url), ledger
-    ) as worker:
+    with (
+        FakeOpenAI() as fake,
+        running_worker(store.url, openai_settings(fake.base_url), ledger) as worker,
+    ):
         wait_for(all_decided(ledger, [lesson_id]), DEADLINE, "attempt 2 generated")
     assert fake.calls_by_attempt() == Counter({key(lesson_id, 2): 1})
     assert results(ledger, lesson_id)[("LessonGenerated", 2)] == 1
@@ -262,8 +280,11 @@ def test_a_cancelled_lesson_is_not_generated(store: Store) -> None:
     with FakeOpenAI() as fake:
         fake.script(key(in_flight), fake_openai.held(release))
         with running_worker(store.url, openai_settings(fake.base_url), ledger) as worker:
-            fake.wait_until(lambda f: key(in_flight) in f.in_flight_keys(), DEADLINE,
-                            "the third lesson in flight")
+            fake.wait_until(
+                lambda f: key(in_flight) in f.in_flight_keys(),
+                DEADLINE,
+                "the third lesson in flight",
+            )
             ledger.cancel(lesson_id=in_flight, request_id="cancel-2", actor="teacher")
             release.set()
             wait_for(all_decided(ledger, [kept]), DEADLINE, "the kept lesson generated")
@@ -284,9 +305,12 @@ def _request_again(ledger: LessonLedger, lesson_id: object) -> int:
     state = ledger.get_lesson(lesson_id)  # type: ignore[arg-type]
     assert state is not None
     result = ledger.request_lesson(
-        provider_id=state.provider_id, school_id=state.school_id,
-        lesson_date=state.lesson_date.isoformat(), time_slot=state.time_slot,
-        request_id="again-1", actor="teacher",
+        provider_id=state.provider_id,
+        school_id=state.school_id,
+        lesson_date=state.lesson_date.isoformat(),
+        time_slot=state.time_slot,
+        request_id="again-1",
+        actor="teacher",
         details={"students": [{"id": STUDENT_IDS[0], "grade": 2}], "subject": "Reading"},
     )
     return result.attempt
@@ -316,9 +340,10 @@ def test_a_worker_that_loses_its_lock_lets_go_and_takes_over_again(postgres_stor
     first = request_lessons(ledger, 2, prefix="first")
     name = f"{store.database.schema}.generation_worker"
     keys = (0x4C4C, zlib.crc32(name.encode()) & 0x7FFF_FFFF)  # as adapters/view_locks.py
-    with FakeOpenAI() as fake, running_worker(
-        store.url, openai_settings(fake.base_url), ledger
-    ) as worker:
+    with (
+        FakeOpenAI() as fake,
+        running_worker(store.url, openai_settings(fake.base_url), ledger) as worker,
+    ):
         wait_for(all_decided(ledger, first), DEADLINE, "the first lessons")
         [(pid,)] = store.query(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "

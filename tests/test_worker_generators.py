@@ -12,17 +12,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.generator_openai import OpenAIGenerator, user_prompt
-from adapters.generator_template import MODEL, TemplateGenerator
-from adapters.generators import (
+from adapters.generators import make_generator
+from adapters.generators.openai_compatible import OpenAIGenerator, user_prompt
+from adapters.generators.settings import GeneratorConfigError, GeneratorSettings
+from adapters.generators.template import MODEL, TemplateGenerator
+from projections.generation.port import (
     GeneratedLesson,
     GenerationError,
     GenerationInterrupted,
     GenerationRequest,
-    GeneratorConfigError,
-    GeneratorSettings,
     Learner,
-    make_generator,
 )
 from tests import fake_openai
 from tests.fake_openai import FakeOpenAI
@@ -86,9 +85,7 @@ def test_template_uses_duration_subject_grades_topic_and_role() -> None:
 def test_template_output_validates_and_keeps_student_data_out(
     subject_type: str | None, role: str | None
 ) -> None:
-    generated = TemplateGenerator().generate(
-        request(subject_type=subject_type, teacher_role=role)
-    )
+    generated = TemplateGenerator().generate(request(subject_type=subject_type, teacher_role=role))
     content = generated.content()
     assert GeneratedLesson.model_validate(json.loads(json.dumps(content))) == generated
     assert set(content) == {"lesson", "worksheet", "metadata"}
@@ -96,7 +93,10 @@ def test_template_output_validates_and_keeps_student_data_out(
     assert content["metadata"]["model"] == MODEL
     for section in ("introduction", "activity"):
         assert set(content["lesson"][section]) >= {
-            "description", "duration", "instructions", "materials"
+            "description",
+            "duration",
+            "instructions",
+            "materials",
         }
     text = json.dumps(content)
     assert IEP_GOAL not in text and "extended time" not in text
@@ -166,8 +166,9 @@ def test_retries_and_reasons(
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
-    settings = openai_settings("http://127.0.0.1:9/v1", openai_backoff_seconds=1.0,
-                               openai_max_backoff_seconds=8.0)
+    settings = openai_settings(
+        "http://127.0.0.1:9/v1", openai_backoff_seconds=1.0, openai_max_backoff_seconds=8.0
+    )
     generator = OpenAIGenerator(settings, rng=random.Random(7))
     delays = [[generator._backoff(n, None) for n in range(1, 6)] for _ in range(200)]
     for n, ceiling in enumerate([1, 2, 4, 8, 8]):
@@ -182,8 +183,12 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
 def test_close_interrupts_a_generator_waiting_to_retry() -> None:
     with FakeOpenAI(default=fake_openai.error(503)) as fake:
         generator = OpenAIGenerator(
-            openai_settings(fake.base_url, openai_backoff_seconds=30, openai_max_backoff_seconds=30,
-                            openai_max_tries=5)
+            openai_settings(
+                fake.base_url,
+                openai_backoff_seconds=30,
+                openai_max_backoff_seconds=30,
+                openai_max_tries=5,
+            )
         )
         outcome: list[BaseException] = []
 
@@ -207,18 +212,38 @@ def test_no_student_id_in_the_prompt_and_nothing_sensitive_in_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     state_students = [
-        {"id": STUDENT_IDS[0], "grade": 2, "reading_level": "H", "iep_goals": [IEP_GOAL],
-         "accommodations": None},
+        {
+            "id": STUDENT_IDS[0],
+            "grade": 2,
+            "reading_level": "H",
+            "iep_goals": [IEP_GOAL],
+            "accommodations": None,
+        },
     ]
     from domain.lesson import LessonState
 
     state = LessonState(
-        lesson_id=uuid.uuid4(), provider_id="p", school_id="s", lesson_date=FIXED.date(),
-        time_slot="08:00-08:30", kind="scheduled", status="requested", attempt=1,
-        request_id="r", requested_by="a", requested_at=FIXED, correlation_id=None,
+        lesson_id=uuid.uuid4(),
+        provider_id="p",
+        school_id="s",
+        lesson_date=FIXED.date(),
+        time_slot="08:00-08:30",
+        kind="scheduled",
+        status="requested",
+        attempt=1,
+        request_id="r",
+        requested_by="a",
+        requested_at=FIXED,
+        correlation_id=None,
         details={"subject": "Reading", "subject_type": "ela", "duration": 20},
-        students=state_students, content=None, model=None, generated_at=None,
-        failure_reason=None, cancel_reason=None, version=2, updated_at=FIXED,
+        students=state_students,
+        content=None,
+        model=None,
+        generated_at=None,
+        failure_reason=None,
+        cancel_reason=None,
+        version=2,
+        updated_at=FIXED,
     )
     attempt = GenerationRequest.from_state(state)
     assert STUDENT_IDS[0] not in attempt.model_dump_json()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.eventstore import event_store
 from tests import fake_openai
 from tests.conftest import Store
 from tests.fake_openai import FakeOpenAI
@@ -45,8 +46,10 @@ def test_a_killed_worker_is_replaced_and_every_lesson_is_generated_once(
         first = start_worker_process(store.url, env, tmp_path / "first.log", "--concurrency", "4")
         try:
             wait_for(
-                lambda: statuses(ledger, ids).count("generated") >= 2
-                and len(fake.in_flight_keys()) >= 2,
+                lambda: (
+                    statuses(ledger, ids).count("generated") >= 2
+                    and len(fake.in_flight_keys()) >= 2
+                ),
                 DEADLINE,
                 "some lessons generated and others in flight",
             )
@@ -60,7 +63,7 @@ def test_a_killed_worker_is_replaced_and_every_lesson_is_generated_once(
         second = start_worker_process(store.url, env, tmp_path / "second.log", "--concurrency", "4")
         try:
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
-            head = ledger.recorder.max_notification_id()
+            head = event_store(ledger).recorder.max_notification_id()
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
         finally:
             second.send_signal(signal.SIGTERM)
@@ -119,8 +122,12 @@ def test_two_worker_processes_generate_each_attempt_once(
     ("args", "env", "code", "message"),
     [
         (["--database-url", "mysql://x/y"], {}, 2, "unknown scheme 'mysql'"),
-        (["--database-url", "postgresql://postgres@127.0.0.1:1/test"], {}, 3,
-         "cannot reach PostgreSQL"),
+        (
+            ["--database-url", "postgresql://postgres@127.0.0.1:1/test"],
+            {},
+            3,
+            "cannot reach PostgreSQL",
+        ),
         (["--generator", "gpt"], {}, 2, "--generator must be template or openai"),
         (["--concurrency", "0"], {"COLUMNS": "200"}, 2, "Invalid value for '--concurrency'"),
         (["--generator", "openai"], {}, 2, "LESSON_LEDGER_OPENAI_API_KEY"),
@@ -132,12 +139,19 @@ def test_worker_command_errors_are_one_line_and_an_exit_code(
 ) -> None:
     database = ["--database-url", f"sqlite:///{tmp_path / 'ledger.db'}"]
     clean = worker_env("http://127.0.0.1:9/v1", **env)
-    for name in ("LESSON_LEDGER_GENERATOR", "LESSON_LEDGER_OPENAI_BASE_URL",
-                 "LESSON_LEDGER_OPENAI_API_KEY"):
+    for name in (
+        "LESSON_LEDGER_GENERATOR",
+        "LESSON_LEDGER_OPENAI_BASE_URL",
+        "LESSON_LEDGER_OPENAI_API_KEY",
+    ):
         clean.pop(name)
     done = subprocess.run(
         [sys.executable, "-m", "adapters.cli", "worker", *database, *args],
-        capture_output=True, text=True, env=clean, cwd=tmp_path, timeout=30,
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=tmp_path,
+        timeout=30,
     )
     assert done.returncode == code, done.stderr
     assert message in done.stderr

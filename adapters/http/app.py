@@ -16,15 +16,16 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
-from adapters.database import Database, open_ledger
+from adapters.eventstore import open_ledger
 from adapters.http import lessons, operations, problems, reads
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
-from adapters.idempotency import IdempotencyStore
-from adapters.lessons_view import open_read_model
+from adapters.read_model import open_read_model
 from adapters.settings import Settings
-from adapters.sqlstore import SqlStore
-from adapters.tokens import TokenStore
+from adapters.storage.database import Database
+from adapters.storage.idempotency import IdempotencyStore
+from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tokens import TokenStore
 from adapters.worker import start_worker_in_background
 
 log = logging.getLogger("lesson_ledger.http")

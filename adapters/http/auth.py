@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from adapters.http.problems import ApiProblem
-from adapters.tokens import ApiToken, TokenStore
+from adapters.storage.tokens import ApiToken, TokenStore
 
 bearer = HTTPBearer(auto_error=False, description="A token from `lesson-ledger tokens create`")
 

@@ -28,8 +28,8 @@ from adapters.http.schemas import (
     HistoryResponse,
     LessonRequestBody,
 )
-from adapters.idempotency import IdempotencyStore, StoredResponse, body_hash
-from adapters.tokens import ApiToken
+from adapters.storage.idempotency import IdempotencyStore, StoredResponse, body_hash
+from adapters.storage.tokens import ApiToken
 from domain import (
     BatchResult,
     CommandResult,

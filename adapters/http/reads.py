@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from adapters.http.auth import allow, not_yours
 from adapters.http.lessons import PROBLEMS, Reader
 from adapters.http.problems import ApiProblem
-from adapters.tokens import ApiToken
+from adapters.storage.tokens import ApiToken
 from domain import FieldError, InvalidLessonRequest, LessonNotFound
 from projections.lessons import LessonRow
 from projections.read_model import InvalidLessonQuery, LessonsReadModel

@@ -1,0 +1,154 @@
+"""What every command shares: the `--database-url` and `--json` options, the exit codes,
+one place that turns failures into them, progress bars, and JSON output.
+
+Exit codes: 0 done, 1 rejected by the domain (a conflict, an unknown lesson, an export
+that differs), 2 bad input or usage (the field named; a malformed database URL too),
+3 infrastructure failure. Failures are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+import typer
+from eventsourcing.persistence import PersistenceError
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from adapters.eventstore import open_ledger
+from adapters.storage.database import DATABASE_URL_SETTING, DatabaseUrlError
+from domain import LessonLedger, LessonNotFound
+from domain.errors import (
+    DomainRejection,
+    InvalidLessonRequest,
+    LedgerUnavailable,
+    one_line,
+)
+from projections.lessons import ProjectionError
+
+DONE, REJECTED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
+INTERRUPTED = 130
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB[?schema=NAME]; "
+        f"default ${DATABASE_URL_SETTING}, else sqlite:///./lesson-ledger.db",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def exit_codes() -> Iterator[None]:
+    """Turn the ledger's failures into one line on stderr and the documented exit code."""
+    try:
+        yield
+    except DatabaseUrlError as error:  # a wrong URL is bad input, not an outage
+        raise _exit(BAD_INPUT, "invalid", error) from None
+    except ValidationError as invalid:  # a setting from the environment
+        first = invalid.errors(include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise _exit(BAD_INPUT, "invalid", f"setting {field!r}: {first['msg']}") from None
+    except (LedgerUnavailable, PersistenceError, ProjectionError) as error:
+        raise _exit(INFRASTRUCTURE, "error", error) from None
+    except (psycopg.Error, sqlite3.Error, OSError) as error:
+        raise _exit(INFRASTRUCTURE, "error", error) from None
+    except (InvalidLessonRequest, ValueError) as error:
+        raise _exit(BAD_INPUT, "invalid", error) from None
+    except LessonNotFound as missing:
+        raise _exit(REJECTED, "not found", missing) from None
+    except DomainRejection as error:
+        raise _exit(REJECTED, "rejected", error) from None
+
+
+def _exit(code: int, label: str, error: object) -> typer.Exit:
+    colour = "red" if code in (BAD_INPUT, INFRASTRUCTURE) else "yellow"
+    text = one_line(error) if isinstance(error, BaseException) else str(error)
+    err.print(f"[{colour}]{label}:[/{colour}] {text}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def opened_ledger(database_url: str | None) -> Iterator[LessonLedger]:
+    """The ledger for one command, closed afterwards; failures become exit codes."""
+    with exit_codes():
+        ledger = open_ledger(database_url)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+
+def bad_input(field: str, message: str) -> typer.Exit:
+    """One line naming the bad option or field, and exit code 2 (raise the result)."""
+    err.print(f"[red]invalid:[/red] {field}: {message}")
+    return typer.Exit(BAD_INPUT)
+
+
+def parse_timestamp(field: str, text: str | None) -> datetime | None:
+    """An ISO timestamp (or date) from an option; without a zone it is taken as UTC."""
+    if text is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise bad_input(
+            field, f"is not an ISO timestamp such as 2025-09-05T08:30:00Z: {text!r}"
+        ) from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def progress_bar(
+    *extra: ProgressColumn, remaining: bool = True, transient: bool = False
+) -> Progress:
+    """A progress bar on stderr: what, how far, `extra` columns, time spent (and left);
+    `transient` ones vanish when done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        *([TimeRemainingColumn()] if remaining else []),
+        console=err,
+        transient=transient,
+    )
+
+
+def jsonable(value: object) -> Any:
+    """`json.dumps`'s default for what the ledger returns: dates, times, UUIDs, dataclasses."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def print_json(data: object) -> None:
+    """JSON on stdout, as machines read it (no colour, no wrapping)."""
+    typer.echo(json.dumps(data, default=jsonable, indent=2))

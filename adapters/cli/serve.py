@@ -1,0 +1,71 @@
+"""`lesson-ledger serve`: the HTTP API in one or more server processes (uvicorn)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from adapters.cli.options import DatabaseUrl, exit_codes
+from adapters.cli.tokens import with_tokens
+from adapters.http.metrics import MULTIPROCESS_DIR
+from adapters.settings import Settings
+from adapters.storage.database import DATABASE_URL_SETTING, Database
+
+
+def serve(
+    database_url: DatabaseUrl = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="server processes")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn).
+
+    On first start, when the database has no admin token, one is created and printed
+    once.
+
+    Example: lesson-ledger serve --workers 4 --database-url postgresql://postgres@127.0.0.1/ledger
+    """
+    with exit_codes():
+        url = database_url or Settings().database_url
+        Database.from_url(url)  # a wrong URL is one line, before anything starts
+        os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
+        first_admin = with_tokens(
+            url,
+            lambda tokens: (
+                None if tokens.has_active_admin() else tokens.create("admin", name="local-admin")[1]
+            ),
+        )
+    if first_admin:
+        typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
+    typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {url})")
+    with _shared_metrics(workers):
+        uvicorn.run(
+            "adapters.http.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+        )
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several server processes count into one fresh directory, so that `/metrics` from
+    any of them reports all (adapters/http/metrics.py); one uses its own registry. A
+    directory the operator set is used as it is, and kept."""
+    if workers == 1 or os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="lesson-ledger-metrics-") as folder:
+        os.environ[MULTIPROCESS_DIR] = folder  # the worker processes inherit it
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]

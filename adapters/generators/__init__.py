@@ -1,0 +1,18 @@
+"""The generators: `template` (offline, deterministic, the default) and `openai` (any
+OpenAI-compatible chat completions endpoint), chosen by the settings."""
+
+from __future__ import annotations
+
+from adapters.generators.openai_compatible import OpenAIGenerator
+from adapters.generators.settings import GeneratorConfigError, GeneratorSettings
+from adapters.generators.template import TemplateGenerator
+from projections.generation.port import LessonGenerator
+
+__all__ = ["GeneratorConfigError", "GeneratorSettings", "make_generator"]
+
+
+def make_generator(settings: GeneratorSettings) -> LessonGenerator:
+    """The generator the settings name."""
+    if settings.generator == "openai":
+        return OpenAIGenerator(settings)
+    return TemplateGenerator()

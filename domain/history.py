@@ -1,0 +1,79 @@
+"""A lesson slot's history as auditors read it: each event with who, when, which request
+and batch, and what it changed, and the slot's state as it was after the last one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.lesson import LessonSlot, LessonState
+
+# Fields every entry carries apart (or leaves out), not as a change.
+_BASE_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "request_id",
+    "actor",
+    "correlation_id",
+    "source",
+    "fingerprint",
+    "as_sent",
+}
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One event of a slot's history: what happened, when, who and why."""
+
+    version: int
+    event: str
+    recorded_at: datetime
+    request_id: str
+    actor: str
+    correlation_id: str | None
+    source: str
+    changes: dict[str, Any]
+    as_sent: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class LessonHistory:
+    """A slot's events and rejected attempts, in order, and its state after the last."""
+
+    lesson_id: UUID
+    entries: list[HistoryEntry]
+    state: LessonState | None
+
+
+def history_of(lesson_id: UUID, events: Sequence[LessonSlot.Event]) -> LessonHistory:
+    """The history of these events (a slot's, in order): entries, and the state they make."""
+    slot: LessonSlot | None = None
+    for event in events:
+        slot = event.mutate(slot)
+    state = slot.state() if slot is not None else None
+    return LessonHistory(lesson_id, [history_entry(event) for event in events], state)
+
+
+def history_entry(event: LessonSlot.Event) -> HistoryEntry:
+    """The entry of one event; the students' sensitive part shows as a count."""
+    fields = vars(event)
+    changes = {k: v for k, v in fields.items() if k not in _BASE_FIELDS}
+    if changes.get("students") is not None:
+        # Sensitive per-student data stays in the event; history shows how many.
+        changes["students"] = f"{len(changes['students'])} student(s)"
+    return HistoryEntry(
+        version=event.originator_version,
+        event=type(event).__qualname__.rsplit(".", 1)[-1],
+        recorded_at=event.timestamp,
+        request_id=fields["request_id"],
+        actor=fields["actor"],
+        correlation_id=fields["correlation_id"],
+        source=fields["source"],
+        changes=changes,
+        as_sent=fields.get("as_sent"),
+    )

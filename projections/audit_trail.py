@@ -1,0 +1,226 @@
+"""The audit trail as JSON Lines: one event per line, with its metadata and its position
+(the notification id), read from the ledger's notification log a page at a time, and
+checked back against the ledger.
+
+Memory stays constant in the length of the log: one page of notifications is held at a
+time. Filtering by provider or school needs each event's lesson key, which only the
+lesson's first event carries: an `Opened`, or an `OpenedByRequest` (a subclass of it, a
+new slot and its first request in one event); being first, it is read before the rest.
+The ids of the matching lessons are kept as the log streams past, which is
+O(matching lessons).
+
+Students' sensitive part (IEP goals, accommodations, reading levels) never leaves the
+ledger this way: `students` is exported as a count, and the fingerprint of a request
+(a hash over its details, students included) is left out too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from domain import LessonSlot
+from domain.commands import check_fields
+from domain.keys import canonical_provider_id, canonical_school_id
+from projections.log import EventLog
+
+PAGE_SIZE = 500
+"""Notifications per read: the same page the projections use."""
+
+# Fields every line carries at its top level, or leaves out (see the module docstring).
+_METADATA = {"request_id", "actor", "correlation_id", "source", "as_sent"}
+_LEFT_OUT = {"timestamp", "originator_id", "originator_version", "originator_topic", "fingerprint"}
+_SENSITIVE = "students"
+
+
+def export_record(position: int, event: Any) -> dict[str, Any]:
+    """One line of the export, as JSON data: where the event is in the log, which lesson,
+    which version, what happened, when, who, and what changed (`data`)."""
+    fields = vars(event)
+    data = {k: v for k, v in fields.items() if k not in _METADATA and k not in _LEFT_OUT}
+    if _SENSITIVE in data:
+        data[_SENSITIVE] = None if data[_SENSITIVE] is None else len(data[_SENSITIVE])
+    record = {
+        "position": position,
+        "lesson_id": event.originator_id,
+        "version": event.originator_version,
+        "event": type(event).__name__,
+        "recorded_at": event.timestamp,
+        **{name: fields.get(name) for name in sorted(_METADATA)},
+        "data": data,
+    }
+    # Through JSON and back, so a record compares equal to a line read from a file.
+    normalised: dict[str, Any] = json.loads(json.dumps(record, default=_encoded))
+    return normalised
+
+
+def _encoded(value: object) -> str:
+    """What events hold beside JSON's own types: times, dates, ids."""
+    if isinstance(value, date | UUID):  # datetime is a date
+        return value.isoformat() if isinstance(value, date) else str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def export_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+@dataclass
+class TrailFilter:
+    """Which events an export holds: of one provider, one school, recorded since a time."""
+
+    provider_id: str | None = None
+    school_id: str | None = None
+    since: datetime | None = None
+    _lessons: set[UUID] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # The key's parts are compared in canonical form, like the ledger keys them; a bad
+        # one is an InvalidLessonRequest naming the field.
+        checks: list[tuple[str, Any, object]] = [
+            (name, canonical, value)
+            for name, canonical, value in (
+                ("provider_id", canonical_provider_id, self.provider_id),
+                ("school_id", canonical_school_id, self.school_id),
+            )
+            if value is not None
+        ]
+        for (name, _, _), canonical_value in zip(checks, check_fields(checks), strict=True):
+            setattr(self, name, canonical_value)
+
+    @property
+    def by_key(self) -> bool:
+        return self.provider_id is not None or self.school_id is not None
+
+    def admits(self, event: Any) -> bool:
+        """Whether the event belongs in the export; must see every event, in log order."""
+        if self.by_key:
+            if isinstance(event, LessonSlot.Opened) and self._key_matches(event):
+                self._lessons.add(event.originator_id)
+            if event.originator_id not in self._lessons:
+                return False
+        return self.since is None or event.timestamp >= self.since
+
+    def _key_matches(self, opened: Any) -> bool:
+        return (self.provider_id is None or opened.provider_id == self.provider_id) and (
+            self.school_id is None or opened.school_id == self.school_id
+        )
+
+
+def trail(
+    log: EventLog,
+    only: TrailFilter,
+    after: int = 0,
+    progress: Callable[[int], object] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The records of the log's events that the filter admits, in log order, read a
+    page at a time (at most one page ahead of the caller).
+    `progress(position)` is called after each page."""
+    for page in log.pages(after=after, page_size=PAGE_SIZE):
+        for position, event in zip(page.ids, page.events, strict=True):
+            if only.admits(event):
+                yield export_record(position, event)
+        if progress is not None:
+            progress(page.position)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way an export and the ledger disagree."""
+
+    line: int | None
+    """The export's line number (None for an event the export is missing)."""
+    position: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "missing line"
+        at = f" (position {self.position})" if self.position is not None else ""
+        return f"{where}{at}: {self.problem}"
+
+
+@dataclass
+class Verification:
+    """What `verify` found: how many lines it checked, and every difference."""
+
+    lines: int = 0
+    last_position: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+
+def verify(lines: Iterable[str], log: EventLog, only: TrailFilter) -> Verification:
+    """Check an export against the ledger, both read as streams and merged by position:
+    every line must be the ledger's event at its position, unchanged, and every event the
+    filter admits up to the export's last position must have its line. Events after the
+    last line are newer than the export and not expected in it."""
+    found = Verification()
+    expected = trail(log, only)
+    pending = next(expected, None)
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        found.lines += 1
+        record = _parsed(text)
+        position = record.get("position") if record is not None else None
+        if record is None or not isinstance(position, int):
+            found.differences.append(Difference(number, None, "is not a line of an export"))
+            continue
+        if position <= found.last_position:
+            found.differences.append(
+                Difference(number, position, "is out of order or repeated (positions only grow)")
+            )
+            continue
+        found.last_position = position
+        while pending is not None and pending["position"] < position:
+            found.differences.append(_missing(pending))
+            pending = next(expected, None)
+        if pending is not None and pending["position"] == position:
+            changed = _changed_fields(pending, record)
+            if changed:
+                found.differences.append(
+                    Difference(number, position, f"differs from the ledger in {', '.join(changed)}")
+                )
+            pending = next(expected, None)
+        else:
+            found.differences.append(Difference(number, position, _absent(log, position)))
+    return found
+
+
+def _parsed(text: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _missing(record: dict[str, Any]) -> Difference:
+    return Difference(
+        None,
+        record["position"],
+        f"the export leaves out {record['event']} v{record['version']} of lesson "
+        f"{record['lesson_id']}",
+    )
+
+
+def _absent(log: EventLog, position: int) -> str:
+    if log.has(position):
+        return (
+            "this event is not one the filters admit: verify with the filters of the export "
+            "(--provider, --school, --since)"
+        )
+    return "the ledger has no event at this position"
+
+
+def _changed_fields(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    names = sorted(set(expected) | set(actual))
+    changed = [n for n in names if n != "data" and expected.get(n) != actual.get(n)]
+    data, sent = expected.get("data") or {}, actual.get("data")
+    if not isinstance(sent, dict):
+        return [*changed, "data"] if data != sent else changed
+    changed += [f"data.{n}" for n in sorted(set(data) | set(sent)) if data.get(n) != sent.get(n)]
+    return changed
