@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from adapters.cli.audit import audit_commands
@@ -29,3 +31,25 @@ app.command("worker")(worker)
 @app.callback()
 def main() -> None:
     """An event-sourced ledger for AI-generated lessons."""
+
+
+def reflow(text: str | None) -> str | None:
+    """A docstring as help: each paragraph one line, for the terminal to wrap at its width.
+    (Typer keeps a docstring's line breaks, and the terminal then breaks its lines again.)"""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Every command's and group's help reflowed (see `reflow`), through the whole tree."""
+    for command in typer_app.registered_commands:
+        if command.help is None and command.callback is not None:
+            command.help = reflow(command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
