@@ -1,5 +1,6 @@
 """The lesson ledger's domain: keys, the lesson slot aggregate, commands, errors, the ledger."""
 
+from domain.batches import BatchItemResult, BatchResult
 from domain.errors import (
     FieldError,
     Holder,
@@ -11,12 +12,11 @@ from domain.errors import (
     LessonNotFound,
     StaleGeneration,
 )
-from domain.keys import LEDGER_NAMESPACE, LessonKey, lesson_id_for, parse_key
-from domain.batches import BatchItemResult, BatchResult
 from domain.history import HistoryEntry, LessonHistory
+from domain.keys import LEDGER_NAMESPACE, LessonKey, lesson_id_for, parse_key
 from domain.ledger import CommandResult, LessonLedger
-from domain.ports import SlotStore
 from domain.lesson import LessonSlot, LessonState, Metadata
+from domain.ports import SlotStore
 
 __all__ = [
     "LEDGER_NAMESPACE",

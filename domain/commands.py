@@ -13,24 +13,60 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic.alias_generators import to_camel
 
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
-from domain.keys import LessonKey, canonical_request_id, parse_key, parse_legacy_key
+from domain.keys import (
+    LESSON_DATE_PATTERN,
+    PROVIDER_ID_PATTERN,
+    REQUEST_ID_PATTERN,
+    SCHOOL_ID_PATTERN,
+    TIME_SLOT_PATTERN,
+    LessonKey,
+    canonical_request_id,
+    parse_key,
+    parse_legacy_key,
+)
 
 SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
 MAX_ACTOR_LENGTH = 128
 MAX_SPELLING = 64
 MAX_DETAILS_BYTES = 128 * 1024
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+def _trimmed(text: str) -> str:
+    """Text without surrounding white space; blank text is missing."""
+    trimmed = text.strip()
+    if not trimmed:
+        raise ValueError("is blank")
+    return trimmed
+
+
+# The length is checked as sent, the white space trimmed after: what the documented
+# limits (maxLength) refuse, the ledger refuses too.
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_trimmed)]
+LongText = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_trimmed)
+]
 
 
 class _Model(BaseModel):
+    # Strict: a grade of "3" or true is not a grade; JSON's own types only.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
     )
 
 
@@ -54,6 +90,73 @@ class LessonDetails(_Model):
     topic: Text | None = None
     duration: int = Field(default=30, ge=5, le=120)
     focus_skills: list[Text] = Field(default_factory=list, max_length=30)
+
+
+# A lesson request's fields, defined once: `LessonRequestFields` documents them (types,
+# limits, descriptions) for the HTTP API's OpenAPI document and the command line's
+# batch files; `validate_request` below checks them and names every bad field at once,
+# in the ledger's words. The model does not validate (SkipValidation): a request with
+# several bad fields must be answered with all of them, not with the first pydantic met.
+ProviderIdText = Annotated[
+    str,
+    StringConstraints(pattern=rf"^\s*{PROVIDER_ID_PATTERN}\s*$"),
+    Field(
+        description="The provider: a UUID in any standard text form. "
+        "Defaults to a provider token's own."
+    ),
+]
+SchoolIdText = Annotated[
+    str,
+    StringConstraints(pattern=rf"^\s*{SCHOOL_ID_PATTERN}\s*$"),
+    Field(description="The school: 1-64 characters of A-Z a-z 0-9 . _ : -; required."),
+]
+LessonDateText = Annotated[
+    str,
+    StringConstraints(pattern=rf"^\s*{LESSON_DATE_PATTERN}\s*$"),
+    Field(description="YYYY-MM-DD, a real calendar date; required."),
+]
+TimeSlotText = Annotated[
+    str,
+    StringConstraints(pattern=f"^{TIME_SLOT_PATTERN}$"),
+    Field(
+        description="H:MM-H:MM or HH:MM-HH:MM, 24-hour, start before end, end up to 24:00. "
+        "Required for a scheduled lesson; none for kind on_demand."
+    ),
+]
+RequestIdText = Annotated[
+    str,
+    StringConstraints(pattern=rf"^\s*{REQUEST_ID_PATTERN}\s*$"),
+    Field(description="1-128 characters of A-Z a-z 0-9 . _ : @ / + = ~ -"),
+]
+LessonKind = Literal["scheduled", "on_demand"]
+ReasonText = Annotated[
+    str, StringConstraints(max_length=2000), Field(description="Why (free text).")
+]
+
+
+class LessonRequestFields(_Model):
+    """A request for one lesson slot: its key, its idempotency key, what to generate."""
+
+    provider_id: SkipValidation[ProviderIdText | None] = None
+    school_id: SkipValidation[SchoolIdText | None] = None
+    lesson_date: SkipValidation[LessonDateText | None] = None
+    time_slot: SkipValidation[TimeSlotText | None] = None
+    kind: SkipValidation[LessonKind] = "scheduled"
+    request_id: SkipValidation[RequestIdText | None] = Field(
+        None, description="The idempotency key of this request: the same id again is replayed."
+    )
+    details: SkipValidation[LessonDetails | None] = None
+    correlation_id: SkipValidation[RequestIdText | None] = Field(
+        None, description="Ties related requests together (a batch's id)."
+    )
+
+
+KEY_FIELDS = ("provider_id", "school_id", "lesson_date", "time_slot", "kind", "request_id")
+"""The fields that name a slot and the request (a calendar group's, beside its details)."""
+REQUEST_FIELDS = frozenset(LessonRequestFields.model_fields) | {"actor", "source"}
+"""Everything `validate_request` takes: the request's fields, and who sent it from where."""
+DETAIL_FIELDS = tuple(LessonDetails.model_fields)
+"""What a request's details hold (a calendar group's fields beside its key)."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +338,8 @@ def _pydantic_errors(invalid: ValidationError, prefix: str) -> list[FieldError]:
     for error in invalid.errors():
         path = ".".join(str(part) for part in (prefix, *error["loc"]))
         message = error["msg"]
+        if error["type"] == "value_error":  # our own check's words, without pydantic's prefix
+            message = str(error.get("ctx", {}).get("error", message))
         if error["type"] == "extra_forbidden":
             message = "is not a known field"
             if str(error["loc"][-1]).lower() in {"name", "first_name", "last_name", "firstname"}:

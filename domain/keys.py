@@ -26,14 +26,26 @@ LessonKind = Literal["scheduled", "on_demand"]
 ON_DEMAND_PREFIX = "on-demand-"
 LEGACY_FALLBACK_SLOT = "structured"
 
-_SCHOOL_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# What each part accepts, as regular expressions the code and the API's documentation
+# share (domain/commands.py); the parts are trimmed of surrounding white space first.
+PROVIDER_ID_PATTERN = (
+    r"(?:urn:uuid:)?\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}\}?"
+)
+"""A UUID in any standard text form: hyphenated or not, in braces, or as a URN."""
+SCHOOL_ID_PATTERN = r"[A-Za-z0-9._:-]{1,64}"
+LESSON_DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
+TIME_SLOT_PATTERN = r"\s*(\d{1,2}):(\d{2})\s*[-\u2013]\s*(\d{1,2}):(\d{2})\s*"
+REQUEST_ID_PATTERN = r"[A-Za-z0-9._:@/+=~-]{1,128}"
+_SCHOOL_ID = re.compile(SCHOOL_ID_PATTERN)
 _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TIME_SLOT = re.compile(r"\s*(\d{1,2}):(\d{2})\s*[-\u2013]\s*(\d{1,2}):(\d{2})\s*")
+_ISO_DATE = re.compile(LESSON_DATE_PATTERN)
+_PROVIDER_ID = re.compile(PROVIDER_ID_PATTERN)
+_TIME_SLOT = re.compile(TIME_SLOT_PATTERN)
 _START_ONLY = re.compile(r"\s*(\d{1,2}):(\d{2})\s*")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=~-]{1,128}")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 # Strings that front ends send when a variable was never set: they mean "missing".
 _UNSET_WORDS = {"null", "none", "undefined", "nil"}
 _MINUTES_PER_DAY = 24 * 60
@@ -141,10 +153,10 @@ def canonical_provider_id(value: object) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"must be a UUID string, not {type(value).__name__}")
-    try:
-        return str(UUID(value.strip()))
-    except ValueError:
-        raise ValueError(f"is not a UUID: {_shorten(value)!r}") from None
+    text = value.strip()
+    if not _PROVIDER_ID.fullmatch(text):
+        raise ValueError(f"is not a UUID: {_shorten(value)!r}")
+    return str(UUID(text))
 
 
 def canonical_school_id(value: object) -> str:

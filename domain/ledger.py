@@ -20,6 +20,7 @@ from uuid import UUID
 
 from domain.batches import MAX_BATCH_SIZE, BatchDecider, BatchResult
 from domain.commands import (
+    REQUEST_FIELDS,
     ImportLesson,
     RequestLesson,
     check_actor,
@@ -50,21 +51,6 @@ from domain.ports import SlotStore
 
 log = logging.getLogger("lesson_ledger.ledger")
 KEY_PARTS = ("provider_id", "school_id", "lesson_date", "time_slot", "kind")
-REQUEST_FIELDS = frozenset(
-    {
-        "provider_id",
-        "school_id",
-        "lesson_date",
-        "time_slot",
-        "request_id",
-        "actor",
-        "kind",
-        "details",
-        "correlation_id",
-        "source",
-    }
-)
-"""The fields of a lesson request (`request_lesson`'s keyword arguments, a batch item's keys)."""
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,35 @@ def run_operation(
     except Unsatisfiable:
         # No invalid input exists for an operation without parameters (GET /health).
         assert mode is GenerationMode.NEGATIVE
+
+
+def test_the_document_types_every_field_of_a_request_with_its_limits(running: Api) -> None:
+    document = running.client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+
+    group = schemas["CalendarGroup"]["properties"]
+    assert group["students"]["anyOf"][0]["items"] == {"$ref": "#/components/schemas/Student"}
+    assert group["subjectType"]["anyOf"][0]["enum"] == ["ela", "math"]
+    assert group["teacherRole"]["anyOf"][0]["enum"] == ["resource", "ot", "speech", "counseling"]
+    assert (group["duration"]["anyOf"][0]["minimum"], group["duration"]["anyOf"][0]["maximum"]) == (
+        5,
+        120,
+    )
+    grade = schemas["Student"]["properties"]["grade"]
+    assert grade["type"] == "integer" and grade["maximum"] == 12
+    single = schemas["LessonRequestBody"]["properties"]
+    assert single["details"]["anyOf"][0] == {"$ref": "#/components/schemas/LessonDetails"}
+    assert "pattern" in single["timeSlot"]["anyOf"][0]
+    # No request field is left untyped (TypeScript would take anything for it).
+    for name in ("CalendarGroup", "LessonRequestBody", "BatchBody", "ChangeBody", "Student"):
+        for field, spec in schemas[name]["properties"].items():
+            typed = {"type", "$ref", "anyOf", "enum", "allOf", "const"} & set(spec)
+            assert typed, f"{name}.{field} is untyped in the OpenAPI document: {spec}"
+
+
+@pytest.mark.parametrize("value", ["0.0", "1e3", " 5", "-1"])
+def test_a_position_that_is_not_whole_digits_is_refused(running: Api, value: str) -> None:
+    headers = running.auth("admin")
+    answer = running.client.get("/v1/lessons", params={"min_position": value}, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["field"] == "min_position"

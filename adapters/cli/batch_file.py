@@ -17,15 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-# A calendar group's fields that make the slot's key and metadata; the rest is details.
-_CALENDAR_KEY_FIELDS = {
-    "provider_id": ("providerId", "provider_id"),
-    "school_id": ("schoolId", "school_id"),
-    "lesson_date": ("lessonDate", "lesson_date"),
-    "time_slot": ("timeSlot", "time_slot"),
-    "kind": ("kind",),
-    "request_id": ("requestId", "request_id"),
-}
+from pydantic import ValidationError
+
+from adapters.calendar import CalendarGroup, calendar_item
+
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
@@ -92,17 +87,15 @@ def _calendar_item(
 ) -> dict[str, Any]:
     if not isinstance(group, Mapping):
         raise BatchFileError(f"batch[{index}]", "must be a JSON object")
-    item: dict[str, Any] = {}
-    details = dict(group)
-    for field, spellings in _CALENDAR_KEY_FIELDS.items():
-        for spelling in spellings:
-            if spelling in details:
-                item[field] = details.pop(spelling)
-    item.setdefault("provider_id", provider_id)
-    item.setdefault("kind", "scheduled")
-    item["request_id"] = item.get("request_id") or f"{batch_id}-{index}"
-    item.update(details=details or None, actor=actor, source="cli", correlation_id=batch_id)
-    return item
+    try:
+        parsed = CalendarGroup.model_validate(group)
+    except ValidationError as invalid:
+        first = invalid.errors(include_input=False)[0]
+        where = ".".join(str(part) for part in (f"batch[{index}]", *first["loc"]))
+        message = "is not a known field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise BatchFileError(where, message) from None
+    item = calendar_item(parsed, index, batch_id, provider_id=provider_id)
+    return {**item, "actor": actor, "source": "cli"}
 
 
 def _ledger_item(

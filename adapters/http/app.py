@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
 from adapters.eventstore import open_ledger
-from adapters.http import lessons, operations, problems, reads
+from adapters.http import batches, commands, history, operations, problems, reads
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.read_model import open_read_model
@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    app.include_router(lessons.router)
+    app.include_router(commands.router)
+    app.include_router(batches.router)
+    app.include_router(history.router)
     app.include_router(reads.router)
     app.include_router(operations.router)
     document_problems(app)

@@ -53,5 +53,5 @@ class Metrics:
         if not os.environ.get(MULTIPROCESS_DIR):
             return self.registry
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry

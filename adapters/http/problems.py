@@ -115,7 +115,7 @@ def validation_problem(error: RequestValidationError) -> ApiProblem:
     """FastAPI's validation errors, as fields and messages."""
     fields: list[FieldError] = []
     for item in error.errors():
-        location = [str(part) for part in item.get("loc", ()) if part not in ("body",)]
+        location = [str(part) for part in item.get("loc", ())][1:]  # without "body", "query"...
         kind = item.get("type", "")
         if kind == "json_invalid":
             fields.append(FieldError(field="body", message="is not valid JSON"))

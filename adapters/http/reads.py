@@ -11,13 +11,12 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from adapters.http.auth import allow, not_yours
-from adapters.http.lessons import PROBLEMS, Reader
+from adapters.http.auth import not_yours
+from adapters.http.dependencies import PROBLEMS, Admin, Reader, ReadModel, WholeNumber
 from adapters.http.problems import ApiProblem
-from adapters.storage.tokens import ApiToken
 from domain import FieldError, InvalidLessonRequest, LessonNotFound
 from projections.lessons import LessonRow
 from projections.read_model import InvalidLessonQuery, LessonsReadModel
@@ -59,15 +58,8 @@ class RebuildStarted(BaseModel):
     status: Literal["started", "running"]
 
 
-def read_model_of(request: Request) -> LessonsReadModel:
-    read_model: LessonsReadModel = request.app.state.read_model
-    return read_model
-
-
-ReadModel = Annotated[LessonsReadModel, Depends(read_model_of)]
-Admin = Annotated[ApiToken, Depends(allow("admin"))]
 MinPosition = Annotated[
-    int | None,
+    WholeNumber | None,
     Query(ge=0, description="wait (up to 5 s) until the read model has this command's position"),
 ]
 
@@ -107,7 +99,7 @@ def list_lessons(
     date_from: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD")] = None,
     date_to: Annotated[str | None, Query(alias="to", description="YYYY-MM-DD")] = None,
     status: Literal["requested", "generated", "failed", "cancelled"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[WholeNumber, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     min_position: MinPosition = None,
 ) -> LessonListResponse:

@@ -1,52 +1,29 @@
 """Request and response models. Requests accept snake_case and the calendar front end's
 camelCase; responses are snake_case.
 
-Request fields are typed loosely where the ledger validates them itself, so a request
-with several bad fields is answered with every one of them at once, in the ledger's
-words; the documented JSON schema still says what each field should be.
+A lesson request's fields are the ledger's own (domain/commands.py,
+`LessonRequestFields`), and a calendar group's (adapters/calendar.py): typed with their
+limits in the OpenAPI document, checked by the ledger, which answers a request with
+several bad fields with every one of them at once, in its own words.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
+from adapters.calendar import ApiModel
 from adapters.http.problems import FieldProblem, HolderInfo
-
-Text = Annotated[Any, WithJsonSchema({"type": "string"})]
-OptionalText = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}]})]
-Details = Annotated[
-    Any,
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "object"}, {"type": "null"}],
-            "description": "students (1-30 of {id, grade, readingLevel?, iepGoals?, "
-            "accommodations?}), subject, subjectType (ela|math), teacherRole "
-            "(resource|ot|speech|counseling), topic, duration (5-120), focusSkills",
-        }
-    ),
-]
+from domain.commands import LessonRequestFields, ReasonText, RequestIdText
 
 
-class ApiModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class LessonRequestBody(ApiModel):
+class LessonRequestBody(LessonRequestFields):
     """A request for one lesson slot."""
 
-    provider_id: OptionalText = Field(None, description="defaults to a provider token's own")
-    school_id: Text = None
-    lesson_date: Text = Field(None, description="YYYY-MM-DD")
-    time_slot: OptionalText = Field(None, description="HH:MM-HH:MM; none for on_demand")
-    kind: Literal["scheduled", "on_demand"] = "scheduled"
-    request_id: Text = Field(None, description="the idempotency key of this request")
-    details: Details = None
-    correlation_id: OptionalText = None
+    model_config = ConfigDict(frozen=False)
 
 
 class BatchBody(ApiModel):
@@ -54,31 +31,7 @@ class BatchBody(ApiModel):
 
     lessons: list[LessonRequestBody] = Field(max_length=100_000)
     mode: Literal["partial", "atomic"] = "partial"
-    batch_id: OptionalText = None
-
-
-class CalendarGroup(ApiModel):
-    """One group of the calendar front end's batch: a slot and what to generate."""
-
-    students: Any = None
-    subject: Any = None
-    subject_type: Any = None
-    duration: Any = None
-    topic: Any = None
-    teacher_role: Any = None
-    focus_skills: Any = None
-    lesson_date: Text = None
-    time_slot: OptionalText = None
-    school_id: Text = None
-    provider_id: OptionalText = None
-    kind: Literal["scheduled", "on_demand"] = "scheduled"
-    request_id: OptionalText = None
-
-
-class CalendarBatchBody(ApiModel):
-    """The calendar front end's batch, taken as it is sent."""
-
-    batch: list[CalendarGroup] = Field(max_length=100_000)
+    batch_id: SkipValidation[RequestIdText | None] = None
 
 
 class GenerationBody(ApiModel):
@@ -99,9 +52,11 @@ class FailureBody(ApiModel):
 class ChangeBody(ApiModel):
     """A regeneration or cancellation request."""
 
-    request_id: Text = None
-    reason: OptionalText = None
-    correlation_id: OptionalText = None
+    request_id: SkipValidation[RequestIdText | None] = Field(
+        None, description="The idempotency key of this change: the same id again is replayed."
+    )
+    reason: SkipValidation[ReasonText | None] = None
+    correlation_id: SkipValidation[RequestIdText | None] = None
 
 
 class CommandResponse(BaseModel):

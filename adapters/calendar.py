@@ -1,0 +1,73 @@
+"""The calendar front end's requests, as its code builds them: a batch of groups, each a
+slot (`lessonDate`, `timeSlot`, `schoolId`) and what to generate for it (`students`,
+`subject`, `subjectType`, ...). The HTTP API and the command line take them as they are.
+
+The group's fields are the ledger's own (domain/commands.py: the request's key fields
+and its details, flattened), documented with their types and limits and checked by the
+ledger, which names every bad one at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, create_model
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from domain.commands import DETAIL_FIELDS, KEY_FIELDS, LessonDetails, LessonRequestFields
+
+
+class ApiModel(BaseModel):
+    """A request body: snake_case or the front end's camelCase; unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
+
+
+def _documented(field: FieldInfo) -> tuple[Any, Any]:
+    """A details field as a group holds it: typed and limited as the ledger defines it,
+    optional, and checked by the ledger rather than here."""
+    inner: Any = field.annotation
+    if field.metadata:
+        inner = Annotated.__class_getitem__((inner, *field.metadata))  # type: ignore[attr-defined]
+    unchecked: Any = SkipValidation
+    return unchecked[inner | None], Field(None, description=field.description)
+
+
+_GROUP_FIELDS: dict[str, Any] = {
+    **{name: _documented(LessonDetails.model_fields[name]) for name in DETAIL_FIELDS},
+    **{
+        name: (field.annotation, field)
+        for name, field in LessonRequestFields.model_fields.items()
+        if name in KEY_FIELDS
+    },
+}
+CalendarGroup = create_model(
+    "CalendarGroup",
+    __base__=ApiModel,
+    __doc__="One group of the calendar's batch: a slot, and what to generate for it.",
+    **_GROUP_FIELDS,
+)
+
+
+class CalendarBatch(ApiModel):
+    """The calendar front end's batch, taken as it is sent."""
+
+    batch: list[CalendarGroup] = Field(max_length=100_000)  # type: ignore[valid-type]
+
+
+def calendar_item(
+    group: BaseModel, index: int, batch_id: str, *, provider_id: str | None
+) -> dict[str, Any]:
+    """A group as a ledger request: its generation fields become the details; item `i`'s
+    request id is `<batch id>-<i>` unless the group names one; the batch id ties them."""
+    fields: Mapping[str, Any] = vars(group)  # as sent: the ledger checks them
+    details = {name: fields[name] for name in DETAIL_FIELDS if fields[name] is not None}
+    item = {name: fields[name] for name in KEY_FIELDS}
+    if item["provider_id"] is None:
+        item["provider_id"] = provider_id
+    item["request_id"] = item["request_id"] or f"{batch_id}-{index}"
+    return {**item, "details": details or None, "correlation_id": batch_id}

@@ -1,0 +1,204 @@
+"""The lesson commands: request a lesson slot; record an attempt's generation or failure;
+regenerate; cancel. Each answers 201 accepted or 200 replayed, or a problem detail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+
+from adapters.http.auth import check_provider, not_yours
+from adapters.http.dependencies import PROBLEMS, Ledger, Requester, Worker
+from adapters.http.problems import ApiProblem
+from adapters.http.schemas import (
+    ChangeBody,
+    CommandResponse,
+    FailureBody,
+    GenerationBody,
+    LessonRequestBody,
+)
+from adapters.storage.tokens import ApiToken
+from domain import CommandResult, LedgerError, LessonLedger, LessonNotFound
+from domain.keys import canonical_provider_id
+
+router = APIRouter(prefix="/v1/lessons", tags=["lessons"])
+R = TypeVar("R")
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": CommandResponse, "description": "Replayed: nothing written"},
+    **PROBLEMS,
+}
+
+
+@router.post("/requests", status_code=201, responses=COMMAND_RESPONSES)
+def request_lesson(
+    body: LessonRequestBody,
+    request: Request,
+    response: Response,
+    token: Requester,
+    ledger: Ledger,
+) -> CommandResponse:
+    """Request a lesson slot: 201 accepted, 200 replayed, 409 held by another request."""
+    fields = request_fields(dict(body), token)
+    return command(request, response, "request", lambda: ledger.request_lesson(**fields))
+
+
+@router.post("/{lesson_id}/generation", status_code=201, responses=COMMAND_RESPONSES)
+def record_generation(
+    lesson_id: UUID,
+    body: GenerationBody,
+    request: Request,
+    response: Response,
+    token: Worker,
+    ledger: Ledger,
+) -> CommandResponse:
+    """Record the generated lesson of an attempt (worker)."""
+    return command(
+        request,
+        response,
+        "record_generation",
+        lambda: ledger.record_generation(
+            lesson_id=lesson_id,
+            attempt=body.attempt,
+            content=body.content,
+            model=body.model,
+            actor=token.actor,
+        ),
+    )
+
+
+@router.post("/{lesson_id}/failure", status_code=201, responses=COMMAND_RESPONSES)
+def record_failure(
+    lesson_id: UUID,
+    body: FailureBody,
+    request: Request,
+    response: Response,
+    token: Worker,
+    ledger: Ledger,
+) -> CommandResponse:
+    """Record that generating an attempt failed (worker)."""
+    return command(
+        request,
+        response,
+        "record_failure",
+        lambda: ledger.record_failure(
+            lesson_id=lesson_id,
+            attempt=body.attempt,
+            reason=body.reason,
+            actor=token.actor,
+        ),
+    )
+
+
+@router.post("/{lesson_id}/regeneration", status_code=201, responses=COMMAND_RESPONSES)
+def regenerate(
+    lesson_id: UUID,
+    body: ChangeBody,
+    request: Request,
+    response: Response,
+    token: Requester,
+    ledger: Ledger,
+) -> CommandResponse:
+    """Start a new attempt for a generated or failed lesson."""
+    return change(request, response, "regenerate", ledger.regenerate, lesson_id, body, token)
+
+
+@router.post("/{lesson_id}/cancellation", status_code=201, responses=COMMAND_RESPONSES)
+def cancel(
+    lesson_id: UUID,
+    body: ChangeBody,
+    request: Request,
+    response: Response,
+    token: Requester,
+    ledger: Ledger,
+) -> CommandResponse:
+    """Cancel a lesson: its slot is free to be requested again."""
+    return change(request, response, "cancel", ledger.cancel, lesson_id, body, token)
+
+
+def command(
+    request: Request, response: Response, name: str, run: Callable[[], CommandResult]
+) -> CommandResponse:
+    """Run a command, counted and timed, and answer 201 accepted or 200 replayed."""
+    return answer(measured(request, name, run), response)
+
+
+def change(
+    request: Request,
+    response: Response,
+    name: str,
+    method: Callable[..., CommandResult],
+    lesson_id: UUID,
+    body: ChangeBody,
+    token: ApiToken,
+) -> CommandResponse:
+    """A regeneration or cancellation, on a lesson the token may act on."""
+    owned(request.app.state.ledger, lesson_id, token)
+    return command(
+        request,
+        response,
+        name,
+        lambda: method(
+            lesson_id=lesson_id,
+            request_id=body.request_id,
+            actor=token.actor,
+            reason=body.reason,
+            correlation_id=body.correlation_id,
+        ),
+    )
+
+
+def measured(request: Request, command: str, run: Callable[[], R]) -> R:
+    """Run a command, counting its outcome and timing it."""
+    metrics = request.app.state.metrics
+    with metrics.latency.labels(command).time():
+        try:
+            result = run()
+        except LedgerError as error:
+            metrics.commands.labels(command, type(error).__name__).inc()
+            raise
+    outcome = getattr(result, "outcome", "done")
+    metrics.commands.labels(command, outcome).inc()
+    return result
+
+
+def answer(result: CommandResult, response: Response) -> CommandResponse:
+    response.status_code = 201 if result.outcome == "accepted" else 200
+    return CommandResponse(
+        lesson_id=result.lesson_id,
+        outcome=result.outcome,
+        attempt=result.attempt,
+        position=result.position,
+    )
+
+
+def request_fields(fields: dict[str, Any], token: ApiToken) -> dict[str, Any]:
+    """A request's fields with the actor and, for a provider token, its provider."""
+    if token.role == "provider":
+        given = fields.get("provider_id")
+        if given is None:
+            fields["provider_id"] = token.provider_id
+        else:
+            try:
+                canonical = canonical_provider_id(given)
+            except ValueError:
+                canonical = None  # the ledger names what is wrong with it
+            if canonical is not None and canonical != token.provider_id:
+                raise ApiProblem(
+                    403,
+                    "forbidden",
+                    "Forbidden",
+                    "a provider token requests lessons for its own provider only",
+                )
+    return {**fields, "actor": token.actor, "source": "api"}
+
+
+def owned(ledger: LessonLedger, lesson_id: UUID, token: ApiToken) -> None:
+    """404 for an unknown lesson; a provider token gets 403 for any lesson not its own."""
+    lesson = ledger.get_lesson(lesson_id)
+    if lesson is None:
+        if token.role == "provider":
+            raise not_yours(lesson_id)
+        raise LessonNotFound(f"no lesson has the id {lesson_id}")
+    check_provider(token, lesson.provider_id, lesson_id)

@@ -1,0 +1,45 @@
+"""A lesson's history: every event and turned-away request, in order, and its state as it
+was (`as_of_version`, `as_of`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from adapters.http.commands import owned
+from adapters.http.dependencies import PROBLEMS, Ledger, Reader, WholeNumber
+from adapters.http.schemas import HistoryResponse
+from domain import FieldError, InvalidLessonRequest
+
+router = APIRouter(prefix="/v1/lessons", tags=["lessons"])
+
+
+@router.get("/{lesson_id}/history", responses=PROBLEMS)
+def history(
+    lesson_id: UUID,
+    token: Reader,
+    ledger: Ledger,
+    as_of_version: Annotated[WholeNumber | None, Query(ge=1)] = None,
+    as_of: Annotated[datetime | None, Query(description="ISO timestamp with zone")] = None,
+) -> HistoryResponse:
+    """Every event and rejected attempt of a lesson, in order, and its state as it was."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise InvalidLessonRequest(
+            [FieldError(field="as_of", message="needs a time zone, e.g. ...+00:00")]
+        )
+    owned(ledger, lesson_id, token)
+    found = ledger.history(lesson_id, as_of_version=as_of_version, as_of=as_of)
+    state = found.state.as_dict() if found.state else None
+    if state is not None:
+        state.pop("students", None)
+        state.pop("details", None)
+    return HistoryResponse.model_validate(
+        {
+            "lesson_id": lesson_id,
+            "entries": [vars(entry) for entry in found.entries],
+            "state": state,
+        }
+    )
