@@ -109,15 +109,11 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import retry
 from psycopg.pq.abc import PGresult
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.sql import SQL, Identifier
 
 from adapters.postgres.notifications import Notifier
+from adapters.postgres.schema import EventsTable
 
-# First half of the advisory lock key around drawing notification ids ("LLEV"); the second
-# half is the events table's oid, so ledgers in other schemas do not contend.
-_APPEND_LOCK_NAMESPACE = 0x4C4C4556
-# Serialises upgrading a table made by the library's recorder, across processes.
-_UPGRADE_LOCK_KEY = 0x4C4C_5550_4752_4144 & 0x7FFF_FFFF_FFFF_FFFF
 _BINARY4 = (1, 1, 1, 1)
 _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
@@ -127,9 +123,6 @@ _ARRAY_HEADER = struct.Struct("!iiiii")
 _UUID_OID, _INT8_OID, _TEXT_OID, _BYTEA_OID = 2950, 20, 25, 17
 _LENGTH_16 = struct.pack("!i", 16)
 _INT8 = struct.Struct("!q")
-# Written into the append function's body; a function without it (made by an earlier
-# release) is replaced when a recorder first uses the table.
-_APPEND_FUNCTION_REVISION = "-- lesson-ledger append, revision 3 (rows in key order; one event)"
 _SETTLE_FIRST_SLEEP = 0.0005
 _SETTLE_MAX_SLEEP = 0.02
 
@@ -149,37 +142,16 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         events_table_name: str = "stored_events",
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        schema = Identifier(self.datastore.schema)
-        table = Identifier(self.events_table_name)
-        self.append_function_name = _derived_name(self.events_table_name, "append")
-        self._table_sql = SQL("{}.{}").format(schema, table)
-        self.append_one_function_name = _derived_name(self.events_table_name, "append_one")
-        self._function_sql = SQL("{}.{}").format(schema, Identifier(self.append_function_name))
-        self._function_one_sql = SQL("{}.{}").format(
-            schema, Identifier(self.append_one_function_name)
+        self._table = EventsTable(
+            self.datastore.schema, self.events_table_name, self.datastore.originator_id_type
         )
+        self.append_function_name = self._table.append_function_name
+        self.append_one_function_name = self._table.append_one_function_name
+        self._table_sql = self._table.sql
         # The table as the library makes it, plus `tx`; the library's insert function
         # (which NOTIFYs inside the transaction) is not needed.
-        self.sql_create_statements[self.create_table_statement_index] = SQL(
-            "CREATE TABLE IF NOT EXISTS {table} ("
-            "originator_id {originator_id_type} NOT NULL, "
-            "originator_version bigint NOT NULL, "
-            "topic text, "
-            "state bytea, "
-            "notification_id bigserial, "
-            "tx xid8 NOT NULL, "
-            "PRIMARY KEY "
-            "(originator_id, originator_version)) "
-            "WITH ("
-            "    autovacuum_enabled = true,"
-            "    autovacuum_vacuum_threshold = 100000000,"
-            "    autovacuum_vacuum_scale_factor = 0.5,"
-            "    autovacuum_analyze_threshold = 1000,"
-            "    autovacuum_analyze_scale_factor = 0.01"
-            ")"
-        ).format(
-            table=self._table_sql,
-            originator_id_type=Identifier(self.datastore.originator_id_type),
+        self.sql_create_statements[self.create_table_statement_index] = (
+            self._table.create_table_statement()
         )
         self.sql_create_statements.remove(self.sql_create_pg_function_insert_events)
         # The sessions (libpq connections) the append statement is prepared in.
@@ -216,101 +188,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
 
     def _create_table(self, curs: psycopg.Cursor[DictRow]) -> None:
         super()._create_table(curs)
-        self._upgrade(curs)
-
-    def _upgrade(self, curs: psycopg.Cursor[DictRow]) -> None:
-        """Add `tx` to a table made by the library's recorder, and (re)create the append
-        function, whose text names the table's sequence and oid."""
-        curs.execute(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'tx' "
-            "AND NOT attisdropped",
-            (self._qualified_name(),),
-        )
-        if curs.fetchone() is None:
-            # Every row already there was committed before this ALTER got its lock.
-            curs.execute(
-                SQL("ALTER TABLE {} ADD COLUMN tx xid8 NOT NULL DEFAULT '0'").format(
-                    self._table_sql
-                )
-            )
-            curs.execute(SQL("ALTER TABLE {} ALTER COLUMN tx DROP DEFAULT").format(self._table_sql))
-        curs.execute(
-            "SELECT %s::regclass::oid::bigint AS oid, "
-            "pg_get_serial_sequence(%s, 'notification_id') AS seq",
-            (self._qualified_name(), self._qualified_name()),
-        )
-        found = curs.fetchone()
-        assert found is not None
-        for statement in self._append_functions_sql(int(found["oid"]), str(found["seq"])):
-            curs.execute(statement)
-
-    def _append_functions_sql(self, table_oid: int, sequence: str) -> list[Composed]:
-        """The append functions: of many events (arrays), and of one (a save of one
-        event, the usual command, costs the server about 40 us less without arrays)."""
-        # Written for speed: every step but the INSERT is a "simple expression", which
-        # plpgsql evaluates without the executor (PERFORM and sub-selects go through it).
-        # No SET clause (a per-call cost): the session's lock_timeout applies.
-        lock_key = (_APPEND_LOCK_NAMESPACE << 32) | table_oid
-        first_write_only = (
-            "  IF pg_current_xact_id_if_assigned() IS NOT NULL THEN\n"
-            "    RAISE EXCEPTION USING ERRCODE = 'invalid_transaction_state', MESSAGE =\n"
-            "      'appending events must be the first write of its transaction',\n"
-            "      HINT = 'the transaction id must be assigned while ids are drawn';\n"
-            "  END IF;\n"
-            "  IF pg_advisory_lock({lock_key})::text = 'x' THEN NULL; END IF;\n"
-            "  my_tx := pg_current_xact_id();\n"
-        )
-        many = SQL(
-            "CREATE OR REPLACE FUNCTION {function}("
-            "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
-            "RETURNS bigint[] LANGUAGE plpgsql AS $body$\n"
-            "{revision}\n"
-            "DECLARE\n"
-            "  my_tx xid8;\n"
-            "  nids bigint[];\n"
-            "BEGIN\n" + first_write_only + "  FOR i IN 1..cardinality(ids) LOOP\n"
-            "    nids[i] := nextval({sequence}::regclass);\n"
-            "  END LOOP;\n"
-            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
-            "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
-            "                       notification_id, tx)\n"
-            "  SELECT e.i, e.v, e.t, e.s, e.n, my_tx\n"
-            "  FROM unnest(ids, versions, topics, states, nids) AS e(i, v, t, s, n)\n"
-            "  ORDER BY e.i, e.v;  -- one order for every writer: no deadlocks\n"
-            "  RETURN nids;\n"
-            "END\n"
-            "$body$"
-        )
-        one = SQL(
-            "CREATE OR REPLACE FUNCTION {function_one}("
-            "id {id_type}, version bigint, topic text, state bytea) "
-            "RETURNS bigint LANGUAGE plpgsql AS $body$\n"
-            "{revision}\n"
-            "DECLARE\n"
-            "  my_tx xid8;\n"
-            "  nid bigint;\n"
-            "BEGIN\n" + first_write_only + "  nid := nextval({sequence}::regclass);\n"
-            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
-            "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
-            "                       notification_id, tx)\n"
-            "  VALUES (id, version, topic, state, nid, my_tx);\n"
-            "  RETURN nid;\n"
-            "END\n"
-            "$body$"
-        )
-        names = {
-            "function": self._function_sql,
-            "function_one": self._function_one_sql,
-            "revision": SQL(_APPEND_FUNCTION_REVISION),
-            "id_type": SQL(self.datastore.originator_id_type),
-            "lock_key": Literal(lock_key),
-            "sequence": Literal(sequence),
-            "table": self._table_sql,
-        }
-        return [many.format(**names), one.format(**names)]
-
-    def _qualified_name(self) -> str:
-        return f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self._table.upgrade(curs)
 
     def _ensure_upgraded(self) -> None:
         """Upgrade a table the library's recorder made, or an append function an earlier
@@ -319,28 +197,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if self._upgraded:
             return
         with self.datastore.get_connection() as conn:
-            found = conn.execute(
-                "SELECT to_regclass(%(table)s) IS NOT NULL AS table, "
-                "count(*) = 2 AS current FROM pg_proc "
-                "WHERE oid IN (to_regproc(%(many)s), to_regproc(%(one)s)) "
-                "AND strpos(prosrc, %(revision)s) > 0",
-                {
-                    "table": self._qualified_name(),
-                    "many": f'"{self.datastore.schema}"."{self.append_function_name}"',
-                    "one": f'"{self.datastore.schema}"."{self.append_one_function_name}"',
-                    "revision": _APPEND_FUNCTION_REVISION,
-                },
-            ).fetchone()
-            if not found or not found["table"]:
-                return  # not created yet: create_table() will make it as it should be
-            if not found["current"]:
-                conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK_KEY,))
-                try:
-                    with conn.transaction(), conn.cursor() as curs:
-                        self._upgrade(curs)
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (_UPGRADE_LOCK_KEY,))
-        self._upgraded = True
+            exists = self._table.upgrade_if_needed(conn)
+        if exists:
+            self._upgraded = True
 
     # Writing.
 
@@ -395,8 +254,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     def _prepare_append(self, conn: psycopg.Connection[Any]) -> None:
         types = (self.datastore.originator_id_type, "bigint", "text", "bytea")
         for name, function, suffix in (
-            (self._append_statement_name, self._function_sql, "[]"),
-            (self._append_one_statement_name, self._function_one_sql, ""),
+            (self._append_statement_name, self._table.function_sql, "[]"),
+            (self._append_one_statement_name, self._table.function_one_sql, ""),
         ):
             params = [SQL(f"${n}::{t}{suffix}") for n, t in enumerate(types, 1)]
             statement = SQL("SELECT {}({})").format(function, SQL(", ").join(params))
@@ -702,16 +561,6 @@ def _settled_prefix(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if not row[-1]:
             return rows[:index]
     return rows
-
-
-def _derived_name(table: str, suffix: str) -> str:
-    """`<table>_<suffix>`, shortened with a checksum to fit PostgreSQL's 63 bytes."""
-    name = f"{table}_{suffix}"
-    if len(name) <= PostgresApplicationRecorder.MAX_IDENTIFIER_LEN:
-        return name
-    checksum = f"{zlib.crc32(table.encode()):08x}"
-    keep = PostgresApplicationRecorder.MAX_IDENTIFIER_LEN - len(suffix) - len(checksum) - 2
-    return f"{table[:keep]}_{checksum}_{suffix}"
 
 
 def _result(conn: psycopg.Connection[Any], expected: psycopg.pq.ExecStatus) -> PGresult:
