@@ -70,7 +70,6 @@ the rows already there, which are all committed), and the function.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,10 +89,11 @@ from eventsourcing.postgres import (
     PostgresSubscription,
 )
 from eventsourcing.utils import retry
-from psycopg.rows import DictRow, tuple_row
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from adapters.postgres.notifications import Notifier
+from adapters.postgres.reads import SettledReads
 from adapters.postgres.schema import EventsTable
 from adapters.postgres.writes import PreparedAppend, WriteSessions
 
@@ -121,7 +121,6 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         )
         self.append_function_name = self._table.append_function_name
         self.append_one_function_name = self._table.append_one_function_name
-        self._table_sql = self._table.sql
         # The table as the library makes it, plus `tx`; the library's insert function
         # (which NOTIFYs inside the transaction) is not needed.
         self.sql_create_statements[self.create_table_statement_index] = (
@@ -129,20 +128,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         )
         self.sql_create_statements.remove(self.sql_create_pg_function_insert_events)
         self._appends = PreparedAppend(self._table)
-        xmin = SQL("(SELECT pg_snapshot_xmin(pg_current_snapshot()))")
-        self._settled_sql = SQL("tx < {}").format(xmin)
-        self._head_sql = SQL(
-            "SELECT notification_id, {settled} AS settled FROM {table} "
-            "ORDER BY notification_id DESC LIMIT 1"
-        ).format(settled=self._settled_sql, table=self._table_sql)
-        self._settled_head_sql = SQL(
-            "SELECT notification_id FROM {table} WHERE {settled} "
-            "ORDER BY notification_id DESC LIMIT 1"
-        ).format(settled=self._settled_sql, table=self._table_sql)
-        self._is_settled_sql = SQL(
-            "SELECT {settled} AS settled FROM {table} WHERE notification_id = %s"
-        ).format(settled=self._settled_sql, table=self._table_sql)
-        self._select_sql: dict[tuple[bool, bool, bool, bool], bytes] = {}
+        self._reads = SettledReads(self.datastore, self._table.sql)
         self._notifier = Notifier(self.datastore, self.channel_name)
         self._writers = WriteSessions(self.datastore)
         self._upgraded = False
@@ -225,80 +211,14 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         """The settled notifications of the range, and whether committed ones were held
         back (an older transaction was still running when the wait ran out)."""
         self._ensure_upgraded()
-        key = (start is not None, inclusive_of_start, stop is not None, bool(topics))
-        params: list[Any] = []
-        if start is not None:
-            params.append(start)
-        if stop is not None:
-            params.append(stop)
-        if topics:
-            params.append(list(topics))
-        params.append(limit)
         timeout = self.settle_timeout if settle_timeout is None else settle_timeout
-        # Tuples in binary: a page of 500 was a fifth of a catch-up's time as dicts.
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
-        ):
-            statement = self._select_sql.get(key) or self._select_statement(key, conn)
-            rows = cursor.execute(statement, params, prepare=True).fetchall()
-            settled = _settled_prefix(rows)
-            if len(settled) < len(rows) and self._wait_until_settled(conn, rows[-1][0], timeout):
-                rows = cursor.execute(statement, params, prepare=True).fetchall()
-                settled = _settled_prefix(rows)
-        # Columns: notification_id, originator_id, originator_version, topic, state.
-        notifications = [Notification(r[1], r[2], r[3], r[4], r[0]) for r in settled]
-        return notifications, len(settled) < len(rows)
-
-    def _select_statement(
-        self, key: tuple[bool, bool, bool, bool], conn: psycopg.Connection[Any]
-    ) -> bytes:
-        has_start, inclusive, has_stop, has_topics = key
-        conditions = []
-        if has_start:
-            conditions.append(SQL("notification_id >= %s" if inclusive else "notification_id > %s"))
-        if has_stop:
-            conditions.append(SQL("notification_id <= %s"))
-        if has_topics:
-            conditions.append(SQL("topic = ANY(%s)"))
-        where = SQL(" WHERE ") + SQL(" AND ").join(conditions) if conditions else SQL("")
-        statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state, "
-            "{settled} AS settled FROM {table}{where} ORDER BY notification_id LIMIT %s"
-        ).format(settled=self._settled_sql, table=self._table_sql, where=where)
-        self._select_sql[key] = statement.as_bytes(conn)
-        return self._select_sql[key]
+        return self._reads.select(start, limit, stop, topics, inclusive_of_start, timeout)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_notification_id(self) -> int | None:
         """The highest settled notification id (None for an empty log)."""
         self._ensure_upgraded()
-        with self.datastore.get_connection() as conn:
-            top = conn.execute(self._head_sql, prepare=True).fetchone()
-            if top is None:
-                return None
-            if top["settled"]:
-                return int(top["notification_id"])
-            self._wait_until_settled(conn, top["notification_id"], self.settle_timeout)
-            row = conn.execute(self._settled_head_sql, prepare=True).fetchone()
-        return None if row is None else int(row["notification_id"])
-
-    def _wait_until_settled(
-        self, conn: psycopg.Connection[Any], notification_id: int, timeout: float
-    ) -> bool:
-        """Wait until the row (and so every row below it) is settled: True, or False
-        when `timeout` passed first."""
-        deadline = time.monotonic() + timeout
-        pause = _SETTLE_FIRST_SLEEP
-        while True:
-            row = conn.execute(self._is_settled_sql, (notification_id,), prepare=True).fetchone()
-            if row is None or row["settled"]:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, _SETTLE_MAX_SLEEP)
+        return self._reads.max_notification_id(self.settle_timeout)
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -346,14 +266,3 @@ class LedgerSubscription(PostgresSubscription):
             if self._thread_error is None:
                 self._thread_error = e
             self.stop()
-
-
-def _settled_prefix(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rows before the first one not settled (its last column); tx never decreases
-    along the ids, so the unsettled rows are the tail."""
-    if not rows or rows[-1][-1]:
-        return rows
-    for index, row in enumerate(rows):
-        if not row[-1]:
-            return rows[:index]
-    return rows
