@@ -79,22 +79,20 @@ from eventsourcing.persistence import (
     InterfaceError,
     Notification,
     OperationalError,
-    ShutDown,
     StoredEvent,
     Subscription,
 )
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
-    PostgresSubscription,
 )
 from eventsourcing.utils import retry
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
 
 from adapters.postgres.notifications import Notifier
 from adapters.postgres.reads import SettledReads
 from adapters.postgres.schema import EventsTable
+from adapters.postgres.subscription import LedgerSubscription
 from adapters.postgres.writes import PreparedAppend, WriteSessions
 
 _SETTLE_FIRST_SLEEP = 0.0005
@@ -223,46 +221,6 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
-        return LedgerSubscription(recorder=self, gt=gt, topics=topics)
-
-
-class LedgerSubscription(PostgresSubscription):
-    """The library's LISTEN/NOTIFY subscription, which also reads again every 0.1 s while
-    committed events are held back by an older transaction (that need not notify)."""
-
-    _held_back = False  # set by the pull thread, which starts before __init__ returns
-
-    def _pull(self) -> None:
-        recorder = self._recorder
-        assert isinstance(recorder, LedgerApplicationRecorder)
-        while not self._has_been_stopped:
-            self._has_been_notified.clear()
-            notifications, self._held_back = recorder.select_settled(
-                start=self._last_notification_id or 0,
-                limit=self._select_limit,
-                topics=self._topics,
-                inclusive_of_start=False,
-            )
-            if notifications:
-                try:
-                    self._notifications_queue.put(notifications)
-                except ShutDown:  # the subscription was stopped
-                    break
-                self._last_notification_id = notifications[-1].id
-            if len(notifications) < self._select_limit:
-                break
-
-    def _listen(self) -> None:
-        try:
-            with self._recorder.datastore.get_connection() as conn:
-                conn.execute(SQL("LISTEN {0}").format(Identifier(self._recorder.channel_name)))
-                while not self._has_been_stopped and not self._thread_error:
-                    notified = False
-                    for _ in conn.notifies(timeout=0.1, stop_after=1):
-                        notified = True
-                    if notified or self._held_back:
-                        self._has_been_notified.set()
-        except BaseException as e:
-            if self._thread_error is None:
-                self._thread_error = e
-            self.stop()
+        return LedgerSubscription(
+            recorder=self, select_settled=self.select_settled, gt=gt, topics=topics
+        )
