@@ -1,11 +1,10 @@
 """The ledger's PostgreSQL application recorder: concurrent writers, readers that never
 skip an event that commits late.
 
-The library's recorder makes commit order equal notification-id order by taking
-`LOCK TABLE ... IN EXCLUSIVE MODE` in every write transaction, held until commit: every
-writer waits for the one before it to flush its commit, so writers never share a WAL
-flush (no group commit), and a save costs several round trips. This one orders the
-*readers* instead:
+`LedgerApplicationRecorder` is the library's `PostgresApplicationRecorder` without its
+table lock (`LOCK TABLE ... IN EXCLUSIVE MODE` until commit, in every write): it orders
+the *readers* instead. Why, and what each choice below saves:
+docs/decisions/0001-postgres-recorder-without-table-lock.md.
 
 Writing (one round trip: `SELECT <table>_append(ids, versions, topics, states)`, a
 plpgsql function, or `<table>_append_one(id, version, topic, state)` for a save of one
@@ -14,58 +13,35 @@ event, in an autocommit transaction of its own):
 1. take a session advisory lock (one per events table);
 2. have the transaction's id assigned (`pg_current_xact_id()`) and draw the rows'
    notification ids (`nextval`, in input order);
-3. release the lock, then INSERT the rows with their ids and that transaction id in the
-   `tx` column (xid8). Uniqueness conflicts are raised by the INSERT, after the lock
-   is released; waiting for another writer's conflicting row happens there too.
+3. release the lock, then INSERT the rows, in primary-key order, with their ids and that
+   transaction id in the `tx` column (xid8). Uniqueness conflicts are raised by the
+   INSERT, after the lock is released; waiting for another writer's row happens there too.
 
-So a transaction that drew lower notification ids than another also got a lower
-transaction id: `tx` never decreases as the notification id grows. That needs the
-transaction id to be assigned inside the lock, so the events insert must be the first
-write of its transaction; the function refuses to run in a transaction that already
-has an id. The lock is held for microseconds, never across the insert or the commit,
-so writers commit (and share WAL flushes) concurrently.
+So `tx` never decreases as the notification id grows. The function refuses to run in a
+transaction that already has an id: appending must be its first write.
 
-The INSERT takes its rows in primary-key order, whatever order they were given in
-(their notification ids keep that order). A row another running transaction has
-inserted is waited for, and two saves that wait for each other's rows would deadlock:
-the same slots in different orders, in racing batches. Taken in one order, the save
-that waits holds only rows below the one it waits for, so no cycle can form.
+Reading: `select_notifications` and `max_notification_id` return only "settled" rows,
+whose `tx` is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction
+still running: in notification-id order, with gaps where a transaction rolled back, and
+nothing behind a reader's position ever appears later. Committed rows held back by an
+older transaction are waited for, up to `settle_timeout`, so a caller who has just saved
+reads its own events.
 
-Reading: `select_notifications` and `max_notification_id` return only rows whose `tx`
-is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
-running. Every transaction below it has finished, so every row that will ever have a
-lower notification id than a returned row is already visible in the same snapshot and
-returned first; a transaction still running has a `tx` at or above it, hence (tx never
-decreases) notification ids above every returned row. A reader can only see events in
-notification-id order, with gaps where a transaction rolled back, and nothing behind
-its position ever appears later.
+Notifications: a thread per recorder sends NOTIFY on the library's channel right after
+commits, outside the write transactions, coalescing bursts. A subscription
+(`subscribe()`) also reads again every 0.1 s while committed events are held back.
 
-Rows that have committed but are held back by an older transaction still running
-("not settled") are waited for, up to `settle_timeout`: a caller who has just saved and
-then reads the log (or its head) sees its own events, as with the library's recorder,
-unless some transaction older than its own runs longer than that. Snapshots span the
-whole server, so a long transaction in any database delays readers (never writers); an
-idle-in-transaction timeout bounds it.
-
-Notifications: NOTIFY inside the write transaction would serialise every commit
-(PostgreSQL holds a server-wide lock from the notify queue insert until after the
-commit's WAL flush), so a thread per recorder sends NOTIFY on the same channel right
-after commits, coalescing bursts, in a transaction that does not wait for its flush.
-LISTEN on the library's channel name keeps working. A subscription (`subscribe()`) also
-reads again, every 0.1 s, while committed events are held back, because the older
-transaction it waits for need not notify.
-
-Connections: saves go through connections of the recorder's own, handed out last-in
-first-out, so a single writer keeps using one connection (and one server backend, warm
-in the caches). The library's pool hands them out in turn; for one client, writing
-through five backends in rotation cost about 60 us more CPU and 200 us more wall time
-per save than writing through one. Reads use the library's pool. A save goes straight
-through libpq (psycopg's `pgconn` and its non-blocking wait): one prepared statement,
-its four arrays encoded here in binary; a cursor's execute cost about 30 us more of the
-client's CPU per save.
+Connections: saves go through sessions of the recorder's own, handed out last in first
+out, straight through libpq (one prepared statement, parameters in binary); reads use
+the library's pool.
 
 Tables made by the library's recorder are upgraded on first use: a `tx` column (0 for
-the rows already there, which are all committed), and the function.
+the rows already there, which are all committed), and the functions.
+
+One module per piece, in this package: `schema.py` (the DDL, the functions' plpgsql, the
+upgrade), `writes.py` (write sessions, the libpq append, error mapping), `reads.py`
+(settled reads), `notifications.py` (the NOTIFY thread), `subscription.py` (the
+subscription, the one user of the library's private subscription attributes).
 """
 
 from __future__ import annotations
@@ -82,10 +58,7 @@ from eventsourcing.persistence import (
     StoredEvent,
     Subscription,
 )
-from eventsourcing.postgres import (
-    PostgresApplicationRecorder,
-    PostgresDatastore,
-)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg.rows import DictRow
 
@@ -94,9 +67,6 @@ from adapters.postgres.reads import SettledReads
 from adapters.postgres.schema import EventsTable
 from adapters.postgres.subscription import LedgerSubscription
 from adapters.postgres.writes import PreparedAppend, WriteSessions
-
-_SETTLE_FIRST_SLEEP = 0.0005
-_SETTLE_MAX_SLEEP = 0.02
 
 
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
@@ -138,6 +108,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._upgraded = True
 
     def _create_table(self, curs: psycopg.Cursor[DictRow]) -> None:
+        # The library's (private) step of create_table(), inside its transaction: the
+        # upgrade goes in the same transaction. tests/test_postgres_recorder.py checks
+        # that the library still calls it.
         super()._create_table(curs)
         self._table.upgrade(curs)
 

@@ -1,14 +1,14 @@
 """`LedgerSubscription`: the library's LISTEN/NOTIFY subscription, which also reads again
 every 0.1 s while committed events are held back by an older transaction.
 
-Why a private hook: eventsourcing's `PostgresSubscription` has no public hook for "read
-again while committed events are held back by an older transaction" (that transaction
-need not NOTIFY, so LISTEN alone could wait for ever). So this class overrides its
-private `_pull` and `_listen`, and reads and writes the private attributes they use.
-This is the only module that touches the library's private subscription attributes;
-eventsourcing is pinned to 9.5.x (pyproject.toml), and tests/test_postgres_recorder.py
-fails, naming the attribute, when the library changes what this relies on. Check this
-module against every new release. See docs/decisions/0001-postgres-recorder-without-table-lock.md.
+Why a private hook is unavoidable here: eventsourcing's `PostgresSubscription` has no
+public hook for "read again while committed events are held back by an older
+transaction" (that transaction need not NOTIFY, so LISTEN alone could wait for ever). So
+this class overrides its private `_pull` and `_listen`, and reads and writes the private
+attributes they use. It is the only module that touches them: eventsourcing is pinned to
+9.5.x (pyproject.toml), tests/test_postgres_recorder.py fails, naming the attribute, when
+the installed library no longer has one, and this module must be checked against every
+new release. See docs/decisions/0001-postgres-recorder-without-table-lock.md.
 """
 
 from __future__ import annotations
