@@ -1,11 +1,10 @@
 """The ledger's PostgreSQL application recorder: concurrent writers, readers that never
 skip an event that commits late.
 
-The library's recorder makes commit order equal notification-id order by taking
-`LOCK TABLE ... IN EXCLUSIVE MODE` in every write transaction, held until commit: every
-writer waits for the one before it to flush its commit, so writers never share a WAL
-flush (no group commit), and a save costs several round trips. This one orders the
-*readers* instead:
+`LedgerApplicationRecorder` is the library's `PostgresApplicationRecorder` without its
+table lock (`LOCK TABLE ... IN EXCLUSIVE MODE` until commit, in every write): it orders
+the *readers* instead. Why, and what each choice below saves:
+docs/decisions/0001-postgres-recorder-without-table-lock.md.
 
 Writing (one round trip: `SELECT <table>_append(ids, versions, topics, states)`, a
 plpgsql function, or `<table>_append_one(id, version, topic, state)` for a save of one
@@ -14,125 +13,60 @@ event, in an autocommit transaction of its own):
 1. take a session advisory lock (one per events table);
 2. have the transaction's id assigned (`pg_current_xact_id()`) and draw the rows'
    notification ids (`nextval`, in input order);
-3. release the lock, then INSERT the rows with their ids and that transaction id in the
-   `tx` column (xid8). Uniqueness conflicts are raised by the INSERT, after the lock
-   is released; waiting for another writer's conflicting row happens there too.
+3. release the lock, then INSERT the rows, in primary-key order, with their ids and that
+   transaction id in the `tx` column (xid8). Uniqueness conflicts are raised by the
+   INSERT, after the lock is released; waiting for another writer's row happens there too.
 
-So a transaction that drew lower notification ids than another also got a lower
-transaction id: `tx` never decreases as the notification id grows. That needs the
-transaction id to be assigned inside the lock, so the events insert must be the first
-write of its transaction; the function refuses to run in a transaction that already
-has an id. The lock is held for microseconds, never across the insert or the commit,
-so writers commit (and share WAL flushes) concurrently.
+So `tx` never decreases as the notification id grows. The function refuses to run in a
+transaction that already has an id: appending must be its first write.
 
-The INSERT takes its rows in primary-key order, whatever order they were given in
-(their notification ids keep that order). A row another running transaction has
-inserted is waited for, and two saves that wait for each other's rows would deadlock:
-the same slots in different orders, in racing batches. Taken in one order, the save
-that waits holds only rows below the one it waits for, so no cycle can form.
+Reading: `select_notifications` and `max_notification_id` return only "settled" rows,
+whose `tx` is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction
+still running: in notification-id order, with gaps where a transaction rolled back, and
+nothing behind a reader's position ever appears later. Committed rows held back by an
+older transaction are waited for, up to `settle_timeout`, so a caller who has just saved
+reads its own events.
 
-Reading: `select_notifications` and `max_notification_id` return only rows whose `tx`
-is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
-running. Every transaction below it has finished, so every row that will ever have a
-lower notification id than a returned row is already visible in the same snapshot and
-returned first; a transaction still running has a `tx` at or above it, hence (tx never
-decreases) notification ids above every returned row. A reader can only see events in
-notification-id order, with gaps where a transaction rolled back, and nothing behind
-its position ever appears later.
+Notifications: a thread per recorder sends NOTIFY on the library's channel right after
+commits, outside the write transactions, coalescing bursts. A subscription
+(`subscribe()`) also reads again every 0.1 s while committed events are held back.
 
-Rows that have committed but are held back by an older transaction still running
-("not settled") are waited for, up to `settle_timeout`: a caller who has just saved and
-then reads the log (or its head) sees its own events, as with the library's recorder,
-unless some transaction older than its own runs longer than that. Snapshots span the
-whole server, so a long transaction in any database delays readers (never writers); an
-idle-in-transaction timeout bounds it.
-
-Notifications: NOTIFY inside the write transaction would serialise every commit
-(PostgreSQL holds a server-wide lock from the notify queue insert until after the
-commit's WAL flush), so a thread per recorder sends NOTIFY on the same channel right
-after commits, coalescing bursts, in a transaction that does not wait for its flush.
-LISTEN on the library's channel name keeps working. A subscription (`subscribe()`) also
-reads again, every 0.1 s, while committed events are held back, because the older
-transaction it waits for need not notify.
-
-Connections: saves go through connections of the recorder's own, handed out last-in
-first-out, so a single writer keeps using one connection (and one server backend, warm
-in the caches). The library's pool hands them out in turn; for one client, writing
-through five backends in rotation cost about 60 us more CPU and 200 us more wall time
-per save than writing through one. Reads use the library's pool. A save goes straight
-through libpq (psycopg's `pgconn` and its non-blocking wait): one prepared statement,
-its four arrays encoded here in binary; a cursor's execute cost about 30 us more of the
-client's CPU per save.
+Connections: saves go through sessions of the recorder's own, handed out last in first
+out, straight through libpq (one prepared statement, parameters in binary); reads use
+the library's pool.
 
 Tables made by the library's recorder are upgraded on first use: a `tx` column (0 for
-the rows already there, which are all committed), and the function.
+the rows already there, which are all committed), and the functions.
+
+One module per piece, in this package: `schema.py` (the DDL, the functions' plpgsql, the
+upgrade), `writes.py` (write sessions, the libpq append, error mapping), `reads.py`
+(settled reads), `notifications.py` (the NOTIFY thread), `subscription.py` (the
+subscription, the one user of the library's private subscription attributes).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import struct
-import threading
-import time
-import weakref
-import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 import psycopg
-import psycopg.errors
-import psycopg.generators
-import psycopg.pq
 from eventsourcing.persistence import (
     ApplicationRecorder,
-    DatabaseError,
-    DataError,
-    IntegrityError,
     InterfaceError,
-    InternalError,
     Notification,
-    NotSupportedError,
     OperationalError,
-    PersistenceError,
-    ProgrammingError,
-    ShutDown,
     StoredEvent,
     Subscription,
 )
-from eventsourcing.postgres import (
-    PostgresApplicationRecorder,
-    PostgresDatastore,
-    PostgresSubscription,
-)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
-from psycopg.pq.abc import PGresult
-from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.rows import DictRow
 
-log = logging.getLogger("lesson_ledger.postgres_recorder")
-
-# First half of the advisory lock key around drawing notification ids ("LLEV"); the second
-# half is the events table's oid, so ledgers in other schemas do not contend.
-_APPEND_LOCK_NAMESPACE = 0x4C4C4556
-# Serialises upgrading a table made by the library's recorder, across processes.
-_UPGRADE_LOCK_KEY = 0x4C4C_5550_4752_4144 & 0x7FFF_FFFF_FFFF_FFFF
-_BINARY4 = (1, 1, 1, 1)
-_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
-_COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
-_IDLE = psycopg.pq.TransactionStatus.IDLE
-# One-dimensional, no NULLs: (ndim, has nulls, element type oid, length, lower bound).
-_ARRAY_HEADER = struct.Struct("!iiiii")
-_UUID_OID, _INT8_OID, _TEXT_OID, _BYTEA_OID = 2950, 20, 25, 17
-_LENGTH_16 = struct.pack("!i", 16)
-_INT8 = struct.Struct("!q")
-# Written into the append function's body; a function without it (made by an earlier
-# release) is replaced when a recorder first uses the table.
-_APPEND_FUNCTION_REVISION = "-- lesson-ledger append, revision 3 (rows in key order; one event)"
-_SETTLE_FIRST_SLEEP = 0.0005
-_SETTLE_MAX_SLEEP = 0.02
+from adapters.postgres.notifications import Notifier
+from adapters.postgres.reads import SettledReads
+from adapters.postgres.schema import EventsTable
+from adapters.postgres.subscription import LedgerSubscription
+from adapters.postgres.writes import PreparedAppend, WriteSessions
 
 
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
@@ -150,63 +84,21 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         events_table_name: str = "stored_events",
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        schema = Identifier(self.datastore.schema)
-        table = Identifier(self.events_table_name)
-        self.append_function_name = _derived_name(self.events_table_name, "append")
-        self._table_sql = SQL("{}.{}").format(schema, table)
-        self.append_one_function_name = _derived_name(self.events_table_name, "append_one")
-        self._function_sql = SQL("{}.{}").format(schema, Identifier(self.append_function_name))
-        self._function_one_sql = SQL("{}.{}").format(
-            schema, Identifier(self.append_one_function_name)
+        self._table = EventsTable(
+            self.datastore.schema, self.events_table_name, self.datastore.originator_id_type
         )
+        self.append_function_name = self._table.append_function_name
+        self.append_one_function_name = self._table.append_one_function_name
         # The table as the library makes it, plus `tx`; the library's insert function
         # (which NOTIFYs inside the transaction) is not needed.
-        self.sql_create_statements[self.create_table_statement_index] = SQL(
-            "CREATE TABLE IF NOT EXISTS {table} ("
-            "originator_id {originator_id_type} NOT NULL, "
-            "originator_version bigint NOT NULL, "
-            "topic text, "
-            "state bytea, "
-            "notification_id bigserial, "
-            "tx xid8 NOT NULL, "
-            "PRIMARY KEY "
-            "(originator_id, originator_version)) "
-            "WITH ("
-            "    autovacuum_enabled = true,"
-            "    autovacuum_vacuum_threshold = 100000000,"
-            "    autovacuum_vacuum_scale_factor = 0.5,"
-            "    autovacuum_analyze_threshold = 1000,"
-            "    autovacuum_analyze_scale_factor = 0.01"
-            ")"
-        ).format(
-            table=self._table_sql,
-            originator_id_type=Identifier(self.datastore.originator_id_type),
+        self.sql_create_statements[self.create_table_statement_index] = (
+            self._table.create_table_statement()
         )
         self.sql_create_statements.remove(self.sql_create_pg_function_insert_events)
-        # The sessions (libpq connections) the append statement is prepared in.
-        self._prepared_in: weakref.WeakSet[Any] = weakref.WeakSet()
-        qualified = f"{self.datastore.schema}.{self.append_function_name}"
-        self._append_statement_name = f"ll_append_{zlib.crc32(qualified.encode()):08x}".encode()
-        self._append_one_statement_name = self._append_statement_name.replace(
-            b"ll_append_", b"ll_append1_"
-        )
-        self._uuid_ids = self.datastore.originator_id_type == "uuid"
-        xmin = SQL("(SELECT pg_snapshot_xmin(pg_current_snapshot()))")
-        self._settled_sql = SQL("tx < {}").format(xmin)
-        self._head_sql = SQL(
-            "SELECT notification_id, {settled} AS settled FROM {table} "
-            "ORDER BY notification_id DESC LIMIT 1"
-        ).format(settled=self._settled_sql, table=self._table_sql)
-        self._settled_head_sql = SQL(
-            "SELECT notification_id FROM {table} WHERE {settled} "
-            "ORDER BY notification_id DESC LIMIT 1"
-        ).format(settled=self._settled_sql, table=self._table_sql)
-        self._is_settled_sql = SQL(
-            "SELECT {settled} AS settled FROM {table} WHERE notification_id = %s"
-        ).format(settled=self._settled_sql, table=self._table_sql)
-        self._select_sql: dict[tuple[bool, bool, bool, bool], bytes] = {}
-        self._notifier = _Notifier(self.datastore, self.channel_name)
-        self._writers = _WriteSessions(self.datastore)
+        self._appends = PreparedAppend(self._table)
+        self._reads = SettledReads(self.datastore, self._table.sql)
+        self._notifier = Notifier(self.datastore, self.channel_name)
+        self._writers = WriteSessions(self.datastore)
         self._upgraded = False
 
     # Schema.
@@ -216,102 +108,11 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._upgraded = True
 
     def _create_table(self, curs: psycopg.Cursor[DictRow]) -> None:
+        # The library's (private) step of create_table(), inside its transaction: the
+        # upgrade goes in the same transaction. tests/test_postgres_recorder.py checks
+        # that the library still calls it.
         super()._create_table(curs)
-        self._upgrade(curs)
-
-    def _upgrade(self, curs: psycopg.Cursor[DictRow]) -> None:
-        """Add `tx` to a table made by the library's recorder, and (re)create the append
-        function, whose text names the table's sequence and oid."""
-        curs.execute(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'tx' "
-            "AND NOT attisdropped",
-            (self._qualified_name(),),
-        )
-        if curs.fetchone() is None:
-            # Every row already there was committed before this ALTER got its lock.
-            curs.execute(
-                SQL("ALTER TABLE {} ADD COLUMN tx xid8 NOT NULL DEFAULT '0'").format(
-                    self._table_sql
-                )
-            )
-            curs.execute(SQL("ALTER TABLE {} ALTER COLUMN tx DROP DEFAULT").format(self._table_sql))
-        curs.execute(
-            "SELECT %s::regclass::oid::bigint AS oid, "
-            "pg_get_serial_sequence(%s, 'notification_id') AS seq",
-            (self._qualified_name(), self._qualified_name()),
-        )
-        found = curs.fetchone()
-        assert found is not None
-        for statement in self._append_functions_sql(int(found["oid"]), str(found["seq"])):
-            curs.execute(statement)
-
-    def _append_functions_sql(self, table_oid: int, sequence: str) -> list[Composed]:
-        """The append functions: of many events (arrays), and of one (a save of one
-        event, the usual command, costs the server about 40 us less without arrays)."""
-        # Written for speed: every step but the INSERT is a "simple expression", which
-        # plpgsql evaluates without the executor (PERFORM and sub-selects go through it).
-        # No SET clause (a per-call cost): the session's lock_timeout applies.
-        lock_key = (_APPEND_LOCK_NAMESPACE << 32) | table_oid
-        first_write_only = (
-            "  IF pg_current_xact_id_if_assigned() IS NOT NULL THEN\n"
-            "    RAISE EXCEPTION USING ERRCODE = 'invalid_transaction_state', MESSAGE =\n"
-            "      'appending events must be the first write of its transaction',\n"
-            "      HINT = 'the transaction id must be assigned while ids are drawn';\n"
-            "  END IF;\n"
-            "  IF pg_advisory_lock({lock_key})::text = 'x' THEN NULL; END IF;\n"
-            "  my_tx := pg_current_xact_id();\n"
-        )
-        many = SQL(
-            "CREATE OR REPLACE FUNCTION {function}("
-            "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
-            "RETURNS bigint[] LANGUAGE plpgsql AS $body$\n"
-            "{revision}\n"
-            "DECLARE\n"
-            "  my_tx xid8;\n"
-            "  nids bigint[];\n"
-            "BEGIN\n" + first_write_only + "  FOR i IN 1..cardinality(ids) LOOP\n"
-            "    nids[i] := nextval({sequence}::regclass);\n"
-            "  END LOOP;\n"
-            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
-            "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
-            "                       notification_id, tx)\n"
-            "  SELECT e.i, e.v, e.t, e.s, e.n, my_tx\n"
-            "  FROM unnest(ids, versions, topics, states, nids) AS e(i, v, t, s, n)\n"
-            "  ORDER BY e.i, e.v;  -- one order for every writer: no deadlocks\n"
-            "  RETURN nids;\n"
-            "END\n"
-            "$body$"
-        )
-        one = SQL(
-            "CREATE OR REPLACE FUNCTION {function_one}("
-            "id {id_type}, version bigint, topic text, state bytea) "
-            "RETURNS bigint LANGUAGE plpgsql AS $body$\n"
-            "{revision}\n"
-            "DECLARE\n"
-            "  my_tx xid8;\n"
-            "  nid bigint;\n"
-            "BEGIN\n" + first_write_only + "  nid := nextval({sequence}::regclass);\n"
-            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
-            "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
-            "                       notification_id, tx)\n"
-            "  VALUES (id, version, topic, state, nid, my_tx);\n"
-            "  RETURN nid;\n"
-            "END\n"
-            "$body$"
-        )
-        names = {
-            "function": self._function_sql,
-            "function_one": self._function_one_sql,
-            "revision": SQL(_APPEND_FUNCTION_REVISION),
-            "id_type": SQL(self.datastore.originator_id_type),
-            "lock_key": Literal(lock_key),
-            "sequence": Literal(sequence),
-            "table": self._table_sql,
-        }
-        return [many.format(**names), one.format(**names)]
-
-    def _qualified_name(self) -> str:
-        return f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self._table.upgrade(curs)
 
     def _ensure_upgraded(self) -> None:
         """Upgrade a table the library's recorder made, or an append function an earlier
@@ -320,28 +121,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if self._upgraded:
             return
         with self.datastore.get_connection() as conn:
-            found = conn.execute(
-                "SELECT to_regclass(%(table)s) IS NOT NULL AS table, "
-                "count(*) = 2 AS current FROM pg_proc "
-                "WHERE oid IN (to_regproc(%(many)s), to_regproc(%(one)s)) "
-                "AND strpos(prosrc, %(revision)s) > 0",
-                {
-                    "table": self._qualified_name(),
-                    "many": f'"{self.datastore.schema}"."{self.append_function_name}"',
-                    "one": f'"{self.datastore.schema}"."{self.append_one_function_name}"',
-                    "revision": _APPEND_FUNCTION_REVISION,
-                },
-            ).fetchone()
-            if not found or not found["table"]:
-                return  # not created yet: create_table() will make it as it should be
-            if not found["current"]:
-                conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK_KEY,))
-                try:
-                    with conn.transaction(), conn.cursor() as curs:
-                        self._upgrade(curs)
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (_UPGRADE_LOCK_KEY,))
-        self._upgraded = True
+            exists = self._table.upgrade_if_needed(conn)
+        if exists:
+            self._upgraded = True
 
     # Writing.
 
@@ -365,45 +147,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
     ) -> list[int]:
         """Append the events in the connection's current transaction (autocommit: one of
-        its own); their notification ids, in order.
-
-        Straight through libpq (psycopg's `pgconn`, and its own non-blocking wait, which
-        cancels the statement on Ctrl-C): one prepared statement of four binary arrays,
-        built here; one event goes as four plain values to the function of one. A
-        cursor's execute spent more of the client's CPU than the whole plain INSERT of
-        the baseline (query conversion, adapters, result parsing)."""
-        pgconn = conn.pgconn
-        if pgconn not in self._prepared_in:
-            self._prepare_append(conn)
-        if not conn.autocommit and pgconn.transaction_status == _IDLE:
-            # Outside autocommit psycopg begins a transaction first: so does this.
-            pgconn.send_query(b"BEGIN")
-            _result(conn, _COMMAND_OK)
-        if len(stored_events) == 1:
-            pgconn.send_query_prepared(
-                self._append_one_statement_name,
-                _append_one_params(stored_events[0], self._uuid_ids),
-                _BINARY4,
-            )
-            value = _result(conn, _TUPLES_OK).get_value(0, 0)
-            assert value is not None
-            return [int(value)]
-        pgconn.send_query_prepared(
-            self._append_statement_name, _append_params(stored_events, self._uuid_ids), _BINARY4
-        )
-        return _bigint_list(_result(conn, _TUPLES_OK).get_value(0, 0))
-
-    def _prepare_append(self, conn: psycopg.Connection[Any]) -> None:
-        types = (self.datastore.originator_id_type, "bigint", "text", "bytea")
-        for name, function, suffix in (
-            (self._append_statement_name, self._function_sql, "[]"),
-            (self._append_one_statement_name, self._function_one_sql, ""),
-        ):
-            params = [SQL(f"${n}::{t}{suffix}") for n, t in enumerate(types, 1)]
-            statement = SQL("SELECT {}({})").format(function, SQL(", ").join(params))
-            conn.pgconn.send_prepare(name, statement.as_bytes(conn))
-            _result(conn, _COMMAND_OK)
-        self._prepared_in.add(conn.pgconn)
+        its own); their notification ids, in order (see `PreparedAppend.send`)."""
+        return self._appends.send(conn, stored_events)
 
     # Reading.
 
@@ -437,391 +182,18 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         """The settled notifications of the range, and whether committed ones were held
         back (an older transaction was still running when the wait ran out)."""
         self._ensure_upgraded()
-        key = (start is not None, inclusive_of_start, stop is not None, bool(topics))
-        params: list[Any] = []
-        if start is not None:
-            params.append(start)
-        if stop is not None:
-            params.append(stop)
-        if topics:
-            params.append(list(topics))
-        params.append(limit)
         timeout = self.settle_timeout if settle_timeout is None else settle_timeout
-        # Tuples in binary: a page of 500 was a fifth of a catch-up's time as dicts.
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
-        ):
-            statement = self._select_sql.get(key) or self._select_statement(key, conn)
-            rows = cursor.execute(statement, params, prepare=True).fetchall()
-            settled = _settled_prefix(rows)
-            if len(settled) < len(rows) and self._wait_until_settled(conn, rows[-1][0], timeout):
-                rows = cursor.execute(statement, params, prepare=True).fetchall()
-                settled = _settled_prefix(rows)
-        # Columns: notification_id, originator_id, originator_version, topic, state.
-        notifications = [Notification(r[1], r[2], r[3], r[4], r[0]) for r in settled]
-        return notifications, len(settled) < len(rows)
-
-    def _select_statement(
-        self, key: tuple[bool, bool, bool, bool], conn: psycopg.Connection[Any]
-    ) -> bytes:
-        has_start, inclusive, has_stop, has_topics = key
-        conditions = []
-        if has_start:
-            conditions.append(SQL("notification_id >= %s" if inclusive else "notification_id > %s"))
-        if has_stop:
-            conditions.append(SQL("notification_id <= %s"))
-        if has_topics:
-            conditions.append(SQL("topic = ANY(%s)"))
-        where = SQL(" WHERE ") + SQL(" AND ").join(conditions) if conditions else SQL("")
-        statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state, "
-            "{settled} AS settled FROM {table}{where} ORDER BY notification_id LIMIT %s"
-        ).format(settled=self._settled_sql, table=self._table_sql, where=where)
-        self._select_sql[key] = statement.as_bytes(conn)
-        return self._select_sql[key]
+        return self._reads.select(start, limit, stop, topics, inclusive_of_start, timeout)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_notification_id(self) -> int | None:
         """The highest settled notification id (None for an empty log)."""
         self._ensure_upgraded()
-        with self.datastore.get_connection() as conn:
-            top = conn.execute(self._head_sql, prepare=True).fetchone()
-            if top is None:
-                return None
-            if top["settled"]:
-                return int(top["notification_id"])
-            self._wait_until_settled(conn, top["notification_id"], self.settle_timeout)
-            row = conn.execute(self._settled_head_sql, prepare=True).fetchone()
-        return None if row is None else int(row["notification_id"])
-
-    def _wait_until_settled(
-        self, conn: psycopg.Connection[Any], notification_id: int, timeout: float
-    ) -> bool:
-        """Wait until the row (and so every row below it) is settled: True, or False
-        when `timeout` passed first."""
-        deadline = time.monotonic() + timeout
-        pause = _SETTLE_FIRST_SLEEP
-        while True:
-            row = conn.execute(self._is_settled_sql, (notification_id,), prepare=True).fetchone()
-            if row is None or row["settled"]:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, _SETTLE_MAX_SLEEP)
+        return self._reads.max_notification_id(self.settle_timeout)
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
-        return LedgerSubscription(recorder=self, gt=gt, topics=topics)
-
-
-class LedgerSubscription(PostgresSubscription):
-    """The library's LISTEN/NOTIFY subscription, which also reads again every 0.1 s while
-    committed events are held back by an older transaction (that need not notify)."""
-
-    _held_back = False  # set by the pull thread, which starts before __init__ returns
-
-    def _pull(self) -> None:
-        recorder = self._recorder
-        assert isinstance(recorder, LedgerApplicationRecorder)
-        while not self._has_been_stopped:
-            self._has_been_notified.clear()
-            notifications, self._held_back = recorder.select_settled(
-                start=self._last_notification_id or 0,
-                limit=self._select_limit,
-                topics=self._topics,
-                inclusive_of_start=False,
-            )
-            if notifications:
-                try:
-                    self._notifications_queue.put(notifications)
-                except ShutDown:  # the subscription was stopped
-                    break
-                self._last_notification_id = notifications[-1].id
-            if len(notifications) < self._select_limit:
-                break
-
-    def _listen(self) -> None:
-        try:
-            with self._recorder.datastore.get_connection() as conn:
-                conn.execute(SQL("LISTEN {0}").format(Identifier(self._recorder.channel_name)))
-                while not self._has_been_stopped and not self._thread_error:
-                    notified = False
-                    for _ in conn.notifies(timeout=0.1, stop_after=1):
-                        notified = True
-                    if notified or self._held_back:
-                        self._has_been_notified.set()
-        except BaseException as e:
-            if self._thread_error is None:
-                self._thread_error = e
-            self.stop()
-
-
-class _WriteSessions:
-    """Autocommit sessions for appending, most recently used first; as many as threads
-    write at once, at most the library pool's size (a writer beyond it waits). A closed
-    (broken) session is dropped on return; a forked child starts with none.
-
-    Taking an idle session and giving it back are a list's pop and append (atomic in
-    CPython): a save pays no lock for them. Only opening one, or waiting, locks."""
-
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self._datastore = datastore
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._open = 0
-        self._waiting = 0
-        self._limit = max(1, datastore.pool.max_size)
-        self._changed = threading.Condition()
-        self._closed = False
-        forget = weakref.WeakMethod(self._forget_parents)
-        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
-
-    def take(self) -> psycopg.Connection[Any]:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            pass
-        with self._changed:
-            while True:
-                if self._closed:
-                    raise InterfaceError("the recorder is closed")
-                if self._idle:
-                    return self._idle.pop()
-                if self._open < self._limit:
-                    self._open += 1
-                    break
-                self._waiting += 1
-                self._changed.wait()
-                self._waiting -= 1
-        try:
-            return self._connect()
-        except BaseException:
-            self._dropped()
-            raise
-
-    @contextmanager
-    def session(self) -> Iterator[psycopg.Connection[Any]]:
-        """A session for one autocommit write; psycopg's errors raised as the library's
-        persistence errors, as from the library's own recorder."""
-        conn = self.take()
-        try:
-            yield conn
-        except BaseException as error:
-            if not isinstance(error, psycopg.errors.IntegrityError):
-                # It may have failed between taking and releasing the session's
-                # advisory lock (a database error, or an interruption such as Ctrl-C,
-                # which cancels the running statement): end the session, which releases
-                # it for sure, rather than give it back holding the lock.
-                conn.close()
-            if isinstance(error, psycopg.Error):
-                raise _persistence_error(error) from error
-            raise
-        finally:
-            self.give_back(conn)
-
-    def give_back(self, conn: psycopg.Connection[Any]) -> None:
-        if conn.closed or self._closed:
-            conn.close()
-            self._dropped()
-            return
-        self._idle.append(conn)
-        if self._waiting:
-            with self._changed:
-                self._changed.notify()
-
-    def close(self) -> None:
-        with self._changed:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._changed.notify_all()
-        for conn in idle:
-            conn.close()
-
-    def _dropped(self) -> None:
-        with self._changed:
-            self._open -= 1
-            self._changed.notify()
-
-    def _forget_parents(self) -> None:
-        """In a forked child: the parent's sessions are the parent's, never to be used."""
-        self._idle, self._open, self._waiting = [], 0, 0
-        self._changed = threading.Condition()
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        pool = self._datastore.pool
-        try:
-            # The pool's own settings (either may be a callable in psycopg_pool).
-            kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
-            conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
-            settings = {**kwargs, "row_factory": tuple_row}
-            timeout = max(1, int(pool.timeout))
-            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=timeout, **settings)
-        except psycopg.Error as error:
-            raise _persistence_error(error) from error
-        try:
-            if self._datastore.lock_timeout:
-                # Bounds waits for another writer's conflicting row (the library's
-                # recorder sets it per transaction, for its table lock).
-                conn.execute(f"SET lock_timeout = '{self._datastore.lock_timeout}s'")
-        except BaseException as error:
-            conn.close()  # not left open behind the caller's back
-            if isinstance(error, psycopg.Error):
-                raise _persistence_error(error) from error
-            raise
-        return conn
-
-
-class _Notifier:
-    """NOTIFY on the events channel after commits, from a thread of this recorder's own
-    (started on the first save in each process), one NOTIFY for a burst of saves.
-
-    A NOTIFY in the writers' transactions would hold PostgreSQL's notify lock through
-    their commits; this one's transaction does not wait for its WAL flush
-    (`synchronous_commit` off, for it alone), so it holds that lock for microseconds.
-    A notification is a hint to look at the log, never data.
-    """
-
-    IDLE_SECONDS = 1.0
-    MIN_INTERVAL_SECONDS = 0.02
-    """At most one NOTIFY per interval and process (the first after a quiet spell goes at
-    once): each costs a transaction (about 100 us of CPU on each side) and wakes every
-    listener, and a listener reads everything new at each wake-up anyway."""
-
-    def __init__(self, datastore: PostgresDatastore, channel: str) -> None:
-        self._datastore = datastore
-        self._statement = SQL(
-            "SELECT set_config('synchronous_commit', 'off', true), pg_notify({}, '')"
-        ).format(Literal(channel))
-        self._pending = threading.Event()
-        self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def notify(self) -> None:
-        if not self._pending.is_set():  # set() takes the event's lock even when set
-            self._pending.set()
-        thread = self._thread
-        if thread is None or self._pid != os.getpid() or not thread.is_alive():
-            self._start()
-
-    def _start(self) -> None:
-        with self._start_lock:
-            thread = self._thread
-            if thread is not None and self._pid == os.getpid() and thread.is_alive():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="ledger-notifier", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        pool = self._datastore.pool
-        while not pool.closed:
-            if not self._pending.wait(self.IDLE_SECONDS):
-                continue
-            # Cleared before sending: a commit after this point asks for another round.
-            self._pending.clear()
-            try:
-                with self._datastore.get_connection() as conn:
-                    conn.execute(self._statement, prepare=True)
-                time.sleep(self.MIN_INTERVAL_SECONDS)
-            except Exception:  # a hint lost: listeners also look at the log on their own
-                if pool.closed:
-                    return
-                log.warning("could not NOTIFY the events channel", exc_info=True)
-                time.sleep(0.1)
-
-
-_ERRORS: list[tuple[type[psycopg.Error], type[PersistenceError]]] = [
-    (psycopg.InterfaceError, InterfaceError),
-    (psycopg.OperationalError, OperationalError),
-    (psycopg.DataError, DataError),
-    (psycopg.IntegrityError, IntegrityError),
-    (psycopg.InternalError, InternalError),
-    (psycopg.ProgrammingError, ProgrammingError),
-    (psycopg.NotSupportedError, NotSupportedError),
-    (psycopg.DatabaseError, DatabaseError),
-]
-
-
-def _persistence_error(error: psycopg.Error) -> PersistenceError:
-    """The library's persistence error for a psycopg error (as its datastore maps them)."""
-    for driver_class, library_class in _ERRORS:
-        if isinstance(error, driver_class):
-            return library_class(str(error))
-    return PersistenceError(str(error))
-
-
-def _settled_prefix(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rows before the first one not settled (its last column); tx never decreases
-    along the ids, so the unsettled rows are the tail."""
-    if not rows or rows[-1][-1]:
-        return rows
-    for index, row in enumerate(rows):
-        if not row[-1]:
-            return rows[:index]
-    return rows
-
-
-def _derived_name(table: str, suffix: str) -> str:
-    """`<table>_<suffix>`, shortened with a checksum to fit PostgreSQL's 63 bytes."""
-    name = f"{table}_{suffix}"
-    if len(name) <= PostgresApplicationRecorder.MAX_IDENTIFIER_LEN:
-        return name
-    checksum = f"{zlib.crc32(table.encode()):08x}"
-    keep = PostgresApplicationRecorder.MAX_IDENTIFIER_LEN - len(suffix) - len(checksum) - 2
-    return f"{table[:keep]}_{checksum}_{suffix}"
-
-
-def _result(conn: psycopg.Connection[Any], expected: psycopg.pq.ExecStatus) -> PGresult:
-    """The result of the statement just sent on `conn`, waited for as psycopg waits; its
-    error raised as psycopg raises it."""
-    result: PGresult = conn.wait(psycopg.generators.execute(conn.pgconn))[-1]
-    if result.status != expected:
-        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-    return result
-
-
-def _append_params(events: Sequence[StoredEvent], uuid_ids: bool) -> list[bytes]:
-    """The append statement's four parameters: the events' columns as binary arrays."""
-    count = len(events)
-    if uuid_ids:
-        ids = _ARRAY_HEADER.pack(1, 0, _UUID_OID, count, 1) + b"".join(
-            [_LENGTH_16 + _uuid(e.originator_id).bytes for e in events]
+        return LedgerSubscription(
+            recorder=self, select_settled=self.select_settled, gt=gt, topics=topics
         )
-    else:
-        ids = _binary_array(_TEXT_OID, [str(e.originator_id).encode() for e in events])
-    versions = _ARRAY_HEADER.pack(1, 0, _INT8_OID, count, 1) + struct.pack(
-        "!" + "iq" * count, *[part for e in events for part in (8, e.originator_version)]
-    )
-    topics = _binary_array(_TEXT_OID, [e.topic.encode() for e in events])
-    states = _binary_array(_BYTEA_OID, [bytes(e.state) for e in events])
-    return [ids, versions, topics, states]
-
-
-def _append_one_params(event: StoredEvent, uuid_ids: bool) -> list[bytes]:
-    """The parameters of the function of one event, in binary."""
-    originator_id = event.originator_id
-    return [
-        _uuid(originator_id).bytes if uuid_ids else str(originator_id).encode(),
-        _INT8.pack(event.originator_version),
-        event.topic.encode(),
-        bytes(event.state),
-    ]
-
-
-def _binary_array(oid: int, items: list[bytes]) -> bytes:
-    header = _ARRAY_HEADER.pack(1, 0, oid, len(items), 1)
-    return header + b"".join([struct.pack("!i", len(item)) + item for item in items])
-
-
-def _uuid(value: object) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
-def _bigint_list(text: bytes | None) -> list[int]:
-    """`{1,2,3}` (a bigint[] in text form) as [1, 2, 3]."""
-    assert text is not None and text[:1] == b"{"
-    return [int(item) for item in text[1:-1].split(b",")] if len(text) > 2 else []

@@ -1,0 +1,296 @@
+"""The recorder's writes: its write sessions, and a save sent through libpq.
+
+`WriteSessions` hands out autocommit sessions of the recorder's own, last in first out;
+`PreparedAppend` sends a save as one prepared statement of binary parameters, encoded
+here; `persistence_error` maps psycopg's errors to the library's. Why LIFO sessions and
+libpq: docs/decisions/0001-postgres-recorder-without-table-lock.md.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import weakref
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import psycopg.errors
+import psycopg.generators
+import psycopg.pq
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.pq.abc import PGresult
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL
+
+from adapters.postgres.schema import EventsTable
+
+_BINARY4 = (1, 1, 1, 1)
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
+_COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+# One-dimensional, no NULLs: (ndim, has nulls, element type oid, length, lower bound).
+_ARRAY_HEADER = struct.Struct("!iiiii")
+_UUID_OID, _INT8_OID, _TEXT_OID, _BYTEA_OID = 2950, 20, 25, 17
+_LENGTH_16 = struct.pack("!i", 16)
+_INT8 = struct.Struct("!q")
+
+
+class WriteSessions:
+    """Autocommit sessions for appending, most recently used first; as many as threads
+    write at once, at most the library pool's size (a writer beyond it waits). A closed
+    (broken) session is dropped on return; a forked child starts with none.
+
+    Taking an idle session and giving it back are a list's pop and append (atomic in
+    CPython): a save pays no lock for them. Only opening one, or waiting, locks."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self._datastore = datastore
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._open = 0
+        self._waiting = 0
+        self._limit = max(1, datastore.pool.max_size)
+        self._changed = threading.Condition()
+        self._closed = False
+        forget = weakref.WeakMethod(self._forget_parents)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def take(self) -> psycopg.Connection[Any]:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise InterfaceError("the recorder is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._limit:
+                    self._open += 1
+                    break
+                self._waiting += 1
+                self._changed.wait()
+                self._waiting -= 1
+        try:
+            return self._connect()
+        except BaseException:
+            self._dropped()
+            raise
+
+    @contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A session for one autocommit write; psycopg's errors raised as the library's
+        persistence errors, as from the library's own recorder."""
+        conn = self.take()
+        try:
+            yield conn
+        except BaseException as error:
+            if not isinstance(error, psycopg.errors.IntegrityError):
+                # It may have failed between taking and releasing the session's
+                # advisory lock (a database error, or an interruption such as Ctrl-C,
+                # which cancels the running statement): end the session, which releases
+                # it for sure, rather than give it back holding the lock.
+                conn.close()
+            if isinstance(error, psycopg.Error):
+                raise persistence_error(error) from error
+            raise
+        finally:
+            self.give_back(conn)
+
+    def give_back(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or self._closed:
+            conn.close()
+            self._dropped()
+            return
+        self._idle.append(conn)
+        if self._waiting:
+            with self._changed:
+                self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._changed.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def _dropped(self) -> None:
+        with self._changed:
+            self._open -= 1
+            self._changed.notify()
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's sessions are the parent's, never to be used."""
+        self._idle, self._open, self._waiting = [], 0, 0
+        self._changed = threading.Condition()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pool = self._datastore.pool
+        try:
+            # The pool's own settings (either may be a callable in psycopg_pool).
+            kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
+            conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+            settings = {**kwargs, "row_factory": tuple_row}
+            timeout = max(1, int(pool.timeout))
+            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=timeout, **settings)
+        except psycopg.Error as error:
+            raise persistence_error(error) from error
+        try:
+            if self._datastore.lock_timeout:
+                # Bounds waits for another writer's conflicting row (the library's
+                # recorder sets it per transaction, for its table lock).
+                conn.execute(f"SET lock_timeout = '{self._datastore.lock_timeout}s'")
+        except BaseException as error:
+            conn.close()  # not left open behind the caller's back
+            if isinstance(error, psycopg.Error):
+                raise persistence_error(error) from error
+            raise
+        return conn
+
+
+class PreparedAppend:
+    """The append functions of one events table, called through prepared statements of
+    binary parameters, prepared once in each session (libpq connection)."""
+
+    def __init__(self, table: EventsTable) -> None:
+        self._table = table
+        # The sessions (libpq connections) the append statement is prepared in.
+        self._prepared_in: weakref.WeakSet[Any] = weakref.WeakSet()
+        qualified = f"{table.schema}.{table.append_function_name}"
+        self._append_statement_name = f"ll_append_{zlib.crc32(qualified.encode()):08x}".encode()
+        self._append_one_statement_name = self._append_statement_name.replace(
+            b"ll_append_", b"ll_append1_"
+        )
+        self._uuid_ids = table.originator_id_type == "uuid"
+
+    def send(
+        self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
+    ) -> list[int]:
+        """Append the events in the connection's current transaction (autocommit: one of
+        its own); their notification ids, in order.
+
+        Straight through libpq (psycopg's `pgconn`, and its own non-blocking wait, which
+        cancels the statement on Ctrl-C): one prepared statement of four binary arrays,
+        built here; one event goes as four plain values to the function of one."""
+        pgconn = conn.pgconn
+        if pgconn not in self._prepared_in:
+            self._prepare(conn)
+        if not conn.autocommit and pgconn.transaction_status == _IDLE:
+            # Outside autocommit psycopg begins a transaction first: so does this.
+            pgconn.send_query(b"BEGIN")
+            _result(conn, _COMMAND_OK)
+        if len(stored_events) == 1:
+            pgconn.send_query_prepared(
+                self._append_one_statement_name,
+                _append_one_params(stored_events[0], self._uuid_ids),
+                _BINARY4,
+            )
+            value = _result(conn, _TUPLES_OK).get_value(0, 0)
+            assert value is not None
+            return [int(value)]
+        pgconn.send_query_prepared(
+            self._append_statement_name, _append_params(stored_events, self._uuid_ids), _BINARY4
+        )
+        return _bigint_list(_result(conn, _TUPLES_OK).get_value(0, 0))
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        types = (self._table.originator_id_type, "bigint", "text", "bytea")
+        for name, function, suffix in (
+            (self._append_statement_name, self._table.function_sql, "[]"),
+            (self._append_one_statement_name, self._table.function_one_sql, ""),
+        ):
+            params = [SQL(f"${n}::{t}{suffix}") for n, t in enumerate(types, 1)]
+            statement = SQL("SELECT {}({})").format(function, SQL(", ").join(params))
+            conn.pgconn.send_prepare(name, statement.as_bytes(conn))
+            _result(conn, _COMMAND_OK)
+        self._prepared_in.add(conn.pgconn)
+
+
+_ERRORS: list[tuple[type[psycopg.Error], type[PersistenceError]]] = [
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+]
+
+
+def persistence_error(error: psycopg.Error) -> PersistenceError:
+    """The library's persistence error for a psycopg error (as its datastore maps them)."""
+    for driver_class, library_class in _ERRORS:
+        if isinstance(error, driver_class):
+            return library_class(str(error))
+    return PersistenceError(str(error))
+
+
+def _result(conn: psycopg.Connection[Any], expected: psycopg.pq.ExecStatus) -> PGresult:
+    """The result of the statement just sent on `conn`, waited for as psycopg waits; its
+    error raised as psycopg raises it."""
+    result: PGresult = conn.wait(psycopg.generators.execute(conn.pgconn))[-1]
+    if result.status != expected:
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return result
+
+
+def _append_params(events: Sequence[StoredEvent], uuid_ids: bool) -> list[bytes]:
+    """The append statement's four parameters: the events' columns as binary arrays."""
+    count = len(events)
+    if uuid_ids:
+        ids = _ARRAY_HEADER.pack(1, 0, _UUID_OID, count, 1) + b"".join(
+            [_LENGTH_16 + _uuid(e.originator_id).bytes for e in events]
+        )
+    else:
+        ids = _binary_array(_TEXT_OID, [str(e.originator_id).encode() for e in events])
+    versions = _ARRAY_HEADER.pack(1, 0, _INT8_OID, count, 1) + struct.pack(
+        "!" + "iq" * count, *[part for e in events for part in (8, e.originator_version)]
+    )
+    topics = _binary_array(_TEXT_OID, [e.topic.encode() for e in events])
+    states = _binary_array(_BYTEA_OID, [bytes(e.state) for e in events])
+    return [ids, versions, topics, states]
+
+
+def _append_one_params(event: StoredEvent, uuid_ids: bool) -> list[bytes]:
+    """The parameters of the function of one event, in binary."""
+    originator_id = event.originator_id
+    return [
+        _uuid(originator_id).bytes if uuid_ids else str(originator_id).encode(),
+        _INT8.pack(event.originator_version),
+        event.topic.encode(),
+        bytes(event.state),
+    ]
+
+
+def _binary_array(oid: int, items: list[bytes]) -> bytes:
+    header = _ARRAY_HEADER.pack(1, 0, oid, len(items), 1)
+    return header + b"".join([struct.pack("!i", len(item)) + item for item in items])
+
+
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _bigint_list(text: bytes | None) -> list[int]:
+    """`{1,2,3}` (a bigint[] in text form) as [1, 2, 3]."""
+    assert text is not None and text[:1] == b"{"
+    return [int(item) for item in text[1:-1].split(b",")] if len(text) > 2 else []
