@@ -1,86 +1,16 @@
-"""Fixtures: a fresh ledger on SQLite (a temporary file) and on the local PostgreSQL
-(a schema of its own, dropped afterwards).
-
-PostgreSQL comes from LESSON_LEDGER_TEST_POSTGRES_URL (default: the local server's
-`test` database). Where it cannot be reached its tests are skipped, and the summary
-says so; under CI=true an unreachable PostgreSQL fails the run instead.
-"""
+"""Fixtures, for every test: `store` (each test that takes it runs on SQLite and on
+PostgreSQL), `postgres_store`, and `ledger` (opened on the store). What tests import is
+in tests/support/, never here."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from adapters.eventstore import open_ledger
-from adapters.storage.database import Database
 from domain import LessonLedger
-
-POSTGRES_URL = os.environ.get(
-    "LESSON_LEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _postgres_problem() -> str | None:
-    try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as error:
-        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {str(error).strip()[:200]}"
-    return None
-
-
-POSTGRES_PROBLEM = _postgres_problem()
-
-
-def require_postgres() -> None:
-    if POSTGRES_PROBLEM is None:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and {POSTGRES_PROBLEM}", pytrace=False)
-    pytest.skip(POSTGRES_PROBLEM)
-
-
-class Store:
-    """A database for one test: its URL, and helpers to open ledgers on it."""
-
-    def __init__(self, kind: str, url: str) -> None:
-        self.kind = kind
-        self.url = url
-        self.database = Database.from_url(url)
-        self._opened: list[LessonLedger] = []
-
-    def open(self) -> LessonLedger:
-        ledger = open_ledger(self.url)
-        self._opened.append(ledger)
-        return ledger
-
-    def count_events(self) -> int:
-        return int(self.query(f"SELECT count(*) FROM {self.database.events_table}")[0][0])
-
-    def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        """Read the database directly, as an operator would."""
-        if self.kind == "sqlite":
-            import sqlite3
-
-            with sqlite3.connect(self.database.path) as conn:
-                return list(conn.execute(statement, params).fetchall())
-        with self.database.connect() as conn:
-            return list(conn.execute(statement, params).fetchall())
-
-    def count_transactions(self) -> int:
-        """How many PostgreSQL transactions wrote the stored events (distinct xmin)."""
-        table = self.database.events_table
-        return int(self.query(f"SELECT count(DISTINCT xmin::text) FROM {table}")[0][0])
-
-    def close(self) -> None:
-        for ledger in self._opened:
-            ledger.close()
+from tests.support.stores import Store, postgres_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,25 +21,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield store
         store.close()
         return
-    yield from _postgres_store()
+    yield from postgres_store()
 
 
-@pytest.fixture
-def postgres_store() -> Iterator[Store]:
+@pytest.fixture(name="postgres_store")
+def postgres_only_store() -> Iterator[Store]:
     """A PostgreSQL-only store, for what only PostgreSQL can show (transaction ids)."""
-    yield from _postgres_store()
-
-
-def _postgres_store() -> Iterator[Store]:
-    require_postgres()
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    store = Store("postgresql", f"{POSTGRES_URL}?schema={schema}")
-    try:
-        yield store
-    finally:
-        store.close()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    yield from postgres_store()
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import POSTGRES_URL, require_postgres
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+from tests.support.stores import POSTGRES_URL, require_postgres
+
 KEYS = (
     "single_ratio",
     "concurrent_ratio",

@@ -7,7 +7,7 @@ from textwrap import dedent
 
 import pytest
 
-from tests.layers import main
+from tests.support.layers import main
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_it_runs_as_a_module_from_the_repository_root(tmp_path: Path) -> None:
     build(tmp_path, {**CLEAN, "domain/x.py": "import projections\n"})
 
     run = subprocess.run(
-        [sys.executable, "-m", "tests.layers", "--root", str(tmp_path)],
+        [sys.executable, "-m", "tests.support.layers", "--root", str(tmp_path)],
         cwd=REPOSITORY,
         capture_output=True,
         text=True,

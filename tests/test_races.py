@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Store
-from racing import (
+
+from domain import LessonConflict, LessonLedger
+from tests.support.racing import (
     TIME_SLOTS,
     Call,
     Plan,
@@ -37,8 +38,7 @@ from racing import (
     shared_details,
     slot_fields,
 )
-
-from domain import LessonConflict, LessonLedger
+from tests.support.stores import Store
 
 pytestmark = pytest.mark.timeout(120)
 

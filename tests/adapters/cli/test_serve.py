@@ -1,0 +1,97 @@
+"""`lesson-ledger serve` (what `make run` starts): the embedded SQLite default, the
+first admin token created and printed once, and `/metrics` over several processes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tokens import TokenStore
+from tests.support.served import serving_process
+from tests.support.stores import Store
+
+PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
+
+
+def test_the_first_start_prints_an_admin_token_once_and_it_works(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with serving_process(url, tmp_path / "first.log") as (base_url, process):
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        assert first_line.startswith("Created the first admin token")
+        token = first_line.rsplit(" ", 1)[1].strip()
+        body = {
+            "providerId": PROVIDER,
+            "schoolId": "school-1",
+            "lessonDate": "2025-09-08",
+            "timeSlot": "08:30-09:00",
+            "requestId": "first-request",
+            "details": {"students": [{"id": "st-1", "grade": 3}], "subject": "Reading"},
+        }
+        response = httpx.post(
+            f"{base_url}/v1/lessons/requests",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 201
+        # The embedded worker generates it: no other process needed on the default.
+        lesson_id, headers = response.json()["lesson_id"], {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 30
+        while True:
+            lesson = httpx.get(f"{base_url}/v1/lessons/{lesson_id}", headers=headers).json()
+            if lesson.get("status") == "generated":
+                break
+            assert time.monotonic() < deadline, f"not generated within 30 s: {lesson}"
+            time.sleep(0.05)
+        assert lesson["content"]["lesson"]["title"] and lesson["model"]
+
+    with serving_process(url, tmp_path / "second.log") as (_, again):
+        assert again.stdout is not None
+        assert not again.stdout.readline().startswith("Created the first admin token")
+    assert token not in (tmp_path / "first.log").read_text()
+
+
+def _served_by(log: Path, path: str) -> set[int]:
+    """The server processes that logged answering `path`."""
+    pids = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("message") == "request" and entry.get("path") == path:
+                pids.add(entry["pid"])
+    return pids
+
+
+def test_metrics_from_any_server_process_count_every_process(store: Store, tmp_path: Path) -> None:
+    """`serve --workers 2`: lesson requests land on both processes, and `/metrics`, which
+    ever process answers it, counts all of them."""
+    store.open().close()  # the tables exist before the processes start
+    sql = SqlStore(store.database)
+    token = TokenStore(sql).create("admin", name="metrics-test")[1]
+    sql.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    log = tmp_path / "server.log"
+    path = "/v1/lessons/requests"
+    with serving_process(store.url, log, workers=2) as (base_url, _):
+        accepted, deadline = 0, time.monotonic() + 60
+        while len(_served_by(log, path)) < 2:  # a new connection each: either may take it
+            assert time.monotonic() < deadline, "one process took every connection"
+            body = {
+                "providerId": PROVIDER, "schoolId": "school-1", "lessonDate": "2025-09-08",
+                "timeSlot": f"{8 + accepted // 2:02d}:{30 * (accepted % 2):02d}-"
+                f"{8 + accepted // 2:02d}:{30 * (accepted % 2) + 29:02d}",
+                "requestId": f"metrics-{accepted}",
+                "details": {"students": [{"id": "st-1", "grade": 3}], "subject": "Reading"},
+            }  # fmt: skip
+            response = httpx.post(f"{base_url}{path}", json=body, headers=headers)
+            assert response.status_code == 201, response.text
+            accepted += 1
+        line = f'lesson_ledger_commands_total{{command="request",outcome="accepted"}} {accepted}.0'
+        while len(_served_by(log, "/metrics")) < 2:
+            assert time.monotonic() < deadline, "one process answered every scrape"
+            text = httpx.get(f"{base_url}/metrics").text
+            assert line in text.splitlines(), text
