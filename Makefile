@@ -17,7 +17,9 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check domain projections adapters tests benchmarks
-	$(BIN)/mypy --strict domain
+	$(BIN)/ruff format --check domain projections adapters tests benchmarks
+	$(BIN)/mypy --strict domain projections adapters
+	$(BIN)/python -m tests.support.layers
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
