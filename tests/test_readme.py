@@ -102,7 +102,7 @@ def test_python_examples_run_and_show_what_they_say(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(_with_assertions(block.code), str(block), "exec"), namespace)  # noqa: S102
+    exec(compile(_with_assertions(block.code), str(block), "exec"), namespace)
     closing = namespace.get("ledger")
     if closing is not None:
         closing.close()
