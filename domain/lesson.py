@@ -95,10 +95,44 @@ class LessonState:
         return asdict(self)
 
 
+EVENT_FIELDS: dict[str, str] = {
+    "timestamp": "when the event was recorded (UTC)",
+    "originator_topic": "the aggregate's class (first event only)",
+    "request_id": "the idempotency key of the request that caused it",
+    "actor": "who sent the command (a token's actor, a CLI user, the worker)",
+    "correlation_id": "the batch it came in, if any",
+    "source": "where the command came from: api, cli, import, worker",
+    "as_sent": "the key's parts as the caller spelled them (short text)",
+    "provider_id": "the key: the provider, a lowercase UUID",
+    "school_id": "the key: the school",
+    "lesson_date": "the key: the date",
+    "time_slot": "the key: HH:MM-HH:MM, or on-demand-<request id>",
+    "attempt": "the attempt it starts, ends or concerns (1, 2, ...)",
+    "details": "what to generate, without the students (subject, topic, duration, ...)",
+    "students": "each student's part: id, grade, reading level, IEP goals, accommodations",
+    "fingerprint": "a digest of the command, so a retry under its request id is a replay",
+    "reason": "why (a regeneration, a cancellation, a failure)",
+    "content": "the generated (or imported) lesson as JSON",
+    "model": "the model that generated it",
+    "legacy_id": "the row's id in the old table",
+    "legacy_created_at": "the row's creation time in the old table",
+    "legacy_updated_at": "the row's last update in the old table",
+    "flags": "what the import flagged for review (e.g. start_only_slot)",
+    "command": "the command turned away",
+    "message": "the answer the caller got",
+    "holder_request_id": "the request holding the slot when it was turned away",
+    "holder_actor": "who holds the slot",
+    "holder_status": "the slot's status then",
+}
+"""What each stored field of the events means (docs/events.md lists them)."""
+
+
 class LessonSlot(Aggregate):
     """A lesson slot, keyed by (provider, school, date, time slot)."""
 
     class Event(Aggregate.Event):
+        """What every event of a slot records: who did it, for which request, from where."""
+
         request_id: str
         actor: str
         correlation_id: str | None
@@ -106,12 +140,18 @@ class LessonSlot(Aggregate):
         as_sent: dict[str, str] | None
 
     class Opened(Aggregate.Created, Event):
+        """A slot comes into being with its canonical key (an import opens slots so)."""
+
+        class_version = 1
         provider_id: str
         school_id: str
         lesson_date: date
         time_slot: str
 
     class LessonRequested(Event):
+        """A request claims the slot and starts an attempt (also a regeneration: `reason`)."""
+
+        class_version = 1
         attempt: int
         details: dict[str, Any] | None
         students: list[dict[str, Any]] | None
@@ -132,7 +172,12 @@ class LessonSlot(Aggregate):
         (Slots opened by an import, or recorded before this event existed, begin with
         Opened instead.)"""
 
+        class_version = 1
+
     class LessonGenerated(Event):
+        """The generated lesson of an attempt, recorded by the worker."""
+
+        class_version = 1
         attempt: int
         content: dict[str, Any]
         model: str
@@ -142,6 +187,9 @@ class LessonSlot(Aggregate):
             slot.content, slot.model, slot.generated_at = self.content, self.model, self.timestamp
 
     class GenerationFailed(Event):
+        """Generating an attempt failed, and why (no student detail in the reason)."""
+
+        class_version = 1
         attempt: int
         reason: str
 
@@ -150,6 +198,9 @@ class LessonSlot(Aggregate):
             slot.failure_reason = self.reason
 
     class LessonCancelled(Event):
+        """The lesson is cancelled: the slot is free to be requested again."""
+
+        class_version = 1
         attempt: int
         fingerprint: str
         reason: str | None
@@ -162,6 +213,7 @@ class LessonSlot(Aggregate):
     class LessonImported(Event):
         """A row of the old lessons table, brought into the ledger with its legacy id."""
 
+        class_version = 1
         legacy_id: str
         content: dict[str, Any] | None
         legacy_created_at: datetime | None
@@ -183,6 +235,7 @@ class LessonSlot(Aggregate):
     class RequestRejected(Event):
         """A command turned away: kept so the audit trail shows every attempt."""
 
+        class_version = 1
         command: str
         reason: str
         message: str
