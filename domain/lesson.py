@@ -9,10 +9,8 @@ who else tried to claim it, when, and why they were turned away.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any, Literal, NoReturn
-from uuid import UUID
+from typing import Any, NoReturn
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
@@ -28,103 +26,8 @@ from domain.errors import (
 )
 from domain.fingerprint import Fingerprint
 from domain.keys import LessonKey
-
-Status = Literal["new", "requested", "generated", "failed", "cancelled"]
-Outcome = Literal["accepted", "replayed"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a command decided: a new event pending ("accepted") or nothing to write
-    ("replayed"), and the attempt it concerns."""
-
-    outcome: Outcome
-    attempt: int
-
-
-Command = Literal[
-    "request", "regenerate", "cancel", "record_generation", "record_failure", "import"
-]
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """Who did it, as every event records it."""
-
-    request_id: str
-    actor: str
-    correlation_id: str | None = None
-    source: str = "api"
-    as_sent: dict[str, str] | None = None
-    """The key's parts as the caller spelled them, for the conflict report."""
-
-    def fields(self) -> dict[str, Any]:
-        """The metadata as event fields (`dataclasses.asdict` deep-copies: slower by far)."""
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class LessonState:
-    """A lesson slot's state at one version, as queries return it."""
-
-    lesson_id: UUID
-    provider_id: str
-    school_id: str
-    lesson_date: date
-    time_slot: str
-    kind: str
-    status: Status
-    attempt: int
-    request_id: str | None
-    requested_by: str | None
-    requested_at: datetime | None
-    correlation_id: str | None
-    details: dict[str, Any] | None
-    students: list[dict[str, Any]] | None
-    content: dict[str, Any] | None
-    model: str | None
-    generated_at: datetime | None
-    failure_reason: str | None
-    cancel_reason: str | None
-    version: int
-    updated_at: datetime
-    legacy_id: str | None = None
-    flags: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-EVENT_FIELDS: dict[str, str] = {
-    "timestamp": "when the event was recorded (UTC)",
-    "originator_topic": "the aggregate's class (first event only)",
-    "request_id": "the idempotency key of the request that caused it",
-    "actor": "who sent the command (a token's actor, a CLI user, the worker)",
-    "correlation_id": "the batch it came in, if any",
-    "source": "where the command came from: api, cli, import, worker",
-    "as_sent": "the key's parts as the caller spelled them (short text)",
-    "provider_id": "the key: the provider, a lowercase UUID",
-    "school_id": "the key: the school",
-    "lesson_date": "the key: the date",
-    "time_slot": "the key: HH:MM-HH:MM, or on-demand-<request id>",
-    "attempt": "the attempt it starts, ends or concerns (1, 2, ...)",
-    "details": "what to generate, without the students (subject, topic, duration, ...)",
-    "students": "each student's part: id, grade, reading level, IEP goals, accommodations",
-    "fingerprint": "a digest of the command, so a retry under its request id is a replay",
-    "reason": "why (a regeneration, a cancellation, a failure)",
-    "content": "the generated (or imported) lesson as JSON",
-    "model": "the model that generated it",
-    "legacy_id": "the row's id in the old table",
-    "legacy_created_at": "the row's creation time in the old table",
-    "legacy_updated_at": "the row's last update in the old table",
-    "flags": "what the import flagged for review (e.g. start_only_slot)",
-    "command": "the command turned away",
-    "message": "the answer the caller got",
-    "holder_request_id": "the request holding the slot when it was turned away",
-    "holder_actor": "who holds the slot",
-    "holder_status": "the slot's status then",
-}
-"""What each stored field of the events means (docs/events.md lists them)."""
+from domain.sealed import plain_content, plain_parts
+from domain.state import Command, Decision, LessonState, Metadata, Status
 
 
 class LessonSlot(Aggregate):
@@ -149,14 +52,21 @@ class LessonSlot(Aggregate):
         time_slot: str
 
     class LessonRequested(Event):
-        """A request claims the slot and starts an attempt (also a regeneration: `reason`)."""
+        """A request claims the slot and starts an attempt (also a regeneration: `reason`).
+        Each student's part is sealed under keys of its own (see `PLAIN`)."""
 
-        class_version = 1
+        class_version = 2
         attempt: int
         details: dict[str, Any] | None
         students: list[dict[str, Any]] | None
         fingerprint: str
         reason: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`students` became sealed parts: an earlier event's plain parts read as
+            `{"plain": part}` until `lesson-ledger students encrypt-existing` seals them."""
+            state["students"] = plain_parts(state["students"])
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "requested"
@@ -172,15 +82,26 @@ class LessonSlot(Aggregate):
         (Slots opened by an import, or recorded before this event existed, begin with
         Opened instead.)"""
 
-        class_version = 1
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`students` became sealed parts, as in LessonRequested version 2."""
+            state["students"] = plain_parts(state["students"])
 
     class LessonGenerated(Event):
-        """The generated lesson of an attempt, recorded by the worker."""
+        """The generated lesson of an attempt, recorded by the worker; its content sealed
+        so that erasing any student of the lesson makes it unreadable too."""
 
-        class_version = 1
+        class_version = 2
         attempt: int
         content: dict[str, Any]
         model: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`content` became sealed: an earlier event's reads as `{"plain": content}`."""
+            state["content"] = plain_content(state["content"])
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated"
@@ -211,15 +132,21 @@ class LessonSlot(Aggregate):
             slot.seen_requests[self.request_id] = (self.fingerprint, self.attempt)
 
     class LessonImported(Event):
-        """A row of the old lessons table, brought into the ledger with its legacy id."""
+        """A row of the old lessons table, brought into the ledger with its legacy id; its
+        content sealed (under the lesson date's key: retention reaches it)."""
 
-        class_version = 1
+        class_version = 2
         legacy_id: str
         content: dict[str, Any] | None
         legacy_created_at: datetime | None
         legacy_updated_at: datetime | None
         flags: list[str]
         fingerprint: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`content` became sealed, as in LessonGenerated version 2."""
+            state["content"] = plain_content(state["content"])
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated" if self.content else "requested"
@@ -289,6 +216,7 @@ class LessonSlot(Aggregate):
         by: Metadata,
         details: dict[str, Any] | None,
         students: list[dict[str, Any]] | None,
+        fingerprint: Fingerprint,
     ) -> LessonSlot.OpenedByRequest:
         """What a request for a slot nobody has opened decides: the event that opens it
         with attempt 1. Built without the slot (`event.mutate(None)` builds it when
@@ -307,7 +235,7 @@ class LessonSlot(Aggregate):
             "attempt": 1,
             "details": details,
             "students": students,
-            "fingerprint": Fingerprint.of("request", by.actor, details, students).text,
+            "fingerprint": fingerprint.text,
             "reason": None,
             **by.fields(),
         }
@@ -323,15 +251,16 @@ class LessonSlot(Aggregate):
         return LessonKey(self.provider_id, self.school_id, self.lesson_date, self.time_slot)
 
     # Commands. Each returns its Decision, or records a RequestRejected event and
-    # raises a DomainRejection.
+    # raises a DomainRejection. A command's fingerprint comes with it (the ledger makes
+    # it, keyed, from what the command carried before its students' details were sealed).
 
     def request(
         self,
         by: Metadata,
         details: dict[str, Any] | None,
         students: list[dict[str, Any]] | None,
+        fingerprint: Fingerprint,
     ) -> Decision:
-        fingerprint = Fingerprint.of("request", by.actor, details, students)
         if replayed := self._replayed(by, fingerprint, "request"):
             return replayed
         if self.status not in ("new", "cancelled"):
@@ -339,8 +268,7 @@ class LessonSlot(Aggregate):
         self._start_attempt(by, details, students, fingerprint.text, reason=None)
         return Decision("accepted", self.attempt)
 
-    def regenerate(self, by: Metadata, reason: str | None) -> Decision:
-        fingerprint = Fingerprint.of("regenerate", by.actor, reason)
+    def regenerate(self, by: Metadata, reason: str | None, fingerprint: Fingerprint) -> Decision:
         if replayed := self._replayed(by, fingerprint, "regenerate"):
             return replayed
         if self.status not in ("generated", "failed"):
@@ -352,8 +280,7 @@ class LessonSlot(Aggregate):
         self._start_attempt(by, self.details, self.students, fingerprint.text, reason)
         return Decision("accepted", self.attempt)
 
-    def cancel(self, by: Metadata, reason: str | None) -> Decision:
-        fingerprint = Fingerprint.of("cancel", by.actor, reason)
+    def cancel(self, by: Metadata, reason: str | None, fingerprint: Fingerprint) -> Decision:
         if replayed := self._replayed(by, fingerprint, "cancel"):
             return replayed
         if self.status not in ("requested", "generated", "failed"):
@@ -379,11 +306,10 @@ class LessonSlot(Aggregate):
         created_at: datetime | None,
         updated_at: datetime | None,
         flags: list[str],
+        fingerprint: Fingerprint,
     ) -> Decision:
         """A legacy row into a new slot; on a held slot it is a collision, reported and
         never merged (and recorded once, however often the import is re-run)."""
-        # The row is the same row whoever runs the import again: no actor in its print.
-        fingerprint = Fingerprint.of("import", "", legacy_id, content)
         if replayed := self._replayed(by, fingerprint, "import"):
             return replayed
         if self.status != "new":

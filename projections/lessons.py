@@ -15,7 +15,8 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from domain.lesson import LessonSlot, LessonState
+from domain.lesson import LessonSlot
+from domain.state import LessonState
 
 SHAPE = 1
 """The shape of the rows this release writes: bump it when `fold` or the table's columns

@@ -4,13 +4,30 @@ in tests/support/, never here."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from domain import LessonLedger
 from tests.support.stores import Store, postgres_store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ledger's keys for every test (and the processes tests start): PostgreSQL needs
+    a key file named by the setting; SQLite would make one beside each database."""
+    path = tmp_path_factory.mktemp("keys") / "ledger.keys.json"
+    ensure_keys(path)
+    previous = os.environ.get(KEY_FILE_SETTING)
+    os.environ[KEY_FILE_SETTING] = str(path)
+    yield path
+    if previous is None:
+        del os.environ[KEY_FILE_SETTING]
+    else:
+        os.environ[KEY_FILE_SETTING] = previous
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

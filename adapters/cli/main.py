@@ -11,6 +11,7 @@ from adapters.cli.imports import import_commands
 from adapters.cli.lessons import lessons_commands
 from adapters.cli.projections import projections_app
 from adapters.cli.serve import serve
+from adapters.cli.students import retention_app, rotate_key, students_app
 from adapters.cli.tokens import tokens_app
 from adapters.cli.worker import worker
 
@@ -26,6 +27,11 @@ app.add_typer(lessons_commands)  # request, batch, show, history
 app.add_typer(audit_commands)  # report conflicts, export, verify-export
 app.add_typer(import_commands)  # import
 app.command("worker")(worker)
+app.add_typer(students_app, name="students")
+app.add_typer(retention_app, name="retention")
+keys_app = typer.Typer(help="The ledger's keys.", no_args_is_help=True)
+keys_app.command("rotate")(rotate_key)
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

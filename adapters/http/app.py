@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
 from adapters.eventstore import open_ledger
-from adapters.http import batches, commands, history, operations, problems, reads
+from adapters.http import batches, commands, history, operations, problems, reads, students
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
+from adapters.keys.erasure import Erasures
+from adapters.keys.sealing import sealer_of
 from adapters.read_model import open_read_model
 from adapters.settings import Settings
 from adapters.storage.database import Database
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read_model = open_read_model(database, ledger=ledger)
         sql = SqlStore(database)
         app.state.ledger = ledger
+        app.state.erasures = Erasures(sealer_of(ledger), database)
         app.state.read_model = read_model
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.idempotency = IdempotencyStore(sql)
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(commands.router)
     app.include_router(batches.router)
     app.include_router(history.router)
+    app.include_router(students.router)
     app.include_router(reads.router)
     app.include_router(operations.router)
     document_problems(app)
@@ -146,7 +150,8 @@ class RequestContext:
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
-                    "path": scope["path"],
+                    # The route, not the path: a path may hold a student's id.
+                    "path": getattr(scope.get("route"), "path", scope["path"]),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },

@@ -20,7 +20,8 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from domain.lesson import EVENT_FIELDS, LessonSlot
+from domain.event_fields import EVENT_FIELDS
+from domain.lesson import LessonSlot
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "tests" / "events" / "schema.json"
