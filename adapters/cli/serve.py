@@ -13,6 +13,7 @@ import uvicorn
 
 from adapters.cli.options import DatabaseUrl, exit_codes
 from adapters.cli.tokens import with_tokens
+from adapters.eventstore import open_ledger
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
 from adapters.storage.database import DATABASE_URL_SETTING, Database
@@ -34,6 +35,7 @@ def serve(
     with exit_codes():
         url = database_url or Settings().database_url
         Database.from_url(url)  # a wrong URL is one line, before anything starts
+        open_ledger(url).close()  # so are a wrong key and an unreachable database
         os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
         first_admin = with_tokens(
             url,

@@ -20,7 +20,7 @@ from adapters.eventstore import open_ledger
 from adapters.http import batches, commands, history, operations, problems, reads, students
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
-from adapters.keys.erasure import Erasures
+from adapters.keys.erasure import DailyRetention, Erasures
 from adapters.keys.sealing import sealer_of
 from adapters.read_model import open_read_model
 from adapters.settings import Settings
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read_model = open_read_model(database, ledger=ledger)
         sql = SqlStore(database)
         app.state.ledger = ledger
-        app.state.erasures = Erasures(sealer_of(ledger), database)
+        erasures = app.state.erasures = Erasures(sealer_of(ledger), database)
         app.state.read_model = read_model
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.idempotency = IdempotencyStore(sql)
@@ -56,9 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.runs_worker()
             else None
         )
+        retention = None
+        if settings.retention_days is not None:
+            retention = DailyRetention(erasures, settings.retention_days).start()
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             if worker is not None:
                 await asyncio.to_thread(worker.stop)
             if follower is not None:

@@ -12,16 +12,21 @@ nothing of the student in it.
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from adapters.keys.sealing import DATE_OWNER, Sealer
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
+from domain.errors import one_line
 
 COLUMNS = "erasure_id, kind, erased_at, actor, reason, keys, lessons"
+DAY_SECONDS = 24 * 3600
+log = logging.getLogger("lesson_ledger.retention")
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class Erasures:
             destroyed += self.sealer.keys.destroy([owner])
             if on_progress is not None:
                 on_progress(done, len(owners))
+        if not destroyed:  # nothing was due (another process ran it first): no record
+            return Erasure("", "retention", datetime.now(UTC), actor, reason, 0, 0)
         return self._recorded("retention", actor, reason, destroyed, lessons)
 
     def records(self) -> list[Erasure]:
@@ -140,3 +147,33 @@ class Erasures:
         except Exception:  # no read model in this database yet: nothing counted
             return 0
         return int(rows[0][0])
+
+
+class DailyRetention:
+    """Retention run by the server, once at start and then once a day, in a thread of its
+    own (`LESSON_LEDGER_RETENTION_DAYS`); several server processes may run it: what one
+    erased, the others find erased."""
+
+    def __init__(self, erasures: Erasures, days: int) -> None:
+        self.erasures = erasures
+        self.days = days
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> DailyRetention:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            cut_off = datetime.now(UTC).date() - timedelta(days=self.days)
+            try:
+                done = self.erasures.retention(cut_off, actor="retention", reason="daily")
+                log.info("retention applied", extra={"keys": done.keys, "before": str(cut_off)})
+            except Exception as error:  # an outage: the next day's run catches up
+                log.warning("retention not applied", extra={"error": one_line(error)})
+            self._stop.wait(DAY_SECONDS)

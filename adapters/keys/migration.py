@@ -61,6 +61,8 @@ def encrypt_existing(
             start=position, limit=page_size, inclusive_of_start=False
         )
         if not notifications:
+            if sealed and database.kind == "sqlite":
+                _forget_old_pages(sql)
             return Migrated(start, position, sealed)
         rewrites: list[tuple[bytes, int]] = []
         for notification in notifications:
@@ -114,6 +116,14 @@ def _slot(slots: EventSourcedSlots, lesson_id: UUID, version: int) -> LessonSlot
         slot = event.mutate(slot)
     assert isinstance(slot, LessonSlot)
     return slot
+
+
+def _forget_old_pages(sql: SqlStore) -> None:
+    """SQLite keeps the plain text the rewrites replaced in free pages and in its WAL:
+    rebuild the file and empty the WAL (best effort: a reader holding an old snapshot
+    keeps the WAL until it lets go). PostgreSQL's dead rows go with its vacuum."""
+    sql.run("VACUUM")
+    sql.run("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _position(sql: SqlStore, table: str) -> int:
