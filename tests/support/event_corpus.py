@@ -57,6 +57,9 @@ CONTENT = {
     "worksheet": {"title": "Practice", "items": [{"prompt": "cat", "answer": "a"}]},
     "metadata": {"model": "corpus-model", "generated_at": "2025-09-01T08:00:00+00:00"},
 }
+DATA_KEY_COLUMNS = "key_id, owner, wrapped, kek_id, created_at"
+KEY_FILE = "keys.json"
+"""The key file a corpus was written with (test keys, kept with the corpus)."""
 Step = tuple[str, dict[str, Any]]
 """A ledger call: its method's name and keyword arguments (ids as text)."""
 
@@ -169,8 +172,14 @@ def plain(value: Any) -> Any:
     return value
 
 
-def write_store(kind: str, url: str, read_rows: Callable[[], list[tuple[Any, ...]]]) -> Any:
-    """The scripted histories run on one database; its corpus as plain data."""
+def write_store(
+    kind: str,
+    url: str,
+    read_rows: Callable[[], list[tuple[Any, ...]]],
+    read_keys: Callable[[], list[tuple[Any, ...]]],
+) -> Any:
+    """The scripted histories run on one database; its corpus as plain data (with the
+    data keys its students' details are sealed under, from releases that seal them)."""
     from adapters import open_ledger
     from domain import lesson_id_for
 
@@ -188,6 +197,7 @@ def write_store(kind: str, url: str, read_rows: Callable[[], list[tuple[Any, ...
             for position, originator_id, version, topic, state in read_rows()
         ]
         lesson_ids = sorted({e["originator_id"] for e in events})
+        data_keys = [list(row) for row in read_keys()]
         rows = _rows(url, ledger)
         slots = {
             lesson_id: {
@@ -202,6 +212,7 @@ def write_store(kind: str, url: str, read_rows: Callable[[], list[tuple[Any, ...
         ledger.close()
     return {
         "store": kind,
+        "data_keys": data_keys,
         "steps": plain(STEPS),
         "answers": answers,
         "events": events,
@@ -228,7 +239,12 @@ def _rows(url: str, ledger: Any) -> dict[str, Any]:
     try:
         model.catch_up()
         page = model.list_lessons(limit=500)
-        return {str(row.lesson_id): row.as_json() for row in page.items}
+        # As the API shows a row: its content opened (releases that seal it).
+        opened = getattr(ledger, "readable_content", lambda _, content: content)
+        return {
+            str(row.lesson_id): {**row.as_json(), "content": opened(row.lesson_id, row.content)}
+            for row in page.items
+        }
     finally:
         model.close()
 
@@ -243,7 +259,13 @@ def sqlite_corpus(folder: Path) -> Any:
                 "FROM stored_events ORDER BY rowid"
             ).fetchall()
 
-    return write_store("sqlite", f"sqlite:///{path}", rows)
+    def keys() -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'data_keys'").fetchone():
+                return []
+            return conn.execute(f"SELECT {DATA_KEY_COLUMNS} FROM data_keys").fetchall()
+
+    return write_store("sqlite", f"sqlite:///{path}", rows, keys)
 
 
 def postgres_corpus() -> Any:
@@ -256,11 +278,28 @@ def postgres_corpus() -> Any:
                 f'FROM "{schema}".lessonledger_events ORDER BY notification_id'
             ).fetchall()
 
+    def keys() -> list[tuple[Any, ...]]:
+        with psycopg.connect(POSTGRES_URL) as conn:
+            if not conn.execute("SELECT to_regclass(%s)", (f"{schema}.data_keys",)).fetchone()[0]:
+                return []
+            return conn.execute(f'SELECT {DATA_KEY_COLUMNS} FROM "{schema}".data_keys').fetchall()
+
     try:
-        return write_store("postgresql", f"{POSTGRES_URL}?schema={schema}", rows)
+        return write_store("postgresql", f"{POSTGRES_URL}?schema={schema}", rows, keys)
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _use_own_keys(path: Path) -> None:
+    """The corpus's own keys: its sealed events open with them (releases before sealing
+    have no keys)."""
+    try:
+        from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
+    except ImportError:
+        return
+    ensure_keys(path)
+    os.environ[KEY_FILE_SETTING] = str(path)
 
 
 def current_release() -> str:
@@ -277,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     release = args.release or current_release()
     out = args.out or Path(__file__).resolve().parents[1] / "events" / "corpus" / release
     out.mkdir(parents=True, exist_ok=True)
+    _use_own_keys(out / KEY_FILE)
     with tempfile.TemporaryDirectory() as folder:
         corpora = {"sqlite": sqlite_corpus(Path(folder)), "postgresql": postgres_corpus()}
     for kind, corpus in corpora.items():

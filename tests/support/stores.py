@@ -68,6 +68,14 @@ class Store:
         with self.database.connect() as conn:
             return list(conn.execute(statement, params).fetchall())
 
+    def execute(self, statement: str, params: tuple[object, ...] = ()) -> None:
+        """Write to the database directly (`%s` placeholders on either store)."""
+        if self.kind == "sqlite":
+            self.query(statement.replace("%s", "?"), params)
+            return
+        with self.database.connect() as conn:
+            conn.execute(statement, params)
+
     def count_transactions(self) -> int:
         """How many PostgreSQL transactions wrote the stored events (distinct xmin)."""
         table = self.database.events_table
