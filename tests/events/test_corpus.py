@@ -16,9 +16,9 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from adapters.eventstore import event_store
+from adapters.keys.keyfile import KEY_FILE_SETTING
 from adapters.read_model import open_read_model
 from domain import LessonLedger, lesson_id_for
-from adapters.keys.keyfile import KEY_FILE_SETTING
 from tests.support.event_corpus import DATA_KEY_COLUMNS, KEY_FILE, PROBES, plain, run
 from tests.support.stores import Store
 
