@@ -136,6 +136,9 @@ class LessonSlot(Aggregate):
         attempt: int
         content: dict[str, Any]
         model: str
+        usage: dict[str, int] | None = None
+        """Tokens the attempt used (prompt_tokens, completion_tokens, total_tokens), or
+        None (the template, or an event recorded before usage was kept)."""
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated"
@@ -351,7 +354,12 @@ class LessonSlot(Aggregate):
         return Decision("accepted", self.attempt)
 
     def record_generation(
-        self, attempt: int, content: dict[str, Any], model: str, actor: str
+        self,
+        attempt: int,
+        content: dict[str, Any],
+        model: str,
+        actor: str,
+        usage: dict[str, int] | None = None,
     ) -> Decision:
         if self._attempt_decided(attempt, "record_generation", actor):
             return Decision("replayed", attempt)
@@ -360,6 +368,7 @@ class LessonSlot(Aggregate):
             attempt=attempt,
             content=content,
             model=model,
+            usage=usage,
             **self._worker(actor).fields(),
         )
         return Decision("accepted", attempt)
