@@ -173,6 +173,10 @@ class Claimer:
             return len(self._held)
 
     def start(self) -> None:
+        log.info(
+            "generation claimer started",
+            extra={"holder": self.holder, "concurrency": self.concurrency},
+        )
         self._stop.clear()
         self._draining.clear()
         self._thread = threading.Thread(target=self.run, name="generation-claimer", daemon=True)
