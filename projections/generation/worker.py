@@ -28,8 +28,9 @@ Once per attempt, across restarts and processes:
   starts again (the state check), so it does not generate it twice; an attempt that was
   in flight when it died is generated again, and if both results ever reach the ledger
   the second is a replay, never a second lesson.
-- Priorities: each page of the log read (up to `page_size` requests) is handed out
-  interactive first, then bulk (projections/generation/jobs.py).
+- Priorities: requests read from the log wait for a free slot in a heap (up to
+  MAX_PENDING of them), interactive first, then in log order (projections/generation/
+  jobs.py): a teacher's request made while a bulk backlog runs goes next.
 
 Failures of the database do not fail attempts: the attempt stays unfinished and its
 task retries (0.5 s doubling to 30 s), and a dispatcher that cannot read the log, or
@@ -39,6 +40,7 @@ again later, like the lessons follower.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import Counter
@@ -74,6 +76,8 @@ IDLE_RECHECK_SECONDS = 5.0
 """An idle dispatcher looks at the log at least this often, notification or not."""
 WORKER_ACTOR = "generation-worker"
 _SLOT_POLL_SECONDS = 0.2
+MAX_PENDING = 5000
+"""Jobs read ahead of the free slots, at most (a long backlog is read as slots free)."""
 
 
 class PositionStore(Protocol):
@@ -128,6 +132,9 @@ class GenerationWorker(ActiveRunner):
         self.attempts = Attempts(ledger, generator, actor, self._stop, runtime, budget)
         self._positions = positions
         self._slots = threading.BoundedSemaphore(concurrency)
+        self._room = threading.Event()
+        self._pending: list[tuple[int, int, Job]] = []
+        """Jobs read from the log, waiting for a slot: a heap by priority, then position."""
         self._in_flight: set[Future[Outcome]] = set()
         self._in_flight_lock = threading.Lock()
         self._window: Window | None = None
@@ -137,6 +144,10 @@ class GenerationWorker(ActiveRunner):
     @property
     def counts(self) -> Counter[str]:
         return self.attempts.counts
+
+    def wake(self) -> None:
+        super().wake()
+        self._room.set()
 
     @property
     def position(self) -> int | None:
@@ -150,6 +161,7 @@ class GenerationWorker(ActiveRunner):
         position = self._positions.position()
         self._saved = position
         self._window = Window(position)
+        self._pending = []
         return f"from position {position}, concurrency {self.concurrency}"
 
     def _work(self) -> None:
@@ -159,49 +171,53 @@ class GenerationWorker(ActiveRunner):
             self._lock.check()
             head = self.log.head()
             self._progressed = True
-            if head > window.read_upto:
-                if not self._hand_out(window, head):
-                    return
-                window.read(head)
+            if head > window.read_upto and len(self._pending) < MAX_PENDING:
+                self._read(window, head)
                 self._save_position()
-            else:
+            self._hand_out()
+            if self._pending:
+                # Every slot busy: look again when one frees (or new requests may have
+                # come in that go before those waiting).
+                self._room.wait(_SLOT_POLL_SECONDS)
+                self._room.clear()
+            elif head <= window.read_upto:
                 self._wakeup.wait(IDLE_RECHECK_SECONDS)
 
-    def _hand_out(self, window: Window, head: int) -> bool:
-        """Hand out every request after the window up to `head`, each page interactive
-        first; False when stopping."""
+    def _read(self, window: Window, head: int) -> None:
+        """Read the requests after the window up to `head` (up to MAX_PENDING waiting),
+        into the jobs waiting for a slot."""
         pages = self.log.pages(
             after=window.read_upto, upto=head, page_size=self.page_size, topics=REQUESTED_TOPICS
         )
         for page in pages:
-            jobs = []
             for notification_id, event in zip(page.ids, page.events, strict=True):
                 assert isinstance(event, LessonSlot.LessonRequested)
-                jobs.append(Job.of(event, notification_id))
-                # Before any of the page is handed out: the position must not pass a
-                # request that waits behind one of higher priority.
+                job = Job.of(event, notification_id)
+                # Unfinished from now on: the position does not pass a request that
+                # waits behind others of higher priority.
                 window.started(notification_id)
-            for job in sorted(jobs, key=lambda job: (job.priority, job.notification_id)):
-                if not self._submit(job):
-                    return False
-            self._lock.check()
-        return True
+                heapq.heappush(self._pending, (job.priority, job.notification_id, job))
+            window.read(page.position)
+            if len(self._pending) >= MAX_PENDING or self._stop.is_set():
+                return
+        window.read(head)
 
-    def _submit(self, job: Job) -> bool:
-        while not self._stop.is_set():
-            if self._slots.acquire(timeout=_SLOT_POLL_SECONDS):
-                future = self.runtime.submit(self.attempts.process(job))
-                with self._in_flight_lock:
-                    self._in_flight.add(future)
-                future.add_done_callback(partial(self._finished, job))
-                return True
-            self._lock.check()  # all slots busy: make sure we still may hand out
-        return False
+    def _hand_out(self) -> None:
+        """Start waiting jobs, interactive first, then in log order, while slots are free."""
+        while self._pending and not self._stop.is_set():
+            if not self._slots.acquire(blocking=False):
+                return
+            _, _, job = heapq.heappop(self._pending)
+            future = self.runtime.submit(self.attempts.process(job))
+            with self._in_flight_lock:
+                self._in_flight.add(future)
+            future.add_done_callback(partial(self._finished, job))
 
     def _finished(self, job: Job, future: Future[Outcome]) -> None:
         with self._in_flight_lock:
             self._in_flight.discard(future)
         self._slots.release()
+        self._room.set()
         outcome = "unfinished" if future.cancelled() else future.result()
         window = self._window
         if outcome != "unfinished" and window is not None:
