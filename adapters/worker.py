@@ -76,8 +76,9 @@ from projections.generation.worker import TRACKING_NAME, GenerationWorker
 from projections.view import RunnerLock, Wakeup
 
 _DEFAULTS = {
-    "POSTGRES_POOL_SIZE": "2",
-    "POSTGRES_MAX_OVERFLOW": "4",
+    # The position is read and stored by one thread at a time.
+    "POSTGRES_POOL_SIZE": "1",
+    "POSTGRES_MAX_OVERFLOW": "1",
     "POSTGRES_CONNECT_TIMEOUT": "5",
     "POSTGRES_LOCK_TIMEOUT": "10",
     "SQLITE_LOCK_TIMEOUT": "30",
@@ -90,8 +91,10 @@ class WorkerSettings(GeneratorSettings):
     worker_concurrency: int = Field(default=64, ge=1, le=1024)
     """Attempts generated at once by each worker process (tasks of its event loop): the
     default puts a calendar week's batch (40 lessons) in flight at once."""
-    worker_db_threads: int = Field(default=8, ge=1, le=64)
-    """Threads for the ledger's (synchronous) database calls, shared by all attempts."""
+    worker_db_threads: int = Field(default=4, ge=1, le=64)
+    """Threads for the ledger's (synchronous) database calls, shared by all attempts
+    (each call takes a millisecond or two: 4 keep up with hundreds of lessons a second,
+    and each process holds few of PostgreSQL's connections)."""
     worker_poll_seconds: float = Field(default=0.1, gt=0)
     """SQLite only: how often an idle worker looks at the log (SQLite cannot notify)."""
     worker_lease_seconds: float = Field(default=10.0, gt=0, le=3600)
@@ -239,7 +242,16 @@ def open_worker(
         if ledger is None:
             ledger = open_ledger(database.url)
             closers.append(ledger.close)
-        sql = SqlStore(database, pool_size=settings.worker_db_threads + 2)
+        # The job queue and the token counts commit without waiting for their WAL flush
+        # (a few milliseconds each, for every attempt). Safe: a claim or finish lost in a
+        # server crash is claimed again and found decided; a position stored after the
+        # jobs commits durably, and a durable commit flushes the WAL before it; token
+        # counts may lose the last moments before a crash.
+        sql = SqlStore(
+            database,
+            pool_size=settings.worker_db_threads,
+            session_options="-c synchronous_commit=off",
+        )
         closers.append(sql.close)
         budget = Budget(SqlUsageStore(sql), settings.worker_daily_token_cap)
         positions, close_tracking = _open_positions(database)

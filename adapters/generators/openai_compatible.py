@@ -188,16 +188,26 @@ class OpenAIGenerator:
         retries: int,
         usage: TokenUsage,
     ) -> ChatCompletion:
-        options: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "model": self.settings.openai_model,
+            "messages": messages,
+            "temperature": self.settings.openai_temperature,
+        }
         if self._response_format is not None:
-            options["response_format"] = self._response_format
+            body["response_format"] = self._response_format
         try:
-            return await self._client.with_options(max_retries=retries).chat.completions.create(
-                model=self.settings.openai_model,
-                messages=messages,  # type: ignore[arg-type]
-                temperature=self.settings.openai_temperature,
-                extra_headers={ATTEMPT_HEADER: attempt.request.attempt_key},
-                **options,
+            # The client's `post` (its documented way to any endpoint) rather than
+            # `chat.completions.create`: the same retries, timeouts and errors, without
+            # walking the body's types on every call (milliseconds of CPU each, for
+            # hundreds of calls a second).
+            return await self._client.post(
+                "/chat/completions",
+                cast_to=ChatCompletion,
+                body=body,
+                options={
+                    "headers": {ATTEMPT_HEADER: attempt.request.attempt_key},
+                    "max_retries": retries,
+                },
             )
         except openai.APIStatusError as error:
             status = error.status_code

@@ -40,7 +40,7 @@ class SqlUsageStore:
 
     def reserve(self, provider_id: str, day: date, tokens: int, cap: int | None) -> bool:
         if cap is None:
-            cap = 2**62  # no cap: reserve all the same, so settle finds the row
+            return True
         rows = self.store.run(
             f"INSERT INTO {self._usage} AS u (provider_id, day, reserved_tokens) "
             "VALUES (%s, %s, %s) ON CONFLICT (provider_id, day) DO UPDATE "
@@ -52,31 +52,40 @@ class SqlUsageStore:
         return bool(rows)
 
     def settle(self, reservation: Reservation, usage: TokenUsage, model: str) -> None:
+        # An upsert: without a cap nothing was reserved, and the row may be new.
+        by_day = (
+            f"INSERT INTO {self._usage} AS u (provider_id, day, reserved_tokens, "
+            "prompt_tokens, completion_tokens, attempts) VALUES (%s, %s, 0, %s, %s, 1) "
+            "ON CONFLICT (provider_id, day) DO UPDATE SET "
+            "reserved_tokens = MAX_OF(u.reserved_tokens - %s, 0), "
+            "prompt_tokens = u.prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = u.completion_tokens + excluded.completion_tokens, "
+            "attempts = u.attempts + 1"
+        )
+        by_model = (
+            f"INSERT INTO {self._totals} AS t (model, prompt_tokens, completion_tokens, "
+            "attempts) VALUES (%s, %s, %s, 1) ON CONFLICT (model) DO UPDATE SET "
+            "prompt_tokens = t.prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = t.completion_tokens + excluded.completion_tokens, "
+            "attempts = t.attempts + 1"
+        )
+        day = (
+            reservation.provider_id,
+            reservation.day.isoformat(),
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            reservation.tokens,
+        )
+        totals = (model, usage.prompt_tokens, usage.completion_tokens)
+        if self.store.database.kind == "postgresql":
+            # One statement, one round trip: every attempt settles.
+            self.store.run(
+                f"WITH d AS ({by_day.replace('MAX_OF', 'greatest')}) {by_model}", (*day, *totals)
+            )
+            return
         with self.store.transaction() as cursor:
-            cursor.run(
-                f"UPDATE {self._usage} SET "
-                "reserved_tokens = max_of(reserved_tokens - %s, 0), "
-                "prompt_tokens = prompt_tokens + %s, "
-                "completion_tokens = completion_tokens + %s, attempts = attempts + 1 "
-                "WHERE provider_id = %s AND day = %s".replace(
-                    "max_of", "max" if self.store.database.kind == "sqlite" else "greatest"
-                ),
-                (
-                    reservation.tokens,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    reservation.provider_id,
-                    reservation.day.isoformat(),
-                ),
-            )
-            cursor.run(
-                f"INSERT INTO {self._totals} AS t (model, prompt_tokens, completion_tokens, "
-                "attempts) VALUES (%s, %s, %s, 1) ON CONFLICT (model) DO UPDATE SET "
-                "prompt_tokens = t.prompt_tokens + excluded.prompt_tokens, "
-                "completion_tokens = t.completion_tokens + excluded.completion_tokens, "
-                "attempts = t.attempts + 1",
-                (model, usage.prompt_tokens, usage.completion_tokens),
-            )
+            cursor.run(by_day.replace("MAX_OF", "max"), day)
+            cursor.run(by_model, totals)
 
     def totals(self) -> list[tuple[str, int, int, int]]:
         """(model, prompt tokens, completion tokens, attempts), by model."""

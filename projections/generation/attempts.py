@@ -69,6 +69,7 @@ class Attempts:
         stop: threading.Event,
         runtime: Runtime,
         budget: Budget | None = None,
+        calls: int | None = None,
     ) -> None:
         self.ledger = ledger
         self.generator = generator
@@ -77,6 +78,9 @@ class Attempts:
         self.budget = budget
         self.counts: Counter[str] = Counter()
         self._stop = stop
+        # At most `calls` attempts wait on the generator at once; the others may be
+        # checking or recording meanwhile (their database work overlaps the calls).
+        self._calls = asyncio.Semaphore(calls) if calls else None
 
     async def process(self, job: Job) -> Outcome:
         """Generate and record one attempt; the outcome says whether it is finished."""
@@ -126,7 +130,11 @@ class Attempts:
         usage: TokenUsage | None = None
         reason = ""
         try:
-            lesson = await self.generator.generate(request)
+            if self._calls is None:
+                lesson = await self.generator.generate(request)
+            else:
+                async with self._calls:
+                    lesson = await self.generator.generate(request)
             usage = lesson.usage
         except GenerationInterrupted:
             await self._settle(reservation, None)

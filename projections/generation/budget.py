@@ -57,6 +57,8 @@ class Budget:
     def reserve(self, provider_id: str, tokens: int) -> Reservation | None:
         """A reservation, or None when the provider has reached today's cap."""
         day = datetime.now(UTC).date()
+        if self.daily_cap is None:
+            return Reservation(provider_id, day, 0)  # nothing to hold: only counted after
         if not self.store.reserve(provider_id, day, tokens, self.daily_cap):
             return None
         return Reservation(provider_id, day, tokens)

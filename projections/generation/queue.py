@@ -9,9 +9,9 @@ Two parts in every worker process:
   (the tracking table, `generation_worker`) is stored only after the jobs of everything
   before it are committed: the position never passes an attempt that has no job, and a
   feeder that dies in between adds the same jobs again, to no effect.
-- The claimer claims jobs while the process has room (`concurrency` attempts in flight)
-  and runs each as a task of the runtime's event loop (projections/generation/
-  attempts.py). A claim is a lease, renewed every third of its length while the attempt
+- The claimer claims jobs while the process has room (`concurrency` attempts calling
+  the model at once, and half as many again being checked or recorded meanwhile) and
+  runs each as a task of the runtime's event loop (projections/generation/attempts.py). A claim is a lease, renewed every third of its length while the attempt
   runs; when the attempt is finished the job is finished, and when it is left
   unfinished (the worker stopping) the job is released for anyone to claim at once. A
   process killed with SIGKILL renews nothing: its jobs are claimed by the others when
@@ -153,7 +153,12 @@ class Claimer:
         self.holder = f"{gethostname()}:{uuid.uuid4().hex[:12]}"
         self._stop = threading.Event()
         self._draining = threading.Event()
-        self.attempts = Attempts(ledger, generator, actor, self._stop, runtime, budget)
+        self.attempts = Attempts(
+            ledger, generator, actor, self._stop, runtime, budget, calls=concurrency
+        )
+        self.holds = 2 * concurrency
+        """Jobs held at most: `concurrency` waiting on the model, the rest being checked
+        or recorded, so that a freed call starts the next attempt at once."""
         self._wakeup = wakeup
         self._signal = threading.Event()
         """Set when there may be jobs to claim, or room for them."""
@@ -223,7 +228,7 @@ class Claimer:
         renewed = time.monotonic()
         while not self._draining.is_set():
             try:
-                room = self.concurrency - self.in_flight
+                room = self.holds - self.in_flight
                 claimed = self._claim(room) if room > 0 else 0
                 if time.monotonic() - renewed >= self.lease_seconds / 3:
                     self._renew()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_DB_THREADS = 8
+DEFAULT_DB_THREADS = 4
 
 
 class Runtime:

@@ -129,9 +129,12 @@ class GenerationWorker(ActiveRunner):
         self.concurrency = concurrency
         self.page_size = page_size
         self.actor = actor
-        self.attempts = Attempts(ledger, generator, actor, self._stop, runtime, budget)
+        self.attempts = Attempts(
+            ledger, generator, actor, self._stop, runtime, budget, calls=concurrency
+        )
         self._positions = positions
-        self._slots = threading.BoundedSemaphore(concurrency)
+        # `concurrency` calling the model, half as many again checked or recorded meanwhile.
+        self._slots = threading.BoundedSemaphore(concurrency + max(1, concurrency // 2))
         self._room = threading.Event()
         self._pending: list[tuple[int, int, Job]] = []
         """Jobs read from the log, waiting for a slot: a heap by priority, then position."""

@@ -72,11 +72,12 @@ def test_tokens_used_are_recorded_with_the_generation_and_totalled_in_metrics(
 def test_a_provider_over_its_daily_cap_gets_failures_with_the_reason_not_calls(
     store: Store,
 ) -> None:
-    """Cap 999 tokens a day, each lesson costs 500: the provider's first two attempts run
-    (the second starts under the cap), the rest fail with the cap as their reason without
-    calling the model; another provider is not held by it."""
+    """Cap 999 tokens a day, each lesson costs 500: attempts run while the provider's
+    tokens (used, and held by attempts under way) are under the cap; after that they fail
+    with the cap as their reason, without calling the model. Another provider is not held
+    by it."""
     ledger = store.open()
-    ids = request_lessons(ledger, 5)
+    ids = request_lessons(ledger, 6)
     other = ledger.request_lesson(
         provider_id=OTHER_PROVIDER,
         school_id="school-1",
@@ -86,25 +87,34 @@ def test_a_provider_over_its_daily_cap_gets_failures_with_the_reason_not_calls(
         actor="teacher",
         details=details(),
     ).lesson_id
-    settings = openai_settings(
-        "http://127.0.0.1:9/v1", worker_concurrency=1, worker_daily_token_cap=999
-    )
     with FakeOpenAI(default=Reply(usage=USAGE)) as fake:
-        settings = settings.model_copy(update={"openai_base_url": fake.base_url})
+        settings = openai_settings(
+            fake.base_url,
+            worker_concurrency=1,
+            worker_daily_token_cap=999,
+            openai_estimated_completion_tokens=0,  # held: about the prompt's 300
+        )
         with running_worker(store.url, settings, ledger):
             wait_for(all_decided(ledger, [*ids, other]), DEADLINE, "every lesson decided")
-    assert statuses(ledger, ids) == ["generated"] * 2 + ["failed"] * 3
+    outcomes = statuses(ledger, ids)
+    generated = outcomes.count("generated")
+    # Two run under the cap; a third may have started while the second was under way
+    # (its tokens held, not yet used): the cap is overshot by at most what is under way.
+    assert generated in (2, 3), outcomes
     today = datetime.now(UTC).date().isoformat()
-    for lesson_id in ids[2:]:
+    for lesson_id, status in zip(ids, outcomes, strict=True):
         state = ledger.get_lesson(lesson_id)
         assert state is not None
-        assert state.failure_reason == (
-            f"daily token cap of 999 reached for provider {PROVIDER} on {today} (UTC)"
-        )
-        assert fake.calls_for(key(lesson_id)) == 0
+        if status == "failed":
+            assert state.failure_reason == (
+                f"daily token cap of 999 reached for provider {PROVIDER} on {today} (UTC)"
+            )
+            assert fake.calls_for(key(lesson_id)) == 0
+        else:
+            assert fake.calls_for(key(lesson_id)) == 1
     assert statuses(ledger, [other]) == ["generated"]
     usage = SqlUsageStore(SqlStore(store.database, pool_size=1))
-    assert usage.used(PROVIDER, datetime.now(UTC).date()) == (1000, 0)
+    assert usage.used(PROVIDER, datetime.now(UTC).date()) == (500 * generated, 0)
     usage.store.close()
 
 
