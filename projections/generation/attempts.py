@@ -34,6 +34,7 @@ from domain.ledger import LessonLedger
 from domain.lesson import LessonState
 from projections.active_runner import FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS
 from projections.generation.budget import Budget, Reservation, cap_reason
+from projections.generation.gate import CallGate, Ticket
 from projections.generation.jobs import Job
 from projections.generation.port import (
     GeneratedLesson,
@@ -78,14 +79,16 @@ class Attempts:
         self.budget = budget
         self.counts: Counter[str] = Counter()
         self._stop = stop
-        # At most `calls` attempts wait on the generator at once; the others may be
-        # checking or recording meanwhile (their database work overlaps the calls).
-        self._calls = asyncio.Semaphore(calls) if calls else None
+        # At most `calls` attempts wait on the generator at once, interactive first; the
+        # others may be checking or recording meanwhile (their database work overlaps
+        # the calls).
+        self._gate = CallGate(calls) if calls else None
 
     async def process(self, job: Job) -> Outcome:
         """Generate and record one attempt; the outcome says whether it is finished."""
+        ticket = self._gate.admit(job.priority) if self._gate is not None else None
         try:
-            outcome = await self._process(job)
+            outcome = await self._process(job, ticket)
         except asyncio.CancelledError:
             outcome = "unfinished"  # the worker stopped without waiting: not lost
         except Exception as error:  # a bug must not kill the loop or move the position
@@ -93,10 +96,13 @@ class Attempts:
                 "generation job error", extra={**job_fields(job), "error": type(error).__name__}
             )
             outcome = "unfinished"
+        finally:
+            if ticket is not None and self._gate is not None:
+                self._gate.done(ticket)
         self.counts[outcome] += 1
         return outcome
 
-    async def _process(self, job: Job) -> Outcome:
+    async def _process(self, job: Job, ticket: Ticket | None) -> Outcome:
         try:
             state = await self._with_ledger(lambda: self._current(job))
         except _Stopping:
@@ -116,9 +122,12 @@ class Attempts:
             budget = self.budget
             estimate = self.generator.estimated_tokens(request)
             try:
-                reservation = await self._with_ledger(
-                    lambda: budget.reserve(state.provider_id, estimate)
-                )
+                if budget.daily_cap is None:  # nothing to hold: no database call
+                    reservation = budget.reserve(state.provider_id, estimate)
+                else:
+                    reservation = await self._with_ledger(
+                        lambda: budget.reserve(state.provider_id, estimate)
+                    )
             except _Stopping:
                 return "unfinished"
             if reservation is None:
@@ -130,11 +139,14 @@ class Attempts:
         usage: TokenUsage | None = None
         reason = ""
         try:
-            if self._calls is None:
+            if self._gate is None or ticket is None:
                 lesson = await self.generator.generate(request)
             else:
-                async with self._calls:
+                await self._gate.enter(ticket)
+                try:
                     lesson = await self.generator.generate(request)
+                finally:
+                    self._gate.done(ticket)  # the next may call while this one records
             usage = lesson.usage
         except GenerationInterrupted:
             await self._settle(reservation, None)

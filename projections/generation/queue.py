@@ -10,13 +10,15 @@ Two parts in every worker process:
   before it are committed: the position never passes an attempt that has no job, and a
   feeder that dies in between adds the same jobs again, to no effect.
 - The claimer claims jobs while the process has room (`concurrency` attempts calling
-  the model at once, and half as many again being checked or recorded meanwhile) and
-  runs each as a task of the runtime's event loop (projections/generation/attempts.py). A claim is a lease, renewed every third of its length while the attempt
-  runs; when the attempt is finished the job is finished, and when it is left
-  unfinished (the worker stopping) the job is released for anyone to claim at once. A
-  process killed with SIGKILL renews nothing: its jobs are claimed by the others when
-  their leases run out (`lease_seconds`). Claimers wake on the queue's notification and
-  look at least every `poll_seconds` anyway (for leases that ran out).
+  the model at once, as many again being checked or recorded, or waiting for a call
+  slot: projections/generation/gate.py) and runs each as a task of the runtime's event
+  loop (projections/generation/attempts.py). A claim is a lease, renewed every third of
+  its length while the attempt runs; when the attempt is finished the job is finished,
+  and when it is left unfinished (the worker stopping) the job is released for anyone
+  to claim at once. A process killed with SIGKILL renews nothing: its jobs are claimed
+  by the others when their leases run out (`lease_seconds`). Claimers wake on the
+  queue's notification and look at least every `poll_seconds` anyway (for leases that
+  ran out).
 
 At least once from the queue, exactly once from the domain: a job claimed again after a
 lease ran out under a live holder (a holder cut off from the database for longer than
@@ -157,8 +159,8 @@ class Claimer:
             ledger, generator, actor, self._stop, runtime, budget, calls=concurrency
         )
         self.holds = 2 * concurrency
-        """Jobs held at most: `concurrency` waiting on the model, the rest being checked
-        or recorded, so that a freed call starts the next attempt at once."""
+        """Jobs held at most: `concurrency` calling the model, the others being checked,
+        recorded or waiting for a call slot, so that a freed slot is taken at once."""
         self._wakeup = wakeup
         self._signal = threading.Event()
         """Set when there may be jobs to claim, or room for them."""
