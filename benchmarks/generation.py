@@ -142,7 +142,8 @@ def figures(runs: Sequence[GenerationRun], weeks: Sequence[GenerationRun]) -> di
             f"{w.latency_s:g}s": round(w.seconds / w.latency_s, 3) for w in weeks
         },
         "generation_outcomes": {
-            f"{r.workers}x{r.latency_s:g}s": r.outcomes for r in [*runs, *weeks]
+            **{f"{r.workers}x{r.latency_s:g}s": r.outcomes for r in runs},
+            **{f"{w.workers}x{w.latency_s:g}s-week": w.outcomes for w in weeks},
         },
     }
 

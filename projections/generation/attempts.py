@@ -83,6 +83,9 @@ class Attempts:
         # others may be checking or recording meanwhile (their database work overlaps
         # the calls).
         self._gate = CallGate(calls) if calls else None
+        self.on_call_over: Callable[[Job], None] | None = None
+        """Told once per attempt when it no longer needs a call slot: its call returned,
+        or it ended without one (the claimer then claims the next job at once)."""
 
     async def process(self, job: Job) -> Outcome:
         """Generate and record one attempt; the outcome says whether it is finished."""
@@ -99,8 +102,13 @@ class Attempts:
         finally:
             if ticket is not None and self._gate is not None:
                 self._gate.done(ticket)
+            self._call_over(job)
         self.counts[outcome] += 1
         return outcome
+
+    def _call_over(self, job: Job) -> None:
+        if self.on_call_over is not None:
+            self.on_call_over(job)
 
     async def _process(self, job: Job, ticket: Ticket | None) -> Outcome:
         try:
@@ -147,6 +155,7 @@ class Attempts:
                     lesson = await self.generator.generate(request)
                 finally:
                     self._gate.done(ticket)  # the next may call while this one records
+                    self._call_over(job)
             usage = lesson.usage
         except GenerationInterrupted:
             await self._settle(reservation, None)

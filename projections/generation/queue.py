@@ -9,16 +9,17 @@ Two parts in every worker process:
   (the tracking table, `generation_worker`) is stored only after the jobs of everything
   before it are committed: the position never passes an attempt that has no job, and a
   feeder that dies in between adds the same jobs again, to no effect.
-- The claimer claims jobs while the process has room (`concurrency` attempts calling
-  the model at once, as many again being checked or recorded, or waiting for a call
-  slot: projections/generation/gate.py) and runs each as a task of the runtime's event
-  loop (projections/generation/attempts.py). A claim is a lease, renewed every third of
-  its length while the attempt runs; when the attempt is finished the job is finished,
-  and when it is left unfinished (the worker stopping) the job is released for anyone
-  to claim at once. A process killed with SIGKILL renews nothing: its jobs are claimed
-  by the others when their leases run out (`lease_seconds`). Claimers wake on the
-  queue's notification and look at least every `poll_seconds` anyway (for leases that
-  ran out).
+- The claimer claims jobs while the process has room (fewer than `concurrency` of its
+  jobs have yet to have their call: projections/generation/gate.py holds the calls) and
+  runs each as a task of the runtime's event loop (projections/generation/attempts.py).
+  A job whose call returned makes room at once, while it is recorded; so a process never
+  takes more than it can start, and the others claim the rest. A claim is a lease,
+  renewed every third of its length while the attempt runs; when the attempt is finished
+  the job is finished, and when it is left unfinished (the worker stopping) the job is
+  released for anyone to claim at once. A process killed with SIGKILL renews nothing:
+  its jobs are claimed by the others when their leases run out (`lease_seconds`).
+  Claimers wake on the queue's notification and look at least every `poll_seconds`
+  anyway (for leases that ran out).
 
 At least once from the queue, exactly once from the domain: a job claimed again after a
 lease ran out under a live holder (a holder cut off from the database for longer than
@@ -158,13 +159,16 @@ class Claimer:
         self.attempts = Attempts(
             ledger, generator, actor, self._stop, runtime, budget, calls=concurrency
         )
-        self.holds = 2 * concurrency
-        """Jobs held at most: `concurrency` calling the model, the others being checked,
-        recorded or waiting for a call slot, so that a freed slot is taken at once."""
+        self.attempts.on_call_over = self._call_over
+        self.holds = 4 * concurrency
+        """Jobs held at most, calling or being recorded (a bound for a slow database)."""
         self._wakeup = wakeup
         self._signal = threading.Event()
         """Set when there may be jobs to claim, or room for them."""
         self._held: dict[int, Future[Outcome]] = {}
+        self._before_call: set[int] = set()
+        """Held jobs that have not yet had their call: `concurrency` at most, so that a
+        process claims no more than it can start (the others claim the rest)."""
         self._held_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
@@ -230,7 +234,10 @@ class Claimer:
         renewed = time.monotonic()
         while not self._draining.is_set():
             try:
-                room = self.holds - self.in_flight
+                with self._held_lock:
+                    room = min(
+                        self.concurrency - len(self._before_call), self.holds - len(self._held)
+                    )
                 claimed = self._claim(room) if room > 0 else 0
                 if time.monotonic() - renewed >= self.lease_seconds / 3:
                     self._renew()
@@ -256,11 +263,19 @@ class Claimer:
     def _claim(self, room: int) -> int:
         jobs = self.jobs.claim(self.holder, room, self.lease_seconds)
         for job in sorted(jobs, key=lambda job: (job.priority, job.notification_id)):
-            future = self.runtime.submit(self._run(job))
-            with self._held_lock:
+            with self._held_lock:  # before it runs: it may be over at once
+                self._before_call.add(job.notification_id)
+                future = self.runtime.submit(self._run(job))
                 self._held[job.notification_id] = future
                 self.peak_in_flight = max(self.peak_in_flight, len(self._held))
         return len(jobs)
+
+    def _call_over(self, job: Job) -> None:
+        with self._held_lock:
+            if job.notification_id not in self._before_call:
+                return
+            self._before_call.discard(job.notification_id)
+        self._signal.set()  # room for another
 
     def _renew(self) -> None:
         with self._held_lock:
