@@ -28,6 +28,7 @@ from adapters.storage.database import Database
 from adapters.storage.idempotency import IdempotencyStore
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
+from adapters.storage.usage import SqlUsageStore
 from adapters.worker import start_worker_in_background
 
 log = logging.getLogger("lesson_ledger.http")
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_model = read_model
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.idempotency = IdempotencyStore(sql)
+        app.state.generation_usage = SqlUsageStore(sql)  # token totals for /metrics
         # The server keeps the read model current by itself; with several server
         # processes one follower is active and the others stand by.
         follower = read_model.start_following() if settings.follow_projections else None
