@@ -61,7 +61,9 @@ def test_a_killed_worker_is_replaced_and_every_lesson_is_generated_once(
         # written, so the dead worker cannot have recorded them.
         lost = fake.in_flight_keys()
         assert lost, "nothing was in flight when the worker was killed"
-        unrecorded = {key(i) for i, s in zip(ids, statuses(ledger, ids)) if s != "generated"}
+        unrecorded = {
+            key(i) for i, s in zip(ids, statuses(ledger, ids), strict=True) if s != "generated"
+        }
         second = start_worker_process(store.url, env, tmp_path / "second.log", "--concurrency", "4")
         try:
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
