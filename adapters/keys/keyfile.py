@@ -29,8 +29,12 @@ KEY_SIZES: dict[str, int] = {
     "key_encryption_key": 32,  # AES-256-GCM: wraps the data keys kept in the database
     "student_key": 32,  # HMAC-SHA256 key: the name of a student's data key, from their id
     "print_key": 32,  # HMAC-SHA256 key: commands' fingerprints (they cover students' data)
+    "checkpoint_signing_key": 32,  # Ed25519 private key (seed): signs the log's checkpoints
 }
 """Every named key the ledger uses and its size in random bytes; a new key is one line."""
+OPTIONAL_KEYS = frozenset({"checkpoint_signing_key"})
+"""Keys a file the setting names may lack: they can come from a setting of their own
+(a signing key kept away from whoever holds the database, say)."""
 KEY_FILE_SETTING = "LESSON_LEDGER_KEY_FILE"
 FORMAT = 1
 MAX_FILE_BYTES = 64 * 1024
@@ -81,7 +85,7 @@ def read_keys(path: Path) -> LedgerKeys:
         raise KeyFileError(
             f"key file {path} does not exist (make it with `lesson-ledger keys init {path}`)"
         )
-    missing = [name for name in KEY_SIZES if name not in keys]
+    missing = [name for name in KEY_SIZES if name not in keys and name not in OPTIONAL_KEYS]
     if missing:
         raise KeyFileError(
             f"key file {path} lacks the key {missing[0]!r} "

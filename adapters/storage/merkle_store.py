@@ -1,6 +1,6 @@
 """The Merkle tree's tables, on SQLite or PostgreSQL alike (projections/merkle/log_tree.py
 says what they hold): `merkle_blocks`, `merkle_nodes`, `merkle_position`, and the signed
-`checkpoints`."""
+`merkle_checkpoints` and `merkle_reanchorings`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from adapters.storage.sqlstore import SqlStore
-from projections.merkle.checkpoint import Checkpoint
+from projections.merkle.checkpoint import Checkpoint, Reanchoring, unpack
 from projections.merkle.log_tree import BLOCK_LEVEL, NAME, Block, Node
 
 _ID = struct.Struct(">q")
@@ -28,7 +28,8 @@ class MerkleStore:
         self.blocks_table = sql.table("merkle_blocks")
         self.nodes_table = sql.table("merkle_nodes")
         self.position_table = sql.table("merkle_position")
-        self.checkpoints_table = sql.table("checkpoints")
+        self.checkpoints_table = sql.table("merkle_checkpoints")
+        self.reanchorings_table = sql.table("merkle_reanchorings")
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.blocks_table} (block BIGINT PRIMARY KEY,"
             " first_id BIGINT NOT NULL, ids BYTEA NOT NULL, hashes BYTEA NOT NULL,"
@@ -41,6 +42,10 @@ class MerkleStore:
             f"CREATE TABLE IF NOT EXISTS {self.checkpoints_table} (size BIGINT NOT NULL,"
             " root BYTEA NOT NULL, time TEXT NOT NULL, key_id TEXT NOT NULL,"
             " signature BYTEA NOT NULL, PRIMARY KEY (time, size))",
+            f"CREATE TABLE IF NOT EXISTS {self.reanchorings_table} (time TEXT PRIMARY KEY,"
+            " size BIGINT NOT NULL, old_root BYTEA NOT NULL, new_root BYTEA NOT NULL,"
+            " reason TEXT NOT NULL, changes BYTEA NOT NULL, key_id TEXT NOT NULL,"
+            " signature BYTEA NOT NULL)",
             f"INSERT INTO {self.position_table} (name, position, size) VALUES ('{NAME}', 0, 0)"
             " ON CONFLICT (name) DO NOTHING",
         )
@@ -128,7 +133,7 @@ class MerkleStore:
             return None
         return (block.index << BLOCK_LEVEL) + at
 
-    def leaves(self) -> Iterator[tuple[int, bytes, UUID, int]]:
+    def leaves(self) -> Iterator[tuple[int, UUID, int, bytes]]:
         after = -1
         while True:
             rows = self.sql.run(
@@ -143,8 +148,63 @@ class MerkleStore:
                 for notification_id, leaf, (lesson, version) in zip(
                     block.ids, block.hashes, block.events, strict=True
                 ):
-                    yield notification_id, leaf, lesson, version
+                    yield notification_id, lesson, version, leaf
             after = int(rows[-1][0])
+
+    def rewrite(
+        self, expected: int, blocks: Sequence[Block], nodes: Sequence[Node], record: Reanchoring
+    ) -> bool:
+        lock = " FOR UPDATE" if self._postgres else ""
+        with self.sql.transaction() as cursor:
+            found = cursor.run(
+                f"SELECT position FROM {self.position_table} WHERE name = %s{lock}", (NAME,)
+            )
+            if int(found[0][0]) != expected:
+                return False
+            for block in blocks:
+                cursor.run(
+                    f"UPDATE {self.blocks_table} SET hashes = %s WHERE block = %s",
+                    (b"".join(block.hashes), block.index),
+                )
+            for level, index, node in nodes:
+                cursor.run(
+                    f"UPDATE {self.nodes_table} SET hash = %s WHERE level = %s AND idx = %s",
+                    (node, level, index),
+                )
+            cursor.run(
+                f"INSERT INTO {self.reanchorings_table} (time, size, old_root, new_root,"
+                " reason, changes, key_id, signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    record.time.isoformat(),
+                    record.size,
+                    record.old_root,
+                    record.new_root,
+                    record.reason,
+                    record.packed_changes(),
+                    record.key_id,
+                    record.signature,
+                ),
+            )
+        return True
+
+    def reanchorings(self) -> list[Reanchoring]:
+        rows = self.sql.run(
+            f"SELECT size, old_root, new_root, time, reason, changes, key_id, signature"
+            f" FROM {self.reanchorings_table} ORDER BY time"
+        )
+        return [
+            Reanchoring(
+                int(size),
+                bytes(old_root),
+                bytes(new_root),
+                datetime.fromisoformat(time),
+                reason,
+                unpack(bytes(changes)),
+                key_id,
+                bytes(signature),
+            )
+            for size, old_root, new_root, time, reason, changes, key_id, signature in rows
+        ]
 
     # The events the tree covers.
 

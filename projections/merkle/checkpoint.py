@@ -1,4 +1,5 @@
-"""A checkpoint: the tree's size and root at a time, signed (Ed25519) by the ledger.
+"""The ledger's signed records: a checkpoint (the tree's size and root at a time) and a
+re-anchoring (projections/merkle/reanchor.py), signed (Ed25519) by the ledger.
 
 What is signed is the text `lesson-ledger checkpoint\\n<size>\\n<root hex>\\n<time>\\n`;
 the JSON form (`as_json`, `from_json`) is what `lesson-ledger audit checkpoint` writes and
@@ -8,9 +9,12 @@ the JSON form (`as_json`, `from_json`) is what `lesson-ledger audit checkpoint` 
 from __future__ import annotations
 
 import base64
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,94 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a checkpoint: {error}") from None
+
+
+_CHANGE = struct.Struct(">q32s32s")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One leaf the migration changed."""
+
+    index: int
+    old: bytes
+    new: bytes
+
+
+@dataclass(frozen=True)
+class Reanchoring:
+    """A signed record of the tree taking rewritten events' new bytes."""
+
+    size: int
+    old_root: bytes
+    new_root: bytes
+    time: datetime
+    reason: str
+    changes: tuple[Change, ...]
+    key_id: str
+    signature: bytes
+
+    def message(self) -> bytes:
+        return reanchoring_message(
+            self.size, self.old_root, self.new_root, self.time, self.reason, self.changes
+        )
+
+    def packed_changes(self) -> bytes:
+        return pack(self.changes)
+
+    def as_json(self) -> dict[str, Any]:
+        """As `audit verify` shows it (the changed leaves counted, not listed)."""
+        return {
+            "size": self.size,
+            "old_root": self.old_root.hex(),
+            "new_root": self.new_root.hex(),
+            "time": self.time.isoformat(),
+            "reason": self.reason,
+            "changed_events": len(self.changes),
+            "key_id": self.key_id,
+        }
+
+
+def pack(changes: Iterable[Change]) -> bytes:
+    return b"".join(_CHANGE.pack(c.index, c.old, c.new) for c in changes)
+
+
+def unpack(packed: bytes) -> tuple[Change, ...]:
+    return tuple(Change(*fields) for fields in _CHANGE.iter_unpack(packed))
+
+
+def reanchoring_message(
+    size: int,
+    old_root: bytes,
+    new_root: bytes,
+    time: datetime,
+    reason: str,
+    changes: Sequence[Change],
+) -> bytes:
+    """What is signed: the roots, the time, the reason and a digest of every change."""
+    digest = hashlib.sha256(pack(changes)).hexdigest()
+    return (
+        f"lesson-ledger re-anchoring\n{size}\n{old_root.hex()}\n{new_root.hex()}\n"
+        f"{time.isoformat()}\n{reason}\n{digest}\n"
+    ).encode()
+
+
+class Signer(Protocol):
+    """The ledger's checkpoint key (adapters/audit/signing.py): it signs, and says which
+    public key checks what it signed."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def signed(signer: Signer, size: int, root: bytes, time: datetime) -> Checkpoint:
+    """A checkpoint of the tree of `size` leaves with this root, signed now."""
+    return Checkpoint(size, root, time, signer.key_id, signer.sign(message(size, root, time)))
 
 
 def message(size: int, root: bytes, time: datetime) -> bytes:

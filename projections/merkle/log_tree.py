@@ -19,6 +19,7 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from projections.active_runner import ActiveRunner, OnState
+from projections.merkle.checkpoint import Reanchoring
 from projections.merkle.tree import Nodes, event_leaf, leaf_hash, needed, node_hash
 from projections.merkle.tree import consistency_proof as _consistency
 from projections.merkle.tree import inclusion_proof as _inclusion
@@ -81,26 +82,39 @@ class TreeStore(Protocol):
         """The index of the leaf of this notification, if the tree has it."""
         ...
 
-    def leaves(self) -> Iterator[tuple[int, bytes, UUID, int]]:
-        """Every stored leaf, in order: (notification id, leaf hash, lesson id, version)."""
+    def leaves(self) -> Iterator[tuple[int, UUID, int, bytes]]:
+        """Every stored leaf, in order: (notification id, lesson id, version, leaf hash)."""
+        ...
+
+    def rewrite(
+        self, expected: int, blocks: Sequence[Block], nodes: Sequence[Node], record: Reanchoring
+    ) -> bool:
+        """In one transaction, if the stored position is still `expected`: replace these
+        blocks' leaves and these nodes, and keep the re-anchoring `record`
+        (projections/merkle/reanchor.py). False, writing nothing, when it moved."""
+        ...
+
+    def reanchorings(self) -> list[Reanchoring]:
+        """Every re-anchoring kept, oldest first."""
         ...
 
 
-def _lesson_id(notification: Notification) -> UUID:
+def event_of(notification: Notification) -> tuple[UUID, int]:
+    """The event a notification is: its lesson id and version."""
     originator_id = notification.originator_id
-    return originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+    lesson_id = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+    return lesson_id, notification.originator_version
+
+
+def leaf_data(notification: Notification) -> bytes:
+    """A stored event's leaf data, from its bytes as stored."""
+    lesson_id, version = event_of(notification)
+    return event_leaf(lesson_id.bytes, version, notification.topic, bytes(notification.state))
 
 
 def leaf_of(notification: Notification) -> bytes:
-    """The leaf hash of a stored event, from its bytes as stored."""
-    return leaf_hash(
-        event_leaf(
-            _lesson_id(notification).bytes,
-            notification.originator_version,
-            notification.topic,
-            bytes(notification.state),
-        )
-    )
+    """The leaf hash of a stored event."""
+    return leaf_hash(leaf_data(notification))
 
 
 class LogTree:
@@ -142,7 +156,7 @@ class LogTree:
                 blocks.append(block)
             block.ids.append(notification.id)
             block.hashes.append(leaf_of(notification))
-            block.events.append((_lesson_id(notification), notification.originator_version))
+            block.events.append(event_of(notification))
             if len(block.ids) == BLOCK:
                 for level, index, node in self._completed(block, made):
                     made[(level, index)] = node
@@ -152,7 +166,7 @@ class LogTree:
     def _completed(
         self, block: Block, made: dict[tuple[int, int], bytes]
     ) -> list[tuple[int, int, bytes]]:
-        level, index, node = BLOCK_LEVEL, block.index, _perfect_in(block.hashes)
+        level, index, node = BLOCK_LEVEL, block.index, perfect_in(block.hashes)
         completed = [(level, index, node)]
         while index & 1:
             left = (
@@ -168,8 +182,16 @@ class LogTree:
     def size(self) -> int:
         return self.store.position()[1]
 
-    def root(self, size: int) -> bytes:
-        return self._with_nodes(lambda nodes: _root(nodes, size))
+    def root(
+        self,
+        size: int,
+        *,
+        blocks: dict[int, Block] | None = None,
+        nodes: dict[tuple[int, int], bytes] | None = None,
+    ) -> bytes:
+        """The root of the first `size` leaves; with `blocks` and `nodes` standing in for
+        the stored ones (a re-anchoring's new root, before it is written)."""
+        return self._with_nodes(lambda n: _root(n, size), blocks or {}, nodes or {})
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         return self._with_nodes(lambda nodes: _inclusion(nodes, index, size))
@@ -177,11 +199,19 @@ class LogTree:
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         return self._with_nodes(lambda nodes: _consistency(nodes, old, new))
 
-    def _with_nodes(self, compute: Callable[[Nodes], T]) -> T:
+    def _with_nodes(
+        self,
+        compute: Callable[[Nodes], T],
+        blocks: dict[int, Block] | None = None,
+        nodes: dict[tuple[int, int], bytes] | None = None,
+    ) -> T:
+        blocks, nodes = blocks or {}, nodes or {}
         wanted = needed(compute)
         high = {(level, index) for level, index in wanted if level >= BLOCK_LEVEL}
         low = {index >> (BLOCK_LEVEL - level) for level, index in wanted if level < BLOCK_LEVEL}
-        return compute(_Fetched(self.store.nodes(high), self.store.blocks(low)))
+        fetched_nodes = {**self.store.nodes(high - set(nodes)), **nodes}
+        fetched_blocks = {**self.store.blocks(low - set(blocks)), **blocks}
+        return compute(_Fetched(fetched_nodes, fetched_blocks))
 
 
 class _Fetched:
@@ -195,10 +225,10 @@ class _Fetched:
             return self.high[(level, index)]
         block = self.blocks[index >> (BLOCK_LEVEL - level)]
         first = (index << level) - (block.index << BLOCK_LEVEL)
-        return _perfect_in(block.hashes[first : first + (1 << level)])
+        return perfect_in(block.hashes[first : first + (1 << level)])
 
 
-def _perfect_in(hashes: Sequence[bytes]) -> bytes:
+def perfect_in(hashes: Sequence[bytes]) -> bytes:
     """The root of a perfect run of leaf hashes."""
     level = list(hashes)
     while len(level) > 1:

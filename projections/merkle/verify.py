@@ -23,14 +23,17 @@ class InvalidCheckpoint(ValueError):
 
 def verify_checkpoint(public_key: bytes, checkpoint: Checkpoint) -> None:
     """Raise InvalidCheckpoint unless `checkpoint` is signed by this Ed25519 public key."""
+    if not signed_by(public_key, checkpoint.signature, checkpoint.message()):
+        raise InvalidCheckpoint(f"checkpoint of size {checkpoint.size} is not signed by this key")
+
+
+def signed_by(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is this Ed25519 public key's over `message`."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            checkpoint.signature, checkpoint.message()
-        )
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
-        raise InvalidCheckpoint(
-            f"checkpoint of size {checkpoint.size} is not signed by this key"
-        ) from None
+        return False
+    return True
 
 
 def verify_inclusion(leaf: bytes, index: int, checkpoint: Checkpoint, proof: list[bytes]) -> bool:
