@@ -51,16 +51,16 @@ from pydantic import Field
 from adapters.eventstore import event_log, event_store, open_ledger
 from adapters.generators import make_generator
 from adapters.generators.settings import GeneratorSettings
+from adapters.postgres.leases import runner_lock_for
 from adapters.postgres.lessons_view import ListenWakeup
-from adapters.postgres.locks import AdvisoryLock
-from adapters.sqlite.lessons_view import PollingWakeup
 from adapters.sqlite.locks import FileLock, ProcessLock
 from adapters.storage.database import Database
+from adapters.storage.tables import create_missing
 from domain.errors import LedgerUnavailable, one_line
 from domain.ledger import LessonLedger
 from projections.generation.port import LessonGenerator
 from projections.generation.worker import TRACKING_NAME, GenerationWorker
-from projections.view import RunnerLock, Wakeup
+from projections.view import PollingWakeup, RunnerLock, Wakeup
 
 _DEFAULTS = {
     "POSTGRES_POOL_SIZE": "2",
@@ -77,7 +77,8 @@ class WorkerSettings(GeneratorSettings):
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     """Attempts generated at once (threads of the active worker)."""
     worker_poll_seconds: float = Field(default=0.1, gt=0)
-    """SQLite only: how often an idle worker looks at the log (SQLite cannot notify)."""
+    """How often an idle worker looks at the log where it cannot LISTEN: SQLite, and
+    PostgreSQL through a transaction pooler without a direct URL."""
     worker_stop_grace_seconds: float = Field(default=10.0, ge=0)
     """On stop, how long attempts in flight may take to finish before the generator is
     closed under them (they are then generated again by the next worker)."""
@@ -153,7 +154,7 @@ class RunningWorker:
 
 
 def open_worker(
-    database_url: str | None = None,
+    database_url: str | Database | None = None,
     settings: WorkerSettings | None = None,
     *,
     ledger: LessonLedger | None = None,
@@ -162,13 +163,15 @@ def open_worker(
     """A generation worker on the database (not started). Raises LedgerUnavailable
     (DatabaseUrlError for a malformed URL) or GeneratorConfigError, as one line."""
     settings = settings or WorkerSettings()
-    database = Database.from_url(database_url)
+    database = (
+        database_url if isinstance(database_url, Database) else Database.from_url(database_url)
+    )
     closers: list[Any] = []
     try:
         generator = generator or make_generator(settings)
         closers.append(generator.close)
         if ledger is None:
-            ledger = open_ledger(database.url)
+            ledger = open_ledger(database)
             closers.append(ledger.close)
         positions, close_tracking = _open_positions(database)
         closers.append(close_tracking)
@@ -189,7 +192,7 @@ def open_worker(
 
 
 def start_worker_in_background(
-    database_url: str | None = None,
+    database_url: str | Database | None = None,
     settings: WorkerSettings | None = None,
     *,
     ledger: LessonLedger | None = None,
@@ -203,6 +206,12 @@ def start_worker_in_background(
     return open_worker(database_url, settings, ledger=ledger, generator=generator).start()
 
 
+def create_worker_tables(database: Database) -> None:
+    """Make the worker's tracking table if missing (`lesson-ledger db migrate`)."""
+    _, close = _open_positions(database)
+    close()
+
+
 def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
     env = database.recorder_env(_DEFAULTS)
     try:
@@ -211,8 +220,8 @@ def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
         raise LedgerUnavailable(f"cannot open the worker's tracking: {one_line(error)}") from None
     try:
         recorder: TrackingRecorder = factory.tracking_recorder()
-        with database.creating_tables():
-            recorder.create_table()  # type: ignore[attr-defined]
+        create = recorder.create_table  # type: ignore[attr-defined]
+        create_missing(database, create, [f"{TRACKING_NAME}_tracking"])
     except Exception as error:  # the library's and the drivers' errors, as one line
         factory.close()
         raise LedgerUnavailable(f"cannot open the worker's tracking: {one_line(error)}") from None
@@ -221,14 +230,15 @@ def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
 
 def _runner_lock(database: Database) -> RunnerLock:
     if database.kind == "postgresql":
-        return AdvisoryLock(database, TRACKING_NAME)
+        return runner_lock_for(database, TRACKING_NAME)
     if database.path == ":memory:":
         return ProcessLock(f"memory.{TRACKING_NAME}")
     return FileLock(f"{database.path}.{TRACKING_NAME}.lock", TRACKING_NAME)
 
 
 def _wakeup(database: Database, ledger: LessonLedger, settings: WorkerSettings) -> Wakeup:
-    if database.kind == "postgresql":
+    session = database.session
+    if session is not None:  # PostgreSQL with a session to LISTEN on
         recorder: Any = event_store(ledger).recorder
-        return ListenWakeup(database, recorder.channel_name)
+        return ListenWakeup(session, recorder.channel_name)
     return PollingWakeup(settings.worker_poll_seconds)
