@@ -21,6 +21,7 @@ from adapters.http import batches, commands, history, operations, problems, read
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.read_model import open_read_model
+from adapters.read_routing import open_reads
 from adapters.settings import Settings
 from adapters.storage.database import Database
 from adapters.storage.idempotency import IdempotencyStore
@@ -38,20 +39,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_url(settings.database_url)
-        ledger = open_ledger(database.url)
+        ledger = open_ledger(database)
         read_model = open_read_model(database, ledger=ledger)
+        reads = open_reads(database, read_model, ledger)  # the read replica, if any
+        reads.on_read = lambda source: app.state.metrics.reads.labels(source).inc()
         sql = SqlStore(database)
         app.state.ledger = ledger
         app.state.read_model = read_model
+        app.state.reads = reads
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.idempotency = IdempotencyStore(sql)
         # The server keeps the read model current by itself; with several server
         # processes one follower is active and the others stand by.
         follower = read_model.start_following() if settings.follow_projections else None
         worker = (
-            start_worker_in_background(database.url, ledger=ledger)
-            if settings.runs_worker()
-            else None
+            start_worker_in_background(database, ledger=ledger) if settings.runs_worker() else None
         )
         try:
             yield
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(worker.stop)
             if follower is not None:
                 follower.stop()
+            reads.close()
             read_model.close()
             sql.close()
             ledger.close()

@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from adapters.http.commands import owned
-from adapters.http.dependencies import PROBLEMS, Ledger, Reader, WholeNumber
+from adapters.http.dependencies import PROBLEMS, Reader, Reads, WholeNumber
+from adapters.http.reads import MinPosition, check_min_position
 from adapters.http.schemas import HistoryResponse
-from domain import FieldError, InvalidLessonRequest
+from domain import FieldError, InvalidLessonRequest, LessonHistory, LessonLedger
 
 router = APIRouter(prefix="/v1/lessons", tags=["lessons"])
 
@@ -20,18 +21,28 @@ router = APIRouter(prefix="/v1/lessons", tags=["lessons"])
 @router.get("/{lesson_id}/history", responses=PROBLEMS)
 def history(
     lesson_id: UUID,
+    request: Request,
     token: Reader,
-    ledger: Ledger,
+    reads: Reads,
     as_of_version: Annotated[WholeNumber | None, Query(ge=1)] = None,
     as_of: Annotated[datetime | None, Query(description="ISO timestamp with zone")] = None,
+    min_position: MinPosition = None,
 ) -> HistoryResponse:
-    """Every event and rejected attempt of a lesson, in order, and its state as it was."""
+    """Every event and rejected attempt of a lesson, in order, and its state as it was.
+    From the read replica once it has the command's event (`min_position`), else the
+    primary."""
     if as_of is not None and as_of.tzinfo is None:
         raise InvalidLessonRequest(
             [FieldError(field="as_of", message="needs a time zone, e.g. ...+00:00")]
         )
-    owned(ledger, lesson_id, token)
-    found = ledger.history(lesson_id, as_of_version=as_of_version, as_of=as_of)
+    check_min_position(reads.primary, min_position)
+
+    def read(ledger: LessonLedger) -> LessonHistory:
+        owned(ledger, lesson_id, token)
+        return ledger.history(lesson_id, as_of_version=as_of_version, as_of=as_of)
+
+    wait = request.app.state.settings.min_position_wait_seconds
+    found = reads.history(min_position, wait, read)
     state = found.state.as_dict() if found.state else None
     if state is not None:
         state.pop("students", None)
