@@ -7,6 +7,7 @@ import inspect
 import typer
 
 from adapters.cli.audit import audit_commands
+from adapters.cli.db import db_app
 from adapters.cli.imports import import_commands
 from adapters.cli.lessons import lessons_commands
 from adapters.cli.projections import projections_app
@@ -26,6 +27,7 @@ app.add_typer(lessons_commands)  # request, batch, show, history
 app.add_typer(audit_commands)  # report conflicts, export, verify-export
 app.add_typer(import_commands)  # import
 app.command("worker")(worker)
+app.add_typer(db_app, name="db")
 
 
 @app.callback()

@@ -15,7 +15,7 @@ from adapters.cli.options import DatabaseUrl, exit_codes
 from adapters.cli.tokens import with_tokens
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
-from adapters.storage.database import DATABASE_URL_SETTING, Database
+from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
 
 
 def serve(
@@ -43,7 +43,7 @@ def serve(
         )
     if first_admin:
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
-    typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {url})")
+    typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {redacted(url)})")
     with _shared_metrics(workers):
         uvicorn.run(
             "adapters.http.app:create_app_from_env",
