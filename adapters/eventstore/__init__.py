@@ -83,14 +83,20 @@ def _prepare_schema(database: Database, conn: psycopg.Connection[Any]) -> bool:
             )
         return False
     if not schema_exists or missing:
-        with (database.direct or database).connect() as ddl:
-            if not schema_exists:
-                ddl.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(database.schema)
+        try:
+            with (database.direct or database).connect() as ddl:
+                if not schema_exists:
+                    ddl.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(database.schema)
+                        )
                     )
-                )
-            ddl.execute(create_leases_table_sql(database.schema))
+                ddl.execute(create_leases_table_sql(database.schema))
+        except psycopg.Error as error:
+            raise LedgerUnavailable(
+                f"cannot create the ledger's schema {database.schema} in {database.where} as "
+                f"{database.user!r}: {one_line(error)}"
+            ) from None
     return not events_exists
 
 

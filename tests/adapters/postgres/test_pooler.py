@@ -238,11 +238,15 @@ def test_the_calendar_race_on_two_server_processes_through_the_pooler(
     sql = SqlStore(pooled.database)
     token = TokenStore(sql).create("provider", PROVIDER)[1]
     sql.close()
-    with serving_process(pooled.url, tmp_path / "serve.log", workers=2) as (server, _):
-        responses = race_calendar([server], token, clients=6, rounds=3)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    with (
+        serving_process(pooled.url, logs[0]) as (first, _),
+        serving_process(pooled.url, logs[1]) as (second, _),
+    ):
+        responses = race_calendar([first, second], token, clients=6, rounds=3)
 
-        assert_one_request_per_slot(responses, pooled, server, token)
-    assert len(serving_pids(tmp_path / "serve.log")) >= 2, "one server process served all"
+        assert_one_request_per_slot(responses, pooled, first, token)
+    assert len(serving_pids(*logs)) == 2, "the two server processes did not both serve"
 
 
 # The runners: one active, a standby that takes over.
