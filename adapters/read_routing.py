@@ -15,9 +15,10 @@ Without a read URL every read goes to the primary, as before.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import psycopg
@@ -55,19 +56,37 @@ class NotCaughtUp(LedgerUnavailable):
         )
 
 
-@dataclass
 class Replica:
-    """What reads from the replica use: its read model, ledger and monitor."""
+    """What reads from the replica use: its read model, its ledger (opened on first use:
+    the replica may be down when the server starts) and its monitor."""
 
-    read_model: LessonsReadModel
-    ledger: LessonLedger
-    monitor: ReplicaMonitor
-    has_event: Callable[[int], bool]
+    def __init__(
+        self,
+        database: Database,
+        read_model: LessonsReadModel,
+        monitor: ReplicaMonitor,
+        has_event: Callable[[int], bool],
+    ) -> None:
+        self.database = database
+        self.read_model = read_model
+        self.monitor = monitor
+        self.has_event = has_event
+        self._ledger: LessonLedger | None = None
+        self._opening = threading.Lock()
+
+    @property
+    def ledger(self) -> LessonLedger:
+        """The ledger on the replica, for histories (LedgerUnavailable while it is down)."""
+        with self._opening:
+            if self._ledger is None:
+                self._ledger = open_read_only_ledger(self.database)
+            return self._ledger
 
     def close(self) -> None:
         self.monitor.close()
         self.read_model.close()
-        self.ledger.close()
+        if self._ledger is not None:
+            self._ledger.close()
 
 
 class ReadRouting:
@@ -169,6 +188,10 @@ def open_reads(
 def _open_replica(
     replica: Database, primary: LessonsReadModel, ledger: LessonLedger, monitor: ReplicaMonitor
 ) -> Replica:
+    if replica.pooling == "auto":
+        # Not probed (it may be down now): read unprepared, which is safe behind any
+        # pooler and costs a read little.
+        replica = replace(replica, pooling="pooled")
     recorder: Any = event_store(ledger).recorder
     factory: Any = InfrastructureFactory.construct(
         Environment("Lessons", replica.recorder_env(_REPLICA_POOL))
@@ -180,11 +203,6 @@ def _open_replica(
         channel=recorder.channel_name,
     )
     model = LessonsReadModel(view, primary.log, primary.mapper)
-    try:
-        replica_ledger = open_read_only_ledger(replica)
-    except BaseException:
-        model.close()
-        raise
     has_event = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE notification_id = %s)").format(
         sql.SQL(".").join([sql.Identifier(replica.schema), sql.Identifier(view.events_table)])
     )
@@ -198,7 +216,7 @@ def _open_replica(
             return False
         return bool(row and next(iter(row.values())))
 
-    return Replica(model, replica_ledger, monitor, replica_has_event)
+    return Replica(replica, model, monitor, replica_has_event)
 
 
 class ReplicaLessonsView(PostgresLessonsView):

@@ -57,6 +57,7 @@ class ReplicaMonitor:
         self._identified = False
         self._status = ReplicaStatus("down", None, "not sampled yet")
         self._stop = threading.Event()
+        self._sampling = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> ReplicaMonitor:
@@ -78,16 +79,22 @@ class ReplicaMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        for conn in self._conns.values():
-            conn.close()
-        self._conns.clear()
+        with self._sampling:
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
 
     def sample(self, *, at_start: bool = False) -> ReplicaStatus:
-        """Sample the lag once; the new status."""
+        """Sample the lag once; the new status. Thread-safe: a read that failed on the
+        replica samples at once, beside the monitor's thread."""
+        with self._sampling:
+            return self._sample(at_start)
+
+    def _sample(self, at_start: bool) -> ReplicaStatus:
         previous = self._status.state
         try:
             primary_lsn = self._primary_lsn()

@@ -184,6 +184,32 @@ def test_a_replica_stopped_mid_test_sends_reads_to_the_primary(replicated: Repli
     assert replicated.listed() == {first, second}
 
 
+def test_a_server_starts_with_its_replica_down_and_reads_from_it_once_it_is_up(
+    clusters: tuple[Cluster, Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, replica = clusters
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv(READ_URL_SETTING, replica.url("test", schema=schema))
+    replica.stop()
+    try:
+        with served(primary.url("test", schema=schema)) as api:
+            down = Replicated(api, primary, replica)
+            lesson_id, position = down.request("14:00-14:30")
+            assert down.listed(min_position=position) == {lesson_id}
+            history = down.get(f"/v1/lessons/{lesson_id}/history", min_position=position)
+            assert history.status_code == 200
+            assert down.replica_state()["state"] == "down"
+            assert down.reads("replica") == 0 and down.reads("primary") == 2
+            replica.start()
+            wait_until(lambda: down.replica_state()["state"] == "serving", 20, "serving")
+            assert down.listed(min_position=position) == {lesson_id}
+            history = down.get(f"/v1/lessons/{lesson_id}/history", min_position=position)
+            assert history.status_code == 200 and down.reads("replica") == 2
+    finally:
+        if replica.process is None:
+            replica.start()
+
+
 def test_a_read_url_that_is_not_a_replica_of_this_primary_is_one_line_at_start(
     clusters: tuple[Cluster, Cluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
