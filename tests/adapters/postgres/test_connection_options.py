@@ -5,8 +5,10 @@ self-signed certificate made by the test); a password is never shown."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -55,21 +57,45 @@ def _sessions(conn: psycopg.Connection[tuple[object, ...]], name: str) -> list[t
     ).fetchall()
 
 
+def _own_ports() -> set[int]:
+    """The local ports of this process's TCP connections (Linux: its socket inodes in
+    /proc/self/fd, looked up in /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
 def test_libpq_options_reach_every_connection(postgres_store: Store) -> None:
     name = f"ledger-{uuid.uuid4().hex[:8]}"
     url = (
         f"{postgres_store.url}&application_name={name}&connect_timeout=3"
         "&options=-c%20statement_timeout%3D7000&sslmode=prefer"
     )
+    postgres_store.close()
+    before = _own_ports()  # connections earlier tests may have left open
     opened = _open_everything(url)
     try:
         database = Database.from_url(url)
         with database.connect() as conn:
             assert conn.execute("SHOW statement_timeout").fetchone() == ("7s",)
             sessions = _sessions(conn, name)
+            names = conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE client_port = ANY(%s)",
+                (sorted(_own_ports() - before),),
+            ).fetchall()
         # Ours (this one, the write session), the library's pools (ledger, read model),
-        # the small tables' pool: all carry the name.
+        # the small tables' pool: every session this process opened carries the name.
         assert len(sessions) >= 5, sessions
+        assert {found for (found,) in names} == {name}, names
         ran = cli("projections", "status", "--json", database_url=url)
         assert ran.exit_code == 0, ran.stderr  # the issue's example: `sslmode=prefer` refused
     finally:
