@@ -58,10 +58,7 @@ def for_migration(url: str | None) -> Database:
     settings = DatabaseSettings()
     chosen = url or settings.direct_database_url or settings.database_url
     return Database.from_url(
-        chosen,
-        settings=settings.model_copy(
-            update={"direct_database_url": None, "read_database_url": None, "create_tables": True}
-        ),
+        chosen, settings=settings.model_copy(update={"create_tables": True}), companions=False
     )
 
 

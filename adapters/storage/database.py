@@ -88,11 +88,20 @@ class Database:
 
     @classmethod
     def from_url(
-        cls, url: str | None = None, *, settings: DatabaseSettings | None = None
+        cls,
+        url: str | None = None,
+        *,
+        settings: DatabaseSettings | None = None,
+        companions: bool = True,
     ) -> Database:
         """The database the URL names (default: the setting), with the direct and read
-        URLs and the other database settings from `settings` (default: the environment)."""
+        URLs and the other database settings from `settings` (default: the environment);
+        `companions=False` for a database that is not the ledger's (an import's source)."""
         settings = settings or DatabaseSettings()
+        if not companions:
+            settings = settings.model_copy(
+                update={"direct_database_url": None, "read_database_url": None}
+            )
         url = url or settings.database_url
         parts = urlsplit(url)
         if parts.scheme == "sqlite":
@@ -103,7 +112,7 @@ class Database:
                 "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
             )
         main = cls._postgresql(url)
-        companions: dict[str, Database] = {}
+        found: dict[str, Database] = {}
         for name, setting, companion_url in (
             ("direct", DIRECT_URL_SETTING, settings.direct_database_url),
             ("replica", READ_URL_SETTING, settings.read_database_url),
@@ -115,11 +124,11 @@ class Database:
                         f"{setting} {redacted(companion_url)!r} says it is pooled: the direct "
                         "URL must reach PostgreSQL without a transaction pooler"
                     )
-                companions[name] = companion
+                found[name] = companion
         return replace(
             main,
-            direct=companions.get("direct"),
-            replica=companions.get("replica"),
+            direct=found.get("direct"),
+            replica=found.get("replica"),
             create_tables=settings.create_tables,
             replica_max_lag=settings.replica_max_lag_seconds,
             lease_seconds=settings.lease_seconds,
