@@ -33,7 +33,6 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from psycopg.sql import SQL, Identifier
 
 from adapters.storage.settings import DEFAULT_DATABASE_URL, DatabaseSettings
 from domain.errors import LedgerUnavailable, one_line
@@ -194,10 +193,6 @@ class Database:
         if self.kind == "sqlite":
             return "stored_events"
         return f"{self.schema}.{APPLICATION_NAME.lower()}_events"
-
-    def table(self, name: str) -> str:
-        """A table of the ledger's schema as SQL spells it (PostgreSQL)."""
-        return SQL("{}.{}").format(Identifier(self.schema), Identifier(name)).as_string(None)
 
     @property
     def where(self) -> str:
