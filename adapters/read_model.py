@@ -3,7 +3,8 @@
 `open_read_model(url)` gives a `projections.read_model.LessonsReadModel`: its tables
 are created on first use, next to the events (PostgreSQL: in the ledger's schema),
 with table creation serialised across processes (the advisory lock and the lock file
-that `open_ledger` uses): concurrent DDL fails.
+that `open_ledger` uses): concurrent DDL fails. Tables that exist are not created again,
+so a role with no right to create them serves once they are there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from adapters.eventstore import event_log, event_store, open_ledger
 from adapters.postgres.lessons_view import PostgresLessonsView
 from adapters.sqlite.lessons_view import DEFAULT_POLL_INTERVAL, SQLiteLessonsView
 from adapters.storage.database import Database
+from adapters.storage.tables import create_missing
 from domain.errors import LedgerUnavailable, one_line
 from domain.ledger import LessonLedger
 from projections.read_model import LessonsReadModel
@@ -42,7 +44,7 @@ def open_read_model(
     with the read model). Errors are one clear line (LedgerUnavailable)."""
     database = url if isinstance(url, Database) else Database.from_url(url)
     own_ledger = ledger is None
-    ledger = ledger if ledger is not None else open_ledger(database.url)
+    ledger = ledger if ledger is not None else open_ledger(database)
     try:
         view = open_lessons_view(database, ledger, poll_interval=poll_interval)
     except BaseException:
@@ -77,8 +79,11 @@ def open_lessons_view(
                 events_table=recorder.events_table_name,
                 channel=recorder.channel_name,
             )
-        with database.creating_tables():
-            view.create_table()
+        if isinstance(view, PostgresLessonsView):
+            create_missing(database, view.create_table, view.table_names())
+            view.ensure_live_position()
+        else:
+            create_missing(database, view.create_table, [])
         return view
     except LedgerUnavailable:
         factory.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.storage.database import DEFAULT_DATABASE_URL
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     retention_days: int | None = None
     """Erase the students' data of lessons dated more than this many days ago, daily (the
     server does it); none: keep it until erased."""
+    checkpoint_every_seconds: float | None = Field(default=None, gt=0)
+    """Sign a checkpoint of the tamper-evident log this often when it has grown (the
+    server's active tree follower does it); none: only when asked."""
     token_cache_seconds: float = 5.0
     """How long a server process remembers a token it found valid: a token revoked by
     another process (`lesson-ledger tokens revoke`) is refused within this time; 0

@@ -57,13 +57,13 @@ from adapters.generators import make_generator
 from adapters.generators.limits import Limits, MemoryRateLimiter, RateLimiter
 from adapters.generators.settings import GeneratorSettings
 from adapters.postgres.jobs import PostgresJobQueue
+from adapters.postgres.leases import runner_lock_for
 from adapters.postgres.lessons_view import ListenWakeup
-from adapters.postgres.locks import AdvisoryLock
 from adapters.postgres.rate_limits import PostgresRateLimiter, create_rate_limit_tables
-from adapters.sqlite.lessons_view import PollingWakeup
 from adapters.sqlite.locks import FileLock, ProcessLock
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tables import create_missing
 from adapters.storage.usage import SqlUsageStore
 from domain.errors import LedgerUnavailable, one_line
 from domain.ledger import LessonLedger
@@ -73,7 +73,7 @@ from projections.generation.port import LessonGenerator
 from projections.generation.queue import Claimer, JobFeeder
 from projections.generation.runtime import Runtime
 from projections.generation.worker import TRACKING_NAME, GenerationWorker
-from projections.view import RunnerLock, Wakeup
+from projections.view import PollingWakeup, RunnerLock, Wakeup
 
 _DEFAULTS = {
     # The position is read and stored by one thread at a time.
@@ -96,7 +96,8 @@ class WorkerSettings(GeneratorSettings):
     (each call takes a millisecond or two: 4 keep up with hundreds of lessons a second,
     and each process holds few of PostgreSQL's connections)."""
     worker_poll_seconds: float = Field(default=0.1, gt=0)
-    """SQLite only: how often an idle worker looks at the log (SQLite cannot notify)."""
+    """How often an idle worker looks at the log where it cannot LISTEN: SQLite, and
+    PostgreSQL through a transaction pooler without a direct URL."""
     worker_lease_seconds: float = Field(default=10.0, gt=0, le=3600)
     """PostgreSQL: how long a claimed job stays a process's without being renewed (it is
     renewed every third of this while the attempt runs): a killed process's jobs are
@@ -221,7 +222,7 @@ class RunningWorker:
 
 
 def open_worker(
-    database_url: str | None = None,
+    database_url: str | Database | None = None,
     settings: WorkerSettings | None = None,
     *,
     ledger: LessonLedger | None = None,
@@ -230,7 +231,9 @@ def open_worker(
     """A generation worker on the database (not started). Raises LedgerUnavailable
     (DatabaseUrlError for a malformed URL) or GeneratorConfigError, as one line."""
     settings = settings or WorkerSettings()
-    database = Database.from_url(database_url)
+    database = (
+        database_url if isinstance(database_url, Database) else Database.from_url(database_url)
+    )
     # The package logs no bodies, but nothing it says at DEBUG is needed here either.
     for name in ("openai", "httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -240,7 +243,7 @@ def open_worker(
         limiter = _limiter(database, settings)
         generator = generator or make_generator(settings, limiter=limiter)
         if ledger is None:
-            ledger = open_ledger(database.url)
+            ledger = open_ledger(database)
             closers.append(ledger.close)
         # The job queue and the token counts commit without waiting for their WAL flush
         # (a few milliseconds each, for every attempt). Safe: a claim or finish lost in a
@@ -266,7 +269,7 @@ def open_worker(
                 ledger,
                 generator,
                 jobs,
-                ListenWakeup(database, jobs.channel),
+                _jobs_wakeup(database, jobs.channel, settings),
                 runtime,
                 concurrency=settings.worker_concurrency,
                 lease_seconds=settings.worker_lease_seconds,
@@ -295,7 +298,7 @@ def open_worker(
 
 
 def start_worker_in_background(
-    database_url: str | None = None,
+    database_url: str | Database | None = None,
     settings: WorkerSettings | None = None,
     *,
     ledger: LessonLedger | None = None,
@@ -324,6 +327,12 @@ def _limiter(database: Database, settings: WorkerSettings) -> RateLimiter | None
     return PostgresRateLimiter(database, name, limits)
 
 
+def create_worker_tables(database: Database) -> None:
+    """Make the worker's tracking table if missing (`lesson-ledger db migrate`)."""
+    _, close = _open_positions(database)
+    close()
+
+
 def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
     env = database.recorder_env(_DEFAULTS)
     try:
@@ -332,8 +341,8 @@ def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
         raise LedgerUnavailable(f"cannot open the worker's tracking: {one_line(error)}") from None
     try:
         recorder: TrackingRecorder = factory.tracking_recorder()
-        with database.creating_tables():
-            recorder.create_table()  # type: ignore[attr-defined]
+        create = recorder.create_table  # type: ignore[attr-defined]
+        create_missing(database, create, [f"{TRACKING_NAME}_tracking"])
     except Exception as error:  # the library's and the drivers' errors, as one line
         factory.close()
         raise LedgerUnavailable(f"cannot open the worker's tracking: {one_line(error)}") from None
@@ -342,14 +351,23 @@ def _open_positions(database: Database) -> tuple[TrackedPosition, Any]:
 
 def _runner_lock(database: Database) -> RunnerLock:
     if database.kind == "postgresql":
-        return AdvisoryLock(database, TRACKING_NAME)
+        return runner_lock_for(database, TRACKING_NAME)
     if database.path == ":memory:":
         return ProcessLock(f"memory.{TRACKING_NAME}")
     return FileLock(f"{database.path}.{TRACKING_NAME}.lock", TRACKING_NAME)
 
 
 def _wakeup(database: Database, ledger: LessonLedger, settings: WorkerSettings) -> Wakeup:
-    if database.kind == "postgresql":
+    session = database.session
+    if session is not None:  # PostgreSQL with a session to LISTEN on
         recorder: Any = event_store(ledger).recorder
-        return ListenWakeup(database, recorder.channel_name)
+        return ListenWakeup(session, recorder.channel_name)
     return PollingWakeup(settings.worker_poll_seconds)
+
+
+def _jobs_wakeup(database: Database, channel: str, settings: WorkerSettings) -> Wakeup:
+    """Told of new jobs: LISTEN where there is a session, else the claim poll alone."""
+    session = database.session
+    if session is not None:
+        return ListenWakeup(session, channel)
+    return PollingWakeup(settings.worker_claim_poll_seconds)

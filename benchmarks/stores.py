@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from adapters.storage.database import Database
 from benchmarks.workload import Request
 
 DEFAULT_POSTGRES_URL = os.environ.get(
@@ -51,7 +52,12 @@ class BaselineWriter:
         self.spec = spec
         self._insert = f"INSERT INTO {spec.baseline_table} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s)"
         if spec.kind == "postgresql":
-            self._pg = psycopg.connect(spec.server_url, autocommit=True)
+            # Through a transaction pooler a named prepared statement may meet another
+            # session: prepared only on a direct connection (as the ledger does).
+            pooled = Database.from_url(spec.server_url).is_pooled()
+            self._pg = psycopg.connect(
+                spec.server_url, autocommit=True, prepare_threshold=None if pooled else 5
+            )
         else:
             self._sqlite = sqlite3.connect(
                 spec.sqlite_path, isolation_level=None, timeout=30, check_same_thread=False

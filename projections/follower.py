@@ -63,6 +63,7 @@ class ProjectionFollower(ActiveRunner):
             page_size=self.page_size,
             on_page=self._page_done,
             stop=self._stop,
+            check=self._lock.check,
         )
         self._wakeup.wait(IDLE_RECHECK_SECONDS)
 

@@ -47,9 +47,11 @@ def advance(
     page_size: int = DEFAULT_PAGE_SIZE,
     on_page: OnPage | None = None,
     stop: threading.Event | None = None,
+    check: Callable[[], None] | None = None,
 ) -> int:
     """Apply the log's pages to the target from its stored position until the end of the
-    log (or `upto`); return the position reached.
+    log (or `upto`); return the position reached. `check` runs before each page (a
+    runner's `RunnerLock.check`: a lease that could not be renewed stops the work).
 
     When a page finds the stored position moved (a rebuild swapped the table in), it
     goes on from the stored position: nothing is applied twice, nothing skipped.
@@ -60,6 +62,8 @@ def advance(
         for page in log.pages(after=position, upto=upto, page_size=page_size):
             if stop is not None and stop.is_set():
                 return position
+            if check is not None:
+                check()
             if not view.apply_page(target, position, page):
                 position = _stored(view, target)
                 moved = True

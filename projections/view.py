@@ -132,7 +132,8 @@ class PositionMoved(Exception):
 
 class RunnerLock(ABC):
     """At most one runner per tracking name, across processes. Released when its holder
-    dies (PostgreSQL: the session ends; SQLite: the kernel drops the file lock)."""
+    dies (PostgreSQL: the session ends, or without a session the lease expires; SQLite:
+    the kernel drops the file lock)."""
 
     @abstractmethod
     def acquire(self, *, wait: bool, stop: threading.Event | None = None) -> bool:
@@ -152,7 +153,8 @@ class RunnerLock(ABC):
         """Whether any runner (this one included) holds the lock now."""
 
     def check(self) -> None:  # noqa: B027 - optional: stores whose lock can be lost override it
-        """Raise if a held lock was lost (e.g. its database session died)."""
+        """Raise if a held lock was lost (its database session died, or its lease could
+        not be renewed in time); runners call it before each page of work."""
 
 
 class Wakeup(ABC):
@@ -174,6 +176,25 @@ class Wakeup(ABC):
     @abstractmethod
     def close(self) -> None:
         """Free the resources (idempotent)."""
+
+
+class PollingWakeup(Wakeup):
+    """Waits a poll interval, or less when woken (e.g. by a command in this process): for
+    stores that cannot notify (SQLite; PostgreSQL without a session to LISTEN on)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._woken = threading.Event()
+
+    def wait(self, timeout: float) -> None:
+        self._woken.wait(max(0.0, min(timeout, self.interval)))
+        self._woken.clear()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def close(self) -> None:
+        self._woken.set()
 
 
 class LessonsView(ABC):

@@ -100,7 +100,7 @@ def import_lessons(
             name = str(csv_file)
         else:
             assert postgres_table is not None
-            database = Database.from_url(source_url or database_url)
+            database = Database.from_url(source_url or database_url, companions=False)
             if database.kind != "postgresql":
                 raise bad_input("--source-url", "--postgres-table reads PostgreSQL: give its URL")
             source = PostgresLessons(database, postgres_table, columns)

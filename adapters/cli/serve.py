@@ -11,12 +11,13 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from adapters.audit.signing import open_signer, public_key_text
 from adapters.cli.options import DatabaseUrl, exit_codes
 from adapters.cli.tokens import with_tokens
 from adapters.eventstore import open_ledger
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
-from adapters.storage.database import DATABASE_URL_SETTING, Database
+from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
 
 
 def serve(
@@ -28,14 +29,15 @@ def serve(
     """Serve the HTTP API (uvicorn).
 
     On first start, when the database has no admin token, one is created and printed
-    once.
+    once. The public key that checks the log's checkpoints is printed on every start.
 
     Example: lesson-ledger serve --workers 4 --database-url postgresql://postgres@127.0.0.1/ledger
     """
     with exit_codes():
         url = database_url or Settings().database_url
-        Database.from_url(url)  # a wrong URL is one line, before anything starts
+        database = Database.from_url(url)  # a wrong URL is one line, before anything starts
         open_ledger(url).close()  # so are a wrong key and an unreachable database
+        public_key = public_key_text(open_signer(database).public_key)
         os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
         first_admin = with_tokens(
             url,
@@ -45,7 +47,8 @@ def serve(
         )
     if first_admin:
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
-    typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {url})")
+    typer.echo(f"Checkpoints are signed by the public key {public_key} (give it to auditors)")
+    typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {redacted(url)})")
     with _shared_metrics(workers):
         uvicorn.run(
             "adapters.http.app:create_app_from_env",

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from adapters.audit.ledger_audit import open_audit
 from adapters.cli.options import (
     REJECTED,
     AsJson,
@@ -42,6 +43,9 @@ students_app = typer.Typer(
     no_args_is_help=True,
 )
 retention_app = typer.Typer(help="Retention: erase students' data older than a cut-off.")
+
+
+REANCHOR_REASON = "students encrypt-existing: students' details and lesson content sealed"
 
 
 def _who() -> str:
@@ -113,21 +117,33 @@ def encrypt_existing_events(
     """Seal the students' details and lesson content of events written before they were
     sealed, in place: nothing else changes (check with an export before, and
     verify-export --except-student-data after). Resumes where it stopped; running it again
-    changes nothing.
+    changes nothing. Events the log's tree already covers are then re-anchored: the tree
+    takes their new bytes, with a signed record that `audit verify` shows.
 
     Example: lesson-ledger students encrypt-existing
     """
+    database = Database.from_url(database_url)
     with opened_ledger(database_url) as ledger, progress_bar() as progress:
         store = event_store(ledger)
         task = progress.add_task("encrypt-existing", total=store.recorder.max_notification_id())
         done = encrypt_existing(
             store,
             sealer_of(ledger),
-            Database.from_url(database_url),
+            database,
             on_progress=lambda at, head: progress.update(task, completed=at, total=head),
             page_size=page_size,
         )
+        audit = open_audit(database, ledger)
+        try:
+            record = audit.reanchor(REANCHOR_REASON)
+        finally:
+            audit.close()
     err.print(f"sealed {done.sealed} events (positions {done.start} to {done.position})")
+    if record is not None:
+        err.print(
+            f"re-anchored the log's tree: {len(record.changes)} event(s) rewritten, "
+            f"root {record.old_root.hex()[:16]}... -> {record.new_root.hex()[:16]}..."
+        )
 
 
 @retention_app.command("apply")

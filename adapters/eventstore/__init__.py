@@ -8,24 +8,45 @@ the events.
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 from psycopg import sql
 
 from adapters.eventstore.application import LedgerApplication
 from adapters.eventstore.slots import EventSourcedSlots
 from adapters.keys.opening import open_sealer
-from adapters.storage.database import Database, redacted
+from adapters.postgres.leases import LEASES_TABLE, create_leases_table_sql
+from adapters.postgres.schema import EventsTable
+from adapters.storage.database import APPLICATION_NAME, Database, redacted
 from adapters.storage.refused_requests import SqlInvalidRequestLog
 from domain.errors import LedgerUnavailable, one_line
 from domain.ledger import LessonLedger
+from domain.ports import StudentData
 from projections.log import EventLog
 
-__all__ = ["EventSourcedSlots", "LedgerApplication", "event_log", "event_store", "open_ledger"]
+__all__ = [
+    "EVENTS_TABLE",
+    "EventSourcedSlots",
+    "LedgerApplication",
+    "event_log",
+    "event_store",
+    "open_ledger",
+    "open_read_only_ledger",
+]
+
+EVENTS_TABLE = f"{APPLICATION_NAME.lower()}_events"
 
 
 def open_ledger(url: str | Database | None = None) -> LessonLedger:
     """The ledger on the database the URL (or LESSON_LEDGER_DATABASE_URL) names, with its
-    keys (adapters/keys/): tables are created on first use; errors are one clear line
-    (LedgerUnavailable), a wrong key-encryption key included."""
+    keys (adapters/keys/).
+
+    Missing tables are created on first use (on PostgreSQL, unless table creation is off:
+    then a missing one is an error); the schema only if it is missing, so a role that
+    owns its schema alone needs no right on the database. Errors are one clear line
+    (LedgerUnavailable), a wrong key-encryption key included.
+    """
     database = url if isinstance(url, Database) else Database.from_url(url)
     app = _application(database)
     try:
@@ -38,14 +59,66 @@ def open_ledger(url: str | Database | None = None) -> LessonLedger:
 
 def _application(database: Database) -> LedgerApplication:
     """The events' Application, its tables made (one process at a time) if missing."""
-    with database.creating_tables() as conn:
-        if conn is None:
+    if database.kind == "sqlite":
+        with database.creating_tables():
             return _construct(database, create_table=True)
-        conn.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
-        )
-        exists = conn.execute("SELECT to_regclass(%s)", (database.events_table,)).fetchone()
-        return _construct(database, create_table=not (exists and exists[0]))
+    database.check_direct()
+    with database.creating_tables() as conn:
+        assert conn is not None
+        return _construct(database, create_table=_prepare_schema(database, conn))
+
+
+def _prepare_schema(database: Database, conn: psycopg.Connection[Any]) -> bool:
+    """Make the schema and the leases table if missing (and allowed); whether the events
+    table is still to be made. Runs under the table-creation lock (`conn`'s transaction);
+    DDL goes on a connection of its own, which commits before the library's DDL runs."""
+    found = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (database.schema,)
+    ).fetchone()
+    schema_exists = bool(found and found[0])
+    missing = database.missing_tables(conn, [LEASES_TABLE]) if schema_exists else [LEASES_TABLE]
+    events = EventsTable(database.schema, EVENTS_TABLE, "uuid")
+    events_exists, current = events.state(conn)
+    if not database.create_tables:
+        if not schema_exists:
+            raise LedgerUnavailable(
+                f"table creation is off (LESSON_LEDGER_CREATE_TABLES=false) and the schema "
+                f"{database.schema} does not exist in {database.where}: create it, then run "
+                "`lesson-ledger db migrate` as its owner"
+            )
+        missing += [] if events_exists else [EVENTS_TABLE]
+        if missing:
+            raise database.missing_tables_error(missing)
+        if not current:
+            raise LedgerUnavailable(
+                f"table creation is off (LESSON_LEDGER_CREATE_TABLES=false) and the append "
+                f"functions of {database.schema}.{EVENTS_TABLE} are an earlier release's: "
+                "run `lesson-ledger db migrate` as the schema's owner"
+            )
+        return False
+    if not schema_exists or missing:
+        try:
+            with (database.direct or database).connect() as ddl:
+                if not schema_exists:
+                    ddl.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(database.schema)
+                        )
+                    )
+                ddl.execute(create_leases_table_sql(database.schema))
+        except psycopg.Error as error:
+            raise LedgerUnavailable(
+                f"cannot create the ledger's schema {database.schema} in {database.where} as "
+                f"{database.user!r}: {one_line(error)}"
+            ) from None
+    return not events_exists
+
+
+def open_read_only_ledger(database: Database, student_data: StudentData) -> LessonLedger:
+    """The ledger on a read replica, for its queries (histories, slots' states), opening
+    students' data with the primary's keys (`student_data`): nothing is created, and
+    nothing must be written through it."""
+    return LessonLedger(EventSourcedSlots(_construct(database, create_table=False)), student_data)
 
 
 def event_store(ledger: LessonLedger) -> EventSourcedSlots:

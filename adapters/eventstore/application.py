@@ -5,7 +5,8 @@ PostgreSQL, from the environment), the repository that rebuilds a slot from its 
 the event store and the recorders. Two parts are the ledger's own and wired here by
 class, not by topic string: the mapper (adapters/eventstore/mapper.py, orjson in the
 library's format) and, on PostgreSQL, the application recorder
-(adapters/postgres/recorder.py, without the library's table lock).
+(adapters/postgres/recorder.py, without the library's table lock), on the library's
+pool as adapters/postgres/factory.py builds it (the URL's libpq options; pooler-safe).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresFactory
 
 from adapters.eventstore.mapper import LedgerMapper
+from adapters.postgres.factory import LedgerPostgresFactory
 from adapters.postgres.recorder import LedgerApplicationRecorder
 from adapters.storage.database import APPLICATION_NAME
 
@@ -64,7 +66,9 @@ class LedgerApplication(Application[UUID]):
         if not isinstance(self.factory, PostgresFactory):
             return super().construct_recorder()
         recorder = LedgerApplicationRecorder(
-            self.factory.datastore, events_table_name=f"{self.name.lower()}_events"
+            self.factory.datastore,
+            events_table_name=f"{self.name.lower()}_events",
+            pooled=isinstance(self.factory, LedgerPostgresFactory) and self.factory.pooled,
         )
         if self.factory.env_create_table():
             recorder.create_table()

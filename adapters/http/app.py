@@ -16,13 +16,24 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
+from adapters.audit.ledger_audit import open_audit
 from adapters.eventstore import open_ledger
-from adapters.http import batches, commands, history, operations, problems, reads, students
+from adapters.http import (
+    batches,
+    commands,
+    history,
+    operations,
+    problems,
+    proofs,
+    reads,
+    students,
+)
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.keys.erasure import DailyRetention, Erasures
 from adapters.keys.sealing import sealer_of
 from adapters.read_model import open_read_model
+from adapters.read_routing import open_reads
 from adapters.settings import Settings
 from adapters.storage.database import Database
 from adapters.storage.idempotency import IdempotencyStore
@@ -30,6 +41,7 @@ from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
 from adapters.storage.usage import SqlUsageStore
 from adapters.worker import start_worker_in_background
+from projections.active_runner import ActiveRunner
 
 log = logging.getLogger("lesson_ledger.http")
 
@@ -41,22 +53,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_url(settings.database_url)
-        ledger = open_ledger(database.url)
+        ledger = open_ledger(database)
         read_model = open_read_model(database, ledger=ledger)
+        reads = open_reads(database, read_model, ledger)  # the read replica, if any
+        reads.on_read = lambda source: app.state.metrics.reads.labels(source).inc()
         sql = SqlStore(database)
         app.state.ledger = ledger
         erasures = app.state.erasures = Erasures(sealer_of(ledger), database)
         app.state.read_model = read_model
+        app.state.reads = reads
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.idempotency = IdempotencyStore(sql)
         app.state.generation_usage = SqlUsageStore(sql)  # token totals for /metrics
-        # The server keeps the read model current by itself; with several server
-        # processes one follower is active and the others stand by.
-        follower = read_model.start_following() if settings.follow_projections else None
+        audit = app.state.audit = open_audit(database, ledger)
+        # The server keeps the read model and the log's tree current by itself; with
+        # several server processes one follower of each is active, the others stand by.
+        followers: list[ActiveRunner] = []
+        if settings.follow_projections:
+            followers.append(read_model.start_following())
+            followers.append(audit.start_following(settings.checkpoint_every_seconds))
         worker = (
-            start_worker_in_background(database.url, ledger=ledger)
-            if settings.runs_worker()
-            else None
+            start_worker_in_background(database, ledger=ledger) if settings.runs_worker() else None
         )
         retention = None
         if settings.retention_days is not None:
@@ -68,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 retention.stop()
             if worker is not None:
                 await asyncio.to_thread(worker.stop)
-            if follower is not None:
+            for follower in followers:
                 follower.stop()
+            audit.close()
+            reads.close()
             read_model.close()
             sql.close()
             ledger.close()
@@ -91,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(history.router)
     app.include_router(students.router)
     app.include_router(reads.router)
+    app.include_router(proofs.router)
     app.include_router(operations.router)
     document_problems(app)
     return app

@@ -1,5 +1,6 @@
-"""What the endpoints depend on, as FastAPI dependencies: the ledger and the read model
-of the app, the roles a token must have, and the problem responses they document."""
+"""What the endpoints depend on, as FastAPI dependencies: the ledger, the read model and
+the read routing (replica or primary) of the app, the roles a token must have, and the
+problem responses they document."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Request
 from pydantic import BeforeValidator
 
 from adapters.http.auth import allow
+from adapters.read_routing import ReadRouting
 from adapters.storage.tokens import ApiToken
 from domain import LessonLedger
 from projections.read_model import LessonsReadModel
@@ -44,6 +46,11 @@ async def read_model_of(request: Request) -> LessonsReadModel:
     return read_model
 
 
+async def reads_of(request: Request) -> ReadRouting:
+    reads: ReadRouting = request.app.state.reads
+    return reads
+
+
 def _whole_number(value: object) -> object:
     """A query parameter's digits, nothing else: not `0.0`, `1e3` or ` 5`."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
@@ -56,6 +63,8 @@ WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 
 Ledger = Annotated[LessonLedger, Depends(ledger_of)]
 ReadModel = Annotated[LessonsReadModel, Depends(read_model_of)]
+Reads = Annotated[ReadRouting, Depends(reads_of)]
+"""Where queries and histories are read: the replica while it is usable, else the primary."""
 Requester = Annotated[ApiToken, Depends(allow("admin", "provider"))]
 Worker = Annotated[ApiToken, Depends(allow("admin", "worker"))]
 Reader = Annotated[ApiToken, Depends(allow("admin", "provider", "worker"))]

@@ -1,4 +1,5 @@
-"""Prometheus metrics: commands by outcome, batch sizes, command latency, projection lag.
+"""Prometheus metrics: commands by outcome, batch sizes, command latency, projection lag,
+reads by source (replica or primary) and the read replica's lag.
 
 With `lesson-ledger serve --workers N` each server process counts its own requests;
 `serve` gives them one directory (prometheus_client's multiprocess mode,
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+from adapters.postgres.replica import ReplicaStatus
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -46,6 +49,32 @@ class Metrics:
             # Every process reads the same lag from the database: the latest is the one.
             multiprocess_mode="mostrecent",
         )
+
+        self.reads = Counter(
+            "lesson_ledger_reads",
+            "Read-model queries and histories answered, by source (replica or primary)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.replica_lag = Gauge(
+            "lesson_ledger_replica_lag_seconds",
+            "How far the read replica is behind the primary (-1: down or unknown)",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.replica_serving = Gauge(
+            "lesson_ledger_replica_serving",
+            "1 while reads go to the read replica, 0 while they go to the primary",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+
+    def show_replica(self, status: ReplicaStatus | None) -> None:
+        """Set the replica's gauges from its status (nothing without a read replica)."""
+        if status is None:
+            return
+        self.replica_lag.set(-1 if status.lag_seconds is None else status.lag_seconds)
+        self.replica_serving.set(1 if status.state == "serving" else 0)
 
     def exposed(self) -> CollectorRegistry:
         """The registry `/metrics` reports: all server processes' sums in multiprocess

@@ -1,28 +1,40 @@
 """Reads from the `lessons` read model, and the projections' status and rebuild.
 
 `min_position` (a command's `position`) waits, up to 5 s, until the read model has
-caught up to that command: read-your-writes across processes.
+caught up to that command: read-your-writes across processes. Queries go to the read
+replica while it is within its allowed lag, else to the primary (adapters/read_routing.py).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from adapters.http.auth import not_yours
-from adapters.http.dependencies import PROBLEMS, Admin, Ledger, Reader, ReadModel, WholeNumber
+from adapters.http.dependencies import (
+    PROBLEMS,
+    Admin,
+    Ledger,
+    Reader,
+    ReadModel,
+    Reads,
+    WholeNumber,
+)
 from adapters.http.problems import ApiProblem
+from adapters.read_routing import NotCaughtUp, ReadRouting
 from domain import FieldError, InvalidLessonRequest, LessonLedger, LessonNotFound
 from projections.lessons import LessonRow
 from projections.read_model import InvalidLessonQuery, LessonsReadModel
 
 router = APIRouter(tags=["read model"])
+T = TypeVar("T")
 
 
 class LessonListResponse(BaseModel):
@@ -65,36 +77,41 @@ MinPosition = Annotated[
 ]
 
 
-def caught_up(request: Request, read_model: LessonsReadModel, min_position: int | None) -> int:
-    """The read model's position, after waiting for `min_position` if one was given."""
-    if min_position is not None:
-        if min_position > read_model.head():
-            raise InvalidLessonRequest(
-                [
-                    FieldError(
-                        field="min_position",
-                        message=f"is beyond the last recorded event ({read_model.head()}): "
-                        "pass the position a command answered",
-                    )
-                ]
-            )
-        wait = request.app.state.settings.min_position_wait_seconds
-        if not read_model.wait_for(min_position, timeout=wait):
-            raise ApiProblem(
-                503,
-                "not-caught-up",
-                "Read model behind",
-                f"the read model has not reached position {min_position} within {wait:g} s "
-                f"(it is at {read_model.position()}); try again",
-            )
-    return read_model.position()
+def check_min_position(read_model: LessonsReadModel, min_position: int | None) -> None:
+    """422 for a position beyond the last recorded event (one no command answered)."""
+    if min_position is not None and min_position > (head := read_model.head()):
+        raise InvalidLessonRequest(
+            [
+                FieldError(
+                    field="min_position",
+                    message=f"is beyond the last recorded event ({head}): "
+                    "pass the position a command answered",
+                )
+            ]
+        )
+
+
+def caught_up(
+    request: Request,
+    reads: ReadRouting,
+    min_position: int | None,
+    query: Callable[[LessonsReadModel], T],
+) -> tuple[int, T]:
+    """The answering read model's position and `query`'s answer, from the replica or the
+    primary, once the read model has `min_position` (503 when it has not in time)."""
+    check_min_position(reads.primary, min_position)
+    wait = request.app.state.settings.min_position_wait_seconds
+    try:
+        return reads.read(min_position, wait, lambda model: (model.position(), query(model)))
+    except NotCaughtUp as behind:
+        raise ApiProblem(503, "not-caught-up", "Read model behind", str(behind)) from None
 
 
 @router.get("/v1/lessons", responses=PROBLEMS)
 def list_lessons(
     request: Request,
     token: Reader,
-    read_model: ReadModel,
+    reads: Reads,
     ledger: Ledger,
     provider_id: str | None = None,
     school_id: str | None = None,
@@ -116,16 +133,20 @@ def list_lessons(
                 "a provider token reads its own provider's lessons only",
             )
         provider_id = token.provider_id
-    position = caught_up(request, read_model, min_position)
     try:
-        page = read_model.list_lessons(
-            provider_id=provider_id,
-            school_id=school_id,
-            date_from=date_from,
-            date_to=date_to,
-            status=status,
-            limit=limit,
-            cursor=cursor,
+        position, page = caught_up(
+            request,
+            reads,
+            min_position,
+            lambda model: model.list_lessons(
+                provider_id=provider_id,
+                school_id=school_id,
+                date_from=date_from,
+                date_to=date_to,
+                status=status,
+                limit=limit,
+                cursor=cursor,
+            ),
         )
     except InvalidLessonQuery as invalid:
         name = {"date_from": "from", "date_to": "to"}.get(invalid.field, invalid.field)
@@ -142,13 +163,12 @@ def get_lesson(
     lesson_id: UUID,
     request: Request,
     token: Reader,
-    read_model: ReadModel,
+    reads: Reads,
     ledger: Ledger,
     min_position: MinPosition = None,
 ) -> LessonRow:
     """One lesson from the read model (404 when it has none, yet: see `min_position`)."""
-    caught_up(request, read_model, min_position)
-    found = read_model.get_lesson(lesson_id)
+    _, found = caught_up(request, reads, min_position, lambda model: model.get_lesson(lesson_id))
     if token.role == "provider" and (found is None or found.provider_id != token.provider_id):
         raise not_yours(lesson_id)
     if found is None:
@@ -165,9 +185,11 @@ def readable(ledger: LessonLedger, row: LessonRow) -> LessonRow:
 
 
 @router.get("/v1/projections", responses=PROBLEMS)
-def projections(token: Reader, read_model: ReadModel) -> list[ProjectionResponse]:
-    """Each projection's position, the head of the log, the lag, and rebuild progress."""
-    return [ProjectionResponse.model_validate(status.as_json()) for status in read_model.status()]
+def projections(request: Request, token: Reader, read_model: ReadModel) -> list[ProjectionResponse]:
+    """Each projection's position, the head of the log, the lag, and rebuild progress:
+    the lessons read model and the log's Merkle tree (`merkle`)."""
+    statuses = [*read_model.status(), request.app.state.audit.status()]
+    return [ProjectionResponse.model_validate(status.as_json()) for status in statuses]
 
 
 @router.post("/v1/projections/{name}/rebuild", status_code=202, responses=PROBLEMS)

@@ -92,6 +92,29 @@ class BatchResponse(BaseModel):
     summary: dict[str, int]
 
 
+class CheckpointResponse(BaseModel):
+    """A signed tree head: the tree of the first `size` events has this root (hex); the
+    signature (base64, Ed25519) is over `lesson-ledger checkpoint\\n<size>\\n<root>\\n<time>\\n`."""
+
+    size: int
+    root: str
+    time: datetime
+    key_id: str
+    signature: str
+
+
+class EventProofResponse(BaseModel):
+    """That this event, as stored (`topic`, `state` as base64), is leaf `index` of the
+    checkpoint's tree: the RFC 6962 audit path, hex hashes, leaf to root."""
+
+    index: int
+    lesson_id: UUID
+    version: int
+    topic: str
+    state: str
+    path: list[str]
+
+
 class HistoryEntryResponse(BaseModel):
     version: int
     event: str
@@ -101,6 +124,8 @@ class HistoryEntryResponse(BaseModel):
     correlation_id: str | None
     source: str
     changes: dict[str, Any]
+    proof: EventProofResponse | None = None
+    """With `proof=true`: the inclusion proof (None: not in the tree yet)."""
 
 
 class LessonStateResponse(BaseModel):
@@ -129,6 +154,17 @@ class HistoryResponse(BaseModel):
     lesson_id: UUID
     entries: list[HistoryEntryResponse]
     state: LessonStateResponse | None
+    checkpoint: CheckpointResponse | None = None
+    """With `proof=true`: the checkpoint the entries' proofs lead to."""
+
+
+class ConsistencyResponse(BaseModel):
+    """That the checkpoint's tree extends the tree of its first `from_size` events: the
+    RFC 6962 consistency proof, hex hashes."""
+
+    from_size: int
+    checkpoint: CheckpointResponse
+    proof: list[str]
 
 
 class Health(BaseModel):

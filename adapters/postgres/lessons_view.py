@@ -9,8 +9,10 @@ PostgreSQL looks a relation up again by name once the lock it waited for is gran
 The swap bounds its lock waits (`SWAP_LOCK_TIMEOUT`) so that a long reader makes it
 retry instead of queueing every other reader behind it.
 
-A follower waits for events with LISTEN on the channel the library NOTIFYs on every
-insert into the events table.
+A follower waits for events with LISTEN on the channel the recorder NOTIFYs on after
+commits, where the ledger has a session (the direct URL, or a URL that is not pooled);
+through a transaction pooler alone it looks at the log every `poll_seconds` instead, and
+its runner lock is a lease (adapters/postgres/leases.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from psycopg import sql
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from adapters.postgres.locks import AdvisoryLock
+from adapters.postgres.leases import runner_lock_for
 from adapters.storage.database import Database
 from projections.lessons import COLUMNS, LessonRow
 from projections.view import (
@@ -38,6 +40,7 @@ from projections.view import (
     SHADOW,
     LessonQuery,
     LessonsView,
+    PollingWakeup,
     RunnerLock,
     SafetyNetFired,
     Target,
@@ -48,7 +51,7 @@ from projections.view import (
 
 TRACKING_TABLE = "lessons_tracking"
 SWAP_LOCK_TIMEOUT = "2s"
-_REBUILDS_TABLE = "projection_rebuilds"
+REBUILDS_TABLE = "projection_rebuilds"
 _SECONDARY_INDEXES = {
     "provider_week_idx": "(provider_id, lesson_date, time_slot, lesson_id)",
     "school_date_idx": "(school_id, lesson_date, time_slot, lesson_id)",
@@ -164,7 +167,7 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {}.{} ("
                 "projection text PRIMARY KEY, started_at timestamptz NOT NULL)"
-            ).format(self._schema, sql.Identifier(_REBUILDS_TABLE)),
+            ).format(self._schema, sql.Identifier(REBUILDS_TABLE)),
         ]
 
     @property
@@ -178,6 +181,14 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
         """The tracking table (the library's), the lessons table, and the live position.
         The caller serialises this across processes (concurrent DDL fails)."""
         super().create_table()
+        self._start_live()
+
+    def table_names(self) -> list[str]:
+        """The tables `create_table` makes, in the ledger's schema."""
+        return [self.tracking_table_name, LIVE.table, REBUILDS_TABLE]
+
+    def ensure_live_position(self) -> None:
+        """Store the live table's position (0, in this release's shape) if it has none."""
         self._start_live()
 
     # Positions.
@@ -333,13 +344,13 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
             sql.SQL(
                 "INSERT INTO {} (projection, started_at) VALUES (%s, %s) "
                 "ON CONFLICT (projection) DO UPDATE SET started_at = EXCLUDED.started_at"
-            ).format(self._table(_REBUILDS_TABLE)),
+            ).format(self._table(REBUILDS_TABLE)),
             (LIVE.table, started_at),
         )
 
     def _forget_rebuild(self, cursor: psycopg.Cursor[DictRow]) -> None:
         cursor.execute(
-            sql.SQL("DELETE FROM {} WHERE projection = %s").format(self._table(_REBUILDS_TABLE)),
+            sql.SQL("DELETE FROM {} WHERE projection = %s").format(self._table(REBUILDS_TABLE)),
             (LIVE.table,),
         )
 
@@ -347,7 +358,7 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
         with self.datastore.get_connection() as conn:
             row = conn.execute(
                 sql.SQL("SELECT started_at FROM {} WHERE projection = %s").format(
-                    self._table(_REBUILDS_TABLE)
+                    self._table(REBUILDS_TABLE)
                 ),
                 (LIVE.table,),
             ).fetchone()
@@ -444,12 +455,15 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
     # Runners.
 
     def runner_lock(self, target: Target) -> RunnerLock:
-        return AdvisoryLock(
+        return runner_lock_for(
             self.database, target.tracking_name, queries=self.datastore.get_connection
         )
 
     def wakeup(self) -> Wakeup:
-        return ListenWakeup(self.database, self.channel)
+        session = self.database.session
+        if session is None:  # no session to LISTEN on: look at the log every poll_seconds
+            return PollingWakeup(self.database.poll_seconds)
+        return ListenWakeup(session, self.channel)
 
     def close(self) -> None:
         self.datastore.close()

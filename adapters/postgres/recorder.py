@@ -32,8 +32,8 @@ commits, outside the write transactions, coalescing bursts. A subscription
 (`subscribe()`) also reads again every 0.1 s while committed events are held back.
 
 Connections: saves go through sessions of the recorder's own, handed out last in first
-out, straight through libpq (one prepared statement, parameters in binary); reads use
-the library's pool.
+out, straight through libpq (one prepared statement, parameters in binary; through a
+transaction pooler one unnamed statement); reads use the library's pool.
 
 Tables made by the library's recorder are upgraded on first use: a `tx` column (0 for
 the rows already there, which are all committed), and the functions.
@@ -82,7 +82,10 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         datastore: PostgresDatastore,
         *,
         events_table_name: str = "stored_events",
+        pooled: bool = False,
     ) -> None:
+        """`pooled`: the datastore's connections go through a transaction pooler (saves
+        then leave nothing in the session; see writes.py)."""
         super().__init__(datastore, events_table_name=events_table_name)
         self._table = EventsTable(
             self.datastore.schema, self.events_table_name, self.datastore.originator_id_type
@@ -95,10 +98,12 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             self._table.create_table_statement()
         )
         self.sql_create_statements.remove(self.sql_create_pg_function_insert_events)
-        self._appends = PreparedAppend(self._table)
+        self._appends = PreparedAppend(
+            self._table, pooled=pooled, lock_timeout=self.datastore.lock_timeout
+        )
         self._reads = SettledReads(self.datastore, self._table.sql)
         self._notifier = Notifier(self.datastore, self.channel_name)
-        self._writers = WriteSessions(self.datastore)
+        self._writers = WriteSessions(self.datastore, pooled=pooled)
         self._upgraded = False
 
     # Schema.

@@ -8,10 +8,11 @@ docs/decisions/0001-postgres-recorder-without-table-lock.md.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 # First half of the advisory lock key around drawing notification ids ("LLEV"); the second
@@ -21,7 +22,9 @@ _APPEND_LOCK_NAMESPACE = 0x4C4C4556
 _UPGRADE_LOCK_KEY = 0x4C4C_5550_4752_4144 & 0x7FFF_FFFF_FFFF_FFFF
 # Written into the append function's body; a function without it (made by an earlier
 # release) is replaced when a recorder first uses the table.
-_APPEND_FUNCTION_REVISION = "-- lesson-ledger append, revision 3 (rows in key order; one event)"
+_APPEND_FUNCTION_REVISION = (
+    "-- lesson-ledger append, revision 4 (rows in key order; one event; lock released on error)"
+)
 
 
 class EventsTable:
@@ -91,31 +94,39 @@ class EventsTable:
         for statement in self._append_functions_sql(int(found["oid"]), str(found["seq"])):
             curs.execute(statement)
 
+    def state(self, conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
+        """Whether the table exists, and whether its append functions are this
+        release's."""
+        found = (
+            conn.cursor(row_factory=tuple_row)
+            .execute(
+                "SELECT to_regclass(%(table)s) IS NOT NULL AS table, "
+                "count(*) = 2 AS current FROM pg_proc "
+                "WHERE oid IN (to_regproc(%(many)s), to_regproc(%(one)s)) "
+                "AND strpos(prosrc, %(revision)s) > 0",
+                {
+                    "table": self.qualified_name,
+                    "many": f'"{self.schema}"."{self.append_function_name}"',
+                    "one": f'"{self.schema}"."{self.append_one_function_name}"',
+                    "revision": _APPEND_FUNCTION_REVISION,
+                },
+            )
+            .fetchone()
+        )
+        return (bool(found[0]), bool(found[1])) if found else (False, False)
+
     def upgrade_if_needed(self, conn: psycopg.Connection[DictRow]) -> bool:
         """Upgrade a table the library's recorder made, or append functions an earlier
         release made (several processes may try at once: one does it, under an advisory
         lock). False if the table does not exist yet."""
-        found = conn.execute(
-            "SELECT to_regclass(%(table)s) IS NOT NULL AS table, "
-            "count(*) = 2 AS current FROM pg_proc "
-            "WHERE oid IN (to_regproc(%(many)s), to_regproc(%(one)s)) "
-            "AND strpos(prosrc, %(revision)s) > 0",
-            {
-                "table": self.qualified_name,
-                "many": f'"{self.schema}"."{self.append_function_name}"',
-                "one": f'"{self.schema}"."{self.append_one_function_name}"',
-                "revision": _APPEND_FUNCTION_REVISION,
-            },
-        ).fetchone()
-        if not found or not found["table"]:
+        exists, current = self.state(conn)
+        if not exists:
             return False  # not created yet: create_table() will make it as it should be
-        if not found["current"]:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK_KEY,))
-            try:
-                with conn.transaction(), conn.cursor() as curs:
-                    self.upgrade(curs)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_UPGRADE_LOCK_KEY,))
+        if not current:
+            # Transaction-scoped: it holds through a transaction pooler too.
+            with conn.transaction(), conn.cursor() as curs:
+                curs.execute("SELECT pg_advisory_xact_lock(%s)", (_UPGRADE_LOCK_KEY,))
+                self.upgrade(curs)
         return True
 
     def _append_functions_sql(self, table_oid: int, sequence: str) -> list[Composed]:
@@ -124,6 +135,10 @@ class EventsTable:
         # Written for speed: every step but the INSERT is a "simple expression", which
         # plpgsql evaluates without the executor (PERFORM and sub-selects go through it).
         # No SET clause (a per-call cost): the session's lock_timeout applies.
+        # The session lock is held only inside the function: released before the INSERT,
+        # and on any error while it is held (cancellation included), so that it never
+        # outlives the statement, also on a pooler's shared server session
+        # (docs/decisions/0030-transaction-poolers.md).
         lock_key = (_APPEND_LOCK_NAMESPACE << 32) | table_oid
         first_write_only = (
             "  IF pg_current_xact_id_if_assigned() IS NOT NULL THEN\n"
@@ -132,7 +147,14 @@ class EventsTable:
             "      HINT = 'the transaction id must be assigned while ids are drawn';\n"
             "  END IF;\n"
             "  IF pg_advisory_lock({lock_key})::text = 'x' THEN NULL; END IF;\n"
-            "  my_tx := pg_current_xact_id();\n"
+            "  BEGIN\n"
+            "    my_tx := pg_current_xact_id();\n"
+        )
+        unlock_on_error = (
+            "  EXCEPTION WHEN OTHERS OR query_canceled THEN\n"
+            "    IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
+            "    RAISE;\n"
+            "  END;\n"
         )
         many = SQL(
             "CREATE OR REPLACE FUNCTION {function}("
@@ -142,10 +164,11 @@ class EventsTable:
             "DECLARE\n"
             "  my_tx xid8;\n"
             "  nids bigint[];\n"
-            "BEGIN\n" + first_write_only + "  FOR i IN 1..cardinality(ids) LOOP\n"
-            "    nids[i] := nextval({sequence}::regclass);\n"
-            "  END LOOP;\n"
-            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
+            "BEGIN\n" + first_write_only + "    FOR i IN 1..cardinality(ids) LOOP\n"
+            "      nids[i] := nextval({sequence}::regclass);\n"
+            "    END LOOP;\n"
+            + unlock_on_error
+            + "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
             "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
             "                       notification_id, tx)\n"
             "  SELECT e.i, e.v, e.t, e.s, e.n, my_tx\n"
@@ -163,8 +186,11 @@ class EventsTable:
             "DECLARE\n"
             "  my_tx xid8;\n"
             "  nid bigint;\n"
-            "BEGIN\n" + first_write_only + "  nid := nextval({sequence}::regclass);\n"
-            "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
+            "BEGIN\n"
+            + first_write_only
+            + "    nid := nextval({sequence}::regclass);\n"
+            + unlock_on_error
+            + "  IF pg_advisory_unlock({lock_key}) THEN NULL; END IF;\n"
             "  INSERT INTO {table} (originator_id, originator_version, topic, state,\n"
             "                       notification_id, tx)\n"
             "  VALUES (id, version, topic, state, nid, my_tx);\n"

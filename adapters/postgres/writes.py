@@ -1,9 +1,15 @@
 """The recorder's writes: its write sessions, and a save sent through libpq.
 
 `WriteSessions` hands out autocommit sessions of the recorder's own, last in first out;
-`PreparedAppend` sends a save as one prepared statement of binary parameters, encoded
-here; `persistence_error` maps psycopg's errors to the library's. Why LIFO sessions and
+`PreparedAppend` sends a save as one statement of binary parameters, encoded here;
+`persistence_error` maps psycopg's errors to the library's. Why LIFO sessions and
 libpq: docs/decisions/0001-postgres-recorder-without-table-lock.md.
+
+On a direct connection the statement is prepared once per session (a named prepared
+statement) and the session's `lock_timeout` is set once. Through a transaction pooler
+nothing may outlive its transaction: the statement goes unnamed (parse, bind and execute
+in one round trip) and sets `lock_timeout` for its own transaction
+(docs/decisions/0030-transaction-poolers.md).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.pq.abc import PGresult
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Composed, Literal
 
 from adapters.postgres.schema import EventsTable
 
@@ -60,8 +66,9 @@ class WriteSessions:
     Taking an idle session and giving it back are a list's pop and append (atomic in
     CPython): a save pays no lock for them. Only opening one, or waiting, locks."""
 
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(self, datastore: PostgresDatastore, *, pooled: bool = False) -> None:
         self._datastore = datastore
+        self._pooled = pooled
         self._idle: list[psycopg.Connection[Any]] = []
         self._open = 0
         self._waiting = 0
@@ -148,15 +155,20 @@ class WriteSessions:
             # The pool's own settings (either may be a callable in psycopg_pool).
             kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
             conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
-            settings = {**kwargs, "row_factory": tuple_row}
-            timeout = max(1, int(pool.timeout))
-            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=timeout, **settings)
+            settings = {
+                "connect_timeout": max(1, int(pool.timeout)),
+                **kwargs,  # the URL's connect_timeout, if it gave one
+                "row_factory": tuple_row,
+                "autocommit": True,
+            }
+            conn = psycopg.connect(conninfo, **settings)
         except psycopg.Error as error:
             raise persistence_error(error) from error
         try:
-            if self._datastore.lock_timeout:
+            if self._datastore.lock_timeout and not self._pooled:
                 # Bounds waits for another writer's conflicting row (the library's
-                # recorder sets it per transaction, for its table lock).
+                # recorder sets it per transaction, for its table lock; so does a
+                # pooled append, in its statement).
                 conn.execute(f"SET lock_timeout = '{self._datastore.lock_timeout}s'")
         except BaseException as error:
             conn.close()  # not left open behind the caller's back
@@ -167,11 +179,15 @@ class WriteSessions:
 
 
 class PreparedAppend:
-    """The append functions of one events table, called through prepared statements of
-    binary parameters, prepared once in each session (libpq connection)."""
+    """The append functions of one events table, called with binary parameters: through
+    statements prepared once in each session (libpq connection), or, `pooled`, through
+    unnamed statements that set `lock_timeout` (seconds, 0: none) for their transaction."""
 
-    def __init__(self, table: EventsTable) -> None:
+    def __init__(self, table: EventsTable, *, pooled: bool = False, lock_timeout: int = 0) -> None:
         self._table = table
+        self._pooled = pooled
+        self._lock_timeout = lock_timeout
+        self._unnamed: dict[bool, bytes] = {}
         # The sessions (libpq connections) the append statement is prepared in.
         self._prepared_in: weakref.WeakSet[Any] = weakref.WeakSet()
         qualified = f"{table.schema}.{table.append_function_name}"
@@ -191,6 +207,8 @@ class PreparedAppend:
         cancels the statement on Ctrl-C): one prepared statement of four binary arrays,
         built here; one event goes as four plain values to the function of one."""
         pgconn = conn.pgconn
+        if self._pooled:
+            return self._send_unnamed(conn, stored_events)
         if pgconn not in self._prepared_in:
             self._prepare(conn)
         if not conn.autocommit and pgconn.transaction_status == _IDLE:
@@ -212,16 +230,50 @@ class PreparedAppend:
         return _bigint_list(_result(conn, _TUPLES_OK).get_value(0, 0))
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
-        types = (self._table.originator_id_type, "bigint", "text", "bytea")
-        for name, function, suffix in (
-            (self._append_statement_name, self._table.function_sql, "[]"),
-            (self._append_one_statement_name, self._table.function_one_sql, ""),
+        for name, one in (
+            (self._append_statement_name, False),
+            (self._append_one_statement_name, True),
         ):
-            params = [SQL(f"${n}::{t}{suffix}") for n, t in enumerate(types, 1)]
-            statement = SQL("SELECT {}({})").format(function, SQL(", ").join(params))
-            conn.pgconn.send_prepare(name, statement.as_bytes(conn))
+            conn.pgconn.send_prepare(name, self._statement(one).as_bytes(conn))
             _result(conn, _COMMAND_OK)
         self._prepared_in.add(conn.pgconn)
+
+    def _statement(self, one: bool) -> Composed:
+        types = (self._table.originator_id_type, "bigint", "text", "bytea")
+        suffix = "" if one else "[]"
+        function = self._table.function_one_sql if one else self._table.function_sql
+        params = [SQL(f"${n}::{t}{suffix}") for n, t in enumerate(types, 1)]
+        return SQL("SELECT {}({})").format(function, SQL(", ").join(params))
+
+    def _send_unnamed(
+        self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
+    ) -> list[int]:
+        """The append as one unnamed statement (parse, bind, execute, sync: one round
+        trip, nothing left in the session). Its lock_timeout is set by a one-time filter,
+        which the server evaluates before the function runs, for this transaction only."""
+        one = len(stored_events) == 1
+        statement = self._unnamed.get(one)
+        if statement is None:
+            composed = self._statement(one)
+            if self._lock_timeout:
+                composed = SQL("{} WHERE set_config('lock_timeout', {}, true) IS NOT NULL").format(
+                    composed, Literal(f"{self._lock_timeout}s")
+                )
+            statement = self._unnamed[one] = composed.as_bytes(conn)
+        pgconn = conn.pgconn
+        if not conn.autocommit and pgconn.transaction_status == _IDLE:
+            pgconn.send_query(b"BEGIN")
+            _result(conn, _COMMAND_OK)
+        if one:
+            params = _append_one_params(stored_events[0], self._uuid_ids)
+        else:
+            params = _append_params(stored_events, self._uuid_ids)
+        pgconn.send_query_params(statement, params, param_formats=_BINARY4)
+        value = _result(conn, _TUPLES_OK).get_value(0, 0)
+        if one:
+            assert value is not None
+            return [int(value)]
+        return _bigint_list(value)
 
 
 _ERRORS: list[tuple[type[psycopg.Error], type[PersistenceError]]] = [

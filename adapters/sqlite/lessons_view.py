@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -32,6 +31,7 @@ from projections.view import (
     LIVE,
     LessonQuery,
     LessonsView,
+    PollingWakeup,
     RunnerLock,
     SafetyNetFired,
     Target,
@@ -42,6 +42,7 @@ from projections.view import (
 
 DEFAULT_POLL_INTERVAL = 0.1
 """Seconds between a SQLite follower's looks at the log: SQLite cannot notify."""
+__all__ = ["DEFAULT_POLL_INTERVAL", "PollingWakeup", "SQLiteLessonsView"]
 _MAX_VARIABLES = 900  # well under SQLite's limit on parameters per statement
 _REBUILDS_TABLE = "projection_rebuilds"
 _SECONDARY_INDEXES = {
@@ -71,24 +72,6 @@ def _create_indexes_sql(table: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {table}_{suffix} ON {table} {columns}"
         for suffix, columns in _SECONDARY_INDEXES.items()
     ]
-
-
-class PollingWakeup(Wakeup):
-    """Waits a poll interval, or less when woken (e.g. by a command in this process)."""
-
-    def __init__(self, interval: float = DEFAULT_POLL_INTERVAL) -> None:
-        self.interval = interval
-        self._woken = threading.Event()
-
-    def wait(self, timeout: float) -> None:
-        self._woken.wait(max(0.0, min(timeout, self.interval)))
-        self._woken.clear()
-
-    def wake(self) -> None:
-        self._woken.set()
-
-    def close(self) -> None:
-        self._woken.set()
 
 
 class SQLiteLessonsView(LessonsView, SQLiteTrackingRecorder):

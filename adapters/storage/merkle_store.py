@@ -208,6 +208,14 @@ class MerkleStore:
 
     # The events the tree covers.
 
+    def count_events_after(self, position: int) -> int:
+        """Events recorded after `position` (the tree's lag; ids have gaps)."""
+        column = "notification_id" if self._postgres else "rowid"
+        rows = self.sql.run(
+            f"SELECT count(*) FROM {self.events_table} WHERE {column} > %s", (position,)
+        )
+        return int(rows[0][0])
+
     def positions(self, lesson_id: UUID) -> dict[int, int]:
         """Each version of a lesson's events and its position (notification id)."""
         if self._postgres:
@@ -271,8 +279,3 @@ def _block(row: Sequence[Any]) -> Block:
             for i in range(count)
         ],
     )
-
-
-def _event(packed: bytes) -> tuple[UUID, int]:
-    """A leaf's event: its lesson id (16 bytes) and version (8)."""
-    return UUID(bytes=packed[:16]), _ID.unpack(packed[16:])[0]

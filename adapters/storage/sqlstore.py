@@ -4,6 +4,7 @@ or PostgreSQL alike."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from adapters.storage.database import DDL_LOCK_KEY, Database
+from adapters.storage.database import DDL_LOCK_SQL, Database
 from domain.errors import LedgerUnavailable
 
 Row = tuple[Any, ...]
@@ -30,18 +31,19 @@ class SqlStore:
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
         if database.kind == "postgresql":
             database.connect().close()  # one clear error now rather than a pool timeout later
+            kwargs = database.connect_kwargs()  # the URL's libpq options too
+            if session_options and not database.is_pooled():
+                # Beside the URL's own; a pooler may refuse start-up options, so there the
+                # sessions go without (they are tuning, never needed for correctness).
+                kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), session_options]))
             self._pool = ConnectionPool(
                 conninfo="",
                 kwargs={
-                    "host": database.host,
-                    "port": database.port,
-                    "user": database.user,
-                    "password": database.password,
-                    "dbname": database.dbname,
+                    **kwargs,
+                    "prepare_threshold": database.prepare_threshold(),
                     # One statement is a transaction of its own (one round trip); a
                     # block of several opens one explicitly (`transaction()`).
                     "autocommit": True,
-                    **({"options": session_options} if session_options else {}),
                 },
                 min_size=1,
                 max_size=pool_size,
@@ -92,17 +94,39 @@ class SqlStore:
             return _Cursor(conn, sqlite=self._pool is None).run(statement, params)
 
     def create_tables(self, *statements: str) -> None:
-        """Run CREATE ... IF NOT EXISTS statements, one process at a time on PostgreSQL
-        (concurrent DDL there fails with "tuple concurrently updated")."""
+        """Run `CREATE TABLE IF NOT EXISTS <table> ...` statements (and the indexes,
+        functions and rows that go with them), one process at a time
+        on PostgreSQL (concurrent DDL there fails with "tuple concurrently updated"), and
+        only when a table is missing: a role without the right to create tables opens
+        them once they exist; with table creation off a missing one is an error."""
+        if self.database.kind == "postgresql":
+            # The tables decide: indexes, functions and first rows come with their tables.
+            names = [name for name in map(_created_table, statements) if name is not None]
+            rows = self.run(
+                "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
+                (names,),
+            )
+            if not rows:
+                return
+            if not self.database.create_tables:
+                missing = [str(row[0]).split(".", 1)[1] for row in rows]
+                raise self.database.missing_tables_error(missing)
         with self.transaction() as cursor:
             if self.database.kind == "postgresql":
-                cursor.run("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
+                cursor.run(DDL_LOCK_SQL, self.database.ddl_lock_keys)
             for statement in statements:
                 cursor.run(statement)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+
+
+def _created_table(statement: str) -> str | None:
+    """The (schema-qualified) table a `CREATE TABLE IF NOT EXISTS` statement makes; None
+    for another statement (an index, a function, a first row)."""
+    found = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\S+)", statement)
+    return None if found is None else found.group(1)
 
 
 class _Cursor:

@@ -99,6 +99,7 @@ def compare(
         rest_logged = [*([theirs] if theirs else []), *logged]
         result.first_divergence = min(leaf.position for leaf in (ours, theirs) if leaf)
         result.findings = _differences(rest_stored, rest_logged, done)
+        _moved_beyond(result.findings, log, position)
         break
     if on_progress is not None:
         on_progress(size)
@@ -110,10 +111,12 @@ def _same(ours: Leaf, theirs: Leaf) -> bool:
     return ours.hash == theirs.hash and ours.key == theirs.key
 
 
-def _log_leaves(log: ApplicationRecorder, upto: int, on_leaf: OnLeaf | None) -> Iterator[Leaf]:
-    """The log's events up to `upto`, as leaves, in notification order."""
-    after, index = 0, 0
-    while after < upto:
+def _log_leaves(
+    log: ApplicationRecorder, upto: int | None, on_leaf: OnLeaf | None, after: int = 0
+) -> Iterator[Leaf]:
+    """The log's events after `after` up to `upto` (None: the end), as leaves, in order."""
+    index = 0
+    while upto is None or after < upto:
         page = log.select_notifications(
             start=after, limit=READ_PAGE, stop=upto, inclusive_of_start=False
         )
@@ -127,6 +130,21 @@ def _log_leaves(log: ApplicationRecorder, upto: int, on_leaf: OnLeaf | None) -> 
             index += 1
             yield leaf
         after = page[-1].id
+
+
+def _moved_beyond(findings: list[Finding], log: ApplicationRecorder, position: int) -> None:
+    """An event "missing" that the log holds after the tree's position was moved there
+    (the rows after it renumbered, say): name it so, at its new position."""
+    missing = {(f.lesson_id, f.version): n for n, f in enumerate(findings) if f.kind == "missing"}
+    if not missing:
+        return
+    for leaf in _log_leaves(log, None, None, after=position):
+        n = missing.pop(leaf.key, None)
+        if n is not None:
+            found = findings[n]
+            findings[n] = Finding("moved", *leaf.key, leaf.position, found.index)
+        if not missing:
+            return
 
 
 def _differences(stored: list[Leaf], logged: list[Leaf], offset: int) -> list[Finding]:

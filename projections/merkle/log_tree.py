@@ -11,6 +11,7 @@ root or a proof at a million events reads a few rows.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -34,6 +35,8 @@ NAME = "merkle"
 T = TypeVar("T")
 Node = tuple[int, int, bytes]
 """A perfect subtree: (level, index, hash)."""
+OnPage = Callable[[int, int], None]
+"""Told after each page the tree took: (its position, its size)."""
 
 
 @dataclass
@@ -109,7 +112,10 @@ def event_of(notification: Notification) -> tuple[UUID, int]:
 def leaf_data(notification: Notification) -> bytes:
     """A stored event's leaf data, from its bytes as stored."""
     lesson_id, version = event_of(notification)
-    return event_leaf(lesson_id.bytes, version, notification.topic, bytes(notification.state))
+    state: bytes | str = notification.state
+    # SQLite stores what it is given: an edited row's state may have become text.
+    raw = state.encode() if isinstance(state, str) else bytes(state)
+    return event_leaf(lesson_id.bytes, version, notification.topic, raw)
 
 
 def leaf_of(notification: Notification) -> bytes:
@@ -126,11 +132,22 @@ class LogTree:
 
     # Following the log.
 
-    def advance(self, page_size: int = PAGE_SIZE, upto: int | None = None) -> int:
+    def advance(
+        self,
+        page_size: int = PAGE_SIZE,
+        upto: int | None = None,
+        *,
+        check: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
+        on_page: OnPage | None = None,
+    ) -> int:
         """Add the log's events after the stored position, a page per transaction, up to
-        the end of the log (or `upto`); the position reached."""
+        the end of the log (or `upto`); the position reached. `check` runs before each
+        page (a runner's lock still held), `on_page` after it (position, size)."""
         position, size = self.store.position()
-        while upto is None or position < upto:
+        while (upto is None or position < upto) and not (stop is not None and stop.is_set()):
+            if check is not None:
+                check()
             page = self.log.select_notifications(
                 start=position, limit=page_size, stop=upto, inclusive_of_start=False
             )
@@ -142,6 +159,8 @@ class LogTree:
                 position, size = at, size + len(page)
             else:
                 position, size = self.store.position()
+            if on_page is not None:
+                on_page(position, size)
         return position
 
     def _grown(self, size: int, page: Sequence[Notification]) -> tuple[list[Block], list[Node]]:
@@ -243,10 +262,19 @@ class TreeFollower(ActiveRunner):
     logger = logging.getLogger("lesson_ledger.merkle")
 
     def __init__(
-        self, tree: LogTree, lock: RunnerLock, wakeup: Wakeup, *, on_state: OnState | None = None
+        self,
+        tree: LogTree,
+        lock: RunnerLock,
+        wakeup: Wakeup,
+        *,
+        on_state: OnState | None = None,
+        after_advance: Callable[[], None] | None = None,
     ) -> None:
+        """`after_advance`: run by the active runner once the tree is at the log's end (a
+        checkpoint when one is due)."""
         super().__init__(lock, wakeup, on_state=on_state)
         self.tree = tree
+        self._after_advance = after_advance
 
     def _activate(self) -> str:
         position, size = self.tree.store.position()
@@ -255,6 +283,8 @@ class TreeFollower(ActiveRunner):
     def _work(self) -> None:
         self._lock.check()
         before = self.tree.store.position()
-        self.tree.advance()
+        self.tree.advance(check=self._lock.check, stop=self._stop)
         self._progressed = self.tree.store.position() != before
+        if self._after_advance is not None:
+            self._after_advance()
         self._wakeup.wait(IDLE_RECHECK_SECONDS)

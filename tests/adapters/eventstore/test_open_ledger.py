@@ -72,7 +72,8 @@ def test_a_postgres_schema_is_created_with_its_tables_on_first_use(postgres_stor
         ("sqlite:///no/such/folder/ledger.db", "does not exist"),
         ("postgresql://127.0.0.1:5432/test", "write postgresql://USER@HOST:PORT/DB"),
         ("postgresql://postgres@127.0.0.1:54x/test", "port is not a number"),
-        ("postgresql://postgres@127.0.0.1/test?schemas=x", "unknown option 'schemas'"),
+        ("postgresql://postgres@127.0.0.1/test?schemas=x", 'invalid connection option "schemas"'),
+        ("postgresql://postgres@127.0.0.1/test?pooled=maybe", "pooled must be true, false"),
     ],
 )
 def test_a_wrong_url_is_one_clear_line(url: str, message: str) -> None:

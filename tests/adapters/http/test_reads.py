@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 
 from tests.support.http import OTHER_PROVIDER, PROVIDER, assert_problem, lesson
+from tests.support.projections import wait_until
 from tests.support.served import Api, served
 from tests.support.stores import Store
 
@@ -143,16 +144,31 @@ def test_projection_status_and_a_rebuild_over_http(api: Api) -> None:
     admin = api.auth("admin")
     api.client.get("/v1/lessons", params={"min_position": last["position"]}, headers=admin)
 
-    status = api.client.get("/v1/projections", headers=admin).json()
+    # The server's follower of the log's tree catches up by itself (polling on SQLite).
+    status = wait_until(
+        lambda: (
+            (found := api.client.get("/v1/projections", headers=admin).json())[1]["lag"] == 0
+            and found
+        ),
+        what="the log's tree caught up",
+    )
     forbidden = api.client.post(
         "/v1/projections/lessons/rebuild", headers=api.auth("provider", PROVIDER)
     )
     unknown = api.client.post("/v1/projections/nope/rebuild", headers=admin)
     started = api.client.post("/v1/projections/lessons/rebuild", headers=admin)
 
-    assert [(p["name"], p["position"], p["lag"]) for p in status] == [
-        ("lessons", last["position"], 0)
-    ]
+    lessons_status, tree_status = status
+    assert (lessons_status["name"], lessons_status["position"], lessons_status["lag"]) == (
+        "lessons",
+        last["position"],
+        0,
+    )
+    assert (tree_status["name"], tree_status["position"], tree_status["head"]) == (
+        "merkle",
+        last["position"],
+        last["position"],
+    )
     assert_problem(forbidden, 403)
     assert_problem(unknown, 404)
     assert started.status_code == 202

@@ -1,0 +1,66 @@
+"""The eventsourcing library's PostgreSQL factory as the ledger uses it: every connection
+of the library's pool gets the URL's libpq options (`sslmode`, `application_name`, ...),
+and through a transaction pooler the pool keeps no session state.
+
+Chosen by `Database.persistence_env` (PERSISTENCE_MODULE), which also passes the options
+(POSTGRES_LIBPQ_OPTIONS, URL-encoded) and whether the URL is pooled (POSTGRES_POOLED).
+Through a pooler the pool's connections have psycopg's automatic prepare off (a named
+prepared statement would meet other sessions, or outlive its own), and skip the
+library's `SET idle_in_transaction_session_timeout` on connect (a SET outside a
+transaction lands on whichever server session the pooler picked; the pooler's own
+`idle_transaction_timeout` is the place for it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment, EnvType, strtobool
+from psycopg import Connection
+from psycopg.rows import DictRow
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """PostgresFactory whose pool passes the URL's libpq options, pooler-safe when
+    `pooled` (see the module docstring)."""
+
+    POSTGRES_LIBPQ_OPTIONS = "POSTGRES_LIBPQ_OPTIONS"
+    POSTGRES_POOLED = "POSTGRES_POOLED"
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        self.pooled = strtobool(self.env.get(self.POSTGRES_POOLED) or "no")
+        options = dict(
+            parse_qsl(self.env.get(self.POSTGRES_LIBPQ_OPTIONS) or "", keep_blank_values=True)
+        )
+        self.datastore.pool = _pool(self.datastore, options, self.pooled)
+
+
+def _pool(datastore: PostgresDatastore, options: dict[str, str], pooled: bool) -> Any:
+    """The library's pool (not opened yet) made again, the same but for the options and,
+    when pooled, the configure step and psycopg's prepare."""
+    built = datastore.pool
+    assert isinstance(built.kwargs, dict)  # as PostgresDatastore builds it
+    kwargs: dict[str, Any] = {**built.kwargs, **options}
+    if pooled:
+        kwargs["prepare_threshold"] = None
+    built.close()  # never opened: nothing to close but its bookkeeping
+    return ConnectionPool(
+        get_password_func=built.get_password_func,
+        connection_class=Connection[DictRow],
+        kwargs=kwargs,
+        min_size=built.min_size,
+        max_size=built.max_size,
+        open=False,
+        configure=_autocommit if pooled else datastore.after_connect_func(),
+        timeout=built.timeout,
+        max_waiting=built.max_waiting,
+        max_lifetime=built.max_lifetime,
+        check=ConnectionPool.check_connection if datastore.pre_ping else None,
+    )
+
+
+def _autocommit(conn: Connection[Any]) -> None:
+    conn.autocommit = True

@@ -1,0 +1,182 @@
+"""Least privilege on PostgreSQL, with roles the tests create: a migration role that owns
+only its schema runs `lesson-ledger db migrate`; a serving role granted exactly what the
+README lists serves requests, the follower and the worker; a schema-only role runs the
+ledger in its schema; with table creation off a missing table is one line at start."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from adapters.migrate import TABLES
+from adapters.worker import WorkerSettings, start_worker_in_background
+from tests.support import ROOT
+from tests.support.command_line import cli
+from tests.support.http import PROVIDER, lesson
+from tests.support.projections import wait_until
+from tests.support.served import served
+from tests.support.stores import POSTGRES_URL, require_postgres
+
+GRANTS_HEADER = "-- The serving role's rights"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """A schema owned by `owner` (no right on the database) and a serving role `app`."""
+
+    schema: str
+    owner: str
+    app: str
+
+    def url(self, role: str, **options: str) -> str:
+        server = POSTGRES_URL.split("://", 1)[1].split("@", 1)[1]
+        query = "&".join(f"{k}={v}" for k, v in {"schema": self.schema, **options}.items())
+        return f"postgresql://{role}@{server}?{query}"
+
+
+@pytest.fixture
+def roles() -> Iterator[Roles]:
+    require_postgres()
+    tag = uuid.uuid4().hex[:10]
+    found = Roles(f"ledger_{tag}", f"owner_{tag}", f"app_{tag}")
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        for role in (found.owner, found.app):
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'CREATE SCHEMA "{found.schema}" AUTHORIZATION "{found.owner}"')
+    try:
+        yield found
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{found.schema}" CASCADE')
+            for role in (found.app, found.owner):
+                conn.execute(f'DROP OWNED BY "{role}"')
+                conn.execute(f'DROP ROLE "{role}"')
+
+
+def readme_grants(roles: Roles) -> list[str]:
+    """The README's GRANT block, with this test's schema and role names."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(GRANTS_HEADER)
+    block = text[start : text.index("```", start)]
+    for name, value in (("ledger_owner", roles.owner), ("ledger_app", roles.app)):
+        block = re.sub(rf"\b{name}\b", value, block)
+    block = re.sub(r"\bledger\b", roles.schema, block)
+    statements = [line for line in block.splitlines() if line and not line.startswith("--")]
+    assert statements and all(line.endswith(";") for line in statements), statements
+    return statements
+
+
+def migrate(url: str) -> dict[str, str]:
+    ran = cli("db", "migrate", database_url=url)
+    assert ran.exit_code == 0, ran.stderr
+    steps = dict(
+        line.rsplit(": ", 1)
+        for line in ran.stdout.splitlines()
+        if line.startswith(("schema ", "table ", "function "))
+    )
+    return steps
+
+
+def test_a_migration_role_migrates_and_the_readme_grants_are_all_a_serving_role_needs(
+    roles: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner_url = roles.url(roles.owner)
+    first = migrate(owner_url)
+    assert first[f"schema {roles.schema}"] == "already there"  # made by the administrator
+    assert {f"table {roles.schema}.{table}" for table in TABLES} <= set(first)
+    assert {first[f"table {roles.schema}.{table}"] for table in TABLES} == {"created"}
+    functions = [step for step in first if step.startswith("function")]
+    assert len(functions) == 2 and all(first[step] == "created" for step in functions)
+    again = migrate(owner_url)
+    assert again.keys() == first.keys()
+    assert set(again.values()) == {"already there"}  # idempotent
+    with psycopg.connect(POSTGRES_URL) as conn:
+        made = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (roles.schema,)
+        ).fetchall()
+    assert sorted(name for (name,) in made) == sorted(TABLES)
+
+    with psycopg.connect(roles.url(roles.owner).split("?")[0], autocommit=True) as conn:
+        for statement in readme_grants(roles):
+            conn.execute(statement)
+
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+    app_url = roles.url(roles.app)
+    settings = WorkerSettings(generator="template", worker_poll_seconds=0.05)
+    with served(app_url) as api:
+        provider = api.auth("provider", PROVIDER)
+        admin = api.auth("admin")
+        created = api.client.post("/v1/lessons/requests", json=lesson(), headers=provider)
+        assert created.status_code == 201, created.text
+        lesson_id, position = created.json()["lesson_id"], created.json()["position"]
+        read = api.client.get(
+            f"/v1/lessons/{lesson_id}", params={"min_position": position}, headers=provider
+        )
+        assert read.status_code == 200, read.text  # the follower, as the serving role
+        worker = start_worker_in_background(app_url, settings, ledger=api.app.state.ledger)
+        try:
+            wait_until(
+                lambda: (
+                    api.client.get(f"/v1/lessons/{lesson_id}", headers=admin).json()["status"]
+                    == "generated"
+                ),
+                30,
+                "the worker, as the serving role, to generate the lesson",
+            )
+        finally:
+            assert worker.stop(timeout=20)
+        history = api.client.get(f"/v1/lessons/{lesson_id}/history", headers=provider)
+        assert [e["event"] for e in history.json()["entries"]] == [
+            "OpenedByRequest",
+            "LessonGenerated",
+        ]
+        batch = api.client.post(
+            "/v1/lessons/requests/batch",
+            json={"lessons": [lesson(slot="10:00-10:30", request_id="r-2")]},
+            headers=provider,
+        )
+        assert batch.status_code == 200, batch.text
+
+    # A rebuild, as the owner, makes the lessons table anew; the serving role reads it.
+    monkeypatch.delenv("LESSON_LEDGER_CREATE_TABLES")
+    rebuilt = cli("projections", "rebuild", database_url=owner_url)
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+    status = cli("projections", "status", "--json", database_url=app_url)
+    assert status.exit_code == 0, status.stderr
+    with served(app_url) as api:
+        listed = api.client.get("/v1/lessons", headers=api.auth("admin"))
+        assert listed.status_code == 200 and len(listed.json()["items"]) == 2
+
+
+def test_a_role_that_owns_only_its_schema_runs_the_ledger_in_it(roles: Roles) -> None:
+    """No CREATE right on the database: the schema is there, so none is needed."""
+    with served(roles.url(roles.owner)) as api:
+        created = api.client.post(
+            "/v1/lessons/requests", json=lesson(), headers=api.auth("provider", PROVIDER)
+        )
+        assert created.status_code == 201, created.text
+        read = api.client.get(
+            f"/v1/lessons/{created.json()['lesson_id']}",
+            params={"min_position": created.json()["position"]},
+            headers=api.auth("provider", PROVIDER),
+        )
+        assert read.status_code == 200
+
+
+@pytest.mark.parametrize("command", [("projections", "status"), ("serve",), ("worker",)])
+def test_with_table_creation_off_a_missing_table_is_one_line_at_start(
+    roles: Roles, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+    ran = cli(*command, database_url=roles.url(roles.owner))
+    assert ran.exit_code == 3
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1, ran.stderr
+    assert "table creation is off" in lines[0] and "lesson-ledger db migrate" in lines[0]
+    assert f"{roles.schema}." in lines[0]
