@@ -4,13 +4,30 @@ in tests/support/, never here."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from domain import LessonLedger
 from tests.support.stores import Store, postgres_store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ledger's key file for every test (required on PostgreSQL), in a session folder;
+    a test of the default beside the database unsets LESSON_LEDGER_KEY_FILE itself."""
+    path = tmp_path_factory.mktemp("keys") / "ledger.keys.json"
+    ensure_keys(path)
+    before = os.environ.get(KEY_FILE_SETTING)
+    os.environ[KEY_FILE_SETTING] = str(path)  # also for servers started as processes
+    yield path
+    if before is None:
+        del os.environ[KEY_FILE_SETTING]
+    else:
+        os.environ[KEY_FILE_SETTING] = before
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,6 +8,7 @@ import typer
 
 from adapters.cli.audit import audit_commands
 from adapters.cli.imports import import_commands
+from adapters.cli.keys import keys_app
 from adapters.cli.lessons import lessons_commands
 from adapters.cli.projections import projections_app
 from adapters.cli.serve import serve
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.command()(serve)
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
 app.add_typer(projections_app, name="projections")
 app.add_typer(lessons_commands)  # request, batch, show, history
 app.add_typer(audit_commands)  # report conflicts, export, verify-export

@@ -16,10 +16,14 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
+from adapters.auth.bearer import BearerTokens
+from adapters.auth.jwt_tokens import JwtVerifier
 from adapters.eventstore import open_ledger
 from adapters.http import batches, commands, history, operations, problems, reads
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
+from adapters.keys.keyed_ids import KeyedIds
+from adapters.keys.keyfile import LedgerKeys, open_keys
 from adapters.read_model import open_read_model
 from adapters.settings import Settings
 from adapters.storage.database import Database
@@ -38,13 +42,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_url(settings.database_url)
+        # The keys and the JWT settings first: a server that cannot have them starts nothing.
+        keys = ledger_keys(settings, database)
+        jwt = JwtVerifier.from_settings(settings.jwt)
         ledger = open_ledger(database.url)
         read_model = open_read_model(database, ledger=ledger)
         sql = SqlStore(database)
         app.state.ledger = ledger
         app.state.read_model = read_model
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
+        app.state.bearer = BearerTokens(app.state.tokens, jwt)
         app.state.idempotency = IdempotencyStore(sql)
+        app.state.keyed_ids = KeyedIds(keys["hash_key"])
         # The server keeps the read model current by itself; with several server
         # processes one follower is active and the others stand by.
         follower = read_model.start_following() if settings.follow_projections else None
@@ -63,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             read_model.close()
             sql.close()
             ledger.close()
+            app.state.bearer.close()
 
     app = FastAPI(
         dependencies=[Depends(problems.known_query_parameters_only)],
@@ -99,6 +109,13 @@ def document_problems(app: FastAPI) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def ledger_keys(settings: Settings, database: Database) -> LedgerKeys:
+    """The ledger's keys: from LESSON_LEDGER_KEY_FILE, or the file beside a SQLite database."""
+    return open_keys(
+        key_file=settings.key_file, database_kind=database.kind, database_path=database.path
+    )
 
 
 def create_app_from_env() -> FastAPI:
