@@ -41,7 +41,9 @@ def serve(
         # So are a missing or broken key file and unsafe JWT settings; the server
         # processes find the key file made here.
         keys = ledger_keys(settings, database)
-        JwtVerifier.from_settings(settings.jwt)
+        verifier = JwtVerifier.from_settings(settings.jwt)
+        if verifier is not None:
+            verifier.close()
         os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
         first_admin = with_tokens(
             url,

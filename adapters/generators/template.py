@@ -125,11 +125,7 @@ def _lesson(request: GenerationRequest) -> LessonPlan:
         introduction=Section(
             description=f"Warm-up: connect {topic} to what students already know.",
             duration=intro_minutes,
-            instructions=[
-                f"Ask students what they already know about {topic}.",
-                "Model one example aloud, naming each step.",
-                "State today's goal in one sentence.",
-            ],
+            instructions=_warm_up(request, topic),
             materials=[board],
         ),
         activity=Section(
@@ -139,6 +135,20 @@ def _lesson(request: GenerationRequest) -> LessonPlan:
             materials=[sheet],
         ),
     )
+
+
+def _warm_up(request: GenerationRequest, topic: str) -> list[str]:
+    if request.early_years:
+        return [
+            f"Show a picture of {topic} and ask what students notice.",
+            "Model one example aloud with objects or pictures.",
+            "Say today's goal in a few simple words.",
+        ]
+    return [
+        f"Ask students what they already know about {topic}.",
+        "Model one example aloud, naming each step.",
+        "State today's goal in one sentence.",
+    ]
 
 
 def _practice(request: GenerationRequest) -> list[str]:
