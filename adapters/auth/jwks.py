@@ -85,7 +85,10 @@ class JwksCache:
         return self._clock() - self._tried_at >= self.refresh_seconds
 
     def _refresh_in_background(self) -> None:
-        with self._lock:
+        # Never waits: while another thread fetches, the cached key answers at once.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             running = self._background is not None and self._background.is_alive()
             if running or not self._may_fetch():
                 return
@@ -94,6 +97,8 @@ class JwksCache:
                 target=self._locked_fetch, name="jwks-refresh", daemon=True
             )
             self._background.start()
+        finally:
+            self._lock.release()
 
     def _locked_fetch(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@ made by the test and a JWKS document it serves on loopback (tests/support/jwks.p
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,10 @@ def test_a_valid_tokens_calendar_batch_is_accepted_and_its_lessons_carry_the_sub
     entry = history.json()["entries"][0]
     assert (entry["actor"], entry["source"]) == (ALICE, "api-jwt")
     assert "someone@example.org" not in store.all_text()  # nothing from a token but its subject
+    exported = [
+        json.loads(line) for line in cli("export", database_url=store.url).stdout.splitlines()
+    ]
+    assert {(line["actor"], line["source"]) for line in exported} == {(ALICE, "api-jwt")}
 
 
 def test_the_ledgers_own_tokens_keep_working_beside_jwts(api: Api) -> None:
