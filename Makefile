@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean event-schema event-corpus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# After changing an event class: record its new version and rewrite docs/events.md.
+event-schema: $(STAMP)
+	$(BIN)/python -m tests.support.event_schema
+
+# The current release's stored events, for the tests of every later release.
+event-corpus: $(STAMP)
+	$(BIN)/python -m tests.support.event_corpus
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

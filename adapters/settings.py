@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     min_position_wait_seconds: float = 5.0
     log_level: str = "INFO"
     follow_projections: bool = True
+    retention_days: int | None = None
+    """Erase the students' data of lessons dated more than this many days ago, daily (the
+    server does it); none: keep it until erased."""
     token_cache_seconds: float = 5.0
     """How long a server process remembers a token it found valid: a token revoked by
     another process (`lesson-ledger tokens revoke`) is refused within this time; 0

@@ -15,8 +15,9 @@ from domain.errors import (
 from domain.history import HistoryEntry, LessonHistory
 from domain.keys import LEDGER_NAMESPACE, LessonKey, lesson_id_for, parse_key
 from domain.ledger import CommandResult, LessonLedger
-from domain.lesson import LessonSlot, LessonState, Metadata
+from domain.lesson import LessonSlot
 from domain.ports import SlotStore
+from domain.state import LessonState, Metadata
 
 __all__ = [
     "LEDGER_NAMESPACE",

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
+from domain.fingerprint import Fingerprint
 from domain.keys import (
     LESSON_DATE_PATTERN,
     PROVIDER_ID_PATTERN,
@@ -186,6 +187,8 @@ class RequestLesson:
     """The key's parts as the caller spelled them (shortened), kept for the audit."""
     details_size: int = 0
     """Bytes of the details as JSON."""
+    fingerprint: Fingerprint | None = None
+    """Set by the ledger, before the students' parts are sealed."""
 
     @property
     def payload_size(self) -> int:
@@ -379,6 +382,8 @@ class ImportLesson:
     correlation_id: str | None
     source: str
     as_sent: dict[str, str]
+    fingerprint: Fingerprint | None = None
+    """Set by the ledger, before the content is sealed."""
 
     @property
     def payload_size(self) -> int:

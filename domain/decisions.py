@@ -4,7 +4,8 @@ request, a batch item, an imported row), whether or not the slot exists yet."""
 from __future__ import annotations
 
 from domain.commands import ImportLesson, RequestLesson
-from domain.lesson import Decided, Decision, LessonSlot, Metadata
+from domain.lesson import Decided, LessonSlot
+from domain.state import Decision, Metadata
 
 SlotCommand = RequestLesson | ImportLesson
 
@@ -17,6 +18,8 @@ def decide(command: SlotCommand, slot: LessonSlot | None) -> tuple[Decided, Deci
     away records a RequestRejected event on the slot and raises a DomainRejection.
     """
     by = metadata_of(command)
+    fingerprint = command.fingerprint
+    assert fingerprint is not None, "the ledger prints every command before deciding it"
     if isinstance(command, ImportLesson):
         slot = slot or LessonSlot.open(command.key, by)
         decision = slot.import_legacy(
@@ -26,12 +29,15 @@ def decide(command: SlotCommand, slot: LessonSlot | None) -> tuple[Decided, Deci
             command.created_at,
             command.updated_at,
             command.flags,
+            fingerprint,
         )
         return slot, decision
     if slot is None:
-        opened = LessonSlot.first_request(command.key, by, command.details, command.students)
+        opened = LessonSlot.first_request(
+            command.key, by, command.details, command.students, fingerprint
+        )
         return opened, Decision("accepted", 1)
-    return slot, slot.request(by, command.details, command.students)
+    return slot, slot.request(by, command.details, command.students, fingerprint)
 
 
 def metadata_of(command: SlotCommand) -> Metadata:

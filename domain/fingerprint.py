@@ -1,14 +1,19 @@
 """The fingerprint of a command: what a retry under the same request id must repeat (the
 command, who sent it, and what it carried), as a digest stored in the command's event.
 
-Two recipes exist: the first release's (SHA-256 of `json.dumps(..., sort_keys=True)`)
-and the current one (`2:` and the SHA-256 of sorted, compact JSON by orjson). Stored
-fingerprints of either recipe keep matching, so a retry is a replay across releases.
+A command carries students' details, so a plain digest of it would let anyone holding
+the events confirm a guess of them, erased or not: the current recipe is keyed, `3:` and
+an HMAC-SHA256, under a key kept outside the database, of the SHA-256 of the parts as
+sorted, compact JSON (orjson). Earlier recipes still match, so a retry is a replay across
+releases: `2:` and that SHA-256 unkeyed (release 0.1.0), the first release's plain
+SHA-256 of `json.dumps(..., sort_keys=True)`, and `1k:`, the first recipe keyed (how the
+student-data migration rewrites it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,19 +27,32 @@ class Fingerprint:
     and what it carried, as a digest stored in the command's event."""
 
     parts: tuple[object, ...]
+    key: bytes | None = None
+    """The HMAC key; without one (None, empty), the unkeyed `2:` recipe of release 0.1.0."""
 
     @classmethod
-    def of(cls, command: str, actor: str, *payload: object) -> Fingerprint:
-        return cls((command, actor, *payload))
+    def of(
+        cls, command: str, actor: str, *payload: object, key: bytes | None = None
+    ) -> Fingerprint:
+        return cls((command, actor, *payload), key)
 
     @cached_property
     def text(self) -> str:
-        """`2:` and the SHA-256 of the parts as sorted, compact JSON (orjson)."""
+        """The current recipe: `3:` keyed (`2:` without a key)."""
+        digest = self._digest()
+        if not self.key:
+            return self.first_recipe if digest is None else "2:" + digest.hex()
+        if digest is None:  # an integer beyond 64 bits, say: the first recipe, keyed
+            return "1k:" + _keyed(self.key, bytes.fromhex(self.first_recipe))
+        return "3:" + _keyed(self.key, digest)
+
+    def _digest(self) -> bytes | None:
+        """The SHA-256 of the parts as sorted, compact JSON (orjson)."""
         try:
             data = orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits, say: the first recipe
-            return self.first_recipe
-        return _PRINT_REVISION + hashlib.sha256(data).hexdigest()
+        except orjson.JSONEncodeError:
+            return None
+        return hashlib.sha256(data).digest()
 
     @property
     def first_recipe(self) -> str:
@@ -44,12 +62,31 @@ class Fingerprint:
 
     def matches(self, stored: str) -> bool:
         """True when `stored` is this print, by whichever recipe made it."""
-        if stored.startswith(_PRINT_REVISION):
+        if stored.startswith("3:"):
             return stored == self.text
+        if stored.startswith("2:"):
+            digest = self._digest()
+            return digest is not None and stored == "2:" + digest.hex()
+        if stored.startswith("1k:"):
+            first = bytes.fromhex(self.first_recipe)
+            return bool(self.key) and stored == "1k:" + _keyed(self.key or b"", first)
         return stored == self.first_recipe
 
 
-_PRINT_REVISION = "2:"
+def rekeyed(stored: str, key: bytes) -> str:
+    """A stored print of an unkeyed recipe under `key`, as the current one would make it
+    (what the student-data migration writes): it keeps matching the same retries."""
+    if stored.startswith("2:"):
+        return "3:" + _keyed(key, bytes.fromhex(stored[2:]))
+    if stored.startswith(("3:", "1k:")):
+        return stored
+    return "1k:" + _keyed(key, bytes.fromhex(stored))
+
+
+def _keyed(key: bytes, digest: bytes) -> str:
+    return hmac.digest(key, digest, "sha256").hex()
+
+
 _PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 # Exactly json.dumps(..., sort_keys=True, default=str), the first recipe, with one
 # encoder kept rather than made per call, and no check for circular references

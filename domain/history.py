@@ -3,13 +3,14 @@ and batch, and what it changed, and the slot's state as it was after the last on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.lesson import LessonSlot, LessonState
+from domain.lesson import LessonSlot
+from domain.state import LessonState
 
 # Fields every entry carries apart (or leaves out), not as a change.
 _BASE_FIELDS = {
@@ -50,22 +51,34 @@ class LessonHistory:
     state: LessonState | None
 
 
-def history_of(lesson_id: UUID, events: Sequence[LessonSlot.Event]) -> LessonHistory:
-    """The history of these events (a slot's, in order): entries, and the state they make."""
+Opener = Callable[[UUID, dict[str, Any] | None], dict[str, Any] | None]
+
+
+def history_of(
+    lesson_id: UUID,
+    events: Sequence[LessonSlot.Event],
+    readable: Callable[[LessonState], LessonState],
+    open_content: Opener,
+) -> LessonHistory:
+    """The history of these events (a slot's, in order): entries, and the state they make,
+    its content opened (`readable`, `open_content`: the ledger's sealing)."""
     slot: LessonSlot | None = None
     for event in events:
         slot = event.mutate(slot)
-    state = slot.state() if slot is not None else None
-    return LessonHistory(lesson_id, [history_entry(event) for event in events], state)
+    state = readable(slot.state()) if slot is not None else None
+    entries = [history_entry(event, open_content) for event in events]
+    return LessonHistory(lesson_id, entries, state)
 
 
-def history_entry(event: LessonSlot.Event) -> HistoryEntry:
-    """The entry of one event; the students' sensitive part shows as a count."""
+def history_entry(event: LessonSlot.Event, open_content: Opener) -> HistoryEntry:
+    """The entry of one event; the students' parts show as a count, content opened."""
     fields = vars(event)
     changes = {k: v for k, v in fields.items() if k not in _BASE_FIELDS}
     if changes.get("students") is not None:
-        # Sensitive per-student data stays in the event; history shows how many.
+        # Each student's details stay sealed in the event; history shows how many.
         changes["students"] = f"{len(changes['students'])} student(s)"
+    if "content" in changes:
+        changes["content"] = open_content(event.originator_id, changes["content"])
     return HistoryEntry(
         version=event.originator_version,
         event=type(event).__qualname__.rsplit(".", 1)[-1],

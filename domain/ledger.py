@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -43,11 +43,13 @@ from domain.errors import (
     LedgerUnavailable,
     LessonNotFound,
 )
+from domain.fingerprint import Fingerprint
 from domain.history import LessonHistory, history_of
 from domain.invalid_requests import InvalidRequest, InvalidRequestLog, shortened
 from domain.keys import canonical_request_id
-from domain.lesson import Decided, Decision, LessonSlot, LessonState, Metadata, Outcome
-from domain.ports import SlotStore
+from domain.lesson import Decided, LessonSlot
+from domain.ports import SlotStore, StudentData
+from domain.state import Decision, LessonState, Metadata, Outcome
 
 log = logging.getLogger("lesson_ledger.ledger")
 KEY_PARTS = ("provider_id", "school_id", "lesson_date", "time_slot", "kind")
@@ -70,8 +72,15 @@ class LessonLedger:
     # reached under pathological contention.
     MAX_RACE_RETRIES = 100
 
-    def __init__(self, slots: SlotStore, invalid_requests: InvalidRequestLog | None = None):
+    def __init__(
+        self,
+        slots: SlotStore,
+        student_data: StudentData,
+        invalid_requests: InvalidRequestLog | None = None,
+    ):
         self.slots = slots
+        self.student_data = student_data
+        """Where students' details are sealed and opened (domain/sealed.py)."""
         self.invalid_requests = invalid_requests
         """Where refused requests are kept for the audit (None: not kept)."""
         self._batches = BatchDecider(slots, self.MAX_RACE_RETRIES)
@@ -84,7 +93,7 @@ class LessonLedger:
         Fields: provider_id, school_id, lesson_date, time_slot (none for
         kind="on_demand"), request_id, actor, kind, details, correlation_id, source.
         """
-        request = self._validated(**fields)
+        request = self._sealed(self._validated(**fields))
         return self._decide(
             request.key.lesson_id, lambda slot: decide(request, slot), presume_new=True
         )
@@ -107,12 +116,14 @@ class LessonLedger:
                 ("actor", check_actor, actor),
             ]
         )
-        return self._decide(
-            lesson_id,
-            lambda slot: _on(
-                slot, lesson_id, lambda s: s.record_generation(attempt, content, model, actor)
-            ),
-        )
+
+        def record(slot: LessonSlot) -> Decision:
+            sealed = self.student_data.seal_content(
+                slot.id, slot.lesson_date, slot.students or [], content
+            )
+            return slot.record_generation(attempt, sealed, model, actor)
+
+        return self._decide(lesson_id, lambda slot: _on(slot, lesson_id, record))
 
     def record_failure(
         self, *, lesson_id: UUID, attempt: int, reason: str, actor: str = "worker"
@@ -142,8 +153,9 @@ class LessonLedger:
     ) -> CommandResult:
         """Start a new attempt for a generated or failed lesson."""
         by, why = _checked_metadata(request_id, actor, reason, correlation_id, source)
+        printed = self._print("regenerate", by.actor, why)
         return self._decide(
-            lesson_id, lambda slot: _on(slot, lesson_id, lambda s: s.regenerate(by, why))
+            lesson_id, lambda slot: _on(slot, lesson_id, lambda s: s.regenerate(by, why, printed))
         )
 
     def cancel(
@@ -158,8 +170,9 @@ class LessonLedger:
     ) -> CommandResult:
         """Cancel a lesson: the slot is free to be requested again."""
         by, why = _checked_metadata(request_id, actor, reason, correlation_id, source)
+        printed = self._print("cancel", by.actor, why)
         return self._decide(
-            lesson_id, lambda slot: _on(slot, lesson_id, lambda s: s.cancel(by, why))
+            lesson_id, lambda slot: _on(slot, lesson_id, lambda s: s.cancel(by, why, printed))
         )
 
     def request_batch(
@@ -194,7 +207,7 @@ class LessonLedger:
         commands: list[RequestLesson | InvalidLessonRequest] = []
         for item in items:
             try:
-                commands.append(self._validated(**_batch_item(item, batch_id)))
+                commands.append(self._sealed(self._validated(**_batch_item(item, batch_id))))
             except InvalidLessonRequest as invalid:
                 commands.append(invalid)
         return self._batches.run(commands, mode=mode, batch_id=batch_id)
@@ -215,7 +228,9 @@ class LessonLedger:
         commands: list[ImportLesson | InvalidLessonRequest] = []
         for row in rows:
             try:
-                commands.append(validate_import(row, actor=actor, correlation_id=batch_id))
+                commands.append(
+                    self._sealed_row(validate_import(row, actor=actor, correlation_id=batch_id))
+                )
             except InvalidLessonRequest as invalid:
                 commands.append(invalid)
         return self._batches.run(
@@ -225,9 +240,28 @@ class LessonLedger:
     # Queries.
 
     def get_lesson(self, lesson_id: UUID) -> LessonState | None:
-        """The slot's current state from its events, or None for an unknown id."""
+        """The slot's current state from its events, its students' parts and content
+        opened (an erased one as None), or None for an unknown id."""
         slot = self.slots.load(lesson_id)
-        return slot.state() if slot else None
+        return self.readable(slot.state()) if slot else None
+
+    def readable(self, state: LessonState) -> LessonState:
+        """A state with its students' parts and content opened (an erased part, or content
+        made for an erased student, as None)."""
+        data = self.student_data
+        students = (
+            None if state.students is None else data.open_students(state.lesson_id, state.students)
+        )
+        content = (
+            None if state.content is None else data.open_content(state.lesson_id, state.content)
+        )
+        return replace(state, students=students, content=content)
+
+    def readable_content(
+        self, lesson_id: UUID, content: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """A lesson's content (as the read model holds it, sealed) opened; None when erased."""
+        return None if content is None else self.student_data.open_content(lesson_id, content)
 
     def history(
         self,
@@ -244,7 +278,7 @@ class LessonLedger:
             if known and self.slots.load(lesson_id) is not None:
                 return LessonHistory(lesson_id, [], None)
             raise LessonNotFound(f"no lesson has the id {lesson_id}")
-        return history_of(lesson_id, events)
+        return history_of(lesson_id, events, self.readable, self.readable_content)
 
     def __enter__(self) -> LessonLedger:
         return self
@@ -256,7 +290,32 @@ class LessonLedger:
         """Free the store's connections."""
         if self.invalid_requests is not None:
             self.invalid_requests.close()
+        self.student_data.close()
         self.slots.close()
+
+    # Sealing.
+
+    def _print(self, command: str, actor: str, *payload: object) -> Fingerprint:
+        return Fingerprint.of(command, actor, *payload, key=self.student_data.print_key)
+
+    def _sealed(self, request: RequestLesson) -> RequestLesson:
+        """The request, printed from what it carries, then its students' parts sealed."""
+        printed = self._print("request", request.actor, request.details, request.students)
+        students = request.students
+        if students is not None:
+            students = self.student_data.seal_students(request.key, students)
+        return replace(request, students=students, fingerprint=printed)
+
+    def _sealed_row(self, row: ImportLesson) -> ImportLesson:
+        """A legacy row, printed, then its content sealed (under the lesson date's key:
+        it names no students)."""
+        # The row is the same row whoever runs the import again: no actor in its print.
+        printed = self._print("import", "", row.legacy_id, row.content)
+        content = row.content
+        if content is not None:
+            key = row.key
+            content = self.student_data.seal_content(key.lesson_id, key.lesson_date, [], content)
+        return replace(row, content=content, fingerprint=printed)
 
     # Refused input.
 

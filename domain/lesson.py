@@ -9,10 +9,8 @@ who else tried to claim it, when, and why they were turned away.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any, Literal, NoReturn
-from uuid import UUID
+from typing import Any, NoReturn
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
@@ -28,77 +26,16 @@ from domain.errors import (
 )
 from domain.fingerprint import Fingerprint
 from domain.keys import LessonKey
-
-Status = Literal["new", "requested", "generated", "failed", "cancelled"]
-Outcome = Literal["accepted", "replayed"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a command decided: a new event pending ("accepted") or nothing to write
-    ("replayed"), and the attempt it concerns."""
-
-    outcome: Outcome
-    attempt: int
-
-
-Command = Literal[
-    "request", "regenerate", "cancel", "record_generation", "record_failure", "import"
-]
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """Who did it, as every event records it."""
-
-    request_id: str
-    actor: str
-    correlation_id: str | None = None
-    source: str = "api"
-    as_sent: dict[str, str] | None = None
-    """The key's parts as the caller spelled them, for the conflict report."""
-
-    def fields(self) -> dict[str, Any]:
-        """The metadata as event fields (`dataclasses.asdict` deep-copies: slower by far)."""
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class LessonState:
-    """A lesson slot's state at one version, as queries return it."""
-
-    lesson_id: UUID
-    provider_id: str
-    school_id: str
-    lesson_date: date
-    time_slot: str
-    kind: str
-    status: Status
-    attempt: int
-    request_id: str | None
-    requested_by: str | None
-    requested_at: datetime | None
-    correlation_id: str | None
-    details: dict[str, Any] | None
-    students: list[dict[str, Any]] | None
-    content: dict[str, Any] | None
-    model: str | None
-    generated_at: datetime | None
-    failure_reason: str | None
-    cancel_reason: str | None
-    version: int
-    updated_at: datetime
-    legacy_id: str | None = None
-    flags: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from domain.sealed import plain_content, plain_parts
+from domain.state import Command, Decision, LessonState, Metadata, Status
 
 
 class LessonSlot(Aggregate):
     """A lesson slot, keyed by (provider, school, date, time slot)."""
 
     class Event(Aggregate.Event):
+        """What every event of a slot records: who did it, for which request, from where."""
+
         request_id: str
         actor: str
         correlation_id: str | None
@@ -106,17 +43,30 @@ class LessonSlot(Aggregate):
         as_sent: dict[str, str] | None
 
     class Opened(Aggregate.Created, Event):
+        """A slot comes into being with its canonical key (an import opens slots so)."""
+
+        class_version = 1
         provider_id: str
         school_id: str
         lesson_date: date
         time_slot: str
 
     class LessonRequested(Event):
+        """A request claims the slot and starts an attempt (also a regeneration: `reason`).
+        Each student's part is sealed under keys of its own (see `PLAIN`)."""
+
+        class_version = 2
         attempt: int
         details: dict[str, Any] | None
         students: list[dict[str, Any]] | None
         fingerprint: str
         reason: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`students` became sealed parts: an earlier event's plain parts read as
+            `{"plain": part}` until `lesson-ledger students encrypt-existing` seals them."""
+            state["students"] = plain_parts(state["students"])
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "requested"
@@ -132,16 +82,35 @@ class LessonSlot(Aggregate):
         (Slots opened by an import, or recorded before this event existed, begin with
         Opened instead.)"""
 
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`students` became sealed parts, as in LessonRequested version 2."""
+            state["students"] = plain_parts(state["students"])
+
     class LessonGenerated(Event):
+        """The generated lesson of an attempt, recorded by the worker; its content sealed
+        so that erasing any student of the lesson makes it unreadable too."""
+
+        class_version = 2
         attempt: int
         content: dict[str, Any]
         model: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`content` became sealed: an earlier event's reads as `{"plain": content}`."""
+            state["content"] = plain_content(state["content"])
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated"
             slot.content, slot.model, slot.generated_at = self.content, self.model, self.timestamp
 
     class GenerationFailed(Event):
+        """Generating an attempt failed, and why (no student detail in the reason)."""
+
+        class_version = 1
         attempt: int
         reason: str
 
@@ -150,6 +119,9 @@ class LessonSlot(Aggregate):
             slot.failure_reason = self.reason
 
     class LessonCancelled(Event):
+        """The lesson is cancelled: the slot is free to be requested again."""
+
+        class_version = 1
         attempt: int
         fingerprint: str
         reason: str | None
@@ -160,14 +132,21 @@ class LessonSlot(Aggregate):
             slot.seen_requests[self.request_id] = (self.fingerprint, self.attempt)
 
     class LessonImported(Event):
-        """A row of the old lessons table, brought into the ledger with its legacy id."""
+        """A row of the old lessons table, brought into the ledger with its legacy id; its
+        content sealed (under the lesson date's key: retention reaches it)."""
 
+        class_version = 2
         legacy_id: str
         content: dict[str, Any] | None
         legacy_created_at: datetime | None
         legacy_updated_at: datetime | None
         flags: list[str]
         fingerprint: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """`content` became sealed, as in LessonGenerated version 2."""
+            state["content"] = plain_content(state["content"])
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated" if self.content else "requested"
@@ -183,6 +162,7 @@ class LessonSlot(Aggregate):
     class RequestRejected(Event):
         """A command turned away: kept so the audit trail shows every attempt."""
 
+        class_version = 1
         command: str
         reason: str
         message: str
@@ -236,6 +216,7 @@ class LessonSlot(Aggregate):
         by: Metadata,
         details: dict[str, Any] | None,
         students: list[dict[str, Any]] | None,
+        fingerprint: Fingerprint,
     ) -> LessonSlot.OpenedByRequest:
         """What a request for a slot nobody has opened decides: the event that opens it
         with attempt 1. Built without the slot (`event.mutate(None)` builds it when
@@ -254,7 +235,7 @@ class LessonSlot(Aggregate):
             "attempt": 1,
             "details": details,
             "students": students,
-            "fingerprint": Fingerprint.of("request", by.actor, details, students).text,
+            "fingerprint": fingerprint.text,
             "reason": None,
             **by.fields(),
         }
@@ -270,15 +251,16 @@ class LessonSlot(Aggregate):
         return LessonKey(self.provider_id, self.school_id, self.lesson_date, self.time_slot)
 
     # Commands. Each returns its Decision, or records a RequestRejected event and
-    # raises a DomainRejection.
+    # raises a DomainRejection. A command's fingerprint comes with it (the ledger makes
+    # it, keyed, from what the command carried before its students' details were sealed).
 
     def request(
         self,
         by: Metadata,
         details: dict[str, Any] | None,
         students: list[dict[str, Any]] | None,
+        fingerprint: Fingerprint,
     ) -> Decision:
-        fingerprint = Fingerprint.of("request", by.actor, details, students)
         if replayed := self._replayed(by, fingerprint, "request"):
             return replayed
         if self.status not in ("new", "cancelled"):
@@ -286,8 +268,7 @@ class LessonSlot(Aggregate):
         self._start_attempt(by, details, students, fingerprint.text, reason=None)
         return Decision("accepted", self.attempt)
 
-    def regenerate(self, by: Metadata, reason: str | None) -> Decision:
-        fingerprint = Fingerprint.of("regenerate", by.actor, reason)
+    def regenerate(self, by: Metadata, reason: str | None, fingerprint: Fingerprint) -> Decision:
         if replayed := self._replayed(by, fingerprint, "regenerate"):
             return replayed
         if self.status not in ("generated", "failed"):
@@ -299,8 +280,7 @@ class LessonSlot(Aggregate):
         self._start_attempt(by, self.details, self.students, fingerprint.text, reason)
         return Decision("accepted", self.attempt)
 
-    def cancel(self, by: Metadata, reason: str | None) -> Decision:
-        fingerprint = Fingerprint.of("cancel", by.actor, reason)
+    def cancel(self, by: Metadata, reason: str | None, fingerprint: Fingerprint) -> Decision:
         if replayed := self._replayed(by, fingerprint, "cancel"):
             return replayed
         if self.status not in ("requested", "generated", "failed"):
@@ -326,11 +306,10 @@ class LessonSlot(Aggregate):
         created_at: datetime | None,
         updated_at: datetime | None,
         flags: list[str],
+        fingerprint: Fingerprint,
     ) -> Decision:
         """A legacy row into a new slot; on a held slot it is a collision, reported and
         never merged (and recorded once, however often the import is re-run)."""
-        # The row is the same row whoever runs the import again: no actor in its print.
-        fingerprint = Fingerprint.of("import", "", legacy_id, content)
         if replayed := self._replayed(by, fingerprint, "import"):
             return replayed
         if self.status != "new":

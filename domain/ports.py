@@ -8,10 +8,15 @@ appended to one of the slots first, and the ledger then decides again on fresh s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from datetime import date
+from typing import Any, Protocol
 from uuid import UUID
 
+from domain.keys import LessonKey
 from domain.lesson import Decided, LessonSlot
+
+Part = dict[str, Any]
+"""A student's part of a request, or a lesson's content, as the ledger holds it."""
 
 
 class SlotStore(Protocol):
@@ -39,4 +44,41 @@ class SlotStore(Protocol):
 
     def close(self) -> None:
         """Free the store's connections."""
+        ...
+
+
+class StudentData(Protocol):
+    """Where students' details are sealed and opened (domain/sealed.py says why).
+
+    A student's part is sealed under that student's own key, and under the lesson date's
+    key; a lesson's content under a key of its own, itself sealed under every student's
+    key and the date's. Destroying a student's key erases that student's parts and every
+    content made for them; destroying a date's key erases that day's parts (retention).
+    """
+
+    @property
+    def print_key(self) -> bytes:
+        """The key fingerprints are made with (kept outside the database)."""
+        ...
+
+    def seal_students(self, lesson: LessonKey, students: list[Part]) -> list[Part]:
+        """Each student's part sealed (a new student gets a key of their own)."""
+        ...
+
+    def open_students(self, lesson_id: UUID, sealed: Sequence[Part | None]) -> list[Part | None]:
+        """Each part opened; None for a part whose keys were destroyed (erased)."""
+        ...
+
+    def seal_content(
+        self, lesson_id: UUID, lesson_date: date, students: Sequence[Part], content: Part
+    ) -> Part:
+        """Content made for these students (their sealed parts) of this lesson, sealed."""
+        ...
+
+    def open_content(self, lesson_id: UUID, sealed: Part) -> Part | None:
+        """The content opened; None when a key it was sealed under was destroyed."""
+        ...
+
+    def close(self) -> None:
+        """Free the keys' connections."""
         ...

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from projections import lessons
 from projections.active_runner import ActiveRunner, OnState
 from projections.log import DEFAULT_PAGE_SIZE, EventLog, Page
+from projections.rebuild import REBUILD_PAGE_SIZE, rebuild
 from projections.runner import advance
 from projections.view import LIVE, LessonsView
 
@@ -45,6 +47,10 @@ class ProjectionFollower(ActiveRunner):
         self.position: int | None = None
 
     def _activate(self) -> str:
+        if self.view.shape(LIVE) != lessons.SHAPE:
+            # The first start of a release whose rows have another shape: rebuild them in a
+            # shadow table while the old ones stay untouched (and unread), then swap.
+            rebuild(self.view, self.log, page_size=REBUILD_PAGE_SIZE)
         self.position = self.view.position(LIVE)
         return f"following from position {self.position}"
 

@@ -15,7 +15,13 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from domain.lesson import LessonSlot, LessonState
+from domain.lesson import LessonSlot
+from domain.state import LessonState
+
+SHAPE = 1
+"""The shape of the rows this release writes: bump it when `fold` or the table's columns
+change. A table of another shape is rebuilt (into a shadow table, then swapped) on the
+first start of this release, and never read or written meanwhile."""
 
 STATUSES: tuple[str, ...] = ("new", "requested", "generated", "failed", "cancelled")
 """Every status a row can hold ("new": opened, not yet requested; never seen in practice

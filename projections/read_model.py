@@ -39,6 +39,7 @@ from uuid import UUID
 from eventsourcing.persistence import Mapper
 
 from domain.keys import canonical_lesson_date, canonical_provider_id, canonical_school_id
+from projections import lessons
 from projections.active_runner import OnState
 from projections.follower import ProjectionFollower
 from projections.lessons import STATUSES, LessonRow
@@ -47,7 +48,7 @@ from projections.rebuild import REBUILD_PAGE_SIZE, OnProgress, RebuildResult, re
 from projections.runner import CatchUpResult, OnPage, RunnerBusy, catch_up
 from projections.status import ProjectionStatus, lessons_status
 from projections.verify import VerifyReport, verify
-from projections.view import LIVE, SHADOW, LessonQuery, LessonsView
+from projections.view import LIVE, SHADOW, LessonQuery, LessonsView, ShapeOutdated
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -86,11 +87,13 @@ class LessonsReadModel:
         self._on_close = on_close
         self._progress = threading.Condition()
         self._followers: list[ProjectionFollower] = []
+        self._shape_is_current = False
 
     # Queries.
 
     def get_lesson(self, lesson_id: UUID | str) -> LessonRow | None:
         """The lesson's row, or None when the table has none (yet: see `wait_for`)."""
+        self._require_current_shape()
         return self.view.get_row(_lesson_id(lesson_id))
 
     def list_lessons(
@@ -114,6 +117,7 @@ class LessonsReadModel:
             after=None if cursor is None else decode_cursor(cursor),
             limit=_limit(limit),
         )
+        self._require_current_shape()
         rows = self.view.list_rows(query)
         last = rows[-1] if len(rows) == query.limit else None
         return LessonPage(rows, None if last is None else encode_cursor(last))
@@ -145,6 +149,23 @@ class LessonsReadModel:
                 self._progress.wait(min(delay, remaining))
             delay = min(delay * 2, 0.05)
         return True
+
+    def _require_current_shape(self) -> None:
+        """ShapeOutdated while the table holds rows of another release's shape (until the
+        upgrade's rebuild swaps the new ones in): never serve the old shape."""
+        if self._shape_is_current:
+            return
+        found = self.view.shape(LIVE)
+        if found != lessons.SHAPE:
+            raise ShapeOutdated(LIVE.table, found)
+        self._shape_is_current = True
+
+    def upgrade(self, *, on_progress: OnProgress | None = None) -> RebuildResult | None:
+        """Rebuild the table if it holds rows of another release's shape (None when it is
+        current): what the first follower of a new release does before following."""
+        if self.view.shape(LIVE) == lessons.SHAPE:
+            return None
+        return self.rebuild(on_progress=on_progress)
 
     def status(self) -> list[ProjectionStatus]:
         """Every projection's status (for now: the lessons table)."""
@@ -191,7 +212,9 @@ class LessonsReadModel:
         on_page: OnPage | None = None,
         on_wait: Callable[[int], None] | None = None,
     ) -> CatchUpResult:
-        """Bring the table up to the head of the log as it is now (see runner.catch_up)."""
+        """Bring the table up to the head of the log as it is now (see runner.catch_up),
+        after rebuilding it if it holds another release's shape."""
+        self.upgrade()
         return catch_up(self.view, self.log, page_size=page_size, on_page=on_page, on_wait=on_wait)
 
     def rebuild(

@@ -35,6 +35,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 from domain.lesson import LessonSlot
+from projections import lessons
 from projections.lessons import LessonRow, ProjectionError, fold_page
 from projections.log import EventLog, Page
 
@@ -54,6 +55,10 @@ class Target:
 LIVE = Target("lessons", "lessons")
 SHADOW = Target("lessons_shadow", "lessons_shadow")
 PROJECTION_NAME = "lessons"
+SHAPES = {LIVE: "lessons.shape", SHADOW: "lessons_shadow.shape"}
+"""Tracking names under which each table's shape (projections.lessons.SHAPE) is kept: a
+shape only grows, as a position does. No shape kept: a table made before shapes were
+kept, which is shape 1."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,19 @@ class SafetyNetFired(ProjectionError):
     applied once. If it does, the projection has a bug; the page is rolled back and the
     runner stops on it.
     """
+
+
+class ShapeOutdated(ProjectionError):
+    """The table holds rows of another shape than this release writes: it is rebuilt
+    (`rebuild`, which the follower starts by itself) before it is read or written."""
+
+    def __init__(self, table: str, found: int) -> None:
+        super().__init__(
+            f"the {table} table holds rows of shape {found}; this release writes shape "
+            f"{lessons.SHAPE}: it is rebuilt before it is used (lesson-ledger projections "
+            "rebuild, or the first follower to start)"
+        )
+        self.found = found
 
 
 class PositionMoved(Exception):
@@ -170,6 +188,18 @@ class LessonsView(ABC):
         """The target's stored position: None when it has none (a shadow not started)."""
         return self._read_position(target.tracking_name)
 
+    def shape(self, target: Target = LIVE) -> int:
+        """The shape of the target's rows (see `SHAPES`)."""
+        return self._read_position(SHAPES[target]) or 1
+
+    def _start_live(self) -> None:
+        """A new live table starts at position 0, in this release's shape (the stores
+        call it once their tables exist)."""
+        with self._write_transaction() as cursor:
+            if self._locked_position(cursor, LIVE.tracking_name) is None:
+                self._store_position(cursor, LIVE.tracking_name, 0)
+                self._store_position(cursor, SHAPES[LIVE], lessons.SHAPE)
+
     @abstractmethod
     def _read_position(self, tracking_name: str) -> int | None:
         """The stored position of a tracking name, outside any transaction."""
@@ -187,6 +217,9 @@ class LessonsView(ABC):
                 current = self._locked_position(cursor, target.tracking_name)
                 if current != expected:
                     raise PositionMoved
+                found = self._locked_position(cursor, SHAPES[target]) or 1
+                if found != lessons.SHAPE:  # never mix rows of two shapes in one table
+                    raise ShapeOutdated(target.table, found)
                 self._apply(cursor, target, page)
                 _pause_for_tests()
         except PositionMoved:
@@ -217,13 +250,16 @@ class LessonsView(ABC):
         with self._write_transaction() as cursor:
             position = self._locked_position(cursor, SHADOW.tracking_name)
             exists = self._table_exists(cursor, SHADOW.table)
-            if position is not None and exists and not restart:
+            shape = self._locked_position(cursor, SHAPES[SHADOW]) or 1
+            if position is not None and exists and shape == lessons.SHAPE and not restart:
                 return position, True
             if exists:
                 self._drop_table(cursor, SHADOW.table)
             self._forget_position(cursor, SHADOW.tracking_name)
+            self._forget_position(cursor, SHAPES[SHADOW])
             self._create_lessons_table(cursor, SHADOW.table)
             self._store_position(cursor, SHADOW.tracking_name, 0)
+            self._store_position(cursor, SHAPES[SHADOW], lessons.SHAPE)
             self._record_rebuild(cursor, datetime.now().astimezone())
             return 0, False
 
@@ -255,7 +291,10 @@ class LessonsView(ABC):
             self._replace_live_with_shadow(cursor)
             if new_position > live:
                 self._store_position(cursor, LIVE.tracking_name, new_position)
+            self._forget_position(cursor, SHAPES[LIVE])
+            self._store_position(cursor, SHAPES[LIVE], lessons.SHAPE)
             self._forget_position(cursor, SHADOW.tracking_name)
+            self._forget_position(cursor, SHAPES[SHADOW])
             self._forget_rebuild(cursor)
             if before_commit is not None:
                 before_commit()
@@ -267,6 +306,7 @@ class LessonsView(ABC):
             if self._table_exists(cursor, SHADOW.table):
                 self._drop_table(cursor, SHADOW.table)
             self._forget_position(cursor, SHADOW.tracking_name)
+            self._forget_position(cursor, SHAPES[SHADOW])
             self._forget_rebuild(cursor)
 
     @abstractmethod

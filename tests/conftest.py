@@ -17,17 +17,17 @@ from tests.support.stores import Store, postgres_store
 
 @pytest.fixture(scope="session", autouse=True)
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The ledger's key file for every test (required on PostgreSQL), in a session folder;
-    a test of the default beside the database unsets LESSON_LEDGER_KEY_FILE itself."""
+    """The ledger's keys for every test (and the processes tests start): PostgreSQL needs
+    a key file named by the setting; SQLite would make one beside each database."""
     path = tmp_path_factory.mktemp("keys") / "ledger.keys.json"
     ensure_keys(path)
-    before = os.environ.get(KEY_FILE_SETTING)
-    os.environ[KEY_FILE_SETTING] = str(path)  # also for servers started as processes
+    previous = os.environ.get(KEY_FILE_SETTING)
+    os.environ[KEY_FILE_SETTING] = str(path)
     yield path
-    if before is None:
+    if previous is None:
         del os.environ[KEY_FILE_SETTING]
     else:
-        os.environ[KEY_FILE_SETTING] = before
+        os.environ[KEY_FILE_SETTING] = previous
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

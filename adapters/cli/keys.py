@@ -10,7 +10,10 @@ import typer
 from adapters.cli.options import err, exit_codes
 from adapters.keys.keyfile import KEY_FILE_SETTING, added_keys
 
-keys_app = typer.Typer(help="The ledger's key file: its secret keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="The ledger's keys: its key file, and rotating the key-encryption key.",
+    no_args_is_help=True,
+)
 
 
 @keys_app.command("init")

@@ -12,6 +12,7 @@ from adapters.cli.keys import keys_app
 from adapters.cli.lessons import lessons_commands
 from adapters.cli.projections import projections_app
 from adapters.cli.serve import serve
+from adapters.cli.students import retention_app, rotate_key, students_app
 from adapters.cli.tokens import tokens_app
 from adapters.cli.worker import worker
 
@@ -28,6 +29,9 @@ app.add_typer(lessons_commands)  # request, batch, show, history
 app.add_typer(audit_commands)  # report conflicts, export, verify-export
 app.add_typer(import_commands)  # import
 app.command("worker")(worker)
+app.add_typer(students_app, name="students")
+app.add_typer(retention_app, name="retention")
+keys_app.command("rotate")(rotate_key)  # keys init (adapters/cli/keys.py), keys rotate
 
 
 @app.callback()

@@ -14,6 +14,7 @@ import uvicorn
 from adapters.auth.jwt_tokens import JwtVerifier
 from adapters.cli.options import DatabaseUrl, exit_codes
 from adapters.cli.tokens import with_tokens
+from adapters.eventstore import open_ledger
 from adapters.http.app import ledger_keys
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
@@ -44,6 +45,7 @@ def serve(
         verifier = JwtVerifier.from_settings(settings.jwt)
         if verifier is not None:
             verifier.close()
+        open_ledger(url).close()  # so are a wrong key and an unreachable database
         os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
         first_admin = with_tokens(
             url,

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from adapters.eventstore.application import LedgerApplication
 from adapters.eventstore.slots import EventSourcedSlots
+from adapters.keys.opening import open_sealer
 from adapters.storage.database import Database, redacted
 from adapters.storage.refused_requests import SqlInvalidRequestLog
 from domain.errors import LedgerUnavailable, one_line
@@ -22,11 +23,21 @@ __all__ = ["EventSourcedSlots", "LedgerApplication", "event_log", "event_store",
 
 
 def open_ledger(url: str | Database | None = None) -> LessonLedger:
-    """The ledger on the database the URL (or LESSON_LEDGER_DATABASE_URL) names.
-
-    Tables are created on first use. Errors are one clear line (LedgerUnavailable).
-    """
+    """The ledger on the database the URL (or LESSON_LEDGER_DATABASE_URL) names, with its
+    keys (adapters/keys/): tables are created on first use; errors are one clear line
+    (LedgerUnavailable), a wrong key-encryption key included."""
     database = url if isinstance(url, Database) else Database.from_url(url)
+    app = _application(database)
+    try:
+        sealer = open_sealer(database)  # its table made under a lock of its own
+    except BaseException:
+        EventSourcedSlots(app).close()
+        raise
+    return LessonLedger(EventSourcedSlots(app), sealer, SqlInvalidRequestLog(database))
+
+
+def _application(database: Database) -> LedgerApplication:
+    """The events' Application, its tables made (one process at a time) if missing."""
     with database.creating_tables() as conn:
         if conn is None:
             return _construct(database, create_table=True)
@@ -50,13 +61,12 @@ def event_log(ledger: LessonLedger) -> EventLog:
     return EventLog(store.recorder, store.mapper)
 
 
-def _construct(database: Database, create_table: bool) -> LessonLedger:
+def _construct(database: Database, create_table: bool) -> LedgerApplication:
     try:
-        app = LedgerApplication(env=database.persistence_env(create_table))
+        return LedgerApplication(env=database.persistence_env(create_table))
     except LedgerUnavailable:
         raise
     except Exception as error:  # the library's and the driver's errors, as one line
         raise LedgerUnavailable(
             f"cannot open the ledger at {redacted(database.url)}: {one_line(error)}"
         ) from None
-    return LessonLedger(EventSourcedSlots(app), SqlInvalidRequestLog(database))

@@ -14,8 +14,9 @@ refuse dates, dataclasses and anything it does not know). Reading falls back whe
 fast reading could differ: a `"_type_"` below the top level (an event whose content
 held a typed value), a number of 19 digits or more (orjson reads one beyond 64 bits
 as a float), or text orjson refuses (NaN, a lone surrogate). Events of a class with
-a `class_version` above 1, and a mapper with a cipher or compressor, always go the
-library's way, so its upcasting and encryption apply as they are.
+a `class_version` above 1 are written with it, and read through the class's own
+`upcast_vN_vM` methods, as the library's mapper does; a mapper with a cipher or
+compressor always goes the library's way.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class LedgerMapper(Mapper[UUID]):
             return super().to_stored_event(domain_event)
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
+        class_version = getattr(type(domain_event), "class_version", 1)
+        if class_version > 1:  # last, where the library's mapper puts it
+            state["class_version"] = class_version
         try:
             data = orjson.dumps(self._tagged(state), default=_not_plain, option=_ORJSON_OPTIONS)
         except (TypeError, _NotPlain):
@@ -94,8 +98,6 @@ class LedgerMapper(Mapper[UUID]):
     def _fast_state(self, domain_event: object) -> dict[str, Any] | None:
         if not self._fast or not isinstance(domain_event, LessonSlot.Event):
             return None
-        if getattr(type(domain_event), "class_version", 1) > 1:
-            return None
         return dict(vars(domain_event))
 
     def _tagged(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -116,13 +118,11 @@ class LedgerMapper(Mapper[UUID]):
         """The state read by orjson, or None where the library must read it."""
         if not self._fast or not isinstance(cls, type) or not issubclass(cls, LessonSlot.Event):
             return None
-        if getattr(cls, "class_version", 1) > 1:
-            return None
         try:
             state = orjson.loads(data)
         except orjson.JSONDecodeError:
             return None
-        if type(state) is not dict or "class_version" in state:
+        if type(state) is not dict:
             return None
         names, tags = self._names, 0
         for key, value in state.items():
@@ -134,7 +134,18 @@ class LedgerMapper(Mapper[UUID]):
                 tags += 1
         if data.count(_TAG) != tags or _LONG_NUMBER in data.translate(_DIGITS_ONLY):
             return None
+        _upcast(cls, state)
         return state
+
+
+def _upcast(cls: type, state: dict[str, Any]) -> None:
+    """The state of an older version of `cls` brought up to its current version, by the
+    class's own `upcast_vN_vM` static methods, as the library's mapper does."""
+    from_version: int = state.pop("class_version", 1)
+    class_version: int = getattr(cls, "class_version", 1)
+    while from_version < class_version:
+        getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+        from_version += 1
 
 
 class _NotPlain(Exception):

@@ -19,11 +19,13 @@ from adapters import logs
 from adapters.auth.bearer import BearerTokens
 from adapters.auth.jwt_tokens import JwtVerifier
 from adapters.eventstore import open_ledger
-from adapters.http import batches, commands, history, operations, problems, reads
+from adapters.http import batches, commands, history, operations, problems, reads, students
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
+from adapters.keys.erasure import DailyRetention, Erasures
 from adapters.keys.keyed_ids import KeyedIds
 from adapters.keys.keyfile import LedgerKeys, open_keys
+from adapters.keys.sealing import sealer_of
 from adapters.read_model import open_read_model
 from adapters.settings import Settings
 from adapters.storage.database import Database
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read_model = open_read_model(database, ledger=ledger)
         sql = SqlStore(database)
         app.state.ledger = ledger
+        erasures = app.state.erasures = Erasures(sealer_of(ledger), database)
         app.state.read_model = read_model
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
         app.state.bearer = BearerTokens(app.state.tokens, jwt)
@@ -62,9 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.runs_worker()
             else None
         )
+        retention = None
+        if settings.retention_days is not None:
+            retention = DailyRetention(erasures, settings.retention_days).start()
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             if worker is not None:
                 await asyncio.to_thread(worker.stop)
             if follower is not None:
@@ -89,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(commands.router)
     app.include_router(batches.router)
     app.include_router(history.router)
+    app.include_router(students.router)
     app.include_router(reads.router)
     app.include_router(operations.router)
     document_problems(app)
@@ -163,7 +172,8 @@ class RequestContext:
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
-                    "path": scope["path"],
+                    # The route, not the path: a path may hold a student's id.
+                    "path": getattr(scope.get("route"), "path", scope["path"]),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },

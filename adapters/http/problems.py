@@ -20,6 +20,7 @@ from domain import (
     StaleGeneration,
 )
 from domain.errors import FieldError, LedgerError
+from projections.view import ShapeOutdated
 
 PROBLEM_JSON = "application/problem+json"
 BODY_SHAPES = frozenset({"calendar-batch", "ledger-batch", "calendar-lesson", "ledger-lesson"})
@@ -164,6 +165,15 @@ def install(app: Any) -> None:
         )
         return problem_response(problem, request)
 
+    async def on_read_model_upgrading(request: Request, error: Exception) -> JSONResponse:
+        upgrading = ApiProblem(
+            503,
+            "read-model-upgrading",
+            "Read model upgrading",
+            "the read model is being rebuilt for this release; try again shortly",
+        )
+        return problem_response(upgrading, request)
+
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         return problem_response(
             ApiProblem(
@@ -179,6 +189,7 @@ def install(app: Any) -> None:
     app.add_exception_handler(LedgerError, on_ledger_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ShapeOutdated, on_read_model_upgrading)
     app.add_exception_handler(Exception, on_unexpected)
 
 

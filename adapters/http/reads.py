@@ -7,6 +7,7 @@ caught up to that command: read-your-writes across processes.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -15,9 +16,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from adapters.http.auth import not_yours
-from adapters.http.dependencies import PROBLEMS, Admin, Reader, ReadModel, WholeNumber
+from adapters.http.dependencies import PROBLEMS, Admin, Ledger, Reader, ReadModel, WholeNumber
 from adapters.http.problems import ApiProblem
-from domain import FieldError, InvalidLessonRequest, LessonNotFound
+from domain import FieldError, InvalidLessonRequest, LessonLedger, LessonNotFound
 from projections.lessons import LessonRow
 from projections.read_model import InvalidLessonQuery, LessonsReadModel
 
@@ -94,6 +95,7 @@ def list_lessons(
     request: Request,
     token: Reader,
     read_model: ReadModel,
+    ledger: Ledger,
     provider_id: str | None = None,
     school_id: str | None = None,
     date_from: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD")] = None,
@@ -129,7 +131,7 @@ def list_lessons(
         name = {"date_from": "from", "date_to": "to"}.get(invalid.field, invalid.field)
         raise InvalidLessonRequest([FieldError(field=name, message=invalid.message)]) from None
     return LessonListResponse(
-        items=page.items,
+        items=[readable(ledger, row) for row in page.items],
         next_cursor=page.next_cursor,
         position=position,
     )
@@ -141,6 +143,7 @@ def get_lesson(
     request: Request,
     token: Reader,
     read_model: ReadModel,
+    ledger: Ledger,
     min_position: MinPosition = None,
 ) -> LessonRow:
     """One lesson from the read model (404 when it has none, yet: see `min_position`)."""
@@ -150,7 +153,15 @@ def get_lesson(
         raise not_yours(lesson_id)
     if found is None:
         raise LessonNotFound(f"no lesson has the id {lesson_id} in the read model")
-    return found
+    return readable(ledger, found)
+
+
+def readable(ledger: LessonLedger, row: LessonRow) -> LessonRow:
+    """A row with its content opened (the read model keeps it sealed): None when a
+    student of the lesson, or its date, was erased."""
+    if row.content is None:
+        return row
+    return replace(row, content=ledger.readable_content(row.lesson_id, row.content))
 
 
 @router.get("/v1/projections", responses=PROBLEMS)

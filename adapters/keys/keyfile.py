@@ -26,6 +26,9 @@ from pathlib import Path
 
 KEY_SIZES: dict[str, int] = {
     "hash_key": 32,  # HMAC-SHA256 key: ids derived from clients' idempotency keys
+    "key_encryption_key": 32,  # AES-256-GCM: wraps the data keys kept in the database
+    "student_key": 32,  # HMAC-SHA256 key: the name of a student's data key, from their id
+    "print_key": 32,  # HMAC-SHA256 key: commands' fingerprints (they cover students' data)
 }
 """Every named key the ledger uses and its size in random bytes; a new key is one line."""
 KEY_FILE_SETTING = "LESSON_LEDGER_KEY_FILE"
@@ -191,3 +194,16 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def replace_keys(path: Path, changes: Mapping[str, bytes | None]) -> None:
+    """Set (or, for None, remove) named keys in a key file, under its lock: how the
+    key-encryption key is rotated (adapters/keys/rotation.py)."""
+    with _locked(path):
+        current = dict(_read(path) or {})
+        for name, key in changes.items():
+            if key is None:
+                current.pop(name, None)
+            else:
+                current[name] = key
+        _write(path, current)

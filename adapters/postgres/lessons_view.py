@@ -178,9 +178,7 @@ class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):
         """The tracking table (the library's), the lessons table, and the live position.
         The caller serialises this across processes (concurrent DDL fails)."""
         super().create_table()
-        with self._write_transaction() as cursor:
-            if self._locked_position(cursor, LIVE.tracking_name) is None:
-                self._store_position(cursor, LIVE.tracking_name, 0)
+        self._start_live()
 
     # Positions.
 

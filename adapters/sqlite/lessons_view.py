@@ -119,9 +119,7 @@ class SQLiteLessonsView(LessonsView, SQLiteTrackingRecorder):
     def create_table(self) -> None:
         """The tracking table (the library's), the lessons table, and the live position."""
         super().create_table()
-        with self._write_transaction() as cursor:
-            if self._locked_position(cursor, LIVE.tracking_name) is None:
-                self._store_position(cursor, LIVE.tracking_name, 0)
+        self._start_live()
 
     # Positions.
 

@@ -23,7 +23,7 @@ from domain.errors import (
     one_line,
 )
 from domain.ledger import LessonLedger
-from domain.lesson import LessonState
+from domain.state import LessonState
 from projections.active_runner import FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS
 from projections.generation.port import (
     GeneratedLesson,
@@ -88,6 +88,9 @@ class Attempts:
         if not state.details or not state.students:
             # A generic lesson for nobody would look like a success; a failure says why.
             reason = "the request has no details (subject, students) to generate a lesson from"
+            return self._recorded(job, None, reason, 0.0)
+        if not any(student is not None for student in state.students):
+            reason = "every student of the request was erased: nothing to generate for"
             return self._recorded(job, None, reason, 0.0)
         try:
             lesson = self.generator.generate(GenerationRequest.from_state(state))

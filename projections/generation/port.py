@@ -16,7 +16,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from domain.lesson import LessonState
+from domain.state import LessonState
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
 Item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
@@ -69,9 +69,10 @@ class GenerationRequest(BaseModel):
 
     @classmethod
     def from_state(cls, state: LessonState) -> GenerationRequest:
-        """The request of the slot's current attempt; student ids are dropped here."""
+        """The request of the slot's current attempt (its students' parts opened): student
+        ids are dropped here, and so is an erased student (None), whole."""
         details: dict[str, Any] = state.details or {}
-        students: list[dict[str, Any]] = state.students or []
+        students = [student for student in state.students or [] if student is not None]
         return cls(
             lesson_id=state.lesson_id,
             attempt=state.attempt,

@@ -139,8 +139,8 @@ class RacedSlots:
 
 
 def raced_ledger(store: Store, contested: list[list[dict[str, Any]]]) -> LessonLedger:
-    slots = store.open().slots  # creates the tables
-    return LessonLedger(RacedSlots(slots, store.open(), contested))
+    opened = store.open()  # creates the tables
+    return LessonLedger(RacedSlots(opened.slots, store.open(), contested), opened.student_data)
 
 
 def theirs(items: list[dict[str, Any]], index: int) -> dict[str, Any]:

@@ -19,7 +19,10 @@ from domain import (
     lesson_id_for,
 )
 from domain.commands import validate_request
-from domain.lesson import Fingerprint, LessonSlot, Metadata
+from domain.fingerprint import Fingerprint
+from domain.lesson import LessonSlot
+from domain.sealed import plain_parts
+from domain.state import Metadata
 from tests.support.stores import Store
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
@@ -123,8 +126,9 @@ def test_the_opening_event_is_whole_as_its_constructor_would_build_it() -> None:
         provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
         time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
     )  # fmt: skip
+    printed = Fingerprint.of("request", "alice", command.details, command.students)
     opened = LessonSlot.first_request(
-        command.key, Metadata("r-1", "alice"), command.details, command.students
+        command.key, Metadata("r-1", "alice"), command.details, command.students, printed
     )
     assert opened == type(opened)(**vars(opened))
     fields = {f.name for f in dataclasses.fields(opened)}
@@ -146,8 +150,11 @@ def test_a_request_recorded_by_the_first_release_is_still_replayed(
         time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
     )  # fmt: skip
     by = Metadata(command.request_id, command.actor)
-    opened = LessonSlot.first_request(command.key, by, command.details, command.students)
-    first = Fingerprint.of("request", "alice", command.details, command.students).first_recipe
+    printed = Fingerprint.of("request", "alice", command.details, command.students)
+    # As that release wrote it: its students' parts in plain text (see domain/sealed.py).
+    parts = plain_parts(command.students)
+    opened = LessonSlot.first_request(command.key, by, command.details, parts, printed)
+    first = printed.first_recipe
     assert opened.fingerprint.startswith("2:") and not first.startswith("2:")
     ledger.slots.save(dataclasses.replace(opened, fingerprint=first))
     written = store.count_events()

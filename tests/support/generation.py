@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from adapters.generators.settings import GeneratorSettings
+from adapters.keys.keyfile import KEY_FILE_SETTING
 from adapters.worker import RunningWorker, WorkerSettings, start_worker_in_background
 from domain import CommandResult, LessonLedger
 from tests.support import ROOT
@@ -158,6 +159,7 @@ def tracked_position(store: Any) -> int:
 def worker_env(base_url: str, **extra: str) -> dict[str, str]:
     """The environment of a worker process using the fake as its openai generator."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LESSON_LEDGER_")}
+    env[KEY_FILE_SETTING] = os.environ[KEY_FILE_SETTING]  # the keys the test's ledger has
     env.update(
         {
             "LESSON_LEDGER_GENERATOR": "openai",

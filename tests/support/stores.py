@@ -68,6 +68,14 @@ class Store:
         with self.database.connect() as conn:
             return list(conn.execute(statement, params).fetchall())
 
+    def execute(self, statement: str, params: tuple[object, ...] = ()) -> None:
+        """Write to the database directly (`%s` placeholders on either store)."""
+        if self.kind == "sqlite":
+            self.query(statement.replace("%s", "?"), params)
+            return
+        with self.database.connect() as conn:
+            conn.execute(statement, params)
+
     def all_text(self) -> str:
         """Everything the database holds, every table and row, as text (stored bytes such
         as events decoded as UTF-8): what someone with a copy of it could read."""

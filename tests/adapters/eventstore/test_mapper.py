@@ -191,3 +191,54 @@ def test_generated_content_that_is_not_plain_json_is_refused(
         ledger.record_generation(lesson_id=first.lesson_id, attempt=1, content=content, model="m")
     assert refused.value.errors == [{"field": "content", "message": message}]
     assert event_store(ledger).recorder.max_notification_id() == before
+
+
+class Graded(LessonSlot.Event):
+    """An event class at its second version (as first written: no `scale`)."""
+
+    class_version = 2
+    attempt: int
+    scale: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["scale"] = "default"
+
+
+def _graded(**state: Any) -> Graded:
+    return Graded(
+        originator_id=uuid.uuid4(),
+        originator_version=2,
+        timestamp=datetime.now(UTC),
+        request_id="r-1",
+        actor="worker",
+        correlation_id=None,
+        source="worker",
+        as_sent=None,
+        **state,
+    )
+
+
+def test_a_versioned_event_is_written_and_read_as_the_library_does(ledger: LessonLedger) -> None:
+    mapper = event_store(ledger).mapper
+    library = _library(mapper)
+    graded = _graded(attempt=1, scale="k-12")
+
+    stored = mapper.to_stored_event(graded)
+
+    assert stored.state == library.to_stored_event(graded).state
+    assert b'"class_version":2' in stored.state
+    assert vars(mapper.to_domain_event(stored)) == vars(graded)
+
+
+def test_an_older_version_is_upcast_on_reading_by_either_mapper(ledger: LessonLedger) -> None:
+    mapper = event_store(ledger).mapper
+    first_version = _library(mapper).to_stored_event(_graded(attempt=1, scale="k-12"))
+    # As version 1 stored it: no `scale`, no class_version.
+    state = first_version.state.replace(b',"class_version":2', b"").replace(b',"scale":"k-12"', b"")
+    old = StoredEvent(first_version.originator_id, 2, first_version.topic, state)
+
+    ours, theirs = mapper.to_domain_event(old), _library(mapper).to_domain_event(old)
+
+    assert vars(ours) == vars(theirs)
+    assert ours.scale == "default"  # type: ignore[attr-defined]

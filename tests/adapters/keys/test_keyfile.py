@@ -174,7 +174,7 @@ def test_keys_init_makes_a_file_and_changes_no_key(tmp_path: Path) -> None:
     key = read_keys(path)["hash_key"]
     again = cli("keys", "init", str(path))
 
-    assert made.stdout.strip() == f"created {path} with the keys hash_key"
+    assert made.stdout.strip() == f"created {path} with the keys {', '.join(keyfile.KEY_SIZES)}"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert again.exit_code == 0 and "nothing changed" in again.stderr
     assert read_keys(path)["hash_key"] == key

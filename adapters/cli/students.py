@@ -1,0 +1,188 @@
+"""`lesson-ledger students erase | erasures | encrypt-existing`, `lesson-ledger retention
+apply`, `lesson-ledger keys rotate`: students' data, erased by destroying the keys it is
+sealed under (adapters/keys/), and those keys kept.
+
+Exit codes: 0 done, 1 nothing to erase (an unknown student, or one erased before), 2 bad
+input, 3 the database or the keys cannot be used.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from adapters.cli.options import (
+    REJECTED,
+    AsJson,
+    DatabaseUrl,
+    bad_input,
+    err,
+    opened_ledger,
+    out,
+    print_json,
+    progress_bar,
+)
+from adapters.eventstore import event_store
+from adapters.keys.erasure import Erasure, Erasures
+from adapters.keys.keyfile import KEY_FILE_SETTING
+from adapters.keys.migration import PAGE_SIZE, encrypt_existing
+from adapters.keys.opening import KEK_SETTING
+from adapters.keys.rotation import rotate
+from adapters.keys.sealing import sealer_of
+from adapters.storage.database import Database
+
+students_app = typer.Typer(
+    help="Students' data: erase a student, list erasures, seal events of earlier releases.",
+    no_args_is_help=True,
+)
+retention_app = typer.Typer(help="Retention: erase students' data older than a cut-off.")
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+Actor = Annotated[str, typer.Option("--actor", help="recorded as who erased", default_factory=_who)]
+Reason = Annotated[str, typer.Option("--reason", help="why (kept with the erasure's record)")]
+
+
+@students_app.command("erase")
+def erase(
+    student_id: Annotated[str, typer.Argument(help="the student's id, as requests sent it")],
+    reason: Reason,
+    actor: Actor,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Erase a student's data: their details in every lesson, and every lesson content
+    made for them, can no longer be opened by anyone; the lessons, their keys, attempts and
+    history stay. Exit 1 when the ledger holds no data of this student.
+
+    Example: lesson-ledger students erase st-1 --reason "parent's request of 2025-09-10"
+    """
+    with opened_ledger(database_url) as ledger:
+        erasures = Erasures(sealer_of(ledger), Database.from_url(database_url))
+        done = erasures.erase_student(student_id, actor=actor, reason=reason)
+    if done is None:
+        err.print("[yellow]not found:[/yellow] the ledger holds no data of this student")
+        raise typer.Exit(REJECTED)
+    _print_erasure(done, as_json)
+
+
+@students_app.command("erasures")
+def erasures(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
+    """Every erasure, as recorded: when, who, why, how many keys and lessons.
+
+    Example: lesson-ledger students erasures --json
+    """
+    with opened_ledger(database_url) as ledger:
+        found = Erasures(sealer_of(ledger), Database.from_url(database_url)).records()
+    if as_json:
+        print_json([vars(record) for record in found])
+        return
+    table = Table("erasure", "kind", "when (UTC)", "who", "why", "keys", "lessons")
+    for record in found:
+        table.add_row(
+            record.erasure_id[:12],
+            record.kind,
+            record.erased_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            record.actor,
+            record.reason,
+            str(record.keys),
+            str(record.lessons),
+        )
+    out.print(table)
+
+
+@students_app.command("encrypt-existing")
+def encrypt_existing_events(
+    database_url: DatabaseUrl = None,
+    page_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="events per transaction")
+    ] = PAGE_SIZE,
+) -> None:
+    """Seal the students' details and lesson content of events written before they were
+    sealed, in place: nothing else changes (check with an export before, and
+    verify-export --except-student-data after). Resumes where it stopped; running it again
+    changes nothing.
+
+    Example: lesson-ledger students encrypt-existing
+    """
+    with opened_ledger(database_url) as ledger, progress_bar() as progress:
+        store = event_store(ledger)
+        task = progress.add_task("encrypt-existing", total=store.recorder.max_notification_id())
+        done = encrypt_existing(
+            store,
+            sealer_of(ledger),
+            Database.from_url(database_url),
+            on_progress=lambda at, head: progress.update(task, completed=at, total=head),
+            page_size=page_size,
+        )
+    err.print(f"sealed {done.sealed} events (positions {done.start} to {done.position})")
+
+
+@retention_app.command("apply")
+def retention_apply(
+    older_than: Annotated[
+        int, typer.Option("--older-than", min=1, help="erase lessons dated more than DAYS ago")
+    ],
+    actor: Actor,
+    reason: Annotated[str, typer.Option("--reason")] = "retention",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count, erase nothing")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Erase the students' details (and lesson content) of every lesson dated more than
+    DAYS ago: the lessons, their keys, attempts and audit trail stay.
+
+    Example: lesson-ledger retention apply --older-than 365 --dry-run
+    """
+    cut_off = datetime.now(UTC).date() - timedelta(days=older_than)
+    with opened_ledger(database_url) as ledger, progress_bar() as progress:
+        erasures = Erasures(sealer_of(ledger), Database.from_url(database_url))
+        task = progress.add_task("retention", total=None)
+        done = erasures.retention(
+            cut_off,
+            actor=actor,
+            reason=reason,
+            dry_run=dry_run,
+            on_progress=lambda n, total: progress.update(task, completed=n, total=total),
+        )
+    if dry_run:
+        err.print(f"dry run: {done.keys} lesson dates before {cut_off} would be erased")
+    _print_erasure(done, as_json)
+
+
+def rotate_key(database_url: DatabaseUrl = None) -> None:
+    """Rotate the key-encryption key: every data key rewrapped with a new one (written to
+    the key file), no event touched.
+
+    Example: lesson-ledger keys rotate
+    """
+    if os.environ.get(KEK_SETTING):
+        raise bad_input(KEK_SETTING, "is set: rotate the key where it is kept, then rewrap")
+    with opened_ledger(database_url) as ledger:
+        database = Database.from_url(database_url)
+        key_file = os.environ.get(KEY_FILE_SETTING) or f"{database.path}.keys.json"
+        sealer = sealer_of(ledger)
+        count = rotate(sealer.keys, Path(key_file), sealer.keys.kek)
+    err.print(f"rewrapped {count} data keys with a new key-encryption key in {key_file}")
+
+
+def _print_erasure(done: Erasure, as_json: bool) -> None:
+    if as_json:
+        print_json(vars(done))
+        return
+    out.print(
+        f"{done.kind} erasure {done.erasure_id or '(dry run)'}: {done.keys} keys destroyed, "
+        f"{done.lessons} lessons reached"
+    )

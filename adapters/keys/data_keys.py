@@ -1,0 +1,184 @@
+"""Data keys: one random AES-256 key per owner (a student, a lesson date), kept in the
+ledger's database (`data_keys`) wrapped by the key-encryption key, which never is.
+
+Destroying an owner's key is how its data is erased: whatever was sealed under it can no
+longer be opened, by anyone, with any key that remains. Unwrapped keys are remembered by
+each process for `cache_seconds`, so a key destroyed by another process stops opening
+data there within that time (in the destroying process at once).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from adapters.storage.sqlstore import SqlStore
+from domain.errors import LedgerUnavailable
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+_CHECK_OWNER = "kek-check"
+"""A key of no data, kept so that a wrong key-encryption key is noticed at start."""
+
+
+class KeyEncryptionKeyError(LedgerUnavailable):
+    """The key-encryption key does not open this database's data keys."""
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """An owner's key: its id (stored with what it seals) and its bytes."""
+
+    key_id: str
+    key: bytes
+    cipher: AESGCM
+
+
+class DataKeys:
+    """The data keys of one database, wrapped by `kek`."""
+
+    def __init__(self, sql: SqlStore, kek: bytes, cache_seconds: float = 5.0) -> None:
+        if len(kek) != KEY_BYTES:
+            raise KeyEncryptionKeyError(
+                f"the key-encryption key must be {KEY_BYTES} bytes, not {len(kek)}"
+            )
+        self.sql = sql
+        self.table = sql.table("data_keys")
+        self._kek = AESGCM(kek)
+        self.kek = kek
+        self.kek_id = hashlib.sha256(kek).hexdigest()[:12]
+        self.cache_seconds = cache_seconds
+        self._by_owner: dict[str, tuple[float, DataKey]] = {}
+        self._by_id: dict[str, tuple[float, DataKey | None]] = {}
+        self._lock = threading.Lock()
+        sql.create_tables(
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            " key_id TEXT PRIMARY KEY, owner TEXT NOT NULL UNIQUE, wrapped TEXT NOT NULL,"
+            " kek_id TEXT NOT NULL, created_at TEXT NOT NULL)"
+        )
+        self.check()
+
+    def check(self) -> None:
+        """Raise KeyEncryptionKeyError, one line, unless the key-encryption key opens this
+        database's keys (a new database: the key it starts with)."""
+        found = self.sql.run(
+            f"SELECT key_id, wrapped, kek_id FROM {self.table} WHERE owner = %s", (_CHECK_OWNER,)
+        )
+        if not found:
+            self.key_for(_CHECK_OWNER)
+            return
+        key_id, wrapped, kek_id = found[0]
+        try:
+            self._unwrap(key_id, wrapped)
+        except InvalidTag:
+            raise KeyEncryptionKeyError(
+                f"the key-encryption key ({self.kek_id}) does not open this database's data "
+                f"keys (they were wrapped by {kek_id}): check LESSON_LEDGER_KEY_FILE or "
+                "LESSON_LEDGER_KEY_ENCRYPTION_KEY"
+            ) from None
+
+    def key_for(self, owner: str) -> DataKey:
+        """The owner's key, made (and stored) on first use."""
+        now = time.monotonic()
+        cached = self._by_owner.get(owner)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = self._stored(owner) or self._created(owner)
+        with self._lock:
+            self._by_owner[owner] = (now + self.cache_seconds, key)
+            self._by_id[key.key_id] = (now + self.cache_seconds, key)
+        return key
+
+    def key(self, key_id: str) -> DataKey | None:
+        """The key with this id, or None once it was destroyed."""
+        now = time.monotonic()
+        cached = self._by_id.get(key_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rows = self.sql.run(f"SELECT wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
+        key = None
+        if rows:
+            raw = self._unwrap(key_id, rows[0][0])
+            key = DataKey(key_id, raw, AESGCM(raw))
+        with self._lock:
+            self._by_id[key_id] = (now + self.cache_seconds, key)
+        return key
+
+    def destroy(self, owners: list[str]) -> list[str]:
+        """Destroy these owners' keys; the ids of those that existed."""
+        destroyed: list[str] = []
+        with self.sql.transaction() as cursor:
+            for owner in owners:
+                rows = cursor.run(
+                    f"DELETE FROM {self.table} WHERE owner = %s RETURNING key_id", (owner,)
+                )
+                destroyed += [row[0] for row in rows]
+        self.forget(owners, destroyed)
+        return destroyed
+
+    def owners(self, prefix: str) -> Iterator[str]:
+        """Every owner whose name starts with `prefix` (e.g. every lesson date's)."""
+        rows = self.sql.run(
+            f"SELECT owner FROM {self.table} WHERE owner LIKE %s ORDER BY owner", (prefix + "%",)
+        )
+        for (owner,) in rows:
+            yield owner
+
+    def rewrap(self, new_kek: bytes) -> int:
+        """Wrap every key with a new key-encryption key instead (no data changes); how many."""
+        new = DataKeys.__new__(DataKeys)
+        new._kek, new.kek_id = AESGCM(new_kek), hashlib.sha256(new_kek).hexdigest()[:12]
+        with self.sql.transaction() as cursor:
+            rows = cursor.run(f"SELECT key_id, wrapped FROM {self.table}")
+            for key_id, wrapped in rows:
+                cursor.run(
+                    f"UPDATE {self.table} SET wrapped = %s, kek_id = %s WHERE key_id = %s",
+                    (new._wrap(key_id, self._unwrap(key_id, wrapped)), new.kek_id, key_id),
+                )
+        return len(rows)
+
+    def forget(self, owners: list[str], key_ids: list[str]) -> None:
+        """Drop remembered keys (after destroying them)."""
+        with self._lock:
+            for owner in owners:
+                self._by_owner.pop(owner, None)
+            for key_id in key_ids:
+                self._by_id[key_id] = (time.monotonic() + self.cache_seconds, None)
+
+    def _stored(self, owner: str) -> DataKey | None:
+        rows = self.sql.run(f"SELECT key_id, wrapped FROM {self.table} WHERE owner = %s", (owner,))
+        if not rows:
+            return None
+        key_id, wrapped = rows[0]
+        raw = self._unwrap(key_id, wrapped)
+        return DataKey(key_id, raw, AESGCM(raw))
+
+    def _created(self, owner: str) -> DataKey:
+        """A new key for the owner; if another process made one first, that one."""
+        key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+        self.sql.run(
+            f"INSERT INTO {self.table} (key_id, owner, wrapped, kek_id, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (owner) DO NOTHING",
+            (key_id, owner, self._wrap(key_id, raw), self.kek_id, datetime.now(UTC).isoformat()),
+        )
+        stored = self._stored(owner)
+        assert stored is not None, "a key was just made for this owner"
+        return stored
+
+    def _wrap(self, key_id: str, raw: bytes) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        return base64.b64encode(nonce + self._kek.encrypt(nonce, raw, key_id.encode())).decode()
+
+    def _unwrap(self, key_id: str, wrapped: str) -> bytes:
+        data = base64.b64decode(wrapped)
+        return self._kek.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())

@@ -1,0 +1,179 @@
+"""Erasing students' data from an append-only log: by destroying the keys it was sealed
+under (adapters/keys/sealing.py), never by rewriting an event.
+
+- A student: their key goes; every part of theirs, in every lesson, and every content made
+  for them, can no longer be opened.
+- Retention: the keys of lesson dates before a cut-off go; those days' students' parts and
+  contents can no longer be opened (the lessons, their keys, attempts and audit trail stay).
+
+Each erasure is recorded (`erasures`: when, who, why, how many keys and lessons), with
+nothing of the student in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from adapters.keys.sealing import DATE_OWNER, Sealer
+from adapters.storage.database import Database
+from adapters.storage.sqlstore import SqlStore
+from domain.errors import one_line
+
+COLUMNS = "erasure_id, kind, erased_at, actor, reason, keys, lessons"
+DAY_SECONDS = 24 * 3600
+log = logging.getLogger("lesson_ledger.retention")
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One erasure, as recorded: what kind, when, who, why, how much it reached."""
+
+    erasure_id: str
+    kind: str  # "student" or "retention"
+    erased_at: datetime
+    actor: str
+    reason: str
+    keys: int
+    lessons: int
+
+
+class Erasures:
+    """Erases students' data in the database the sealer's keys live in."""
+
+    def __init__(self, sealer: Sealer, database: Database) -> None:
+        self.sealer = sealer
+        self.sql: SqlStore = sealer.keys.sql
+        self.table = self.sql.table("erasures")
+        self.events_table = database.events_table
+        self._postgres = database.kind == "postgresql"
+        self.sql.create_tables(
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            " erasure_id TEXT PRIMARY KEY, kind TEXT NOT NULL, erased_at TEXT NOT NULL,"
+            " actor TEXT NOT NULL, reason TEXT NOT NULL, keys INTEGER NOT NULL,"
+            " lessons INTEGER NOT NULL)"
+        )
+
+    def erase_student(self, student_id: str, *, actor: str, reason: str) -> Erasure | None:
+        """Destroy the student's key; None when there is none (an unknown student, or
+        one erased before)."""
+        owner = self.sealer.student_owner(student_id)
+        destroyed = self.sealer.keys.destroy([owner])
+        if not destroyed:
+            return None
+        return self._recorded("student", actor, reason, destroyed, self._lessons_of(destroyed))
+
+    def retention(
+        self,
+        before: date,
+        *,
+        actor: str,
+        reason: str,
+        dry_run: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Erasure:
+        """Destroy the keys of every lesson date before `before` (a dry run only counts
+        them); `on_progress(done, total)` after each date."""
+        owners = [
+            owner
+            for owner in self.sealer.keys.owners(DATE_OWNER)
+            if date.fromisoformat(owner.removeprefix(DATE_OWNER)) < before
+        ]
+        lessons = self._lessons_dated_before(before)
+        if dry_run:
+            return Erasure("", "retention", datetime.now(UTC), actor, reason, len(owners), lessons)
+        destroyed: list[str] = []
+        for done, owner in enumerate(owners, start=1):
+            destroyed += self.sealer.keys.destroy([owner])
+            if on_progress is not None:
+                on_progress(done, len(owners))
+        if not destroyed:  # nothing was due (another process ran it first): no record
+            return Erasure("", "retention", datetime.now(UTC), actor, reason, 0, 0)
+        return self._recorded("retention", actor, reason, destroyed, lessons)
+
+    def records(self) -> list[Erasure]:
+        """Every erasure, oldest first."""
+        rows = self.sql.run(f"SELECT {COLUMNS} FROM {self.table} ORDER BY erased_at")
+        return [
+            Erasure(e_id, kind, datetime.fromisoformat(at), who, why, int(keys), int(lessons))
+            for e_id, kind, at, who, why, keys, lessons in rows
+        ]
+
+    def _recorded(
+        self, kind: str, actor: str, reason: str, destroyed: list[str], lessons: int
+    ) -> Erasure:
+        erasure = Erasure(
+            uuid.uuid4().hex, kind, datetime.now(UTC), actor, reason, len(destroyed), lessons
+        )
+        self.sql.run(
+            f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                erasure.erasure_id,
+                kind,
+                erasure.erased_at.isoformat(),
+                actor,
+                reason,
+                erasure.keys,
+                erasure.lessons,
+            ),
+        )
+        return erasure
+
+    def _lessons_of(self, key_ids: list[str]) -> int:
+        """How many lessons hold something sealed under these keys (a scan of the log: an
+        erasure is rare, and the ids are in the stored state as text)."""
+        if self._postgres:
+            match = "position(convert_to(%s, 'UTF8') in state) > 0"
+        else:
+            match = "instr(CAST(state AS TEXT), %s) > 0"
+        where = " OR ".join([match] * len(key_ids))
+        rows = self.sql.run(
+            f"SELECT count(DISTINCT originator_id) FROM {self.events_table} WHERE {where}",
+            key_ids,
+        )
+        return int(rows[0][0])
+
+    def _lessons_dated_before(self, before: date) -> int:
+        """How many lessons the read model has dated before the cut-off."""
+        lessons = self.sql.table("lessons")
+        try:
+            rows = self.sql.run(
+                f"SELECT count(*) FROM {lessons} WHERE lesson_date < %s", (before.isoformat(),)
+            )
+        except Exception:  # no read model in this database yet: nothing counted
+            return 0
+        return int(rows[0][0])
+
+
+class DailyRetention:
+    """Retention run by the server, once at start and then once a day, in a thread of its
+    own (`LESSON_LEDGER_RETENTION_DAYS`); several server processes may run it: what one
+    erased, the others find erased."""
+
+    def __init__(self, erasures: Erasures, days: int) -> None:
+        self.erasures = erasures
+        self.days = days
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> DailyRetention:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            cut_off = datetime.now(UTC).date() - timedelta(days=self.days)
+            try:
+                done = self.erasures.retention(cut_off, actor="retention", reason="daily")
+                log.info("retention applied", extra={"keys": done.keys, "before": str(cut_off)})
+            except Exception as error:  # an outage: the next day's run catches up
+                log.warning("retention not applied", extra={"error": one_line(error)})
+            self._stop.wait(DAY_SECONDS)
