@@ -17,7 +17,7 @@ from adapters.http.dependencies import PROBLEMS, Ledger, Requester
 from adapters.http.idempotency import IdempotencyKey, keyed_ids
 from adapters.http.problems import invalid, problem_for
 from adapters.http.schemas import BatchBody, BatchItemError, BatchItemResponse, BatchResponse
-from adapters.storage.idempotency import IdempotencyStore, StoredResponse, body_hash
+from adapters.storage.idempotency import IdempotencyStore, StoredResponse
 from adapters.storage.tokens import ApiToken
 from domain import BatchResult, FieldError, LessonLedger
 
@@ -49,11 +49,12 @@ def request_batch(
     the batch's id and its items' request ids are derived from the key."""
     store: IdempotencyStore = request.app.state.idempotency
     scope = token.provider_id or token.token_id
-    fingerprint = body_hash(
+    ids = keyed_ids(request)
+    fingerprint = ids.fingerprint(
         json.dumps(body.model_dump(mode="json", warnings=False), sort_keys=True).encode()
     )
     # Only the id derived from the key is kept and looked up, never the key as sent.
-    key_id = keyed_ids(request).derive(idempotency_key) if idempotency_key is not None else None
+    key_id = ids.derive(idempotency_key) if idempotency_key is not None else None
     if key_id is not None:
         first = store.find(scope, key_id)
         if first is not None:

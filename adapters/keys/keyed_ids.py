@@ -29,3 +29,8 @@ class KeyedIds:
         """`k-` and 32 base32 characters (lower case): the same key, the same id."""
         digest = hmac.new(self._key, client_key.encode(), hashlib.sha256).digest()
         return PREFIX + base64.b32encode(digest[:DIGEST_BYTES]).decode().lower()
+
+    def fingerprint(self, body: bytes) -> str:
+        """A keyed hash of a request's body (it holds students' data), hex: a copy of the
+        database cannot confirm a guessed body. Apart from `derive` (a key has no NUL)."""
+        return hmac.new(self._key, b"body\x00" + body, hashlib.sha256).hexdigest()

@@ -4,6 +4,7 @@ never stored, logged or echoed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -187,3 +188,10 @@ def test_no_key_is_stored_logged_or_echoed(
     for key in keys:
         assert key not in stored and key not in logged
         assert all(key not in answer.text for answer in [*answers, batch])
+
+
+def test_a_bodys_fingerprint_is_a_keyed_hash() -> None:
+    body = b'{"batch": [{"students": [{"id": "st-1", "grade": -2}]}]}'
+    ours, theirs = KeyedIds(b"k" * 32), KeyedIds(b"K" * 32)
+    assert ours.fingerprint(body) == ours.fingerprint(body) != theirs.fingerprint(body)
+    assert ours.fingerprint(body) != hashlib.sha256(body).hexdigest()
