@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from benchmarks.stores import StoreSpec
 from benchmarks.workload import Request, requests
 from benchmarks.writes import _chunks, run_together
@@ -115,9 +114,6 @@ def _serving(spec: StoreSpec, workers: int, log: Path) -> Iterator[str]:
         "LESSON_LEDGER_DATABASE_URL": spec.ledger_url,
         "LESSON_LEDGER_EMBEDDED_WORKER": "off",  # generation would compete for the cores
     }
-    if not env.get(KEY_FILE_SETTING):  # PostgreSQL needs a key file: one for the run
-        ensure_keys(log.parent / "ledger.keys.json")
-        env[KEY_FILE_SETTING] = str(log.parent / "ledger.keys.json")
     command = [LESSON_LEDGER, "serve", "--workers", str(workers), "--port", str(port)]
     with log.open("w") as out:  # a session of its own: its group is killed if it hangs
         process = subprocess.Popen(

@@ -17,13 +17,18 @@ to stderr.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from benchmarks import api, reads, writes
 from benchmarks.stores import count_rows, create_store, drop_store
 
@@ -106,6 +111,11 @@ def _worker_counts(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not os.environ.get(KEY_FILE_SETTING):  # PostgreSQL needs the ledger's key file
+        folder = tempfile.mkdtemp(prefix="bench-keys-")
+        atexit.register(shutil.rmtree, folder, True)
+        keys = ensure_keys(Path(folder) / "ledger.keys.json")
+        os.environ[KEY_FILE_SETTING] = str(keys.path)  # the servers it starts inherit it
     spec = create_store(args.store, args.database_url)
     figures: dict[str, Any] = {
         "store": args.store,
