@@ -17,11 +17,9 @@ to stderr.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -29,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
-from benchmarks import api, reads, writes
-from benchmarks.stores import count_rows, create_store, drop_store
+from benchmarks import api, generation, reads, writes
+from benchmarks.stores import CREATED_SCHEMAS, count_rows, create_store, drop_store
 
 TARGETS = {
     "single_ratio": (">=", 0.8),
@@ -89,6 +87,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="server processes of each HTTP API run, comma-separated "
         "(default 1,2,4; 0 or empty skips; PostgreSQL only)",
     )
+    parser.add_argument(
+        "--generation-workers",
+        type=_worker_counts,
+        default="1,2,4",
+        help="worker processes of each generation run (default 1,2,4; 0 skips; PostgreSQL)",
+    )
+    parser.add_argument(
+        "--generation-latencies",
+        type=lambda text: [float(part) for part in text.split(",") if part.strip()],
+        default="1,10",
+        help="the fake model's seconds per call, comma-separated (default 1,10)",
+    )
+    parser.add_argument(
+        "--generation-concurrency", type=int, default=16,
+        help="calls in flight per worker process in the scaling runs (16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--generation-rounds", type=int, default=6,
+        help="lessons per run = rounds x processes x concurrency, at latencies under 5 s (6)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--generation-slow-rounds", type=int, default=1,
+        help="the same at latencies of 5 s and more (1: those runs are long)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the schema or file")
     args = parser.parse_args(argv)
@@ -111,11 +133,15 @@ def _worker_counts(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not os.environ.get(KEY_FILE_SETTING):  # PostgreSQL needs the ledger's key file
-        folder = tempfile.mkdtemp(prefix="bench-keys-")
-        atexit.register(shutil.rmtree, folder, True)
-        keys = ensure_keys(Path(folder) / "ledger.keys.json")
-        os.environ[KEY_FILE_SETTING] = str(keys.path)  # the servers it starts inherit it
+    with tempfile.TemporaryDirectory(prefix="lesson-ledger-bench-") as folder:
+        if KEY_FILE_SETTING not in os.environ:
+            # Every process of the run (servers, workers) must share one key file.
+            ensure_keys(Path(folder) / "keys.json")
+            os.environ[KEY_FILE_SETTING] = str(Path(folder) / "keys.json")
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     spec = create_store(args.store, args.database_url)
     figures: dict[str, Any] = {
         "store": args.store,
@@ -128,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             drop_store(spec)
+    figures["schemas"] = CREATED_SCHEMAS
     print(render_table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
@@ -204,6 +231,16 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
         _api(figures, api.measure(spec, args.api_workers, args.requests, args.clients, step))
     elif args.api_workers:
         step("HTTP API: skipped (measured on PostgreSQL only)")
+    if args.generation_workers and spec.kind == "postgresql":
+        figures.update(
+            generation.measure(
+                args.database_url, args.generation_latencies, args.generation_workers,
+                args.generation_concurrency, args.generation_rounds,
+                args.generation_slow_rounds, step,
+            )
+        )  # fmt: skip
+    elif args.generation_workers:
+        step("generation: skipped (worker processes share the work on PostgreSQL only)")
     figures["targets"] = {key: _verdict(key, figures[key]) for key in TARGETS}
     step("done")
 
@@ -339,6 +376,7 @@ def render_table(f: dict[str, Any]) -> str:
         )
         for workers, rate in f.get("api_requests_per_s", {}).items()
     ]
+    rows += generation.table_rows(f)
     header = ("measurement", "ledger", "baseline (plain INSERT)", "ledger/baseline", "target")
     lines = [
         f"store: {f['store']}; {f['machine']}; {f['started_at']}",

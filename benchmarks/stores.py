@@ -88,6 +88,10 @@ class BaselineWriter:
             self._sqlite.close()
 
 
+CREATED_SCHEMAS: list[str] = []
+"""Every schema this run made (the smoke test checks that each was dropped)."""
+
+
 def create_store(kind: str, database_url: str | None) -> StoreSpec:
     """A fresh schema (PostgreSQL) or file (SQLite) with the baseline's table in it; the
     ledger creates its own tables when first opened."""
@@ -97,6 +101,7 @@ def create_store(kind: str, database_url: str | None) -> StoreSpec:
         schema = f"bench_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
+            CREATED_SCHEMAS.append(schema)
             conn.execute(
                 f"""CREATE TABLE "{schema}".{BASELINE_TABLE} (
                     id bigserial PRIMARY KEY, provider_id uuid NOT NULL, school_id text,

@@ -305,6 +305,25 @@ def check_model(value: object) -> str:
     return value.strip()
 
 
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def check_usage(value: object) -> dict[str, int] | None:
+    """Tokens an attempt used: whole numbers from 0 under the keys of USAGE_KEYS."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"must be an object of token counts ({', '.join(USAGE_KEYS)})")
+    usage: dict[str, int] = {}
+    for name, count in value.items():
+        if name not in USAGE_KEYS:
+            raise ValueError(f"unknown count {str(name)[:40]!r}; use {', '.join(USAGE_KEYS)}")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**53:
+            raise ValueError(f"{name} must be a whole number from 0, not {count!r}")
+        usage[name] = count
+    return usage
+
+
 def check_fields(checks: list[tuple[str, Any, object]]) -> list[Any]:
     """Run (field, check, value) checks, raising one error that names every bad field."""
     errors: list[FieldError] = []

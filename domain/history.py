@@ -79,6 +79,10 @@ def history_entry(event: LessonSlot.Event, open_content: Opener) -> HistoryEntry
         changes["students"] = f"{len(changes['students'])} student(s)"
     if "content" in changes:
         changes["content"] = open_content(event.originator_id, changes["content"])
+    if "usage" in changes and changes["usage"] is None:
+        # Unknown usage (the template, or an event from before 0.3) is left out, so an
+        # old event's entry reads exactly as it did.
+        del changes["usage"]
     return HistoryEntry(
         version=event.originator_version,
         event=type(event).__qualname__.rsplit(".", 1)[-1],

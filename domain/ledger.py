@@ -31,6 +31,7 @@ from domain.commands import (
     check_model,
     check_reason,
     check_source,
+    check_usage,
     spelled,
     validate_import,
     validate_request,
@@ -106,14 +107,17 @@ class LessonLedger:
         content: dict[str, Any],
         model: str,
         actor: str = "worker",
+        usage: dict[str, int] | None = None,
     ) -> CommandResult:
-        """Record the generated lesson of an attempt; an older attempt is stale."""
-        attempt, content, model, actor = check_fields(
+        """Record the generated lesson of an attempt (and the tokens it used); an older
+        attempt is stale."""
+        attempt, content, model, actor, usage = check_fields(
             [
                 ("attempt", check_attempt, attempt),
                 ("content", check_content, content),
                 ("model", check_model, model),
                 ("actor", check_actor, actor),
+                ("usage", check_usage, usage),
             ]
         )
 
@@ -121,7 +125,7 @@ class LessonLedger:
             sealed = self.student_data.seal_content(
                 slot.id, slot.lesson_date, slot.students or [], content
             )
-            return slot.record_generation(attempt, sealed, model, actor)
+            return slot.record_generation(attempt, sealed, model, actor, usage)
 
         return self._decide(lesson_id, lambda slot: _on(slot, lesson_id, record))
 

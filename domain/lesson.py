@@ -93,15 +93,23 @@ class LessonSlot(Aggregate):
         """The generated lesson of an attempt, recorded by the worker; its content sealed
         so that erasing any student of the lesson makes it unreadable too."""
 
-        class_version = 2
+        class_version = 3
         attempt: int
         content: dict[str, Any]
         model: str
+        usage: dict[str, int] | None = None
+        """Tokens the attempt used (prompt_tokens, completion_tokens, total_tokens), or
+        None (the template, or an event recorded before usage was kept)."""
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             """`content` became sealed: an earlier event's reads as `{"plain": content}`."""
             state["content"] = plain_content(state["content"])
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """`usage` was added: an earlier event's reads as None (not known)."""
+            state["usage"] = None
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated"
@@ -147,6 +155,11 @@ class LessonSlot(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             """`content` became sealed, as in LessonGenerated version 2."""
             state["content"] = plain_content(state["content"])
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """`usage` was added: an earlier event's reads as None (not known)."""
+            state["usage"] = None
 
         def apply(self, slot: LessonSlot) -> None:
             slot.status = "generated" if self.content else "requested"
@@ -330,7 +343,12 @@ class LessonSlot(Aggregate):
         return Decision("accepted", self.attempt)
 
     def record_generation(
-        self, attempt: int, content: dict[str, Any], model: str, actor: str
+        self,
+        attempt: int,
+        content: dict[str, Any],
+        model: str,
+        actor: str,
+        usage: dict[str, int] | None = None,
     ) -> Decision:
         if self._attempt_decided(attempt, "record_generation", actor):
             return Decision("replayed", attempt)
@@ -339,6 +357,7 @@ class LessonSlot(Aggregate):
             attempt=attempt,
             content=content,
             model=model,
+            usage=usage,
             **self._worker(actor).fields(),
         )
         return Decision("accepted", attempt)

@@ -30,8 +30,9 @@ def worker(
         int | None,
         typer.Option(
             min=1,
-            max=64,
-            help="attempts generated at once; default $LESSON_LEDGER_WORKER_CONCURRENCY or 4",
+            max=1024,
+            help="attempts generated at once by this process; default "
+            "$LESSON_LEDGER_WORKER_CONCURRENCY or 64",
             show_default=False,
         ),
     ] = None,
@@ -45,9 +46,10 @@ def worker(
 ) -> None:
     """Generate requested lessons: follow the log, one result per attempt.
 
-    Several workers may run: one generates, the others wait and take over when it stops or dies.
+    On PostgreSQL any number of workers share the work (a job queue; a killed worker's
+    attempts are taken up by the others); on SQLite one generates and the others wait.
 
-    Example: lesson-ledger worker --concurrency 8 --generator openai
+    Example: lesson-ledger worker --concurrency 64 --generator openai
     """
     if generator is not None and generator not in ("template", "openai"):
         err.print(f"[red]usage:[/red] --generator must be template or openai, not {generator!r}")
@@ -88,7 +90,8 @@ def _open(
         app_settings = Settings()
         logs.configure(app_settings.log_level)
         # httpx logs every request at INFO; the worker logs each attempt itself.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         overrides: dict[str, object] = {}
         if concurrency is not None:
             overrides["worker_concurrency"] = concurrency

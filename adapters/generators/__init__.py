@@ -3,6 +3,7 @@ OpenAI-compatible chat completions endpoint), chosen by the settings."""
 
 from __future__ import annotations
 
+from adapters.generators.limits import RateLimiter
 from adapters.generators.openai_compatible import OpenAIGenerator
 from adapters.generators.settings import GeneratorConfigError, GeneratorSettings
 from adapters.generators.template import TemplateGenerator
@@ -11,8 +12,10 @@ from projections.generation.port import LessonGenerator
 __all__ = ["GeneratorConfigError", "GeneratorSettings", "make_generator"]
 
 
-def make_generator(settings: GeneratorSettings) -> LessonGenerator:
-    """The generator the settings name."""
+def make_generator(
+    settings: GeneratorSettings, *, limiter: RateLimiter | None = None
+) -> LessonGenerator:
+    """The generator the settings name (its calls within `limiter`'s limits)."""
     if settings.generator == "openai":
-        return OpenAIGenerator(settings)
+        return OpenAIGenerator(settings, limiter=limiter)
     return TemplateGenerator()

@@ -36,11 +36,24 @@ class GeneratorSettings(BaseSettings):
     """Seconds to wait for the answer (read timeout)."""
     openai_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     openai_max_tries: int = Field(default=4, ge=1, le=20)
-    """Tries per attempt: the first call and its retries (429, 5xx, timeouts, connection
-    errors, malformed output)."""
-    openai_backoff_seconds: float = Field(default=1.0, ge=0)
-    """The first retry waits up to this long, doubling each time (full jitter)."""
-    openai_max_backoff_seconds: float = Field(default=30.0, ge=0)
+    """Calls per attempt at most: the first and its retries (the openai package's for 408,
+    409, 429, 5xx, timeouts and connection errors, with its backoff and Retry-After; ours
+    for malformed output)."""
     openai_temperature: float = Field(default=0.4, ge=0, le=2)
+    openai_structured_outputs: bool = True
+    """Send the lesson's JSON schema, strict (`response_format: json_schema`), so the model
+    answers in its shape; turn off for endpoints that refuse it."""
     openai_json_mode: bool = True
-    """Send `response_format: {"type": "json_object"}` (some servers do not support it)."""
+    """Without structured outputs: send `response_format: {"type": "json_object"}` (some
+    servers support neither)."""
+    openai_requests_per_minute: int | None = Field(default=None, ge=1)
+    """At most this many calls in any minute, across every worker process (PostgreSQL
+    holds the count; SQLite's one process holds it in memory). None: no limit."""
+    openai_tokens_per_minute: int | None = Field(default=None, ge=1)
+    """At most this many tokens in any minute, as for requests: each call counts its
+    estimate until its answer says what it used."""
+    openai_rate_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """The window the per-minute limits are counted over (60; shorter in tests)."""
+    openai_estimated_completion_tokens: int = Field(default=1500, ge=0)
+    """What an answer is expected to cost, counted before the call (the prompt's share is
+    estimated from its length)."""

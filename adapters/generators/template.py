@@ -52,7 +52,14 @@ class TemplateGenerator:
     def model(self) -> str:
         return MODEL
 
-    def generate(self, request: GenerationRequest) -> GeneratedLesson:
+    def estimated_tokens(self, request: GenerationRequest) -> int:
+        return 0  # no model, no tokens
+
+    async def generate(self, request: GenerationRequest) -> GeneratedLesson:
+        return self.build(request)
+
+    def build(self, request: GenerationRequest) -> GeneratedLesson:
+        """The lesson, synchronously (it waits on nothing)."""
         started = time.perf_counter()
         rng = random.Random(_seed(request))
         draft_lesson = _lesson(request)
@@ -67,7 +74,7 @@ class TemplateGenerator:
             ),
         )
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Nothing to free."""
 
 

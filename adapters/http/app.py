@@ -32,6 +32,7 @@ from adapters.storage.database import Database
 from adapters.storage.idempotency import IdempotencyStore
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
+from adapters.storage.usage import SqlUsageStore
 from adapters.worker import start_worker_in_background
 
 log = logging.getLogger("lesson_ledger.http")
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.bearer = BearerTokens(app.state.tokens, jwt)
         app.state.idempotency = IdempotencyStore(sql)
         app.state.keyed_ids = KeyedIds(keys["hash_key"])
+        app.state.generation_usage = SqlUsageStore(sql)  # token totals for /metrics
         # The server keeps the read model current by itself; with several server
         # processes one follower is active and the others stand by.
         follower = read_model.start_following() if settings.follow_projections else None

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.http.generation_metrics import token_totals_text
 from adapters.http.schemas import Health
 from domain import LedgerUnavailable
 
@@ -40,4 +41,8 @@ def metrics(request: Request) -> Response:
     metrics = request.app.state.metrics
     for status in request.app.state.read_model.status():
         metrics.projection_lag.labels(status.name).set(status.lag)
-    return Response(generate_latest(metrics.exposed()), media_type=CONTENT_TYPE_LATEST)
+    text = generate_latest(metrics.exposed())
+    usage = getattr(request.app.state, "generation_usage", None)
+    if usage is not None:
+        text += token_totals_text(usage)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

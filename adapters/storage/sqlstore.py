@@ -21,7 +21,11 @@ Row = tuple[Any, ...]
 class SqlStore:
     """Runs statements on the ledger's database; each call is one transaction."""
 
-    def __init__(self, database: Database, pool_size: int = 4) -> None:
+    def __init__(
+        self, database: Database, pool_size: int = 4, *, session_options: str | None = None
+    ) -> None:
+        """`session_options`: PostgreSQL settings for its sessions (libpq `options`, e.g.
+        "-c synchronous_commit=off")."""
         self.database = database
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
         if database.kind == "postgresql":
@@ -37,6 +41,7 @@ class SqlStore:
                     # One statement is a transaction of its own (one round trip); a
                     # block of several opens one explicitly (`transaction()`).
                     "autocommit": True,
+                    **({"options": session_options} if session_options else {}),
                 },
                 min_size=1,
                 max_size=pool_size,

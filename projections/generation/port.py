@@ -1,8 +1,10 @@
 """The generator port: what the generation worker asks a generator for, and what it gets
 back. Owned here, implemented in adapters/generators/ (template, OpenAI-compatible).
 
-A generator turns a `GenerationRequest` into a `GeneratedLesson` (validated JSON) or
-raises `GenerationError` with a reason that the worker records as the attempt's failure.
+A generator is asynchronous (hundreds of attempts wait on the model at once in one
+event loop): it turns a `GenerationRequest` into a `GeneratedLesson` (validated JSON and
+the tokens it used) or raises `GenerationError` with a reason that the worker records as
+the attempt's failure. Cancelling `generate` leaves the attempt unfinished.
 Students reach a generator without their ids (`Learner` has no id field): a generator
 cannot leak what it never receives. Grades, reading levels, IEP goals and accommodations
 may shape a prompt, but are never logged.
@@ -23,10 +25,41 @@ Item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Minutes = Annotated[int, Field(ge=1, le=120)]
 
 
+class TokenUsage(BaseModel):
+    """Tokens one attempt used, over all its calls (what the model's account is billed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+    def recorded(self) -> dict[str, int]:
+        """As the LessonGenerated event records it."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
 class GenerationError(Exception):
     """Generating the attempt failed for good; `str(error)` is the reason recorded with
     GenerationFailed. It must name what went wrong without quoting lesson content or
-    student data."""
+    student data. `usage`: the tokens spent on the way (malformed answers cost too)."""
+
+    def __init__(self, reason: str, usage: TokenUsage | None = None) -> None:
+        super().__init__(reason)
+        self.usage = usage
 
 
 class GenerationInterrupted(Exception):
@@ -200,9 +233,11 @@ class GenerationMetadata(_Model):
 
 
 class GeneratedLesson(LessonDraft):
-    """The lesson JSON the ledger records: `lesson`, `worksheet`, `metadata`."""
+    """The lesson JSON the ledger records: `lesson`, `worksheet`, `metadata`; and the
+    tokens it cost (`usage`, recorded beside the content, not in it)."""
 
     metadata: GenerationMetadata
+    usage: TokenUsage | None = Field(default=None, exclude=True)
 
     def content(self) -> dict[str, Any]:
         """As recorded in the LessonGenerated event (JSON types only)."""
@@ -213,18 +248,23 @@ class GeneratedLesson(LessonDraft):
 
 
 class LessonGenerator(Protocol):
-    """Writes the lesson of one attempt. Called from several threads at once."""
+    """Writes the lesson of one attempt. Many `generate` calls run at once, in one event
+    loop (the worker's); `aclose` runs in that loop too."""
 
     @property
     def model(self) -> str:
         """The model name recorded with each lesson (e.g. "template-v1", "gpt-4o-mini")."""
         ...
 
-    def generate(self, request: GenerationRequest) -> GeneratedLesson:
-        """The lesson, or GenerationError (recorded as the failure's reason), or
-        GenerationInterrupted (after `close()`: the attempt stays unfinished)."""
+    def estimated_tokens(self, request: GenerationRequest) -> int:
+        """What an attempt is expected to cost, before it is made (for the daily cap)."""
         ...
 
-    def close(self) -> None:
-        """Stop waiting (between retries) and free connections; idempotent."""
+    async def generate(self, request: GenerationRequest) -> GeneratedLesson:
+        """The lesson, or GenerationError (recorded as the failure's reason), or
+        GenerationInterrupted (the attempt stays unfinished); cancellable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Free connections; idempotent."""
         ...

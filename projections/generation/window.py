@@ -4,17 +4,10 @@ of the log that is finished, whatever order the jobs finish in."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from uuid import UUID
 
+from projections.generation.jobs import Job
 
-@dataclass(frozen=True)
-class Job:
-    """One attempt to generate: the requesting event's slot, attempt and position."""
-
-    lesson_id: UUID
-    attempt: int
-    notification_id: int
+__all__ = ["Job", "Window"]
 
 
 class Window:

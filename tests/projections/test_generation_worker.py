@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from adapters.eventstore import event_store
-from adapters.worker import WorkerSettings
+from adapters.worker import WorkerSettings, open_worker
 from domain import LessonLedger
 from projections.generation.port import GeneratedLesson
 from projections.generation.worker import Window
@@ -84,7 +84,7 @@ def test_every_attempt_ends_generated_or_failed_once_as_scripted(
         else:
             assert state.status == "failed"
             assert reason in (state.failure_reason or ""), state.failure_reason
-    assert worker.worker.counts == Counter({"generated": 4, "failed": 5})
+    assert worker.counts == Counter({"generated": 4, "failed": 5})
     assert all(sid not in call.raw for call in fake.calls for sid in STUDENT_IDS)
     logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert "lesson generated" in logged and "generation failed" in logged
@@ -185,7 +185,9 @@ def test_a_restarted_worker_neither_skips_nor_repeats_finished_attempts(store: S
         assert results(ledger, lesson_id) == Counter({("LessonGenerated", 1): 1})
 
 
-def test_the_position_only_moves_past_finished_attempts(store: Store) -> None:
+def test_the_position_only_moves_past_finished_attempts(tmp_path: Path) -> None:
+    """SQLite's single dispatcher: its position is the lowest finished request."""
+    store = Store("sqlite", f"sqlite:///{tmp_path / 'position.db'}")
     ledger = store.open()
     requested = request_lessons_at(ledger, 5)
     slow, rest = requested[0], requested[1:]
@@ -201,6 +203,48 @@ def test_the_position_only_moves_past_finished_attempts(store: Store) -> None:
             wait_for(all_decided(ledger, [slow.lesson_id]), DEADLINE, "the slow lesson")
             head = event_store(ledger).recorder.max_notification_id()
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
+    store.close()
+
+
+def test_the_feeders_position_never_passes_an_attempt_without_a_job(
+    postgres_store: Store,
+) -> None:
+    """PostgreSQL: the position moves past a request only once its job is committed. The
+    job table refuses inserts for a while (a trigger): the feeder fails and retries, its
+    position stays, nothing is generated; then the jobs go in and everything follows."""
+    store = postgres_store
+    ledger = store.open()
+    requested = request_lessons_at(ledger, 3)
+    table = f'"{store.database.schema}".generation_jobs'
+    with FakeOpenAI() as fake:
+        worker = open_worker(store.url, openai_settings(fake.base_url), ledger=ledger)
+        try:
+            refuse = f'"{store.database.schema}".refuse_jobs'
+            _execute(
+                store,
+                f"CREATE FUNCTION {refuse}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'no jobs today'; END $$",
+            )
+            _execute(
+                store,
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION {refuse}()",
+            )
+            worker.start()
+            wait_for(lambda: worker.worker.last_error is not None, DEADLINE, "the refused insert")
+            assert "no jobs today" in (worker.worker.last_error or "")
+            assert tracked_position(store) == 0
+            assert store.query(f"SELECT count(*) FROM {table}") == [(0,)]
+            _execute(store, f"DROP TRIGGER refuse ON {table}")
+            ids = [r.lesson_id for r in requested]
+            wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
+            head = event_store(ledger).recorder.max_notification_id()
+            wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
+        finally:
+            assert worker.stop(timeout=20)
+    rows = store.query(f"SELECT notification_id, outcome, claims FROM {table} ORDER BY 1")
+    assert rows == [(r.position, "generated", 1) for r in requested]
+    assert fake.calls_by_attempt() == Counter({key(r.lesson_id): 1 for r in requested})
 
 
 def test_a_result_that_arrives_after_a_regeneration_is_stale(store: Store) -> None:
@@ -218,7 +262,7 @@ def test_a_result_that_arrives_after_a_regeneration_is_stale(store: Store) -> No
             ledger.regenerate(lesson_id=lesson_id, request_id="regen-1", actor="teacher")
             wait_for(lambda: fake.calls_for(key(lesson_id, 2)) == 1, DEADLINE, "attempt 2 asked")
             release.set()  # attempt 1's result comes back now: stale
-            wait_for(lambda: worker.worker.counts["stale"] == 1, DEADLINE, "the stale result")
+            wait_for(lambda: worker.counts["stale"] == 1, DEADLINE, "the stale result")
             wait_for(all_decided(ledger, [lesson_id]), DEADLINE, "attempt 2 generated")
     state = ledger.get_lesson(lesson_id)
     assert state is not None and (state.status, state.attempt) == ("generated", 2)
@@ -250,7 +294,7 @@ def test_a_second_result_for_an_attempt_is_a_replay_never_a_second_lesson(store:
                 actor="other-worker",
             )
             release.set()
-            wait_for(lambda: worker.worker.counts["replayed"] == 1, DEADLINE, "the replay")
+            wait_for(lambda: worker.counts["replayed"] == 1, DEADLINE, "the replay")
     assert earlier.outcome == "accepted"
     assert results(ledger, lesson_id) == Counter({("LessonGenerated", 1): 1})
     state = ledger.get_lesson(lesson_id)
@@ -269,7 +313,7 @@ def test_a_superseded_attempt_is_not_generated(store: Store) -> None:
         wait_for(all_decided(ledger, [lesson_id]), DEADLINE, "attempt 2 generated")
     assert fake.calls_by_attempt() == Counter({key(lesson_id, 2): 1})
     assert results(ledger, lesson_id)[("LessonGenerated", 2)] == 1
-    assert worker.worker.counts == Counter({"skipped": 1, "generated": 1})
+    assert worker.counts == Counter({"skipped": 1, "generated": 1})
 
 
 def test_a_cancelled_lesson_is_not_generated(store: Store) -> None:
@@ -288,7 +332,7 @@ def test_a_cancelled_lesson_is_not_generated(store: Store) -> None:
             ledger.cancel(lesson_id=in_flight, request_id="cancel-2", actor="teacher")
             release.set()
             wait_for(all_decided(ledger, [kept]), DEADLINE, "the kept lesson generated")
-            wait_for(lambda: worker.worker.counts["stale"] == 1, DEADLINE, "the stale result")
+            wait_for(lambda: worker.counts["stale"] == 1, DEADLINE, "the stale result")
             # Requested again after the cancel: a new attempt, generated.
             again = _request_again(ledger, cancelled)
             worker.wake()
@@ -298,7 +342,12 @@ def test_a_cancelled_lesson_is_not_generated(store: Store) -> None:
     assert results(ledger, cancelled) == Counter({("LessonGenerated", 2): 1})
     assert results(ledger, in_flight) == Counter()
     assert statuses(ledger, [in_flight]) == ["cancelled"]
-    assert worker.worker.counts == Counter({"skipped": 1, "generated": 2, "stale": 1})
+    assert worker.counts == Counter({"skipped": 1, "generated": 2, "stale": 1})
+
+
+def _execute(store: Store, statement: str) -> None:
+    with store.database.connect() as conn:
+        conn.execute(statement.encode())
 
 
 def _request_again(ledger: LessonLedger, lesson_id: object) -> int:

@@ -3,8 +3,12 @@
 It answers `POST /v1/chat/completions` with scripted replies, per attempt (the
 `X-Lesson-Ledger-Attempt` header, `<lesson_id>/<attempt>`) or by default, and records
 every call, so that tests can count calls per attempt, look at the prompts, and wait for
-calls to be in flight. Replies can be slow, held until a test releases them, or held
-until a number of calls are in flight at once (a barrier, to show concurrency).
+calls to be in flight. Replies can be slow (a fixed latency), held until a test releases
+them, or held until a number of calls are in flight at once (a barrier, to show
+concurrency); a 429 can carry Retry-After. Each answer reports its tokens (`usage`: the
+prompt's and the answer's length over 4), and the fake counts calls and tokens per
+window of time (`most_calls_in_window`, `most_tokens_in_window`) and the most calls in
+flight at once (`peak_in_flight`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Reply:
     raw: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     hold: threading.Event | None = None
+    usage: dict[str, int] | None = None
+    """The answer's token counts (default: from the prompt's and content's lengths)."""
 
 
 def ok(delay: float = 0.0) -> Reply:
@@ -96,6 +102,21 @@ def held(event: threading.Event) -> Reply:
     return Reply(hold=event)
 
 
+class _Server(ThreadingHTTPServer):
+    # Hundreds of clients connect at once: the default backlog (5) would drop some.
+    request_queue_size = 1024
+
+
+def _usage(body: dict[str, Any], content: str) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
+    completion = len(content) // 4
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
 @dataclass(frozen=True)
 class Call:
     """One request the fake received."""
@@ -103,7 +124,10 @@ class Call:
     attempt_key: str | None
     body: dict[str, Any]
     headers: dict[str, str]
+    """Names in lowercase."""
     at: float
+    tokens: int = 0
+    """The tokens its answer reported (0 for an error)."""
 
     @property
     def prompt(self) -> str:
@@ -126,7 +150,7 @@ class FakeOpenAI:
         self.barrier: int | None = None
         self._script: dict[str, list[Reply]] = {}
         self._lock = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -168,6 +192,35 @@ class FakeOpenAI:
         with self._lock:
             return Counter(call.attempt_key for call in self.calls)
 
+    def most_calls_in_window(self, seconds: float) -> int:
+        """The most calls that arrived within any `seconds` (a sliding window)."""
+        with self._lock:
+            times = sorted(call.at for call in self.calls)
+        most, first = 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= seconds:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
+    def most_tokens_in_window(self, seconds: float) -> int:
+        """The most tokens answered for calls that arrived within any `seconds`."""
+        with self._lock:
+            calls = sorted((call.at, call.tokens) for call in self.calls)
+        most, first, total = 0, 0, 0
+        for at, tokens in calls:
+            total += tokens
+            while at - calls[first][0] >= seconds:
+                total -= calls[first][1]
+                first += 1
+            most = max(most, total)
+        return most
+
+    def arrivals(self, attempt_key: str) -> list[float]:
+        """When this attempt's calls arrived (monotonic seconds)."""
+        with self._lock:
+            return [call.at for call in self.calls if call.attempt_key == attempt_key]
+
     def in_flight_keys(self) -> set[str | None]:
         with self._lock:
             return {key for key, count in self.in_flight.items() if count > 0}
@@ -185,9 +238,12 @@ class FakeOpenAI:
 
     # Serving.
 
-    def _answer(self, key: str | None, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+    def _answer(
+        self, key: str | None, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[Reply, int]:
         with self._lock:
             self.calls.append(Call(key, body, headers, time.monotonic()))
+            index = len(self.calls) - 1
             self.in_flight[key] += 1
             self.peak_in_flight = max(self.peak_in_flight, sum(self.in_flight.values()))
             queue = self._script.get(key or "", [])
@@ -204,7 +260,12 @@ class FakeOpenAI:
             reply.hold.wait(MAX_HOLD_SECONDS)
         if reply.delay:
             time.sleep(reply.delay)
-        return reply
+        return reply, index
+
+    def _count_tokens(self, index: int, tokens: int) -> None:
+        with self._lock:
+            call = self.calls[index]
+            self.calls[index] = Call(call.attempt_key, call.body, call.headers, call.at, tokens)
 
     def _done(self, key: str | None) -> None:
         with self._lock:
@@ -227,7 +288,9 @@ class FakeOpenAI:
                 if self.path != "/v1/chat/completions":
                     self._send(404, b'{"error": {"type": "not_found"}}', {})
                     return
-                reply = fake._answer(key, body, dict(self.headers.items()))
+                reply, index = fake._answer(
+                    key, body, {k.lower(): v for k, v in self.headers.items()}
+                )
                 # Not in flight any more from here: the answer is about to be written, so
                 # a worker killed while a call is "in flight" cannot have its answer.
                 fake._done(key)
@@ -236,6 +299,8 @@ class FakeOpenAI:
                     content = reply.content
                     if content is None:
                         content = json.dumps(VALID_LESSON)
+                    usage = reply.usage or _usage(body, content)
+                    fake._count_tokens(index, usage.get("total_tokens", 0))
                     payload = json.dumps(
                         {
                             "id": "chatcmpl-fake",
@@ -248,6 +313,7 @@ class FakeOpenAI:
                                     "finish_reason": "stop",
                                 }
                             ],
+                            "usage": usage,
                         }
                     ).encode()
                 self._send(reply.status, payload, reply.headers)

@@ -1,34 +1,55 @@
 """The generators on their own: the template (deterministic, offline) and the openai
-adapter against the fake server (retries, reasons, what a prompt may contain)."""
+adapter (the official package's async client) against the fake server: retries,
+Retry-After, reasons, tokens used, structured outputs, hundreds of calls at once, and
+what a prompt may contain."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import random
 import re
-import threading
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import pytest
 
 from adapters.generators import make_generator
-from adapters.generators.openai_compatible import OpenAIGenerator, user_prompt
+from adapters.generators.limits import Limits, MemoryRateLimiter
+from adapters.generators.openai_compatible import OpenAIGenerator, lesson_schema, user_prompt
 from adapters.generators.settings import GeneratorConfigError, GeneratorSettings
 from adapters.generators.template import MODEL, TemplateGenerator
 from projections.generation.port import (
     GeneratedLesson,
     GenerationError,
-    GenerationInterrupted,
     GenerationRequest,
     Learner,
+    LessonDraft,
 )
 from tests.support import fake_openai
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.generation import API_KEY, IEP_GOAL, STUDENT_IDS, openai_settings
 
 FIXED = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
+T = TypeVar("T")
+
+
+def run(
+    settings: GeneratorSettings, use: Callable[[OpenAIGenerator], Awaitable[T]], **kw: Any
+) -> T:
+    """Run `use(generator)` in an event loop of its own, then close the generator."""
+
+    async def main() -> T:
+        generator = OpenAIGenerator(settings, **kw)
+        try:
+            return await use(generator)
+        finally:
+            await generator.aclose()
+
+    return asyncio.run(main())
 
 
 def request(**changes: object) -> GenerationRequest:
@@ -55,25 +76,26 @@ def request(**changes: object) -> GenerationRequest:
 
 def test_template_is_deterministic_for_the_same_details() -> None:
     generator = TemplateGenerator(clock=lambda: FIXED)
-    first = generator.generate(request())
-    again = TemplateGenerator(clock=lambda: FIXED).generate(request(attempt=2))
+    first = asyncio.run(generator.generate(request()))
+    again = TemplateGenerator(clock=lambda: FIXED).build(request(attempt=2))
     assert first.lesson == again.lesson and first.worksheet == again.worksheet
+    assert first.usage is None  # no model, no tokens
     unpinned = TemplateGenerator()  # only the metadata (when) may differ
-    assert unpinned.generate(request()).model_dump(exclude={"metadata"}) == first.model_dump(
+    assert unpinned.build(request()).model_dump(exclude={"metadata"}) == first.model_dump(
         exclude={"metadata"}
     )
-    other = generator.generate(request(topic="Division"))
+    other = generator.build(request(topic="Division"))
     assert other.lesson != first.lesson
 
 
 def test_template_uses_duration_subject_grades_topic_and_role() -> None:
-    lesson = TemplateGenerator().generate(request()).lesson
+    lesson = TemplateGenerator().build(request()).lesson
     assert lesson.duration == 45
     assert lesson.introduction.duration + lesson.activity.duration == 45
     assert "Math" in lesson.title and "Multiplication facts" in lesson.title
     assert "grades 3 and 5" in lesson.title
     assert "resource room" in lesson.overview and "skip counting" in lesson.overview
-    kindergarten = TemplateGenerator().generate(
+    kindergarten = TemplateGenerator().build(
         request(learners=(Learner(grade=0), Learner(grade=1)), duration=5)
     )
     assert "grades K-1" in kindergarten.lesson.title
@@ -86,7 +108,7 @@ def test_template_uses_duration_subject_grades_topic_and_role() -> None:
 def test_template_output_validates_and_keeps_student_data_out(
     subject_type: str | None, role: str | None
 ) -> None:
-    generated = TemplateGenerator().generate(request(subject_type=subject_type, teacher_role=role))
+    generated = TemplateGenerator().build(request(subject_type=subject_type, teacher_role=role))
     content = generated.content()
     assert GeneratedLesson.model_validate(json.loads(json.dumps(content))) == generated
     assert set(content) == {"lesson", "worksheet", "metadata"}
@@ -116,18 +138,45 @@ def test_the_settings_choose_the_generator() -> None:
 # The openai adapter against the fake server.
 
 
-def test_a_good_answer_is_validated_and_returned() -> None:
+def test_a_good_answer_is_validated_and_returned_with_its_tokens() -> None:
     with FakeOpenAI() as fake:
-        generator = OpenAIGenerator(openai_settings(fake.base_url))
-        generated = generator.generate(request())
-        generator.close()
+        generated = run(openai_settings(fake.base_url), lambda g: g.generate(request()))
     assert generated.lesson.title == "Fractions on a number line"
     assert generated.metadata.model == "fake-model"
     [call] = fake.calls
-    assert call.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert call.headers["authorization"] == f"Bearer {API_KEY}"
     assert call.attempt_key == f"{request().lesson_id}/1"
-    assert call.body["response_format"] == {"type": "json_object"}
     assert "grade 3" in call.prompt and IEP_GOAL in call.prompt  # may shape the prompt
+    # The tokens the answer reported, not counted into the lesson's content.
+    assert generated.usage is not None and generated.usage.total_tokens == call.tokens > 0
+    assert "usage" not in generated.content()
+
+
+def test_structured_outputs_send_the_lessons_schema_strict_unless_turned_off() -> None:
+    with FakeOpenAI() as fake:
+        run(openai_settings(fake.base_url), lambda g: g.generate(request()))
+        run(
+            openai_settings(fake.base_url, openai_structured_outputs=False),
+            lambda g: g.generate(request()),
+        )
+        run(
+            openai_settings(fake.base_url, openai_structured_outputs=False, openai_json_mode=False),
+            lambda g: g.generate(request()),
+        )
+    structured, json_mode, plain = (call.body.get("response_format") for call in fake.calls)
+    assert structured["type"] == "json_schema"
+    assert structured["json_schema"]["strict"] is True
+    schema = structured["json_schema"]["schema"]
+    assert schema == lesson_schema()
+    assert schema["required"] == ["lesson", "worksheet"]
+    assert schema["additionalProperties"] is False
+    for definition in schema["$defs"].values():  # strict: every property required
+        assert definition["required"] == list(definition["properties"])
+        assert definition["additionalProperties"] is False
+    # The schema describes what the ledger accepts: the fake's lesson validates.
+    LessonDraft.model_validate(fake_openai.VALID_LESSON)
+    assert json_mode == {"type": "json_object"}
+    assert plain is None
 
 
 @pytest.mark.parametrize(
@@ -136,12 +185,14 @@ def test_a_good_answer_is_validated_and_returned() -> None:
         ([fake_openai.error(429), fake_openai.error(500), fake_openai.ok()], 3, None),
         ([fake_openai.malformed(), fake_openai.ok()], 2, None),
         ([fake_openai.hang(0.8), fake_openai.ok()], 2, None),
+        ([fake_openai.error(503), fake_openai.malformed(), fake_openai.ok()], 3, None),
         ([fake_openai.error(503)] * 3, 3, "HTTP 503 (scripted_error) (after 3 tries)"),
         ([fake_openai.error(429)] * 3, 3, "HTTP 429"),
         ([fake_openai.malformed()] * 3, 3, "the content is not JSON"),
         ([fake_openai.invalid_lesson()] * 3, 3, "does not validate"),
         ([fake_openai.not_a_completion()] * 3, 3, "not a chat completion"),
         ([fake_openai.hang(0.8)] * 3, 3, "timed out"),
+        ([fake_openai.malformed()] * 2 + [fake_openai.error(503)], 3, "HTTP 503"),
         ([fake_openai.error(400)], 1, "HTTP 400 (scripted_error) (not retried)"),
         ([fake_openai.error(401)], 1, "HTTP 401"),
     ],
@@ -152,66 +203,73 @@ def test_retries_and_reasons(
     with FakeOpenAI() as fake:
         attempt = request()
         fake.script(attempt.attempt_key, *replies)
-        generator = OpenAIGenerator(openai_settings(fake.base_url, openai_timeout_seconds=0.3))
-        try:
-            if reason is None:
-                assert generator.generate(attempt).lesson.duration == 30
-            else:
-                with pytest.raises(GenerationError) as failed:
-                    generator.generate(attempt)
-                assert reason in str(failed.value)
-                assert "midd" not in str(failed.value)  # the answer is never quoted
-        finally:
-            generator.close()
+        settings = openai_settings(fake.base_url, openai_timeout_seconds=0.3)
+        if reason is None:
+            generated = run(settings, lambda g: g.generate(attempt))
+            assert generated.lesson.duration == 30
+        else:
+            with pytest.raises(GenerationError) as failed:
+                run(settings, lambda g: g.generate(attempt))
+            assert reason in str(failed.value)
+            assert "midd" not in str(failed.value)  # the answer is never quoted
+        # Never more calls than tries, whoever retried them (the package or us).
         assert fake.calls_for(attempt.attempt_key) == calls
 
 
-def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
-    settings = openai_settings(
-        "http://127.0.0.1:9/v1", openai_backoff_seconds=1.0, openai_max_backoff_seconds=8.0
-    )
-    generator = OpenAIGenerator(settings, rng=random.Random(7))
-    delays = [[generator._backoff(n, None) for n in range(1, 6)] for _ in range(200)]
-    for n, ceiling in enumerate([1, 2, 4, 8, 8]):
-        column = [row[n] for row in delays]
-        assert all(0 <= d <= ceiling for d in column)
-        assert max(column) > ceiling * 0.8  # jitter spreads over the whole range
-    assert generator._backoff(1, 5.0) >= 5.0
-    assert generator._backoff(1, 60.0) <= 8.0  # capped
-    generator.close()
+def test_a_429_with_retry_after_is_honoured_and_pauses_the_limiter() -> None:
+    """The model says 429, Retry-After 1.5: the retry comes no sooner; with limits set, the
+    other attempts sharing the limiter hold off for as long."""
+    first, second = request(), request(lesson_id=uuid.uuid4())
+    limiter = MemoryRateLimiter(Limits(requests=1000, tokens=None, window_seconds=60))
+    with FakeOpenAI() as fake:
+        fake.script(first.attempt_key, fake_openai.error(429, retry_after=1.5), fake_openai.ok())
+
+        async def both(generator: OpenAIGenerator) -> None:
+            await generator.generate(first)
+            await generator.generate(second)
+
+        run(openai_settings(fake.base_url), both, limiter=limiter)
+        refused, retried = fake.arrivals(first.attempt_key)
+        [other] = fake.arrivals(second.attempt_key)
+    assert retried - refused >= 1.5
+    assert retried - refused < 1.5 + 1.0  # the package's own backoff did not add to it
+    assert other >= refused + 1.5
 
 
-def test_close_interrupts_a_generator_waiting_to_retry() -> None:
-    with FakeOpenAI(default=fake_openai.error(503)) as fake:
-        generator = OpenAIGenerator(
-            openai_settings(
-                fake.base_url,
-                openai_backoff_seconds=30,
-                openai_max_backoff_seconds=30,
-                openai_max_tries=5,
-            )
-        )
-        outcome: list[BaseException] = []
+def test_the_limiter_holds_calls_to_the_requests_per_window() -> None:
+    limiter = MemoryRateLimiter(Limits(requests=3, tokens=None, window_seconds=1.0))
+    attempts = [request(lesson_id=uuid.uuid4()) for _ in range(7)]
+    with FakeOpenAI() as fake:
 
-        def generate() -> None:
-            try:
-                generator.generate(request())
-            except BaseException as error:
-                outcome.append(error)
+        async def all_at_once(generator: OpenAIGenerator) -> list[GeneratedLesson]:
+            return await asyncio.gather(*(generator.generate(a) for a in attempts))
 
-        thread = threading.Thread(target=generate)
-        thread.start()
-        fake.wait_until(lambda f: len(f.calls) >= 1, 5, "the first call")
-        generator.close()
-        thread.join(5)
-    assert not thread.is_alive()
-    assert isinstance(outcome[0], GenerationInterrupted)
+        started = time.monotonic()
+        run(openai_settings(fake.base_url), all_at_once, limiter=limiter)
+        elapsed = time.monotonic() - started
+    assert len(fake.calls) == 7
+    assert fake.most_calls_in_window(1.0) <= 3
+    assert elapsed >= 2.0  # 7 calls at 3 a window: the third group waits two windows
+
+
+def test_hundreds_of_calls_in_flight_at_once_in_one_event_loop() -> None:
+    attempts = [request(lesson_id=uuid.uuid4()) for _ in range(300)]
+    with FakeOpenAI(default=fake_openai.ok(delay=1.0)) as fake:
+
+        async def all_at_once(generator: OpenAIGenerator) -> list[GeneratedLesson]:
+            return await asyncio.gather(*(generator.generate(a) for a in attempts))
+
+        started = time.monotonic()
+        lessons = run(openai_settings(fake.base_url), all_at_once)
+        elapsed = time.monotonic() - started
+    assert len(lessons) == 300 and fake.peak_in_flight == 300
+    assert elapsed < 10  # one at a time would take 300 s
 
 
 def test_no_student_id_in_the_prompt_and_nothing_sensitive_in_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG)  # the openai package's debug lines included
     state_students = [
         {
             "id": STUDENT_IDS[0],
@@ -250,11 +308,9 @@ def test_no_student_id_in_the_prompt_and_nothing_sensitive_in_logs(
     assert STUDENT_IDS[0] not in attempt.model_dump_json()
     assert "Student 1: grade 2, reading level H" in user_prompt(attempt)
     with FakeOpenAI() as fake:
-        fake.script(attempt.attempt_key, fake_openai.error(500), fake_openai.ok())
-        generator = OpenAIGenerator(openai_settings(fake.base_url))
-        generator.generate(attempt)
-        generator.close()
-    assert len(fake.calls) == 2
+        fake.script(attempt.attempt_key, fake_openai.error(500), fake_openai.malformed())
+        run(openai_settings(fake.base_url), lambda g: g.generate(attempt))
+    assert len(fake.calls) == 3
     assert all(STUDENT_IDS[0] not in call.raw for call in fake.calls)
     logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert "generation retry" in logged
@@ -269,7 +325,7 @@ PRESCHOOL = (Learner(grade=-2), Learner(grade=-1))
 
 @pytest.mark.parametrize("subject_type", ["ela", "math"])
 def test_template_writes_for_pre_k_and_tk_without_reading_or_writing(subject_type: str) -> None:
-    generated = TemplateGenerator().generate(
+    generated = TemplateGenerator().build(
         request(learners=PRESCHOOL, subject_type=subject_type, teacher_role="speech")
     )
     text = json.dumps(generated.content()).lower()
@@ -288,7 +344,7 @@ def test_template_writes_for_pre_k_and_tk_without_reading_or_writing(subject_typ
 def test_template_names_the_early_grades() -> None:
     titles = {
         grades: TemplateGenerator()
-        .generate(request(learners=tuple(Learner(grade=g) for g in grades)))
+        .build(request(learners=tuple(Learner(grade=g) for g in grades)))
         .lesson.title
         for grades in [(-2,), (-1,), (0,), (-1, 0, 1), (-2, 3)]
     }

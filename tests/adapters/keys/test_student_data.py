@@ -118,7 +118,7 @@ def test_after_an_erasure_history_rebuild_verify_export_and_regeneration_go_on(
     assert state is not None
     asked = GenerationRequest.from_state(state)
     assert len(asked.learners) == 1 and asked.learners[0].iep_goals == ("MARKER-BEN-IEP",)
-    lesson = TemplateGenerator().generate(asked)
+    lesson = TemplateGenerator().build(asked)
     ledger.record_generation(
         lesson_id=together, attempt=state.attempt, content=lesson.content(), model="template-v1"
     )
