@@ -1,6 +1,7 @@
 """The calendar front end's requests, as its code builds them: a batch of groups, each a
 slot (`lessonDate`, `timeSlot`, `schoolId`) and what to generate for it (`students`,
-`subject`, `subjectType`, ...). The HTTP API and the command line take them as they are.
+`subject`, `subjectType`, ...), and a single lesson as one such group. The HTTP API and
+the command line take them as they are.
 
 The group's fields are the ledger's own (domain/commands.py: the request's key fields
 and its details, flattened), documented with their types and limits and checked by the
@@ -59,15 +60,24 @@ class CalendarBatch(ApiModel):
     batch: list[CalendarGroup] = Field(max_length=100_000)  # type: ignore[valid-type]
 
 
+CALENDAR_FIELDS = frozenset(DETAIL_FIELDS) | {to_camel(name) for name in DETAIL_FIELDS}
+"""A body with any of these at its top level is in the calendar's flat shape."""
+
+
+def calendar_request(group: BaseModel) -> dict[str, Any]:
+    """A group as one ledger request's fields: its generation fields become the details."""
+    fields: Mapping[str, Any] = vars(group)  # as sent: the ledger checks them
+    details = {name: fields[name] for name in DETAIL_FIELDS if fields[name] is not None}
+    return {**{name: fields[name] for name in KEY_FIELDS}, "details": details or None}
+
+
 def calendar_item(
     group: BaseModel, index: int, batch_id: str, *, provider_id: str | None
 ) -> dict[str, Any]:
-    """A group as a ledger request: its generation fields become the details; item `i`'s
-    request id is `<batch id>-<i>` unless the group names one; the batch id ties them."""
-    fields: Mapping[str, Any] = vars(group)  # as sent: the ledger checks them
-    details = {name: fields[name] for name in DETAIL_FIELDS if fields[name] is not None}
-    item = {name: fields[name] for name in KEY_FIELDS}
+    """A group as a batch item: item `i`'s request id is `<batch id>-<i>` unless the group
+    names one; the batch id ties them."""
+    item = calendar_request(group)
     if item["provider_id"] is None:
         item["provider_id"] = provider_id
     item["request_id"] = item["request_id"] or f"{batch_id}-{index}"
-    return {**item, "details": details or None, "correlation_id": batch_id}
+    return {**item, "correlation_id": batch_id}

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.auth.settings import JwtSettings
 from adapters.storage.database import DEFAULT_DATABASE_URL
 
 
@@ -36,6 +37,12 @@ class Settings(BaseSettings):
     """Generate lessons inside the server: `auto` does on the embedded SQLite default
     (so `make run` generates without more set-up); on PostgreSQL run `lesson-ledger
     worker` processes instead."""
+
+    key_file: str | None = None
+    """The ledger's key file (adapters/keys/keyfile.py): required on PostgreSQL; on SQLite
+    by default `<database file>.keys.json`, made on first start."""
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    """JWT bearer tokens of the product's sign-in (LESSON_LEDGER_JWT_*): none by default."""
 
     def runs_worker(self) -> bool:
         if self.embedded_worker == "auto":

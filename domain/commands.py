@@ -38,7 +38,10 @@ from domain.keys import (
     parse_legacy_key,
 )
 
-SOURCES: tuple[str, ...] = ("api", "cli", "import", "worker")
+SOURCES: tuple[str, ...] = ("api", "api-jwt", "cli", "import", "worker")
+"""Where a command came from: `api` with one of the ledger's own tokens, `api-jwt` with a
+JWT of the product's sign-in (adapters/auth/), the command line, the legacy import, the
+generation worker."""
 MAX_ACTOR_LENGTH = 128
 MAX_SPELLING = 64
 MAX_DETAILS_BYTES = 128 * 1024
@@ -75,7 +78,12 @@ class Student(_Model):
     """One student, by id only: names never enter the ledger."""
 
     id: Text
-    grade: int = Field(ge=0, le=12, description="0 is kindergarten")
+    grade: int = Field(
+        ge=-2,
+        le=12,
+        description="-2 pre-kindergarten, -1 transitional kindergarten, 0 kindergarten, "
+        "1-12 grades 1 to 12",
+    )
     reading_level: Text | None = None
     iep_goals: list[LongText] | None = Field(default=None, max_length=50)
     accommodations: list[LongText] | None = Field(default=None, max_length=50)

@@ -9,6 +9,7 @@ import typer
 from adapters.cli.audit import audit_commands
 from adapters.cli.db import db_app
 from adapters.cli.imports import import_commands
+from adapters.cli.keys import keys_app
 from adapters.cli.lessons import lessons_commands
 from adapters.cli.projections import projections_app
 from adapters.cli.proofs import audit_app
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.command()(serve)
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
 app.add_typer(projections_app, name="projections")
 app.add_typer(lessons_commands)  # request, batch, show, history
 app.add_typer(audit_commands)  # report conflicts, export, verify-export
@@ -32,9 +34,7 @@ app.add_typer(import_commands)  # import
 app.command("worker")(worker)
 app.add_typer(students_app, name="students")
 app.add_typer(retention_app, name="retention")
-keys_app = typer.Typer(help="The ledger's keys.", no_args_is_help=True)
-keys_app.command("rotate")(rotate_key)
-app.add_typer(keys_app, name="keys")
+keys_app.command("rotate")(rotate_key)  # keys init (adapters/cli/keys.py), keys rotate
 app.add_typer(db_app, name="db")
 
 

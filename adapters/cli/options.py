@@ -33,6 +33,7 @@ from rich.progress import (
 )
 
 from adapters.eventstore import open_ledger
+from adapters.keys.keyfile import KeyFileError
 from adapters.storage.database import DATABASE_URL_SETTING, DatabaseUrlError
 from domain import LessonLedger, LessonNotFound
 from domain.errors import (
@@ -72,7 +73,7 @@ def exit_codes() -> Iterator[None]:
         first = invalid.errors(include_input=False)[0]
         field = ".".join(str(part) for part in first["loc"])
         raise _exit(BAD_INPUT, "invalid", f"setting {field!r}: {first['msg']}") from None
-    except (LedgerUnavailable, PersistenceError, ProjectionError) as error:
+    except (LedgerUnavailable, PersistenceError, ProjectionError, KeyFileError) as error:
         raise _exit(INFRASTRUCTURE, "error", error) from None
     except (psycopg.Error, sqlite3.Error, OSError) as error:
         raise _exit(INFRASTRUCTURE, "error", error) from None

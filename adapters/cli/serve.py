@@ -12,9 +12,11 @@ import typer
 import uvicorn
 
 from adapters.audit.signing import open_signer, public_key_text
+from adapters.auth.jwt_tokens import JwtVerifier
 from adapters.cli.options import DatabaseUrl, exit_codes
 from adapters.cli.tokens import with_tokens
 from adapters.eventstore import open_ledger
+from adapters.http.app import ledger_keys
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
 from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
@@ -29,13 +31,22 @@ def serve(
     """Serve the HTTP API (uvicorn).
 
     On first start, when the database has no admin token, one is created and printed
-    once. The public key that checks the log's checkpoints is printed on every start.
+    once; on SQLite, without LESSON_LEDGER_KEY_FILE, the ledger's key file is created
+    beside the database (`<database file>.keys.json`), and said so. The public key that
+    checks the log's checkpoints is printed on every start.
 
     Example: lesson-ledger serve --workers 4 --database-url postgresql://postgres@127.0.0.1/ledger
     """
     with exit_codes():
-        url = database_url or Settings().database_url
+        settings = Settings()
+        url = database_url or settings.database_url
         database = Database.from_url(url)  # a wrong URL is one line, before anything starts
+        # So are a missing or broken key file and unsafe JWT settings; the server
+        # processes find the key file made here.
+        keys = ledger_keys(settings, database)
+        verifier = JwtVerifier.from_settings(settings.jwt)
+        if verifier is not None:
+            verifier.close()
         open_ledger(url).close()  # so are a wrong key and an unreachable database
         public_key = public_key_text(open_signer(database).public_key)
         os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
@@ -44,6 +55,11 @@ def serve(
             lambda tokens: (
                 None if tokens.has_active_admin() else tokens.create("admin", name="local-admin")[1]
             ),
+        )
+    if keys.created:
+        typer.echo(
+            f"Created the ledger's key file (keep it, and back it up apart from the "
+            f"database): {keys.path}"
         )
     if first_admin:
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 from adapters.generators.limits import Permit, RateLimiter
 from adapters.generators.settings import GeneratorConfigError, GeneratorSettings
 from projections.generation.port import (
+    EARLY_YEARS,
     GeneratedLesson,
     GenerationError,
     GenerationMetadata,
@@ -51,6 +52,7 @@ from projections.generation.port import (
     LessonDraft,
     TokenUsage,
     grade_label,
+    grade_name,
 )
 
 log = logging.getLogger("lesson_ledger.generator")
@@ -344,11 +346,13 @@ def user_prompt(request: GenerationRequest) -> str:
         f"Duration: {request.duration} minutes",
         f"Grade levels: {grade_label(request.grades)}",
     ]
+    if request.early_years:
+        lines.append(EARLY_YEARS_NOTE)
     if request.focus_skills:
         lines.append(f"Focus skills: {', '.join(request.focus_skills)}")
     lines.append(f"Students ({len(request.learners)}):")
     for number, learner in enumerate(request.learners, start=1):
-        parts = [f"grade {'K' if learner.grade == 0 else learner.grade}"]
+        parts = [_grade(learner.grade)]
         if learner.reading_level:
             parts.append(f"reading level {learner.reading_level}")
         if learner.iep_goals:
@@ -378,6 +382,20 @@ def _fields(attempt: _Attempt) -> dict[str, object]:
         "attempt": attempt.request.attempt,
         "try": attempt.calls,
     }
+
+
+EARLY_YEARS_NOTE = (
+    "Some students are in pre-K (pre-kindergarten, ages 3-4) or TK (transitional "
+    "kindergarten, ages 4-5): they do not read or write yet. Write for them: picture, "
+    "spoken and hands-on tasks (point, say, sort, count objects, draw), no written answers."
+)
+
+
+def _grade(grade: int) -> str:
+    """A student's grade for the prompt: "grade 3", "grade K", "pre-K (pre-kindergarten)"."""
+    if grade in EARLY_YEARS:
+        return f"{grade_name(grade)} ({EARLY_YEARS[grade]})"
+    return f"grade {grade_name(grade)}"
 
 
 def _without_fences(content: str) -> str:

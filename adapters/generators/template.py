@@ -3,8 +3,9 @@
 Deterministic: the same details give the same lesson and worksheet (worksheet numbers and
 the choice of wording come from a hash of the details, never from a clock or a global
 random state); only `metadata` says when it was made. It uses the subject, subject type,
-topic, duration, focus skills, teacher role and the students' grade levels, and nothing
-else about the students: IEP goals, accommodations and reading levels stay in the
+topic, duration, focus skills, teacher role and the students' grade levels (a group
+with pre-K or TK students gets picture, spoken and hands-on tasks, no writing), and
+nothing else about the students: IEP goals, accommodations and reading levels stay in the
 students' own part of the events, so that erasing a student does not have to touch
 lesson content.
 """
@@ -92,15 +93,30 @@ def _lesson(request: GenerationRequest) -> LessonPlan:
     intro_minutes = max(1, request.duration // 5)
     activity_minutes = request.duration - intro_minutes
     skills = list(request.focus_skills)
-    objectives = [f"Students explain the key idea of {topic} in their own words."]
+    early = request.early_years  # pre-K or TK: nothing to read or write
+    objectives = [
+        f"Students show what they know about {topic} by pointing, saying or doing."
+        if early
+        else f"Students explain the key idea of {topic} in their own words."
+    ]
     objectives += [f"Students practise {skill} while working on {topic}." for skill in skills]
     if request.subject_type == "math":
-        objectives.append(f"Students solve {grades} problems about {topic} and check them.")
+        objectives.append(
+            f"Students count and compare small groups of objects about {topic}."
+            if early
+            else f"Students solve {grades} problems about {topic} and check them."
+        )
+    elif early:
+        objectives.append(f"Students listen to a picture book about {topic} and talk about it.")
     else:
         objectives.append(f"Students read and respond to a short text about {topic}.")
-    materials = ["whiteboard and markers", "printed worksheet (one per student)"]
+    board = "picture cards" if early else "whiteboard and markers"
+    sheet = f"{'picture' if early else 'printed'} worksheet (one per student)"
+    materials = [board, sheet]
     if request.subject_type == "math":
         materials.append("counters or base-ten blocks")
+    elif early:
+        materials.append("a picture book")
     elif request.subject_type == "ela":
         materials.append("short leveled passage")
     return LessonPlan(
@@ -116,28 +132,50 @@ def _lesson(request: GenerationRequest) -> LessonPlan:
         introduction=Section(
             description=f"Warm-up: connect {topic} to what students already know.",
             duration=intro_minutes,
-            instructions=[
-                f"Ask students what they already know about {topic}.",
-                "Model one example aloud, naming each step.",
-                "State today's goal in one sentence.",
-            ],
-            materials=["whiteboard and markers"],
+            instructions=_warm_up(request, topic),
+            materials=[board],
         ),
         activity=Section(
             description=f"Guided, then independent practice on {topic}.",
             duration=activity_minutes,
-            instructions=[
-                "Work the first two worksheet items together.",
-                "Students complete the remaining items; check in with each student.",
-                "Review answers together and ask each student to explain one.",
-            ],
-            materials=["printed worksheet (one per student)"],
+            instructions=_practice(request),
+            materials=[sheet],
         ),
     )
 
 
+def _warm_up(request: GenerationRequest, topic: str) -> list[str]:
+    if request.early_years:
+        return [
+            f"Show a picture of {topic} and ask what students notice.",
+            "Model one example aloud with objects or pictures.",
+            "Say today's goal in a few simple words.",
+        ]
+    return [
+        f"Ask students what they already know about {topic}.",
+        "Model one example aloud, naming each step.",
+        "State today's goal in one sentence.",
+    ]
+
+
+def _practice(request: GenerationRequest) -> list[str]:
+    if request.early_years:
+        return [
+            "Do the first two tasks together, showing each step with objects or pictures.",
+            "Each student does the other tasks with support: pointing, saying or building.",
+            "Celebrate each answer and ask each student to show one to the group.",
+        ]
+    return [
+        "Work the first two worksheet items together.",
+        "Students complete the remaining items; check in with each student.",
+        "Review answers together and ask each student to explain one.",
+    ]
+
+
 def _worksheet(request: GenerationRequest, rng: random.Random) -> Worksheet:
     topic = request.topic or request.subject
+    if request.early_years:
+        return _early_years_worksheet(request, topic, rng)
     top_grade = max(request.grades, default=2)
     if request.subject_type == "math":
         items = [_math_item(top_grade, rng) for _ in range(WORKSHEET_ITEMS)]
@@ -172,3 +210,47 @@ def _math_item(grade: int, rng: random.Random) -> WorksheetItem:
     a, b = rng.randint(2, 15), rng.randint(2, 15)
     c = rng.randint(1, 30)
     return WorksheetItem(prompt=f"Solve for x: {a}x + {c} = {a * b + c}", answer=f"x = {b}")
+
+
+def _early_years_worksheet(request: GenerationRequest, topic: str, rng: random.Random) -> Worksheet:
+    """Pre-K and TK: nothing to read or write. Counting up to 5 (pre-K) or 10 (TK) with
+    objects in hand, pictures to point at, words to say."""
+    if request.subject_type == "math":
+        most = 5 if min(request.grades) == -2 else 10
+        items = [_counting_item(most, rng) for _ in range(WORKSHEET_ITEMS)]
+        instructions = "Use counters, blocks or fingers. Say or show each answer; no writing."
+    else:
+        prompts = [
+            f"Point to the picture that shows {topic}.",
+            f"Say one word about {topic}.",
+            f"Draw a picture of {topic}.",
+            f"Clap the parts of a word about {topic}.",
+            f"Sort the picture cards about {topic} into two groups.",
+            f"Find something in the room that goes with {topic} and show it.",
+            f"Tell a grown-up one thing about {topic}.",
+            f"Say a word that starts with the same sound as {topic}.",
+        ]
+        rng.shuffle(prompts)
+        items = [WorksheetItem(prompt=p) for p in prompts[:WORKSHEET_ITEMS]]
+        instructions = "Do each task with a grown-up: point, say, draw or show. No writing."
+    return Worksheet(title=f"{topic}: picture practice", instructions=instructions, items=items)
+
+
+def _counting_item(most: int, rng: random.Random) -> WorksheetItem:
+    """Count, make or compare small groups of objects (up to `most`)."""
+    a, b = rng.randint(2, most), rng.randint(2, most)
+    kind = rng.randrange(3)
+    if kind == 0:
+        return WorksheetItem(prompt=f"Count {a} counters into a row. How many?", answer=str(a))
+    if kind == 1:
+        return WorksheetItem(prompt=f"Show {a} fingers.", answer=str(a))
+    if a == b:
+        return WorksheetItem(
+            prompt=f"Make a tower of {a} blocks and a tower of {b}. Which is taller?",
+            answer="the same",
+        )
+    more = max(a, b)
+    return WorksheetItem(
+        prompt=f"Make a tower of {a} blocks and a tower of {b}. Which has more?",
+        answer=f"the tower of {more}",
+    )

@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
 from adapters.audit.ledger_audit import open_audit
+from adapters.auth.bearer import BearerTokens
+from adapters.auth.jwt_tokens import JwtVerifier
 from adapters.eventstore import open_ledger
 from adapters.http import (
     batches,
@@ -31,6 +33,8 @@ from adapters.http import (
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.keys.erasure import DailyRetention, Erasures
+from adapters.keys.keyed_ids import KeyedIds
+from adapters.keys.keyfile import LedgerKeys, open_keys
 from adapters.keys.sealing import sealer_of
 from adapters.read_model import open_read_model
 from adapters.read_routing import open_reads
@@ -53,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_url(settings.database_url)
+        # The keys and the JWT settings first: a server that cannot have them starts nothing.
+        keys = ledger_keys(settings, database)
+        jwt = JwtVerifier.from_settings(settings.jwt)
         ledger = open_ledger(database)
         read_model = open_read_model(database, ledger=ledger)
         reads = open_reads(database, read_model, ledger)  # the read replica, if any
@@ -63,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_model = read_model
         app.state.reads = reads
         app.state.tokens = TokenStore(sql, cache_seconds=settings.token_cache_seconds)
+        app.state.bearer = BearerTokens(app.state.tokens, jwt)
         app.state.idempotency = IdempotencyStore(sql)
+        app.state.keyed_ids = KeyedIds(keys["hash_key"])
         app.state.generation_usage = SqlUsageStore(sql)  # token totals for /metrics
         audit = app.state.audit = open_audit(database, ledger)
         # The server keeps the read model and the log's tree current by itself; with
@@ -92,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             read_model.close()
             sql.close()
             ledger.close()
+            app.state.bearer.close()
 
     app = FastAPI(
         dependencies=[Depends(problems.known_query_parameters_only)],
@@ -130,6 +140,13 @@ def document_problems(app: FastAPI) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def ledger_keys(settings: Settings, database: Database) -> LedgerKeys:
+    """The ledger's keys: from LESSON_LEDGER_KEY_FILE, or the file beside a SQLite database."""
+    return open_keys(
+        key_file=settings.key_file, database_kind=database.kind, database_path=database.path
+    )
 
 
 def create_app_from_env() -> FastAPI:

@@ -10,35 +10,40 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from adapters.auth.bearer import BearerTokens
+from adapters.auth.errors import KeysUnavailable, Unauthenticated
 from adapters.http.problems import ApiProblem
-from adapters.storage.tokens import ApiToken, TokenStore
+from adapters.storage.tokens import ApiToken
 
-bearer = HTTPBearer(auto_error=False, description="A token from `lesson-ledger tokens create`")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `lesson-ledger tokens create`, or a JWT of the product's "
+    "sign-in where LESSON_LEDGER_JWT_* is set",
+)
 
 
 async def current_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiToken:
-    """The token the request carries; 401 without a valid one. Async: a token checked a
-    moment ago is remembered (adapters/tokens.py), and only a database read goes to the
-    thread pool; a plain function would cost every request that hop."""
+    """The token the request carries; 401 saying why without a valid one. Async: a token
+    checked a moment ago is remembered (adapters/auth/bearer.py), and only a database read
+    or a signature check goes to the thread pool; a plain function would cost every
+    request that hop."""
     if credentials is None:
         raise ApiProblem(
             401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <token>"
         )
-    tokens: TokenStore = request.app.state.tokens
+    tokens: BearerTokens = request.app.state.bearer
     token = tokens.remembered(credentials.credentials)
-    if token is None:
-        token = await run_in_threadpool(tokens.authenticate, credentials.credentials)
-    if token is None:
-        raise ApiProblem(
-            401,
-            "unauthenticated",
-            "Unauthenticated",
-            "the bearer token is not valid or was revoked",
-        )
-    return token
+    if token is not None:
+        return token
+    try:
+        return await run_in_threadpool(tokens.authenticate, credentials.credentials)
+    except Unauthenticated as refused:
+        raise ApiProblem(401, "unauthenticated", "Unauthenticated", str(refused)) from None
+    except KeysUnavailable as unavailable:
+        raise ApiProblem(503, "unavailable", "Signing keys unavailable", str(unavailable)) from None
 
 
 def allow(*roles: str) -> Callable[[ApiToken], Awaitable[ApiToken]]:

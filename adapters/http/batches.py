@@ -7,16 +7,17 @@ import json
 from typing import Annotated, Any
 from uuid import uuid4
 
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import Discriminator, Tag
 
 from adapters.calendar import CalendarBatch, calendar_item
 from adapters.http.commands import measured, request_fields
 from adapters.http.dependencies import PROBLEMS, Ledger, Requester
+from adapters.http.idempotency import IdempotencyKey, keyed_ids
 from adapters.http.problems import invalid, problem_for
 from adapters.http.schemas import BatchBody, BatchItemError, BatchItemResponse, BatchResponse
-from adapters.storage.idempotency import IdempotencyStore, StoredResponse, body_hash
+from adapters.storage.idempotency import IdempotencyStore, StoredResponse
 from adapters.storage.tokens import ApiToken
 from domain import BatchResult, FieldError, LessonLedger
 
@@ -39,25 +40,29 @@ def request_batch(
     request: Request,
     token: Requester,
     ledger: Ledger,
-    idempotency_key: Annotated[str | None, Header(max_length=100)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Up to 500 requests, `partial` (each decided on its own) or `atomic` (all or nothing;
     409 when any is rejected). Takes the calendar front end's `{"batch": [...]}` as it is
     sent, or `{"lessons": [...], "mode": ..., "batch_id": ...}`. A repeated
-    `Idempotency-Key` with the same body returns the first response and writes nothing."""
+    `Idempotency-Key` with the same body returns the first response and writes nothing;
+    the batch's id and its items' request ids are derived from the key."""
     store: IdempotencyStore = request.app.state.idempotency
     scope = token.provider_id or token.token_id
-    fingerprint = body_hash(
+    ids = keyed_ids(request)
+    fingerprint = ids.fingerprint(
         json.dumps(body.model_dump(mode="json", warnings=False), sort_keys=True).encode()
     )
-    if idempotency_key is not None:
-        first = store.find(scope, idempotency_key)
+    # Only the id derived from the key is kept and looked up, never the key as sent.
+    key_id = ids.derive(idempotency_key) if idempotency_key is not None else None
+    if key_id is not None:
+        first = store.find(scope, key_id)
         if first is not None:
             return replay_first_response(first, fingerprint)
 
-    status, payload = run_batch(body, request, token, ledger, idempotency_key)
-    if idempotency_key is not None:
-        kept = store.remember(scope, idempotency_key, StoredResponse(fingerprint, status, payload))
+    status, payload = run_batch(body, request, token, ledger, key_id)
+    if key_id is not None:
+        kept = store.remember(scope, key_id, StoredResponse(fingerprint, status, payload))
         status, payload = kept.status, kept.body
     return JSONResponse(
         payload,
@@ -88,18 +93,18 @@ def run_batch(
     request: Request,
     token: ApiToken,
     ledger: LessonLedger,
-    idempotency_key: str | None,
+    key_id: str | None,
 ) -> tuple[int, dict[str, Any]]:
     batch_id: str | None
     if isinstance(body, CalendarBatch):
-        batch_id = idempotency_key or f"batch-{uuid4()}"
+        batch_id = key_id or f"batch-{uuid4()}"
         items = [
             request_fields(calendar_item(group, index, batch_id, provider_id=None), token)
             for index, group in enumerate(body.batch)
         ]
         mode = "partial"
     else:
-        batch_id = body.batch_id or idempotency_key
+        batch_id = body.batch_id or key_id
         items = [request_fields(dict(item), token) for item in body.lessons]
         mode = body.mode
     request.app.state.metrics.batch_size.observe(len(items))

@@ -4,13 +4,15 @@ regenerate; cancel. Each answers 201 accepted or 200 replayed, or a problem deta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 
+from adapters.calendar import calendar_request
 from adapters.http.auth import check_provider, not_yours
 from adapters.http.dependencies import PROBLEMS, Ledger, Requester, Worker
+from adapters.http.idempotency import IdempotencyKey, keyed_ids, request_id_for
 from adapters.http.problems import ApiProblem
 from adapters.http.schemas import (
     ChangeBody,
@@ -18,6 +20,7 @@ from adapters.http.schemas import (
     FailureBody,
     GenerationBody,
     LessonRequestBody,
+    SingleLessonBody,
 )
 from adapters.storage.tokens import ApiToken
 from domain import CommandResult, LedgerError, LessonLedger, LessonNotFound
@@ -33,14 +36,21 @@ COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/requests", status_code=201, responses=COMMAND_RESPONSES)
 def request_lesson(
-    body: LessonRequestBody,
+    body: Annotated[SingleLessonBody, Body()],
     request: Request,
     response: Response,
     token: Requester,
     ledger: Ledger,
+    idempotency_key: IdempotencyKey = None,
 ) -> CommandResponse:
-    """Request a lesson slot: 201 accepted, 200 replayed, 409 held by another request."""
-    fields = request_fields(dict(body), token)
+    """Request a lesson slot: 201 accepted, 200 replayed, 409 held by another request.
+    Takes the ledger's shape or the calendar front end's (one group of its batch).
+    Without a `requestId`, the request's id is derived from the `Idempotency-Key`."""
+    given = dict(body) if isinstance(body, LessonRequestBody) else calendar_request(body)
+    fields = request_fields(given, token)
+    fields["request_id"] = request_id_for(
+        fields.get("request_id"), idempotency_key, keyed_ids(request)
+    )
     return command(request, response, "request", lambda: ledger.request_lesson(**fields))
 
 
@@ -145,6 +155,7 @@ def change(
             actor=token.actor,
             reason=body.reason,
             correlation_id=body.correlation_id,
+            source=token.source,
         ),
     )
 
@@ -191,7 +202,7 @@ def request_fields(fields: dict[str, Any], token: ApiToken) -> dict[str, Any]:
                     "Forbidden",
                     "a provider token requests lessons for its own provider only",
                 )
-    return {**fields, "actor": token.actor, "source": "api"}
+    return {**fields, "actor": token.actor, "source": token.source}
 
 
 def owned(ledger: LessonLedger, lesson_id: UUID, token: ApiToken) -> None:

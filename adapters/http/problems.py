@@ -23,6 +23,8 @@ from domain.errors import FieldError, LedgerError
 from projections.view import ShapeOutdated
 
 PROBLEM_JSON = "application/problem+json"
+BODY_SHAPES = frozenset({"calendar-batch", "ledger-batch", "calendar-lesson", "ledger-lesson"})
+"""The tags of the bodies taken in two shapes: not part of a bad field's name."""
 
 
 class FieldProblem(BaseModel):
@@ -117,6 +119,7 @@ def validation_problem(error: RequestValidationError) -> ApiProblem:
     fields: list[FieldError] = []
     for item in error.errors():
         location = [str(part) for part in item.get("loc", ())][1:]  # without "body", "query"...
+        location = [part for part in location if part not in BODY_SHAPES]
         kind = item.get("type", "")
         if kind == "json_invalid":
             fields.append(FieldError(field="body", message="is not valid JSON"))

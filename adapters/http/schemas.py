@@ -10,12 +10,12 @@ several bad fields with every one of them at once, in its own words.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SkipValidation, Tag
 
-from adapters.calendar import ApiModel
+from adapters.calendar import CALENDAR_FIELDS, ApiModel, CalendarGroup
 from adapters.http.problems import FieldProblem, HolderInfo
 from domain.commands import LessonRequestFields, ReasonText, RequestIdText
 
@@ -24,6 +24,20 @@ class LessonRequestBody(LessonRequestFields):
     """A request for one lesson slot."""
 
     model_config = ConfigDict(frozen=False)
+
+
+def _lesson_shape(value: object) -> str:
+    calendar = isinstance(value, dict) and "details" not in value and CALENDAR_FIELDS & set(value)
+    return "calendar-lesson" if calendar else "ledger-lesson"
+
+
+SingleLessonBody = Annotated[
+    Annotated[LessonRequestBody, Tag("ledger-lesson")]
+    | Annotated[CalendarGroup, Tag("calendar-lesson")],  # type: ignore[valid-type]
+    Discriminator(_lesson_shape),
+]
+"""One lesson: in the ledger's shape (`details` apart), or as the calendar front end
+sends it (one group of its batch: the details' fields beside the key's)."""
 
 
 class BatchBody(ApiModel):

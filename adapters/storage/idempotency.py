@@ -1,9 +1,10 @@
 """Idempotency-Key: the first response to a key is kept, and a repeat with the same
-body gets it back without anything being written again."""
+body gets it back without anything being written again. What is kept is the id derived
+from the key and a keyed hash of the body (adapters/keys/keyed_ids.py), never the key or
+the body as sent; rows of an earlier release, under keys as sent, are never matched."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,7 +63,3 @@ class IdempotencyStore:
         kept = self.find(scope, key)
         assert kept is not None
         return kept
-
-
-def body_hash(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()

@@ -7,13 +7,16 @@ when it is created.
 A token found valid is remembered by the store for `cache_seconds` (by a hash of its
 text), so a busy API does not read the database for every request. Revoking through a
 store forgets the token there at once; in other processes (other API workers, after
-`lesson-ledger tokens revoke`) a revoked token is refused within `cache_seconds`.
+`lesson-ledger tokens revoke`) a revoked token is refused within `cache_seconds`. A JWT
+of the product's sign-in, once verified (adapters/auth/), is remembered here the same way,
+never past its expiry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -38,11 +41,18 @@ class ApiToken:
     name: str
     created_at: str
     revoked_at: str | None = None
+    kind: Literal["ledger", "jwt"] = "ledger"
+    """One of the ledger's own tokens, or a JWT of the product's sign-in."""
 
     @property
     def actor(self) -> str:
-        """The name recorded as the actor of the token's commands."""
+        """The name recorded as the actor of the token's commands (a JWT's subject)."""
         return self.name
+
+    @property
+    def source(self) -> str:
+        """The `source` its commands are recorded with: which kind of token acted."""
+        return "api-jwt" if self.kind == "jwt" else "api"
 
 
 class TokenStore:
@@ -101,11 +111,19 @@ class TokenStore:
     def authenticate(self, text: str) -> ApiToken | None:
         """The active token this text is, or None."""
         token = self._authenticate(text)
-        if token is not None and self.cache_seconds > 0:
-            if len(self._valid) >= self.CACHE_LIMIT:
-                self._valid.clear()
-            self._valid[_hash(text)] = (time.monotonic() + self.cache_seconds, token)
+        if token is not None:
+            self.remember(text, token)
         return token
+
+    def remember(self, text: str, token: ApiToken, valid_for: float | None = None) -> None:
+        """Remember a token found valid for `cache_seconds`, or less (`valid_for`: a JWT's
+        time to expiry)."""
+        seconds = min(self.cache_seconds, valid_for if valid_for is not None else math.inf)
+        if seconds <= 0:
+            return
+        if len(self._valid) >= self.CACHE_LIMIT:
+            self._valid.clear()
+        self._valid[_hash(text)] = (time.monotonic() + seconds, token)
 
     def _authenticate(self, text: str) -> ApiToken | None:
         prefix, _, rest = text.partition("_")

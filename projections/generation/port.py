@@ -128,8 +128,13 @@ class GenerationRequest(BaseModel):
 
     @property
     def grades(self) -> list[int]:
-        """The distinct grade levels, ascending (0 is kindergarten)."""
+        """The distinct grade levels, ascending (-2 pre-K, -1 TK, 0 kindergarten)."""
         return sorted({learner.grade for learner in self.learners})
+
+    @property
+    def early_years(self) -> bool:
+        """Whether any student is in pre-K or TK: the lesson is written for them."""
+        return any(grade in EARLY_YEARS for grade in self.grades)
 
     @property
     def attempt_key(self) -> str:
@@ -137,16 +142,34 @@ class GenerationRequest(BaseModel):
         return f"{self.lesson_id}/{self.attempt}"
 
 
+GRADE_NAMES = {-2: "pre-K", -1: "TK", 0: "K"}
+"""Grades below 1 by name: pre-kindergarten, transitional kindergarten, kindergarten."""
+EARLY_YEARS = {-2: "pre-kindergarten", -1: "transitional kindergarten"}
+"""The grades before kindergarten (ages 3 to 5), whose students do not read or write yet."""
+
+
+def grade_name(grade: int) -> str:
+    """ "pre-K", "TK", "K", "3"."""
+    return GRADE_NAMES.get(grade, str(grade))
+
+
 def grade_label(grades: list[int]) -> str:
-    """ "grade K", "grade 3", "grades 2-4", "grades K, 2 and 5"."""
-    names = ["K" if grade == 0 else str(grade) for grade in grades]
+    """ "pre-K", "TK", "grade K", "grade 3", "grades 2-4", "pre-K to grade K",
+    "grades K, 2 and 5"."""
+    names = [grade_name(grade) for grade in grades]
     if not names:
         return "mixed grades"
     if len(names) == 1:
-        return f"grade {names[0]}"
+        return _one_grade(grades[0])
     if grades == list(range(grades[0], grades[-1] + 1)):
+        if grades[0] < 0:  # "pre-K-K" would read as one name
+            return f"{_one_grade(grades[0])} to {_one_grade(grades[-1])}"
         return f"grades {names[0]}-{names[-1]}"
     return f"grades {', '.join(names[:-1])} and {names[-1]}"
+
+
+def _one_grade(grade: int) -> str:
+    return grade_name(grade) if grade in EARLY_YEARS else f"grade {grade_name(grade)}"
 
 
 # What a generator returns: the lesson JSON recorded with LessonGenerated.

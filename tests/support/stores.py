@@ -76,6 +76,30 @@ class Store:
         with self.database.connect() as conn:
             conn.execute(statement, params)
 
+    def all_text(self) -> str:
+        """Everything the database holds, every table and row, as text (stored bytes such
+        as events decoded as UTF-8): what someone with a copy of it could read."""
+        if self.kind == "sqlite":
+            found = self.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+            qualified = [f'"{row[0]}"' for row in found]
+        else:
+            schema = self.database.schema
+            found = self.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            )
+            qualified = [f'"{schema}"."{row[0]}"' for row in found]
+        parts = []
+        for table in qualified:
+            for row in self.query(f"SELECT * FROM {table}"):
+                parts += [
+                    bytes(value).decode("utf-8", "replace")
+                    if isinstance(value, bytes | memoryview)
+                    else str(value)
+                    for value in row
+                ]
+        return "\n".join(parts)
+
     def count_transactions(self) -> int:
         """How many PostgreSQL transactions wrote the stored events (distinct xmin)."""
         table = self.database.events_table

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -315,3 +316,52 @@ def test_no_student_id_in_the_prompt_and_nothing_sensitive_in_logs(
     assert "generation retry" in logged
     for secret in (STUDENT_IDS[0], IEP_GOAL, API_KEY, "Fractions on a number line"):
         assert secret not in logged
+
+
+# Pre-K and TK (grades -2 and -1).
+
+PRESCHOOL = (Learner(grade=-2), Learner(grade=-1))
+
+
+@pytest.mark.parametrize("subject_type", ["ela", "math"])
+def test_template_writes_for_pre_k_and_tk_without_reading_or_writing(subject_type: str) -> None:
+    generated = TemplateGenerator().build(
+        request(learners=PRESCHOOL, subject_type=subject_type, teacher_role="speech")
+    )
+    text = json.dumps(generated.content()).lower()
+
+    assert "(pre-k to tk)" in generated.lesson.title.lower()
+    for writing in ("write", "sentence", "solve for", " x ", "read and respond", "passage"):
+        assert writing not in text, writing
+    prompts = [item.prompt.lower() for item in generated.worksheet.items]
+    hands_on = ("point", "say", "draw", "clap", "sort", "show", "count", "tower", "find", "tell")
+    assert all(any(word in prompt for word in hands_on) for prompt in prompts), prompts
+    if subject_type == "math":  # small numbers, objects in hand
+        numbers = [int(n) for p in prompts for n in re.findall(r"\d+", p)]
+        assert numbers and max(numbers) <= 5
+
+
+def test_template_names_the_early_grades() -> None:
+    titles = {
+        grades: TemplateGenerator()
+        .build(request(learners=tuple(Learner(grade=g) for g in grades)))
+        .lesson.title
+        for grades in [(-2,), (-1,), (0,), (-1, 0, 1), (-2, 3)]
+    }
+    assert [title.rsplit("(", 1)[1] for title in titles.values()] == [
+        "pre-K)",
+        "TK)",
+        "grade K)",
+        "TK to grade 1)",
+        "grades pre-K and 3)",
+    ]
+
+
+def test_the_prompt_names_pre_k_and_tk_and_asks_for_tasks_they_can_do() -> None:
+    prompt = user_prompt(request(learners=(*PRESCHOOL, Learner(grade=0))))
+    assert "Grade levels: pre-K to grade K" in prompt
+    assert "Student 1: pre-K (pre-kindergarten)" in prompt
+    assert "Student 2: TK (transitional kindergarten)" in prompt
+    assert "Student 3: grade K" in prompt
+    assert "do not read or write yet" in prompt
+    assert "do not read or write" not in user_prompt(request())

@@ -82,7 +82,9 @@ def test_the_document_types_every_field_of_a_request_with_its_limits(running: Ap
         120,
     )
     grade = schemas["Student"]["properties"]["grade"]
-    assert grade["type"] == "integer" and grade["maximum"] == 12
+    assert grade["type"] == "integer" and (grade["minimum"], grade["maximum"]) == (-2, 12)
+    assert "pre-kindergarten" in grade["description"]
+    assert "transitional kindergarten" in grade["description"]
     single = schemas["LessonRequestBody"]["properties"]
     assert single["details"]["anyOf"][0] == {"$ref": "#/components/schemas/LessonDetails"}
     assert "pattern" in single["timeSlot"]["anyOf"][0]
