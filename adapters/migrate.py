@@ -2,8 +2,10 @@
 role that owns the schema, so that the serving role needs no right to create anything.
 
 `migrate(database)` opens what each process opens on start (the ledger and its events
-table and append functions, the runner leases, the read model's tables, the worker's
-tracking, the API's tokens, idempotency keys and refused requests), with table creation
+table and append functions, the students' data keys and erasures, the runner leases, the
+read model's tables, the log's Merkle tree and checkpoints, the worker's tracking, job
+queue, rate limits and token usage, the API's tokens, idempotency keys and refused
+requests), with table creation
 on, and tells for each schema, table and function whether it was created, replaced (an
 earlier release's function) or already there. Idempotent: a second run changes nothing.
 The direct and read URLs play no part: it runs on the URL it is given.
@@ -15,16 +17,22 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.eventstore import EVENTS_TABLE
+from adapters.eventstore import EVENTS_TABLE, open_ledger
+from adapters.keys.erasure import Erasures
+from adapters.keys.sealing import sealer_of
+from adapters.postgres.jobs import PostgresJobQueue
 from adapters.postgres.leases import LEASES_TABLE
 from adapters.postgres.lessons_view import REBUILDS_TABLE, TRACKING_TABLE
+from adapters.postgres.rate_limits import create_rate_limit_tables
 from adapters.postgres.schema import EventsTable
 from adapters.read_model import open_read_model
 from adapters.storage.database import Database, DatabaseSettings
 from adapters.storage.idempotency import IdempotencyStore
+from adapters.storage.merkle_store import MerkleStore
 from adapters.storage.refused_requests import SqlInvalidRequestLog
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
+from adapters.storage.usage import SqlUsageStore
 from adapters.worker import create_worker_tables
 from projections.view import LIVE
 
@@ -38,6 +46,18 @@ TABLES = (
     "api_tokens",
     "idempotency_keys",
     "invalid_requests",
+    "data_keys",
+    "erasures",
+    "generation_jobs",
+    "generation_usage",
+    "generation_token_totals",
+    "generation_rate_limit",
+    "generation_rate_calls",
+    "merkle_blocks",
+    "merkle_nodes",
+    "merkle_position",
+    "merkle_checkpoints",
+    "merkle_reanchorings",
 )
 """Every table of the ledger's schema on PostgreSQL (a test holds this list to what
 `migrate` makes)."""
@@ -65,13 +85,22 @@ def for_migration(url: str | None) -> Database:
 def migrate(database: Database, on_step: Callable[[Step], None] | None = None) -> list[Step]:
     """Make what is missing (see the module docstring); the steps, in order."""
     before = _inventory(database)
-    read_model = open_read_model(database)
-    read_model.close()
+    ledger = open_ledger(database)  # the events, and the students' data keys
+    try:
+        open_read_model(database, ledger=ledger).close()
+        Erasures(sealer_of(ledger), database)
+    finally:
+        ledger.close()
     create_worker_tables(database)
     sql = SqlStore(database, pool_size=1)
     try:
         TokenStore(sql)
         IdempotencyStore(sql)
+        SqlUsageStore(sql)
+        MerkleStore(sql, database.events_table)
+        if database.kind == "postgresql":
+            PostgresJobQueue(sql)
+            create_rate_limit_tables(database)
         SqlInvalidRequestLog(database).sql.close()
     finally:
         sql.close()

@@ -189,15 +189,16 @@ def query_latencies(spec: StoreSpec, lessons: int, samples: int) -> dict[str, La
             )
 
         return {
-            "history": _latency(history, samples),
-            "week_query": _latency(week, samples),
+            "history": timed(history, samples),
+            "week_query": timed(week, samples),
         }
     finally:
         model.close()
         ledger.close()
 
 
-def _latency(make_call: Any, samples: int) -> Latency:
+def timed(make_call: Any, samples: int) -> Latency:
+    """p50 and p99 of `samples` calls, each made by `make_call()`, after a warm-up."""
     for _ in range(min(50, samples)):  # warm up: connections, prepared statements
         make_call()()
     timings = []

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
-from benchmarks import api, generation, reads, writes
+from benchmarks import api, generation, merkle, reads, writes
 from benchmarks.stores import CREATED_SCHEMAS, count_rows, create_store, drop_store
 
 TARGETS = {
@@ -39,6 +39,8 @@ TARGETS = {
     "rebuild_peak_rss_mb": ("<", 300.0),
     "history_p99_ms": ("<", 10.0),
     "week_query_p99_ms": ("<", 10.0),
+    "merkle_build_events_per_s": (">=", 20_000),
+    "merkle_proof_p99_ms": ("<", 10.0),
 }
 
 
@@ -225,6 +227,15 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     for name, latency in reads.query_latencies(spec, population.lessons, args.queries).items():
         figures[f"{name}_p50_ms"] = latency.p50_ms
         figures[f"{name}_p99_ms"] = latency.p99_ms
+    step("the log's Merkle tree: built from nothing, then proofs")
+    tree = merkle.measure(spec, args.queries)
+    figures["merkle_events"] = tree.events
+    figures["merkle_build_s"] = tree.seconds
+    figures["merkle_build_events_per_s"] = tree.per_second
+    figures["merkle_proof_p50_ms"] = tree.proof.p50_ms
+    figures["merkle_proof_p99_ms"] = tree.proof.p99_ms
+    figures["merkle_consistency_p50_ms"] = tree.consistency.p50_ms
+    figures["merkle_consistency_p99_ms"] = tree.consistency.p99_ms
     # Last: the server's projection follower would otherwise fill the read model that
     # the catch-up above measures from empty.
     if args.api_workers and spec.kind == "postgresql":
@@ -376,6 +387,7 @@ def render_table(f: dict[str, Any]) -> str:
         )
         for workers, rate in f.get("api_requests_per_s", {}).items()
     ]
+    rows += merkle.table_rows(f)
     rows += generation.table_rows(f)
     header = ("measurement", "ledger", "baseline (plain INSERT)", "ledger/baseline", "target")
     lines = [

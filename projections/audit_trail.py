@@ -27,6 +27,14 @@ from domain import LessonSlot
 from domain.commands import check_fields
 from domain.keys import canonical_provider_id, canonical_school_id
 from projections.log import EventLog
+from projections.merkle.checkpoint import Checkpoint
+from projections.merkle.verify import (
+    EventProof,
+    InvalidCheckpoint,
+    InvalidProof,
+    verify_checkpoint,
+    verify_event,
+)
 
 PAGE_SIZE = 500
 """Notifications per read: the same page the projections use."""
@@ -170,6 +178,8 @@ def verify(
             continue
         found.lines += 1
         record = _parsed(text)
+        if record is not None:
+            record.pop("proof", None)  # an export with proofs: `verify_proven` checks them
         position = record.get("position") if record is not None else None
         if record is None or not isinstance(position, int):
             found.differences.append(Difference(number, None, "is not a line of an export"))
@@ -184,7 +194,7 @@ def verify(
             found.differences.append(_missing(pending))
             pending = next(expected, None)
         if pending is not None and pending["position"] == position:
-            changed = [f for f in _changed_fields(pending, record) if f not in ignored]
+            changed = [f for f in changed_fields(pending, record) if f not in ignored]
             if changed:
                 found.differences.append(
                     Difference(number, position, f"differs from the ledger in {', '.join(changed)}")
@@ -221,7 +231,7 @@ def _absent(log: EventLog, position: int) -> str:
     return "the ledger has no event at this position"
 
 
-def _changed_fields(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+def changed_fields(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     names = sorted(set(expected) | set(actual))
     changed = [n for n in names if n != "data" and expected.get(n) != actual.get(n)]
     data, sent = expected.get("data") or {}, actual.get("data")
@@ -229,3 +239,60 @@ def _changed_fields(expected: dict[str, Any], actual: dict[str, Any]) -> list[st
         return [*changed, "data"] if data != sent else changed
     changed += [f"data.{n}" for n in sorted(set(data) | set(sent)) if data.get(n) != sent.get(n)]
     return changed
+
+
+def verify_proven(
+    lines: Iterable[str],
+    checkpoint: Checkpoint,
+    public_key: bytes,
+    decode: Callable[[EventProof], Any],
+    ignored: frozenset[str] = frozenset(),
+) -> Verification:
+    """Check an export made with proofs, without the ledger: the checkpoint is signed by
+    this key, each line's proof puts its event's stored bytes in the checkpoint's tree,
+    and the line is what those bytes say (`decode` turns them into the event). What it
+    cannot tell without the ledger: whether the export left events out."""
+    found = Verification()
+    try:
+        verify_checkpoint(public_key, checkpoint)
+    except InvalidCheckpoint as error:
+        found.differences.append(Difference(None, None, str(error)))
+        return found
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        found.lines += 1
+        record = _parsed(text)
+        if record is None or not isinstance(record.get("position"), int):
+            found.differences.append(Difference(number, None, "is not a line of an export"))
+            continue
+        position = record["position"]
+        found.last_position = max(found.last_position, position)
+        problem = _unproven(record, checkpoint, public_key, decode, ignored)
+        if problem is not None:
+            found.differences.append(Difference(number, position, problem))
+    return found
+
+
+def _unproven(
+    record: dict[str, Any],
+    checkpoint: Checkpoint,
+    public_key: bytes,
+    decode: Callable[[EventProof], Any],
+    ignored: frozenset[str],
+) -> str | None:
+    """What is wrong with one line of a proven export (None: nothing)."""
+    if "proof" not in record:
+        return "has no proof (export it with --proofs)"
+    try:
+        proof = EventProof.from_json(record.pop("proof"))
+        verify_event(public_key, checkpoint, proof)
+    except InvalidProof as error:
+        return str(error)
+    if (str(proof.lesson_id), proof.version) != (record.get("lesson_id"), record.get("version")):
+        return "its proof is of another event"
+    expected = export_record(record["position"], decode(proof))
+    changed = [f for f in changed_fields(expected, record) if f not in ignored]
+    if changed:
+        return f"differs from the proven event in {', '.join(changed)}"
+    return None

@@ -24,6 +24,9 @@ KEYS = (
     "rebuild_peak_rss_mb",
     "history_p99_ms",
     "week_query_p99_ms",
+    "merkle_build_events_per_s",
+    "merkle_proof_p99_ms",
+    "merkle_consistency_p99_ms",
 )
 TINY = (
     "--requests", "50", "--events", "2000", "--clients", "2", "--rounds", "1",

@@ -8,13 +8,10 @@ a checkpoint every `checkpoint_every` seconds when the tree has grown.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder
@@ -30,45 +27,14 @@ from adapters.storage.sqlstore import SqlStore
 from domain.ledger import LessonLedger
 from projections.merkle.audit import AuditReport, audit
 from projections.merkle.checkpoint import Checkpoint, Reanchoring, signed
-from projections.merkle.log_tree import NAME, LogTree, OnPage, TreeFollower
+from projections.merkle.log_tree import NAME, LogTree, OnPage, TreeFollower, event_of
 from projections.merkle.reanchor import reanchor
-from projections.merkle.tree import event_leaf, leaf_hash
+from projections.merkle.verify import EventProof
 from projections.status import ProjectionStatus
 from projections.view import PollingWakeup, RunnerLock, Wakeup
 
 POLL_SECONDS = 0.5
 """How often an idle follower looks at the log where it cannot LISTEN."""
-
-
-@dataclass(frozen=True)
-class EventProof:
-    """That one stored event is leaf `index` of a checkpoint's tree: its bytes as stored
-    (what the leaf is made of) and the inclusion proof."""
-
-    index: int
-    lesson_id: UUID
-    version: int
-    topic: str
-    state: bytes
-    path: list[bytes]
-
-    @property
-    def leaf(self) -> bytes:
-        return leaf_hash(_leaf_bytes(self.lesson_id, self.version, self.topic, self.state))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "lesson_id": str(self.lesson_id),
-            "version": self.version,
-            "topic": self.topic,
-            "state": base64.b64encode(self.state).decode(),
-            "path": [node.hex() for node in self.path],
-        }
-
-
-def _leaf_bytes(lesson_id: UUID, version: int, topic: str, state: bytes) -> bytes:
-    return event_leaf(lesson_id.bytes, version, topic, state)
 
 
 class LedgerAudit:
@@ -87,6 +53,7 @@ class LedgerAudit:
             raise
         self.tree = LogTree(self.store, self.recorder)
         self._signing = threading.Lock()
+        self._status_lock = self._runner_lock(status_only=True)
 
     # Keeping the tree.
 
@@ -114,7 +81,7 @@ class LedgerAudit:
             position=position,
             head=self.recorder.max_notification_id() or 0,
             lag=self.store.count_events_after(position),
-            runner_active=self._runner_lock().is_taken(),
+            runner_active=self._status_lock.is_taken(),
             rebuild=None,
         )
 
@@ -151,19 +118,34 @@ class LedgerAudit:
             if (index := self.store.leaf_index(position)) is not None
         }
         checkpoint = self.covering(max(indexes.values(), default=-1) + 1)
-        proofs: dict[int, EventProof] = {}
-        for version, index in indexes.items():
-            found = self.recorder.select_notifications(start=positions[version], limit=1)
-            stored = found[0]
-            proofs[version] = EventProof(
-                index,
-                lesson_id,
-                version,
-                stored.topic,
-                bytes(stored.state),
-                self.tree.inclusion_proof(index, checkpoint.size),
-            )
-        return checkpoint, proofs
+        proofs = {
+            version: self._proof(positions[version], index, checkpoint.size)
+            for version, index in indexes.items()
+        }
+        return checkpoint, {v: proof for v, proof in proofs.items() if proof is not None}
+
+    def proof_at(self, position: int, checkpoint: Checkpoint) -> EventProof | None:
+        """The proof of the event at this position in the checkpoint's tree (None when
+        the tree does not have it)."""
+        index = self.store.leaf_index(position)
+        if index is None or index >= checkpoint.size:
+            return None
+        return self._proof(position, index, checkpoint.size)
+
+    def _proof(self, position: int, index: int, size: int) -> EventProof | None:
+        found = self.recorder.select_notifications(start=position, limit=1)
+        if not found or found[0].id != position:
+            return None  # gone from the log since: `audit verify` names it
+        stored = found[0]
+        lesson_id, version = event_of(stored)
+        return EventProof(
+            index,
+            lesson_id,
+            version,
+            stored.topic,
+            bytes(stored.state),
+            self.tree.inclusion_proof(index, size),
+        )
 
     # Verifying.
 
@@ -190,10 +172,13 @@ class LedgerAudit:
         if due.now() and (latest is None or latest.size < self.tree.size()):
             self.checkpoint()
 
-    def _runner_lock(self) -> RunnerLock:
+    def _runner_lock(self, *, status_only: bool = False) -> RunnerLock:
+        """The tree's runner lock (`status_only`: one that only tells whether it is
+        taken, asking on the store's pooled connections)."""
         database = self.database
         if database.kind == "postgresql":
-            return runner_lock_for(database, NAME)
+            queries = self._sql.connection if status_only else None
+            return runner_lock_for(database, NAME, queries=queries)
         if database.path == ":memory:":
             return ProcessLock(f"memory.{NAME}")
         return FileLock(f"{database.path}.{NAME}.lock", NAME)

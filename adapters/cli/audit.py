@@ -7,16 +7,20 @@ Exit codes: 0 done, 1 an export differs from the ledger, 2 bad input (the option
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
+from eventsourcing.persistence import StoredEvent
 from rich.table import Table
 
+from adapters.audit.ledger_audit import LedgerAudit, open_audit
+from adapters.audit.signing import open_signer
 from adapters.cli.options import (
     DONE,
     REJECTED,
@@ -31,11 +35,21 @@ from adapters.cli.options import (
     print_json,
     progress_bar,
 )
-from adapters.eventstore import event_log
+from adapters.cli.proofs import PublicKey, checkpoint_file, parsed_public_key
+from adapters.eventstore import event_log, standalone_mapper
 from adapters.storage.database import Database
 from adapters.storage.refused_requests import SqlInvalidRequestLog
-from projections.audit_trail import STUDENT_DATA, TrailFilter, export_line, trail, verify
+from domain.ledger import LessonLedger
+from projections.audit_trail import (
+    STUDENT_DATA,
+    TrailFilter,
+    export_line,
+    trail,
+    verify,
+    verify_proven,
+)
 from projections.conflict_report import ConflictReport, conflict_report
+from projections.merkle.verify import EventProof
 
 audit_commands = typer.Typer()
 report_app = typer.Typer(
@@ -101,6 +115,14 @@ def export(
         Path | None,
         typer.Option("--output", "-o", help="write to this file (default: stdout)"),
     ] = None,
+    proofs: Annotated[
+        Path | None,
+        typer.Option(
+            "--proofs",
+            help="give each line its inclusion proof, and write the checkpoint they lead "
+            "to in this file",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """The audit trail as JSON Lines: one event per line, with its position.
@@ -109,21 +131,30 @@ def export(
     request_id, actor, correlation_id, source, as_sent (the key as the caller spelled
     it) and data (what changed). Students' sensitive part is never exported: `students`
     is a count. Streams the log a page at a time, so a large export uses constant memory.
-    Check it later with verify-export (with the same filters).
+    Check it later with verify-export (with the same filters). With --proofs, each line
+    also holds its event's stored bytes and inclusion proof in a signed checkpoint, which
+    verify-export --checkpoint checks without the ledger.
 
     Example: lesson-ledger export --school school-1 --since 2025-09-01 -o audit.jsonl
     """
     only = _filter(provider, school, since)
     with opened_ledger(database_url) as ledger, _destination(output) as sink:
         log = event_log(ledger)
-        head = log.head()
+        prove = _prover(ledger, database_url, proofs) if proofs is not None else None
+        head = log.head() if prove is None else prove.position
         with progress_bar(remaining=False, transient=True) as progress:
             task = progress.add_task("export", total=head)
             lines = 0
             for record in trail(log, only, progress=lambda at: progress.update(task, completed=at)):
+                if prove is not None:
+                    if record["position"] > prove.position:
+                        break  # after the checkpoint: left for the next export
+                    record["proof"] = prove.proof(record["position"])
                 sink.write(export_line(record))
                 sink.write("\n")
                 lines += 1
+        if prove is not None:
+            prove.close()
     err.print(f"exported {lines} events (log head {head})" + (f" to {output}" if output else ""))
 
 
@@ -140,6 +171,15 @@ def verify_export(
             help="let lesson content differ (sealed since, by students encrypt-existing)",
         ),
     ] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="check the lines' proofs against this checkpoint instead of the ledger "
+            "(an export made with --proofs; no database needed with --public-key)",
+        ),
+    ] = None,
+    public_key: PublicKey = None,
     database_url: DatabaseUrl = None,
     as_json: AsJson = False,
 ) -> None:
@@ -147,18 +187,26 @@ def verify_export(
 
     Every line must be the ledger's event at its position with the same content, and
     no event up to the export's last position may be missing (give the filters the
-    export was made with). Reports each changed, unknown or missing line.
+    export was made with). Reports each changed, unknown or missing line. With
+    --checkpoint, each line is checked against its inclusion proof instead: the stored
+    bytes it proves are in the signed tree, and the line is what they say.
 
     Example: lesson-ledger verify-export audit.jsonl --school school-1 --since 2025-09-01
     """
     only = _filter(provider, school, since)
+    ignored = STUDENT_DATA if except_student_data else frozenset()
     try:
         source = file.open(encoding="utf-8")
     except OSError as error:
         raise bad_input("FILE", f"cannot read {str(file)!r}: {error.strerror or error}") from None
-    with source, opened_ledger(database_url) as ledger:
-        ignored = STUDENT_DATA if except_student_data else frozenset()
-        found = verify(source, event_log(ledger), only, ignored)
+    if checkpoint is not None:
+        signed = checkpoint_file("--checkpoint", checkpoint)
+        key = parsed_public_key(public_key) or _ledger_public_key(database_url)
+        with source:
+            found = verify_proven(source, signed, key, _decoder(), ignored)
+    else:
+        with source, opened_ledger(database_url) as ledger:
+            found = verify(source, event_log(ledger), only, ignored)
     if as_json:
         print_json(
             {
@@ -171,13 +219,57 @@ def verify_export(
     else:
         for difference in found.differences:
             out.print(str(difference))
-        verdict = "matches the ledger" if not found.differences else "DIFFERS from the ledger"
+        against = "the ledger" if checkpoint is None else "its proofs"
+        verdict = f"matches {against}" if not found.differences else f"DIFFERS from {against}"
         out.print(
             f"{file}: {found.lines} lines up to position {found.last_position}: {verdict}"
             + (f" ({len(found.differences)} differences)" if found.differences else "")
         )
     if found.differences:
         raise typer.Exit(REJECTED)
+
+
+class _Prover:
+    """Inclusion proofs for an export, in a checkpoint signed when it starts."""
+
+    def __init__(self, audit: LedgerAudit, destination: Path) -> None:
+        self.audit = audit
+        audit.catch_up()
+        self.checkpoint = audit.checkpoint()
+        self.position = audit.store.position()[0]
+        text = json.dumps(self.checkpoint.as_json(), indent=2) + "\n"
+        try:
+            destination.write_text(text, encoding="utf-8")
+        except OSError as error:
+            audit.close()
+            raise bad_input("--proofs", f"cannot write {str(destination)!r}: {error}") from None
+
+    def proof(self, position: int) -> dict[str, Any] | None:
+        found = self.audit.proof_at(position, self.checkpoint)
+        return None if found is None else found.as_json()
+
+    def close(self) -> None:
+        self.audit.close()
+
+
+def _prover(ledger: LessonLedger, database_url: str | None, destination: Path) -> _Prover:
+    with exit_codes():
+        return _Prover(open_audit(Database.from_url(database_url), ledger), destination)
+
+
+def _ledger_public_key(database_url: str | None) -> bytes:
+    with exit_codes():
+        return open_signer(Database.from_url(database_url)).public_key
+
+
+def _decoder() -> Callable[[EventProof], Any]:
+    mapper = standalone_mapper()
+
+    def decode(proof: EventProof) -> Any:
+        stored = StoredEvent(proof.lesson_id, proof.version, proof.topic, proof.state)
+        return mapper.to_domain_event(stored)
+
+    return decode
 
 
 def _filter(provider: str | None, school: str | None, since: str | None) -> TrailFilter:

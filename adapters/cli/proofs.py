@@ -106,8 +106,8 @@ def verify(
 
     Example: lesson-ledger audit verify --against checkpoint-2025-09-05.json
     """
-    earlier = _checkpoint_file("--against", against) if against is not None else None
-    key = _public_key(public_key)
+    earlier = checkpoint_file("--against", against) if against is not None else None
+    key = parsed_public_key(public_key)
     with opened_audit(database_url) as audit:
         size = audit.tree.size()
         with progress_bar(transient=True) as progress:
@@ -158,7 +158,7 @@ def _print_report(report: AuditReport) -> None:
         out.print(f"intact: {found.size} events, up to position {found.position}")
 
 
-def _checkpoint_file(option: str, path: Path) -> Checkpoint:
+def checkpoint_file(option: str, path: Path) -> Checkpoint:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -173,7 +173,7 @@ def _checkpoint_file(option: str, path: Path) -> Checkpoint:
         raise bad_input(option, str(error)) from None
 
 
-def _public_key(text: str | None) -> bytes | None:
+def parsed_public_key(text: str | None) -> bytes | None:
     if text is None:
         return None
     try:

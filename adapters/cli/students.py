@@ -37,6 +37,7 @@ from adapters.keys.opening import KEK_SETTING
 from adapters.keys.rotation import rotate
 from adapters.keys.sealing import sealer_of
 from adapters.storage.database import Database
+from projections.merkle.reanchor import ReanchorRefused
 
 students_app = typer.Typer(
     help="Students' data: erase a student, list erasures, seal events of earlier releases.",
@@ -136,6 +137,10 @@ def encrypt_existing_events(
         audit = open_audit(database, ledger)
         try:
             record = audit.reanchor(REANCHOR_REASON)
+        except ReanchorRefused as refused:
+            err.print(f"sealed {done.sealed} events (positions {done.start} to {done.position})")
+            err.print(f"[red]not re-anchored:[/red] {refused}")
+            raise typer.Exit(REJECTED) from None
         finally:
             audit.close()
     err.print(f"sealed {done.sealed} events (positions {done.start} to {done.position})")

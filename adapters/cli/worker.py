@@ -54,21 +54,27 @@ def worker(
     if generator is not None and generator not in ("template", "openai"):
         err.print(f"[red]usage:[/red] --generator must be template or openai, not {generator!r}")
         raise typer.Exit(BAD_INPUT)
-    url, running = _open(database_url, concurrency, generator)
-    settings = running.settings
-    err.print(
-        f"generation worker on {redacted(url)} (generator {settings.generator}, "
-        f"concurrency {settings.worker_concurrency}); stop with Ctrl-C"
-    )
-
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
+    # Before anything opens: a stop asked for while the worker starts is a clean stop too.
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        running.start()
+        url, running = _open(database_url, concurrency, generator)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    settings = running.settings
+    err.print(
+        f"generation worker on {redacted(url)} (generator {settings.generator}, "
+        f"concurrency {settings.worker_concurrency}); stop with Ctrl-C"
+    )
+    try:
+        if not stopping.is_set():
+            running.start()
         # The worker runs in a thread so that this one can bound the shutdown: attempts
         # in flight get the grace period, then the generator is closed under them.
         while not stopping.wait(1.0):

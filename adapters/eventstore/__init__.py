@@ -9,8 +9,10 @@ the events.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import psycopg
+from eventsourcing.persistence import Mapper
 from psycopg import sql
 
 from adapters.eventstore.application import LedgerApplication
@@ -33,6 +35,7 @@ __all__ = [
     "event_store",
     "open_ledger",
     "open_read_only_ledger",
+    "standalone_mapper",
 ]
 
 EVENTS_TABLE = f"{APPLICATION_NAME.lower()}_events"
@@ -119,6 +122,13 @@ def open_read_only_ledger(database: Database, student_data: StudentData) -> Less
     students' data with the primary's keys (`student_data`): nothing is created, and
     nothing must be written through it."""
     return LessonLedger(EventSourcedSlots(_construct(database, create_table=False)), student_data)
+
+
+def standalone_mapper() -> Mapper[UUID]:
+    """The ledger's mapper without a database (an auditor's offline checks): it reads
+    stored events' bytes, upcasting included; sealed parts stay sealed."""
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    return app.mapper
 
 
 def event_store(ledger: LessonLedger) -> EventSourcedSlots:

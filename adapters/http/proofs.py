@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from adapters.audit.ledger_audit import EventProof, LedgerAudit
+from adapters.audit.ledger_audit import LedgerAudit
 from adapters.http.dependencies import PROBLEMS, Reader, WholeNumber
 from adapters.http.problems import ApiProblem
 from adapters.http.schemas import CheckpointResponse, ConsistencyResponse, EventProofResponse
 from domain import FieldError, InvalidLessonRequest
 from projections.merkle.checkpoint import Checkpoint
+from projections.merkle.verify import EventProof
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

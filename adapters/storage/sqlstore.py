@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -54,6 +54,13 @@ class SqlStore:
     def table(self, name: str) -> str:
         """The table's name as statements must spell it (schema-qualified on PostgreSQL)."""
         return name if self.database.kind == "sqlite" else f'"{self.database.schema}".{name}'
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]:
+        """A pooled PostgreSQL connection in autocommit mode, lent for a moment (e.g. to
+        ask whether a runner's lock is taken)."""
+        if self._pool is None:
+            raise TypeError("only a PostgreSQL store lends connections")
+        return self._pool.connection()
 
     @contextmanager
     def _session(self) -> Iterator[Any]:

@@ -1,24 +1,87 @@
 """What an auditor runs, without the ledger's database: a checkpoint's signature, and that
 an event is in the signed tree (inclusion) or that a later tree extends an earlier one
 (consistency), as RFC 9162 (2.1.3.2, 2.1.4.2) verifies them. Functions of the public key,
-a checkpoint and a proof; nothing else.
+a checkpoint and a proof; nothing else (the standard library and `cryptography`).
 
-    from projections.merkle.verify import verify_checkpoint, verify_inclusion
-    verify_checkpoint(public_key, checkpoint)              # raises InvalidCheckpoint
-    verify_inclusion(leaf_hash(event_leaf(...)), index, checkpoint, proof)  # True/False
+    from projections.merkle.verify import EventProof, verify_event
+    checkpoint = Checkpoint.from_json(answer["checkpoint"])      # history?proof=true
+    proof = EventProof.from_json(answer["entries"][0]["proof"])
+    verify_event(public_key, checkpoint, proof)  # raises InvalidCheckpoint / InvalidProof
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from projections.merkle.checkpoint import Checkpoint
-from projections.merkle.tree import node_hash
+from projections.merkle.tree import event_leaf, leaf_hash, node_hash
 
 
 class InvalidCheckpoint(ValueError):
     """The checkpoint is not signed by the key the auditor trusts."""
+
+
+class InvalidProof(ValueError):
+    """The event, as the proof gives its bytes, is not in the checkpoint's tree."""
+
+
+@dataclass(frozen=True)
+class EventProof:
+    """That one stored event is leaf `index` of a checkpoint's tree: its bytes as stored
+    (lesson id, version, topic, state: what its leaf is made of) and the audit path."""
+
+    index: int
+    lesson_id: UUID
+    version: int
+    topic: str
+    state: bytes
+    path: list[bytes]
+
+    def leaf(self) -> bytes:
+        return leaf_hash(event_leaf(self.lesson_id.bytes, self.version, self.topic, self.state))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "lesson_id": str(self.lesson_id),
+            "version": self.version,
+            "topic": self.topic,
+            "state": base64.b64encode(self.state).decode(),
+            "path": [node.hex() for node in self.path],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> EventProof:
+        """A proof from its JSON form; InvalidProof naming what is wrong."""
+        try:
+            return cls(
+                index=int(data["index"]),
+                lesson_id=UUID(str(data["lesson_id"])),
+                version=int(data["version"]),
+                topic=str(data["topic"]),
+                state=base64.b64decode(data["state"], validate=True),
+                path=[bytes.fromhex(node) for node in data["path"]],
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as error:
+            raise InvalidProof(f"not a proof: {type(error).__name__}: {error}") from None
+
+
+def verify_event(public_key: bytes, checkpoint: Checkpoint, proof: EventProof) -> None:
+    """Raise unless the checkpoint is signed by this key (InvalidCheckpoint) and the
+    event's bytes are leaf `proof.index` of its tree (InvalidProof)."""
+    verify_checkpoint(public_key, checkpoint)
+    if not verify_inclusion(proof.leaf(), proof.index, checkpoint, proof.path):
+        raise InvalidProof(
+            f"lesson {proof.lesson_id} version {proof.version}, as given, is not leaf "
+            f"{proof.index} of the checkpoint's tree of {checkpoint.size}"
+        )
 
 
 def verify_checkpoint(public_key: bytes, checkpoint: Checkpoint) -> None:
