@@ -1,38 +1,13 @@
 """The generation worker on a database: its position, runner lock, wakeup, generator,
 rate limits and token budget, wired from the settings, to run in its own process
-(`lesson-ledger worker`) or inside the HTTP server.
+(`lesson-ledger worker`) or inside the HTTP server (`start_worker_in_background(url,
+ledger=...)`, then `RunningWorker.stop()`).
 
-In the server (e.g. for the embedded SQLite default), from the app's lifespan:
-
-    from adapters.worker import start_worker_in_background
-
-    worker = start_worker_in_background(settings.database_url, ledger=app.state.ledger)
-    try:
-        yield
-    finally:
-        worker.stop()
-
-`start_worker_in_background(database_url=None, settings=None, *, ledger=None,
-generator=None) -> RunningWorker` opens what the worker needs (raising LedgerUnavailable
-or GeneratorConfigError at once, as one line) and starts it in daemon threads;
-`RunningWorker.stop(timeout)` stops it and frees what it opened (not a ledger passed in).
-`wake()` makes it look at the log at once (PostgreSQL wakes it by NOTIFY anyway; SQLite
-is polled).
-
-On SQLite one process generates: the log dispatcher (projections/generation/worker.py);
-other processes stand by. On PostgreSQL every worker process generates: one feeds a job
-queue from the log, all claim from it (projections/generation/queue.py,
-adapters/postgres/jobs.py). Either way the attempts run as tasks of one event loop per
-process (projections/generation/runtime.py), `worker_concurrency` at once.
-
-Settings (environment, prefix LESSON_LEDGER_): the generator's
-(adapters/generators/settings.py) and the worker's own below.
-
-The position lives in the eventsourcing library's tracking table under the tracking
-name `generation_worker`: on SQLite the shared `tracking` table (the lessons projection
-keeps its own names there), on PostgreSQL a table of its own,
-`<schema>.generation_worker_tracking`. The library's single-row tracking insert only
-moves a position forward, which is the guard a position needs.
+On SQLite one process generates (projections/generation/worker.py), others stand by; on
+PostgreSQL every worker process generates: one feeds a job queue from the log and all
+claim from it (projections/generation/queue.py, adapters/postgres/jobs.py). The position
+is kept in the eventsourcing library's tracking table as `generation_worker`, which only
+moves forward.
 """
 
 from __future__ import annotations
@@ -58,7 +33,7 @@ from adapters.generators.limits import Limits, MemoryRateLimiter, RateLimiter
 from adapters.generators.settings import GeneratorSettings
 from adapters.postgres.jobs import PostgresJobQueue
 from adapters.postgres.leases import runner_lock_for
-from adapters.postgres.lessons_view import ListenWakeup
+from adapters.postgres.listen import ListenWakeup
 from adapters.postgres.rate_limits import PostgresRateLimiter, create_rate_limit_tables
 from adapters.sqlite.locks import FileLock, ProcessLock
 from adapters.storage.database import Database

@@ -19,7 +19,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from adapters.audit.signing import CheckpointSigner, open_signer
 from adapters.eventstore import event_store
 from adapters.postgres.leases import runner_lock_for
-from adapters.postgres.lessons_view import ListenWakeup
+from adapters.postgres.listen import ListenWakeup
 from adapters.sqlite.locks import FileLock, ProcessLock
 from adapters.storage.database import Database
 from adapters.storage.merkle_store import MerkleStore

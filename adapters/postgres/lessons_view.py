@@ -17,8 +17,6 @@ its runner lock is a lease (adapters/postgres/leases.py).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from adapters.postgres.leases import runner_lock_for
+from adapters.postgres.listen import ListenWakeup
 from adapters.storage.database import Database
 from projections.lessons import COLUMNS, LessonRow
 from projections.view import (
@@ -90,59 +89,6 @@ _NOT_NULL = {
     "updated_at",
 }
 _VERIFY_FETCH = 500
-
-
-class ListenWakeup(Wakeup):
-    """LISTEN on the events table's channel, on a connection of its own."""
-
-    SLICE_SECONDS = 0.25  # how soon `wake()` and `close()` are noticed
-
-    def __init__(self, database: Database, channel: str) -> None:
-        self._database = database
-        self._channel = channel
-        self._conn: psycopg.Connection[Any] | None = None
-        self._woken = threading.Event()
-
-    def _listening(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            conn = self._database.connect()
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-            self._conn = conn
-        return self._conn
-
-    def open(self) -> None:
-        """Start listening before the first catch-up, so no notification falls between."""
-        self._listening()
-
-    def wait(self, timeout: float) -> None:
-        conn = self._listening()
-        deadline = time.monotonic() + timeout
-        try:
-            while not self._woken.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                notified = False
-                for _ in conn.notifies(timeout=min(self.SLICE_SECONDS, remaining), stop_after=1):
-                    notified = True
-                if notified:
-                    # One catch-up answers every notification queued so far.
-                    for _ in conn.notifies(timeout=0.001):
-                        pass
-                    return
-        except psycopg.Error:
-            self.close()  # listen again on a new connection next time
-            raise
-        finally:
-            self._woken.clear()
-
-    def wake(self) -> None:
-        self._woken.set()
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
 
 
 class PostgresLessonsView(LessonsView, PostgresTrackingRecorder):

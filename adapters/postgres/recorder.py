@@ -2,46 +2,15 @@
 skip an event that commits late.
 
 `LedgerApplicationRecorder` is the library's `PostgresApplicationRecorder` without its
-table lock (`LOCK TABLE ... IN EXCLUSIVE MODE` until commit, in every write): it orders
-the *readers* instead. Why, and what each choice below saves:
+table lock: a save is one round trip to a plpgsql append function that draws the ids under
+a short advisory lock and stamps each row with its transaction id (`tx`); readers return
+only rows older than the oldest running transaction, so nothing behind a reader's position
+appears later. Why, step by step, and what each choice saves:
 docs/decisions/0001-postgres-recorder-without-table-lock.md.
 
-Writing (one round trip: `SELECT <table>_append(ids, versions, topics, states)`, a
-plpgsql function, or `<table>_append_one(id, version, topic, state)` for a save of one
-event, in an autocommit transaction of its own):
-
-1. take a session advisory lock (one per events table);
-2. have the transaction's id assigned (`pg_current_xact_id()`) and draw the rows'
-   notification ids (`nextval`, in input order);
-3. release the lock, then INSERT the rows, in primary-key order, with their ids and that
-   transaction id in the `tx` column (xid8). Uniqueness conflicts are raised by the
-   INSERT, after the lock is released; waiting for another writer's row happens there too.
-
-So `tx` never decreases as the notification id grows. The function refuses to run in a
-transaction that already has an id: appending must be its first write.
-
-Reading: `select_notifications` and `max_notification_id` return only "settled" rows,
-whose `tx` is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction
-still running: in notification-id order, with gaps where a transaction rolled back, and
-nothing behind a reader's position ever appears later. Committed rows held back by an
-older transaction are waited for, up to `settle_timeout`, so a caller who has just saved
-reads its own events.
-
-Notifications: a thread per recorder sends NOTIFY on the library's channel right after
-commits, outside the write transactions, coalescing bursts. A subscription
-(`subscribe()`) also reads again every 0.1 s while committed events are held back.
-
-Connections: saves go through sessions of the recorder's own, handed out last in first
-out, straight through libpq (one prepared statement, parameters in binary; through a
-transaction pooler one unnamed statement); reads use the library's pool.
-
-Tables made by the library's recorder are upgraded on first use: a `tx` column (0 for
-the rows already there, which are all committed), and the functions.
-
-One module per piece, in this package: `schema.py` (the DDL, the functions' plpgsql, the
-upgrade), `writes.py` (write sessions, the libpq append, error mapping), `reads.py`
-(settled reads), `notifications.py` (the NOTIFY thread), `subscription.py` (the
-subscription, the one user of the library's private subscription attributes).
+One module per piece, in this package: `schema.py` (the DDL, the functions, the upgrade of
+tables the library made), `writes.py` (write sessions, the libpq append, error mapping),
+`reads.py` (settled reads), `notifications.py` (the NOTIFY thread), `subscription.py`.
 """
 
 from __future__ import annotations
