@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -156,6 +157,10 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""A caller's X-Request-ID is kept when short and plain; otherwise the server makes one."""
+
+
 class RequestContext:
     """Give each request an id (or keep the caller's X-Request-ID), log one JSON line for
     it, and return the id in a header. Plain ASGI: Starlette's BaseHTTPMiddleware runs
@@ -171,7 +176,7 @@ class RequestContext:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        request_id = given if CALLER_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500  # unless a response starts
         started = time.perf_counter()

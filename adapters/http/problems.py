@@ -133,6 +133,18 @@ def validation_problem(error: RequestValidationError) -> ApiProblem:
     return invalid(fields)
 
 
+def unreadable_because(cause: BaseException | None) -> str:
+    """Why the JSON parser gave up on a body (FastAPI answers 400 for each, the parser's
+    error as the cause), said as it is."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "is not UTF-8 encoded JSON"
+    if isinstance(cause, RecursionError):
+        return "is nested too deeply to read"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "holds a number too large to read (over 4300 digits)"
+    return "cannot be read as JSON"
+
+
 def install(app: Any) -> None:
     """Answer every error as a problem detail; never a stack trace."""
 
@@ -151,12 +163,13 @@ def install(app: Any) -> None:
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 400:  # the body could not be read as JSON text at all
+            message = unreadable_because(error.__cause__)
             unreadable = ApiProblem(
                 400,
                 "unreadable-body",
                 "Unreadable body",
-                "body: is not UTF-8 encoded JSON",
-                errors=[FieldError(field="body", message="is not UTF-8 encoded JSON")],
+                f"body: {message}",
+                errors=[FieldError(field="body", message=message)],
             )
             return problem_response(unreadable, request)
         titles = {404: "Not found", 405: "Method not allowed"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from uuid import uuid4
@@ -103,6 +104,27 @@ BAD_BODIES: list[tuple[str, bytes, int]] = [
     ("wrong kind", json.dumps({**lesson(), "kind": "weekly"}).encode(), 422),
     ("wrong details", json.dumps({**lesson(), "details": {"students": "all"}}).encode(), 422),
 ]
+
+
+UNREADABLE: list[tuple[str, bytes, str]] = [
+    ("not UTF-8", b'{"schoolId": "\xff\xfe"}', "is not UTF-8 encoded JSON"),
+    ("nested too deeply", b'{"schoolId": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+    ("a number too large", b'{"schoolId": 1' + b"0" * 5000 + b"}", "a number too large"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "says"), UNREADABLE, ids=[b[0] for b in UNREADABLE])
+def test_an_unreadable_body_is_a_400_that_says_why(
+    api: Api, store: Store, case: str, body: bytes, says: str
+) -> None:
+    headers = {**api.auth("provider", PROVIDER), "content-type": "application/json"}
+
+    response = api.client.post("/v1/lessons/requests", content=body, headers=headers)
+
+    problem = assert_problem(response, 400)
+    assert problem["errors"] == [{"field": "body", "message": problem["errors"][0]["message"]}]
+    assert says in problem["detail"], problem["detail"]
+    assert store.count_events() == 0
 
 
 @pytest.mark.parametrize(("case", "body", "status"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
@@ -422,6 +444,15 @@ def test_log_lines_are_json_with_a_request_id_and_no_token(
         response = api.client.post("/v1/lessons/requests", json=lesson(), headers=headers)
 
     assert response.headers["x-request-id"] == "trace-me-1"
+    for unfit in ("x" * 129, "a b", "<script>", "é"):  # too long, or not plain: a new one
+        other = api.client.post(
+            "/v1/lessons/requests",
+            json=lesson(request_id=f"r-{len(unfit)}"),
+            headers={**headers, "X-Request-ID": unfit.encode()},
+        )
+        assert re.fullmatch(r"[0-9a-f]{32}", other.headers["x-request-id"]), unfit
+    kept = api.client.get("/health", headers={"X-Request-ID": "a" * 128})
+    assert kept.headers["x-request-id"] == "a" * 128
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
     ours = [line for line in lines if line.get("request_id") == "trace-me-1"]
     assert ours and ours[-1]["status"] == 201 and ours[-1]["path"] == "/v1/lessons/requests"
