@@ -1,276 +1,39 @@
-"""The ledger's PostgreSQL application recorder (adapters/postgres/recorder.py and its modules).
-
-- The eventsourcing library's own recorder test cases, run on our recorder as the
-  ledger's settings build it (`Database.persistence_env`), each test in a schema of its own,
-  and on our SQLite setup (the library's SQLite recorder).
-- Real concurrency: writers commit in varying order, some hold their transaction open
-  after inserting while later ones commit, some roll back; readers polling
-  `select_notifications` see every committed event, in increasing order, none skipped.
-- The write path's guards: the advisory lock is released when the insert fails inside
-  it, and appending refuses a transaction that already wrote.
-- Without PostgreSQL: the installed eventsourcing is 9.5.x and still has the private
-  parts `adapters/postgres/subscription.py` (and the recorder's `_create_table`) rely on.
-"""
+"""The ledger's PostgreSQL application recorder (adapters/postgres/recorder.py and its
+modules), under real concurrency: writers commit in varying order, some hold their
+transaction open after inserting while later ones commit, some roll back; readers polling
+`select_notifications` see every committed event, in increasing order, none skipped. The
+write path's guards (the advisory lock released when the insert fails inside it; appending
+refuses a transaction that already wrote), its sessions, and the ledger's wiring."""
 
 from __future__ import annotations
 
-import ast
-import importlib.metadata
-import inspect
 import random
-import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
-from unittest import TestCase
 
 import psycopg
 import pytest
 from eventsourcing.persistence import (
     ApplicationRecorder,
-    InfrastructureFactory,
     IntegrityError,
     PersistenceError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
-    PostgresDatastore,
-    PostgresSubscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder
-from eventsourcing.tests.persistence import (
-    ApplicationRecorderTestCase,
-    NonInterleavingNotificationIDsBaseCase,
-)
-from eventsourcing.utils import Environment, get_topic
 
 from adapters.eventstore import event_store, open_ledger
 from adapters.postgres.recorder import LedgerApplicationRecorder
-from adapters.postgres.subscription import LedgerSubscription
-from adapters.storage.database import Database
-from tests.support.stores import POSTGRES_URL, require_postgres
+from tests.support.recorder_cases import (
+    PostgresSchemaCase,
+)
+from tests.support.stores import POSTGRES_URL
 
 pytestmark = pytest.mark.postgres
-LEDGER_ENV_NAME = "LessonLedger"
-# The library's own tests use the longest table name PostgreSQL allows (63 bytes).
-LONG_TABLE_NAME = "s" * 50 + "stored_events"
-
-
-def _drop_schema(schema: str) -> None:
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def _join_lingering_threads() -> None:
-    """The library's concurrency cases stop their reader threads without joining them;
-    closing the store under a reader still running crashes the SQLite driver."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(10)
-
-
-class PostgresSchemaCase(TestCase):
-    """Each test gets a schema of its own on the test server, dropped afterwards; its
-    recorders come from the ledger's own settings for a postgresql:// URL."""
-
-    pool_size = 2
-    max_overflow = 2
-
-    def setUp(self) -> None:
-        require_postgres()
-        super().setUp()
-        self.schema = f"test_rec_{uuid.uuid4().hex[:12]}"
-        self.database = Database.from_url(f"{POSTGRES_URL}?schema={self.schema}")
-        with self.database.connect() as conn:
-            conn.execute(f'CREATE SCHEMA "{self.schema}"')
-        self.factories: list[Any] = []
-
-    def tearDown(self) -> None:
-        _join_lingering_threads()
-        for factory in self.factories:
-            factory.close()
-        _drop_schema(self.schema)
-        super().tearDown()
-
-    def factory(self, **overrides: str) -> Any:
-        env = {
-            **self.database.persistence_env(create_table=True),
-            "APPLICATION_RECORDER_TOPIC": get_topic(LedgerApplicationRecorder),
-            "POSTGRES_POOL_SIZE": str(self.pool_size),
-            "POSTGRES_MAX_OVERFLOW": str(self.max_overflow),
-            "POSTGRES_LOCK_TIMEOUT": "10",
-            **overrides,
-        }
-        factory = InfrastructureFactory.construct(Environment(LEDGER_ENV_NAME, env))
-        self.factories.append(factory)
-        return factory
-
-    def create_recorder(self) -> Any:
-        recorder = self.factory().application_recorder()
-        assert type(recorder) is LedgerApplicationRecorder
-        return recorder
-
-    def terminate_pool_sessions(self, recorder: LedgerApplicationRecorder) -> None:
-        """End this recorder's pooled sessions from the server side (only ours: other
-        people's sessions share the server)."""
-        pids = [conn.info.backend_pid for conn in recorder.datastore.pool._pool]
-        with self.database.connect() as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
-
-
-class TestLibraryApplicationRecorderCases(
-    PostgresSchemaCase, ApplicationRecorderTestCase[LedgerApplicationRecorder]
-):
-    """eventsourcing.tests.persistence.ApplicationRecorderTestCase, and the extra cases
-    the library runs on its own PostgreSQL recorder (tests/persistence_tests/
-    test_postgres.py upstream), on ours."""
-
-    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:
-        self.pool_size = 12
-        super().test_concurrent_no_conflicts()
-
-    def test_concurrent_throughput(self) -> None:
-        self.pool_size = 10
-        super().test_concurrent_throughput()
-
-    def test_insert_subscribe(self) -> None:
-        self.optional_test_insert_subscribe()
-
-    def test_subscribe_concurrent_reading_and_writing(self) -> None:
-        recorder = self.create_recorder()
-        num_events = 20 * 100
-
-        def read(last_notification_id: int | None) -> list[int]:
-            seen: list[int] = []
-            with recorder.subscribe(last_notification_id) as subscription:
-                for notification in subscription:
-                    seen.append(notification.id)
-                    if len(seen) == num_events:
-                        break
-            return seen
-
-        def write() -> None:
-            for _ in range(20):
-                recorder.insert_events(
-                    [
-                        StoredEvent(self.new_originator_id(), 1, "topic1", b"state1")
-                        for _ in range(100)
-                    ]
-                )
-
-        for concurrently in (True, False):
-            start = recorder.max_notification_id()
-            reader_result: list[list[int]] = []
-            reader = threading.Thread(target=lambda s=start, r=reader_result: r.append(read(s)))
-            if concurrently:
-                reader.start()
-            write()
-            if not concurrently:
-                reader.start()
-            reader.join(60)
-            assert reader_result, "the subscription did not deliver every event"
-            assert reader_result[0] == sorted(reader_result[0])
-
-    def test_retry_select_notifications_after_closing_connection(self) -> None:
-        self.pool_size, self.max_overflow = 1, 0
-        recorder = self.create_recorder()
-        recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "topic1", b"state1")])
-        self.terminate_pool_sessions(recorder)
-        assert len(recorder.select_notifications(start=1, limit=1)) == 1
-
-    def test_retry_max_notification_id_after_closing_connection(self) -> None:
-        self.pool_size, self.max_overflow = 1, 0
-        recorder = self.create_recorder()
-        ids = recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "t", b"s")])
-        self.terminate_pool_sessions(recorder)
-        assert recorder.max_notification_id() == ids[-1]
-
-    def test_retry_insert_events_after_closing_connection(self) -> None:
-        self.pool_size, self.max_overflow = 1, 0
-        recorder = self.create_recorder()
-        recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "t", b"s")])
-        self.terminate_pool_sessions(recorder)
-        assert recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "t", b"s")])
-
-
-class TestLibraryApplicationRecorderCasesLongTableName(
-    PostgresSchemaCase, ApplicationRecorderTestCase[LedgerApplicationRecorder]
-):
-    """The library's cases with its longest table name: the function's name is derived
-    from the table's and must still fit in 63 bytes."""
-
-    def create_recorder(self) -> LedgerApplicationRecorder:
-        datastore = PostgresDatastore(
-            self.database.dbname,
-            self.database.host,
-            self.database.port,
-            self.database.user,
-            self.database.password,
-            schema=self.schema,
-            pool_size=self.pool_size,
-            max_overflow=self.max_overflow,
-            lock_timeout=10,
-        )
-        self.factories.append(datastore)
-        recorder = LedgerApplicationRecorder(datastore, events_table_name=LONG_TABLE_NAME)
-        recorder.create_table()
-        return recorder
-
-    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:
-        self.pool_size = 12
-        super().test_concurrent_no_conflicts()
-
-    def test_concurrent_throughput(self) -> None:
-        self.pool_size = 10
-        super().test_concurrent_throughput()
-
-
-class TestLibraryNonInterleavingCases(PostgresSchemaCase, NonInterleavingNotificationIDsBaseCase):
-    """Two transactions' notification ids never interleave (each draws its ids at once)."""
-
-
-class SQLiteSetupCase(TestCase):
-    """Our SQLite setup (Database.persistence_env for a sqlite:/// URL): the library's SQLite
-    recorder on a file in WAL mode."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.folder = TemporaryDirectory(ignore_cleanup_errors=True)  # readers may linger
-        path = Path(self.folder.name) / "ledger.db"
-        self.database = Database.from_url(f"sqlite:///{path}")
-        self.factories: list[Any] = []
-
-    def tearDown(self) -> None:
-        _join_lingering_threads()
-        for factory in self.factories:
-            factory.close()
-        self.folder.cleanup()
-        super().tearDown()
-
-    def create_recorder(self) -> Any:
-        env = Environment(LEDGER_ENV_NAME, self.database.persistence_env(create_table=True))
-        factory = InfrastructureFactory.construct(env)
-        self.factories.append(factory)
-        recorder = factory.application_recorder()
-        assert isinstance(recorder, SQLiteApplicationRecorder)
-        return recorder
-
-
-class TestLibraryApplicationRecorderCasesOnSQLite(
-    SQLiteSetupCase, ApplicationRecorderTestCase[SQLiteApplicationRecorder]
-):
-    """The library's application recorder cases on our SQLite setup."""
-
-
-class TestLibraryNonInterleavingCasesOnSQLite(
-    SQLiteSetupCase, NonInterleavingNotificationIDsBaseCase
-):
-    """Non-interleaving notification ids on our SQLite setup."""
 
 
 # Late commits.
@@ -724,120 +487,3 @@ def test_an_append_function_of_an_earlier_release_is_replaced(
     assert source is not None and "ORDER BY e.i, e.v" in str(source[0])
     assert one == (True,)
     assert len(recorder.select_notifications(None, 10)) == 4
-
-
-# The library's private parts the recorder relies on (checked without PostgreSQL).
-
-# What LedgerSubscription reads and writes of the library's PostgresSubscription.
-SUBSCRIPTION_ATTRIBUTES = (
-    "_notifications_queue",
-    "_has_been_notified",
-    "_last_notification_id",
-    "_select_limit",
-    "_topics",
-    "_thread_error",
-    "_has_been_stopped",
-    "_recorder",
-)
-CHECK_SUBSCRIPTION = (
-    "adapters/postgres/subscription.py must be checked against the new library version"
-)
-
-
-def _self_attributes(function: Any, stored: bool) -> set[str]:
-    """The `self.<name>` attributes a function's (or class's) source assigns (`stored`)
-    or reads."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    context = ast.Store if stored else ast.Load
-    return {
-        node.attr
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "self"
-        and isinstance(node.ctx, context)
-    }
-
-
-def _library_classes(cls: type) -> list[type]:
-    return [c for c in cls.__mro__ if c.__module__.startswith("eventsourcing.")]
-
-
-def test_the_installed_eventsourcing_is_the_pinned_one() -> None:
-    version = importlib.metadata.version("eventsourcing")
-    assert version.startswith("9.5."), (
-        f"eventsourcing {version} is installed, the recorder was written for 9.5.x: "
-        f"{CHECK_SUBSCRIPTION} (and adapters/postgres/recorder.py's _create_table), then "
-        "move the pin in pyproject.toml and this test"
-    )
-
-
-def test_the_library_subscription_still_has_the_hooks_it_overrides() -> None:
-    """`_pull` and `_listen` are still defined by PostgresSubscription or its bases, and
-    still called by them (the pull thread and the listen thread)."""
-    version = importlib.metadata.version("eventsourcing")
-    library = _library_classes(PostgresSubscription)
-    for hook in ("_pull", "_listen"):
-        definers = [c.__name__ for c in library if hook in vars(c)]
-        assert definers, (
-            f"eventsourcing {version}: PostgresSubscription and its bases no longer define "
-            f"{hook}, which LedgerSubscription overrides: {CHECK_SUBSCRIPTION}"
-        )
-        callers = [c.__name__ for c in library if hook in _self_attributes(c, stored=False)]
-        assert callers, (
-            f"eventsourcing {version}: PostgresSubscription and its bases no longer use "
-            f"self.{hook}, which LedgerSubscription overrides: {CHECK_SUBSCRIPTION}"
-        )
-
-
-@pytest.mark.parametrize("attribute", SUBSCRIPTION_ATTRIBUTES)
-def test_the_library_subscription_still_sets_what_ours_uses(attribute: str) -> None:
-    """Each attribute LedgerSubscription reads or writes is still set by the __init__ of
-    PostgresSubscription or of one of its bases."""
-    version = importlib.metadata.version("eventsourcing")
-    inits = [
-        vars(c)["__init__"] for c in _library_classes(PostgresSubscription) if "__init__" in vars(c)
-    ]
-    set_by_library = set().union(*(_self_attributes(init, stored=True) for init in inits))
-    assert attribute in set_by_library, (
-        f"eventsourcing {version}: the attribute {attribute} is missing from "
-        f"PostgresSubscription.__init__ and its bases' (LedgerSubscription reads or writes "
-        f"it): {CHECK_SUBSCRIPTION}"
-    )
-
-
-def test_the_list_of_library_attributes_is_what_our_subscription_uses() -> None:
-    """SUBSCRIPTION_ATTRIBUTES is every private attribute of the library's that
-    LedgerSubscription uses (its own are `_held_back`, `_select_settled` and its two
-    overrides): a new one used there must be added to the checks above."""
-    used = _self_attributes(LedgerSubscription, stored=False) | _self_attributes(
-        LedgerSubscription, stored=True
-    )
-    own = set(vars(LedgerSubscription)) | _self_attributes(LedgerSubscription.__init__, stored=True)
-    library_private = {name for name in used - own if name.startswith("_")}
-    listed = set(SUBSCRIPTION_ATTRIBUTES)
-    assert library_private == listed, (
-        "adapters/postgres/subscription.py uses private attributes of the library's not in "
-        f"SUBSCRIPTION_ATTRIBUTES: {sorted(library_private - listed)} (add them), or no "
-        f"longer uses listed ones: {sorted(listed - library_private)} (drop them)"
-    )
-
-
-def test_the_library_recorder_still_creates_tables_through_the_hook_ours_overrides() -> None:
-    """LedgerApplicationRecorder overrides `_create_table` to upgrade the table in the
-    library's create-table transaction: the library must still call it."""
-    version = importlib.metadata.version("eventsourcing")
-    library = _library_classes(PostgresApplicationRecorder)
-    assert any("_create_table" in vars(c) for c in library), (
-        f"eventsourcing {version}: PostgresApplicationRecorder and its bases no longer "
-        "define _create_table: adapters/postgres/recorder.py must be checked against the "
-        "new library version"
-    )
-    creators = [c for c in library if "create_table" in vars(c)]
-    assert creators and "_create_table" in _self_attributes(
-        vars(creators[0])["create_table"], stored=False
-    ), (
-        f"eventsourcing {version}: {creators[0].__name__ if creators else '?'}.create_table "
-        "no longer calls self._create_table: adapters/postgres/recorder.py must be checked "
-        "against the new library version"
-    )
