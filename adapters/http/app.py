@@ -12,12 +12,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import logs
 from adapters.eventstore import open_ledger
-from adapters.http import batches, commands, history, operations, problems, reads, students
+from adapters.http import (
+    batches,
+    commands,
+    history,
+    lesson_events,
+    operations,
+    pages,
+    problems,
+    reads,
+    students,
+)
 from adapters.http.metrics import Metrics
 from adapters.http.problems import ApiProblem, Problem, problem_response
 from adapters.keys.erasure import DailyRetention, Erasures
@@ -86,12 +97,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
+    if settings.cors_origins:
+        # Bearer tokens only: no credentials, so no cookie (the pages' session) crosses.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
+    app.include_router(lesson_events.router)  # before /v1/lessons/{lesson_id}
     app.include_router(commands.router)
     app.include_router(batches.router)
     app.include_router(history.router)
     app.include_router(students.router)
     app.include_router(reads.router)
     app.include_router(operations.router)
+    pages.install(app)
     document_problems(app)
     return app
 

@@ -20,17 +20,23 @@ async def current_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiToken:
-    """The token the request carries; 401 without a valid one. Async: a token checked a
-    moment ago is remembered (adapters/tokens.py), and only a database read goes to the
-    thread pool; a plain function would cost every request that hop."""
+    """The token the request carries; 401 without a valid one."""
     if credentials is None:
         raise ApiProblem(
             401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <token>"
         )
+    return await resolve_token(request, credentials.credentials)
+
+
+async def resolve_token(request: Request, text: str) -> ApiToken:
+    """Whom a token's text speaks for; ApiProblem 401 when it is not valid. The one check
+    of a token: the bearer dependency and the pages' sign-in both call it. Async: a token
+    checked a moment ago is remembered (adapters/storage/tokens.py), and only a database
+    read goes to the thread pool; a plain function would cost every request that hop."""
     tokens: TokenStore = request.app.state.tokens
-    token = tokens.remembered(credentials.credentials)
+    token = tokens.remembered(text)
     if token is None:
-        token = await run_in_threadpool(tokens.authenticate, credentials.credentials)
+        token = await run_in_threadpool(tokens.authenticate, text)
     if token is None:
         raise ApiProblem(
             401,

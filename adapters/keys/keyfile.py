@@ -29,6 +29,7 @@ KEY_SIZES: dict[str, int] = {
     "key_encryption_key": 32,  # AES-256-GCM: wraps the data keys kept in the database
     "student_key": 32,  # HMAC-SHA256 key: the name of a student's data key, from their id
     "print_key": 32,  # HMAC-SHA256 key: commands' fingerprints (they cover students' data)
+    "session_key": 32,  # HMAC key: signs the audit pages' session cookies and CSRF tokens
 }
 """Every named key the ledger uses and its size in random bytes; a new key is one line."""
 KEY_FILE_SETTING = "LESSON_LEDGER_KEY_FILE"
