@@ -140,7 +140,7 @@ async def _events(
 
 def _page(
     changes: LessonChanges, ledger: LessonLedger, position: int, upto: int
-) -> tuple[list[tuple[RowChange, bytes]], int] | None:
+) -> tuple[list[tuple[RowChange, str]], int] | None:
     """The next page's changes, each with its data as sent (the content opened)."""
     page = changes.next_page(position, upto)
     if page is None:
@@ -149,16 +149,17 @@ def _page(
     return [(change, _data(ledger, change)) for change in found], position
 
 
-def _data(ledger: LessonLedger, change: RowChange) -> bytes:
+def _data(ledger: LessonLedger, change: RowChange) -> str:
     row = change.row
     if row.content is not None:  # as GET /v1/lessons/{id} shows it: opened, or None if erased
         row = replace(row, content=ledger.readable_content(row.lesson_id, row.content))
     lesson = orjson.loads(_ROW.dump_json(row))
-    return orjson.dumps({"position": change.position, "event": change.event, "lesson": lesson})
+    data = {"position": change.position, "event": change.event, "lesson": lesson}
+    return orjson.dumps(data).decode()
 
 
 def _position_event(name: str, position: int) -> dict[str, Any]:
-    return {"event": name, "id": str(position), "data": orjson.dumps({"position": position})}
+    return {"event": name, "id": str(position), "data": f'{{"position":{position}}}'}
 
 
 def _resumed_from(last_event_id: str) -> int:
