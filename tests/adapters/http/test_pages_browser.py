@@ -116,7 +116,9 @@ def test_an_auditor_reads_a_week_a_lesson_and_its_history_and_watches_it_generat
 
         # Previous and next week, and back by the date field (keyboard only).
         page.get_by_role("link", name="Next week →").click()
-        expect(page.get_by_role("heading", level=1)).to_have_text("Week of Monday 15 September 2025")
+        expect(page.get_by_role("heading", level=1)).to_have_text(
+            "Week of Monday 15 September 2025"
+        )
         expect(page.get_by_text("No lessons this week")).to_be_visible()
         page.get_by_label("Jump to a date").fill("2025-09-10")
         page.get_by_label("Jump to a date").press("Enter")
@@ -156,7 +158,9 @@ def test_an_auditor_reads_a_week_a_lesson_and_its_history_and_watches_it_generat
         worker = start_worker_in_background(api.app.state.settings.database_url)
         try:
             expect(page.locator("#lesson-status")).to_have_text("✓ generated")
-            expect(page.get_by_role("heading", name="Worksheet: short vowels practice")).to_be_visible()
+            expect(
+                page.get_by_role("heading", name="Worksheet: short vowels practice")
+            ).to_be_visible()
             expect(calendar.locator("a.slot.status-generated")).to_have_count(3)
         finally:
             worker.stop()
