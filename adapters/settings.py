@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.auth.settings import JwtSettings
 from adapters.storage.database import DEFAULT_DATABASE_URL
@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     """Generate lessons inside the server: `auto` does on the embedded SQLite default
     (so `make run` generates without more set-up); on PostgreSQL run `lesson-ledger
     worker` processes instead."""
+    cors_origins: Annotated[list[str], NoDecode] = []
+    """Origins (`https://calendar.example.org`, comma-separated) whose browser pages may
+    call the API and its event stream with a bearer token; none by default. Never with
+    cookies: the pages' session is not accepted by the API's endpoints."""
+    session_hours: float = 8.0
+    """How long a signed-in page session lasts (the cookie and the session alike)."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
 
     key_file: str | None = None
     """The ledger's key file (adapters/keys/keyfile.py): required on PostgreSQL; on SQLite

@@ -70,6 +70,8 @@ class BatchCollision:
     count: int = 0
     min_gap_seconds: float = float("inf")
     max_gap_seconds: float = 0.0
+    lessons: list[UUID] = field(default_factory=list)
+    """The lessons they collided on (the first few)."""
 
 
 @dataclass
@@ -236,6 +238,8 @@ def _collided(
     collision.count += 1
     collision.min_gap_seconds = min(collision.min_gap_seconds, gap)
     collision.max_gap_seconds = max(collision.max_gap_seconds, gap)
+    if len(collision.lessons) < TOP and rejection.originator_id not in collision.lessons:
+        collision.lessons.append(rejection.originator_id)
 
 
 def _most_contested(slots: dict[UUID, _Slot]) -> list[ContestedSlot]:

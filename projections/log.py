@@ -81,6 +81,12 @@ class EventLog:
                     raise
                 page = ahead.result() if ahead is not None else None
 
+    def page(
+        self, after: int, upto: int | None = None, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Page | None:
+        """The one page of events after `after` (up to `upto`), or None at the end."""
+        return self._read(after, upto, page_size, ())
+
     def _read(
         self, after: int, upto: int | None, page_size: int, topics: Sequence[str]
     ) -> Page | None:

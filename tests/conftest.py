@@ -12,6 +12,7 @@ import pytest
 
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from domain import LessonLedger
+from tests.support.browser import require_browser
 from tests.support.stores import Store, postgres_store
 
 
@@ -50,3 +51,9 @@ def postgres_only_store() -> Iterator[Store]:
 @pytest.fixture
 def ledger(store: Store) -> LessonLedger:
     return store.open()
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium for the browser tests: skipped without one, failed under CI=true."""
+    return require_browser()

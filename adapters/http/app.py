@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +26,9 @@ from adapters.http import (
     batches,
     commands,
     history,
+    lesson_events,
     operations,
+    pages,
     problems,
     proofs,
     reads,
@@ -116,6 +119,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
+    if settings.cors_origins:
+        # Bearer tokens only: no credentials, so no cookie (the pages' session) crosses.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
+    app.include_router(lesson_events.router)  # before /v1/lessons/{lesson_id}
     app.include_router(commands.router)
     app.include_router(batches.router)
     app.include_router(history.router)
@@ -123,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reads.router)
     app.include_router(proofs.router)
     app.include_router(operations.router)
+    pages.install(app)
     document_problems(app)
     return app
 

@@ -26,20 +26,27 @@ async def current_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiToken:
-    """The token the request carries; 401 saying why without a valid one. Async: a token
-    checked a moment ago is remembered (adapters/auth/bearer.py), and only a database read
-    or a signature check goes to the thread pool; a plain function would cost every
-    request that hop."""
+    """The token the request carries; 401 saying why without a valid one."""
     if credentials is None:
         raise ApiProblem(
             401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <token>"
         )
+    return await resolve_token(request, credentials.credentials)
+
+
+async def resolve_token(request: Request, text: str) -> ApiToken:
+    """Whom a token's text speaks for (the ledger's own, or a JWT); ApiProblem 401 saying
+    why when it is not valid, 503 when a JWT's signing keys cannot be had. The one check
+    of a token: the bearer dependency and the pages' sign-in both call it. Async: a token
+    checked a moment ago is remembered (adapters/auth/bearer.py), and only a database read
+    or a signature check goes to the thread pool; a plain function would cost every
+    request that hop."""
     tokens: BearerTokens = request.app.state.bearer
-    token = tokens.remembered(credentials.credentials)
+    token = tokens.remembered(text)
     if token is not None:
         return token
     try:
-        return await run_in_threadpool(tokens.authenticate, credentials.credentials)
+        return await run_in_threadpool(tokens.authenticate, text)
     except Unauthenticated as refused:
         raise ApiProblem(401, "unauthenticated", "Unauthenticated", str(refused)) from None
     except KeysUnavailable as unavailable:

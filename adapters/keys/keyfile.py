@@ -30,6 +30,7 @@ KEY_SIZES: dict[str, int] = {
     "student_key": 32,  # HMAC-SHA256 key: the name of a student's data key, from their id
     "print_key": 32,  # HMAC-SHA256 key: commands' fingerprints (they cover students' data)
     "checkpoint_signing_key": 32,  # Ed25519 private key (seed): signs the log's checkpoints
+    "session_key": 32,  # HMAC key: signs the audit pages' session cookies and CSRF tokens
 }
 """Every named key the ledger uses and its size in random bytes; a new key is one line."""
 OPTIONAL_KEYS = frozenset({"checkpoint_signing_key"})

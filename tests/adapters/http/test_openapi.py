@@ -43,6 +43,8 @@ def test_no_server_error_and_responses_match_the_schema(
     assert len(operations) >= 10
 
     for operation in operations:
+        if operation.path == "/v1/lessons/events":
+            continue  # a stream that does not end; tests/adapters/http/test_lesson_events.py
         run_operation(operation, headers, mode, examples)
 
 
