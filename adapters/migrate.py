@@ -3,9 +3,9 @@ role that owns the schema, so that the serving role needs no right to create any
 
 `migrate(database)` opens what each process opens on start (the ledger and its events
 table and append functions, the students' data keys and erasures, the runner leases, the
-read model's tables, the log's Merkle tree and checkpoints, the pages' sessions, the worker's tracking, job
-queue, rate limits and token usage, the API's tokens, idempotency keys and refused
-requests), with table creation
+read model's tables, the log's Merkle tree and checkpoints, the pages' sessions, the
+worker's tracking, job queue, rate limits and token usage, the API's tokens, idempotency
+keys and refused requests), with table creation
 on, and tells for each schema, table and function whether it was created, replaced (an
 earlier release's function) or already there. Idempotent: a second run changes nothing.
 The direct and read URLs play no part: it runs on the URL it is given.

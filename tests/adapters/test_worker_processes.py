@@ -118,6 +118,7 @@ def test_four_worker_processes_share_the_work_and_a_killed_ones_attempts_are_tak
             orphans = _in_flight_by(store, jobs).get(holders[0], [])
             assert orphans, "the killed worker held nothing"
             workers.append(start_worker_process(store.url, env, logs[4], "--concurrency", "4"))
+            _holder(logs[4])  # the new process is up: its claimer started (and its handlers)
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
             taken_up_in = time.monotonic() - killed_at
             head = event_store(ledger).recorder.max_notification_id()
