@@ -1,14 +1,16 @@
-"""What 1, 2 and 4 API processes reach on one PostgreSQL: `lesson-ledger serve --workers N`
-on the run's schema, in a process of its own, and client processes sending `POST
-/v1/lessons/requests` over keep-alive connections, each N its own distinct keys (so
-every request should be accepted: 201).
+"""The HTTP comparison: `lesson-ledger serve --workers N` against the plain FastAPI
+endpoint of benchmarks/plain_api.py on the old table, N = 1, 2 and 4, on one PostgreSQL.
 
-Each client sends one request first (connecting and warm-up are not timed), then all
-start together; a rate is the timed requests over the seconds until the last client
-finished. The generation worker is off (on PostgreSQL it runs in processes of its own);
-the server's projection follower runs, as deployed. A keep-alive connection stays with
-the server process that accepted it, so the requests each process served are read from
-the server's JSON log and reported: with few connections the split can be uneven.
+For each N the two servers take turns, `rounds` times each, every round in a process
+of its own and with keys of its own (so every request should be answered 201); the same
+client processes send `POST /v1/lessons/requests` over keep-alive connections. Each
+client sends one request first (connecting and warm-up are not timed), then all start
+together; a rate is the timed requests over the seconds until the last client finished.
+A side's figure is the median of its rounds. The ledger's generation worker is off (on
+PostgreSQL it runs in processes of its own); its projection follower runs, as deployed.
+A keep-alive connection stays with the server process that accepted it, so the requests
+each ledger process served are read from its JSON log: with few connections the split
+can be uneven.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ LESSON_LEDGER = str(Path(sys.executable).with_name("lesson-ledger"))  # this ven
 READY_WITHIN_S = 60.0
 STOP_WITHIN_S = 30.0
 STARTED = "Application startup complete."  # uvicorn's line, once per server process
+SIDES = ("ledger", "plain")
 
 
 @dataclass(frozen=True)
 class ApiRate:
-    """One server size: timed requests and their seconds, every outcome by HTTP status
-    (warm-up requests included), and the requests each server process served."""
+    """One side's round at one server size: timed requests and their seconds, every
+    outcome by HTTP status (warm-up requests included), and the requests each server
+    process served (the ledger's, from its log)."""
 
     workers: int
     requests: int
@@ -60,22 +64,45 @@ class ApiRate:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
+@dataclass(frozen=True)
+class ApiComparison:
+    """Both sides' rounds at one server size; each side's figure is its median round."""
+
+    workers: int
+    rounds: dict[str, list[ApiRate]]
+
+    def median(self, side: str) -> ApiRate:
+        ordered = sorted(self.rounds[side], key=lambda rate: rate.per_second)
+        return ordered[len(ordered) // 2]
+
+    @property
+    def ratio(self) -> float:
+        plain = self.median("plain").per_second
+        return self.median("ledger").per_second / plain if plain else 0.0
+
+
 def measure(
-    spec: StoreSpec, workers: Sequence[int], count: int, clients: int,
+    spec: StoreSpec, workers: Sequence[int], count: int, clients: int, rounds: int,
     step: Callable[[str], None],
-) -> dict[int, ApiRate]:  # fmt: skip
-    """`count` timed requests from `clients` processes against each server size."""
+) -> dict[int, ApiComparison]:  # fmt: skip
+    """`count` timed requests from `clients` processes against each side and size."""
     token = admin_token(spec)
-    rates = {}
+    compared = {}
     for n in workers:
-        step(f"HTTP API: serve --workers {n}, {clients} client processes")
-        rate = rates[n] = _measure_one(spec, token, n, count, clients)
-        step(f"HTTP API: {rate.per_second:,.0f} req/s, {rate.outcomes}, "
-             f"requests per server process {rate.per_process}")  # fmt: skip
-        if rate.server_errors:
-            step(f"HTTP API: {len(rate.server_errors)} server errors, "
-                 f"first: {rate.server_errors[0]}")  # fmt: skip
-    return rates
+        taken: dict[str, list[ApiRate]] = {side: [] for side in SIDES}
+        for number in range(rounds):
+            for side in SIDES if number % 2 == 0 else reversed(SIDES):
+                step(f"HTTP API: {side}, {n} server processes, {clients} client processes")
+                rate = _measure_one(spec, side, token, n, count, clients, f"{n}-{number}")
+                taken[side].append(rate)
+                step(f"HTTP API: {side} {rate.per_second:,.0f} req/s, {rate.outcomes}, "
+                     f"requests per server process {rate.per_process}")  # fmt: skip
+                if rate.server_errors:
+                    step(f"HTTP API: {len(rate.server_errors)} server errors, "
+                         f"first: {rate.server_errors[0]}")  # fmt: skip
+        compared[n] = ApiComparison(n, taken)
+        step(f"HTTP API: {n} server processes, ledger/plain {compared[n].ratio:.2f}")
+    return compared
 
 
 def admin_token(spec: StoreSpec) -> str:
@@ -92,32 +119,52 @@ def admin_token(spec: StoreSpec) -> str:
         sql.close()
 
 
-def _measure_one(spec: StoreSpec, token: str, workers: int, count: int, clients: int) -> ApiRate:
-    work = requests(f"api-{workers}", 0, count + clients)  # one warm-up request per client
+def _measure_one(
+    spec: StoreSpec, side: str, token: str, workers: int, count: int, clients: int, label: str
+) -> ApiRate:
+    work = requests(f"api-{side}-{label}", 0, count + clients)  # a warm-up request each
     with tempfile.TemporaryDirectory(prefix="bench-api-") as folder:
         log = Path(folder) / "server.log"
-        with _serving(spec, workers, log) as base_url:
+        with _serving(_command(spec, side, token, workers), workers, log) as base_url:
             seconds, outcomes = _run_clients(base_url, token, _chunks(work, clients))
         served, errors = _read_log(log)
     return ApiRate(workers, count, seconds, dict(outcomes), served, errors)
 
 
-# The server.
+# The servers.
+
+
+def _command(
+    spec: StoreSpec, side: str, token: str, workers: int
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that serve one side (the port appended later)."""
+    if side == "ledger":
+        env = {
+            "LESSON_LEDGER_DATABASE_URL": spec.ledger_url,
+            "LESSON_LEDGER_EMBEDDED_WORKER": "off",  # generation would compete for the cores
+        }
+        return [LESSON_LEDGER, "serve", "--workers", str(workers), "--port"], env
+    env = {
+        "PLAIN_API_DATABASE_URL": spec.server_url,
+        "PLAIN_API_TABLE": spec.baseline_table,
+        "PLAIN_API_TOKEN": token,
+    }
+    uvicorn = [sys.executable, "-m", "uvicorn", "benchmarks.plain_api:app"]
+    return [*uvicorn, "--workers", str(workers), "--port"], env
 
 
 @contextmanager
-def _serving(spec: StoreSpec, workers: int, log: Path) -> Iterator[str]:
+def _serving(command: tuple[list[str], dict[str, str]], workers: int, log: Path) -> Iterator[str]:
     """The server on a free port, its output in `log`: its base URL once it is ready."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "LESSON_LEDGER_DATABASE_URL": spec.ledger_url,
-        "LESSON_LEDGER_EMBEDDED_WORKER": "off",  # generation would compete for the cores
-    }
-    command = [LESSON_LEDGER, "serve", "--workers", str(workers), "--port", str(port)]
+    arguments, settings = command
     with log.open("w") as out:  # a session of its own: its group is killed if it hangs
         process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*arguments, str(port)],
+            env={**os.environ, **settings},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -166,7 +213,8 @@ def _log_lines(log: Path) -> Iterator[dict[str, Any]]:
 
 
 def _started(log: Path) -> int:
-    return len({entry.get("pid") for entry in _log_lines(log) if entry.get("message") == STARTED})
+    # Each server process says it once: in the ledger's JSON log, or uvicorn's plain one.
+    return sum(STARTED in line for line in log.read_text(errors="replace").splitlines())
 
 
 def _read_log(log: Path) -> tuple[list[int], list[str]]:

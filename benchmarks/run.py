@@ -7,9 +7,10 @@ racing table, in one run, on one database, on the same requests.
     python -m benchmarks.run --api-workers 1,2        # HTTP API sizes; 0 skips them
 
 Prints a table of each figure, the baseline's, and the ratio ledger/baseline; `--json`
-writes the same figures. On PostgreSQL the run ends with what `lesson-ledger serve
---workers N` reaches for each N of `--api-workers` (default 1,2,4), sent `--requests`
-lesson requests over HTTP by `--clients` client processes (benchmarks/api.py). The run
+writes the same figures. On PostgreSQL the run ends with HTTP: `lesson-ledger serve
+--workers N` against a plain FastAPI endpoint on the old table, for each N of
+`--api-workers` (default 1,2,4), alternating `--api-rounds` times, sent `--requests`
+lesson requests by `--clients` client processes (benchmarks/api.py). The run
 uses a fresh schema (PostgreSQL) or file (SQLite) and drops it afterwards. Progress goes
 to stderr.
 """
@@ -20,20 +21,25 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
-from benchmarks import api, generation, merkle, reads, writes
+from benchmarks import api, generation, merkle, reads, upcasting, writes
 from benchmarks.stores import CREATED_SCHEMAS, count_rows, create_store, drop_store
 
 TARGETS = {
     "single_ratio": (">=", 0.8),
     "concurrent_ratio": (">=", 0.8),
-    "batch_ratio": (">=", 1.0),
+    "batch_ratio": (">=", 0.6),  # issue 16: the 1.0x batch target was dropped for 0.6x
+    "http_ratio": (">=", 1.0),
+    "upcasting_catchup_ratio": (">=", 0.9),  # the oldest version's log within 10%
+    "upcasting_rebuild_ratio": (">=", 0.9),
     "catchup_events_per_s": (">=", 20_000),
     "rebuild_s": ("<", 60.0),
     "rebuild_peak_rss_mb": ("<", 300.0),
@@ -82,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--populate-workers", type=int, default=2, help="processes filling the store (2)"
     )
+    parser.add_argument(
+        "--api-rounds", type=int, default=3,
+        help="alternating rounds of each HTTP side per server size (3)",
+    )  # fmt: skip
     parser.add_argument(
         "--api-workers",
         type=_worker_counts,
@@ -236,10 +246,25 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     figures["merkle_proof_p99_ms"] = tree.proof.p99_ms
     figures["merkle_consistency_p50_ms"] = tree.consistency.p50_ms
     figures["merkle_consistency_p99_ms"] = tree.consistency.p99_ms
+    oldest = create_store(args.store, args.database_url)
+    try:
+        upcast = upcasting.measure(
+            spec, caught.per_second, oldest, population.lessons, args.rounds, step
+        )
+    finally:
+        drop_store(oldest)
+    figures["upcasting_oldest_release"] = upcast.oldest_release
+    figures["upcasting_catchup_events_per_s"] = upcast.catchup
+    figures["upcasting_rebuild_events_per_s"] = upcast.rebuild
+    figures["upcasting_catchup_ratio"] = upcast.ratio("catchup")
+    figures["upcasting_rebuild_ratio"] = upcast.ratio("rebuild")
     # Last: the server's projection follower would otherwise fill the read model that
     # the catch-up above measures from empty.
     if args.api_workers and spec.kind == "postgresql":
-        _api(figures, api.measure(spec, args.api_workers, args.requests, args.clients, step))
+        compared = api.measure(
+            spec, args.api_workers, args.requests, args.clients, args.api_rounds, step
+        )
+        _api(figures, compared)
     elif args.api_workers:
         step("HTTP API: skipped (measured on PostgreSQL only)")
     if args.generation_workers and spec.kind == "postgresql":
@@ -252,7 +277,7 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
         )  # fmt: skip
     elif args.generation_workers:
         step("generation: skipped (worker processes share the work on PostgreSQL only)")
-    figures["targets"] = {key: _verdict(key, figures[key]) for key in TARGETS}
+    figures["targets"] = {key: _verdict(key, figures[key]) for key in TARGETS if key in figures}
     step("done")
 
 
@@ -265,11 +290,21 @@ def _rates(figures: dict[str, Any], name: str, rates: dict[str, writes.Rate]) ->
     figures[f"{name}_baseline_outcomes"] = dict(baseline.outcomes)
 
 
-def _api(figures: dict[str, Any], rates: dict[int, api.ApiRate]) -> None:
-    figures["api_workers"] = list(rates)
-    figures["api_requests_per_s"] = {str(n): rate.per_second for n, rate in rates.items()}
-    figures["api_outcomes"] = {str(n): rate.outcomes for n, rate in rates.items()}
-    figures["api_requests_per_process"] = {str(n): rate.per_process for n, rate in rates.items()}
+def _api(figures: dict[str, Any], compared: dict[int, api.ApiComparison]) -> None:
+    """Each size's median rounds; `http_ratio` is the smallest size's (one process each)."""
+    figures["api_workers"] = list(compared)
+    for side in api.SIDES:
+        medians = {str(n): c.median(side) for n, c in compared.items()}
+        figures[f"api_{side}_requests_per_s"] = {n: r.per_second for n, r in medians.items()}
+        figures[f"api_{side}_rounds_per_s"] = {
+            str(n): [r.per_second for r in c.rounds[side]] for n, c in compared.items()
+        }
+        figures[f"api_{side}_outcomes"] = {n: r.outcomes for n, r in medians.items()}
+    figures["api_requests_per_process"] = {
+        str(n): c.median("ledger").per_process for n, c in compared.items()
+    }
+    figures["http_ratios"] = {str(n): c.ratio for n, c in compared.items()}
+    figures["http_ratio"] = compared[min(compared)].ratio
 
 
 def _verdict(key: str, value: float) -> str:
@@ -289,7 +324,7 @@ def render_table(f: dict[str, Any]) -> str:
 
     c = f["clients"]
 
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "single requests, 1 client (req/s)",
             n(f["single_ledger_per_s"]),
@@ -376,18 +411,20 @@ def render_table(f: dict[str, Any]) -> str:
             target("week_query_p99_ms"),
         ),
     ]
+    plain = f.get("api_plain_requests_per_s", {})
     rows += [
         (
-            f"HTTP API, {workers} process{'' if workers == '1' else 'es'}, {c} client processes "
-            "(req/s)",
+            f"HTTP, {workers} server process{'' if workers == '1' else 'es'} each, {c} client "
+            "processes (req/s; baseline: the plain FastAPI endpoint)",
             n(rate),
-            "",
-            "",
-            "",
+            n(plain[workers]),
+            f"{f['http_ratios'][workers]:.2f}",
+            target("http_ratio") if workers == str(min(f["api_workers"])) else "",
         )
-        for workers, rate in f.get("api_requests_per_s", {}).items()
+        for workers, rate in f.get("api_ledger_requests_per_s", {}).items()
     ]
     rows += merkle.table_rows(f)
+    rows += upcasting_rows(f, target)
     rows += generation.table_rows(f)
     header = ("measurement", "ledger", "baseline (plain INSERT)", "ledger/baseline", "target")
     lines = [
@@ -398,6 +435,28 @@ def render_table(f: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def upcasting_rows(f: dict[str, Any], target: Callable[[str], str]) -> list[tuple[str, ...]]:
+    """The oldest version's log against the current one's: catch-up and median rebuild."""
+    if "upcasting_catchup_ratio" not in f:
+        return []
+    release = f["upcasting_oldest_release"]
+    rows: list[tuple[str, ...]] = []
+    for name, key in (("catch-up", "catchup"), ("rebuild, median of the rounds", "rebuild")):
+        rates = f[f"upcasting_{key}_events_per_s"]
+        oldest, current = (
+            (rates["oldest"], rates["current"])
+            if key == "catchup"
+            else (statistics.median(rates["oldest"]), statistics.median(rates["current"]))
+        )
+        rows.append((
+            f"{name} of a log written by release {release} (events/s; baseline: this "
+            "release's log)",
+            f"{oldest:,.0f}", f"{current:,.0f}", f"{f[f'upcasting_{key}_ratio']:.2f}",
+            target(f"upcasting_{key}_ratio"),
+        ))  # fmt: skip
+    return rows
 
 
 def _outcomes(outcomes: dict[str, int]) -> str:

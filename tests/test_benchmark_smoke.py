@@ -64,16 +64,20 @@ def test_the_benchmark_runs_on_postgresql(tmp_path: Path) -> None:
     require_postgres()
     figures = _run(
         tmp_path, "--store", "postgresql", "--database-url", POSTGRES_URL, "--api-workers", "1,2",
-        "--generation-workers", "1,2", "--generation-latencies", "0.2",
+        "--api-rounds", "1", "--generation-workers", "1,2", "--generation-latencies", "0.2",
         "--generation-concurrency", "2", "--generation-rounds", "1",
     )  # fmt: skip
     assert figures["store"] == "postgresql"
-    # The HTTP API, 1 and 2 server processes: every request (50 timed, one warm-up per
-    # client) accepted.
-    rates = figures["api_requests_per_s"]
-    assert isinstance(rates, dict) and set(rates) == {"1", "2"}
-    assert all(isinstance(rate, float) and rate > 0 for rate in rates.values()), rates
-    assert figures["api_outcomes"] == {"1": {"201": 52}, "2": {"201": 52}}
+    # HTTP, the ledger and the plain endpoint, 1 and 2 server processes each: every
+    # request (50 timed, one warm-up per client) accepted, and the ratio of each size.
+    for side in ("ledger", "plain"):
+        rates = figures[f"api_{side}_requests_per_s"]
+        assert isinstance(rates, dict) and set(rates) == {"1", "2"}
+        assert all(isinstance(rate, float) and rate > 0 for rate in rates.values()), rates
+        assert figures[f"api_{side}_outcomes"] == {"1": {"201": 52}, "2": {"201": 52}}
+    ratios = figures["http_ratios"]
+    assert isinstance(ratios, dict) and set(ratios) == {"1", "2"}
+    assert figures["http_ratio"] == ratios["1"] > 0
     # Generation: 1 and 2 worker processes, then a calendar week at the defaults; every
     # lesson generated.
     generated = figures["generation_lessons_per_s"]

@@ -16,10 +16,13 @@ from adapters.auth.jwt_tokens import JwtVerifier
 from adapters.cli.options import DatabaseUrl, exit_codes
 from adapters.cli.tokens import with_tokens
 from adapters.eventstore import open_ledger
+from adapters.followers import following_apart
 from adapters.http.app import ledger_keys
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.settings import Settings
 from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
+
+FOLLOW_PROJECTIONS_SETTING = "LESSON_LEDGER_FOLLOW_PROJECTIONS"
 
 
 def serve(
@@ -65,7 +68,7 @@ def serve(
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
     typer.echo(f"Checkpoints are signed by the public key {public_key} (give it to auditors)")
     typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {redacted(url)})")
-    with _shared_metrics(workers):
+    with _shared_metrics(workers), _followers(settings, database):
         uvicorn.run(
             "adapters.http.app:create_app_from_env",
             factory=True,
@@ -74,6 +77,21 @@ def serve(
             workers=workers,
             log_config=None,
         )
+
+
+@contextmanager
+def _followers(settings: Settings, database: Database) -> Iterator[None]:
+    """On PostgreSQL the projections' followers run in a process of their own, beside the
+    request processes (adapters/followers.py); on SQLite in the server process."""
+    if database.kind != "postgresql" or not settings.follow_projections:
+        yield
+        return
+    os.environ[FOLLOW_PROJECTIONS_SETTING] = "false"  # the request processes inherit it
+    try:
+        with following_apart(database.url, settings.checkpoint_every_seconds, settings.log_level):
+            yield
+    finally:
+        del os.environ[FOLLOW_PROJECTIONS_SETTING]
 
 
 @contextmanager

@@ -31,6 +31,8 @@ BLOCK_LEVEL = 8
 BLOCK = 1 << BLOCK_LEVEL
 PAGE_SIZE = 1000
 IDLE_RECHECK_SECONDS = 5.0
+PACE_SECONDS = 0.5
+"""The least time between two looks of an active tree follower that found news."""
 NAME = "merkle"
 T = TypeVar("T")
 Node = tuple[int, int, bytes]
@@ -282,9 +284,12 @@ class TreeFollower(ActiveRunner):
 
     def _work(self) -> None:
         self._lock.check()
-        before = self.tree.store.position()
-        self.tree.advance(check=self._lock.check, stop=self._stop)
-        self._progressed = self.tree.store.position() != before
+        before, _ = self.tree.store.position()
+        self._progressed = self.tree.advance(check=self._lock.check, stop=self._stop) != before
         if self._after_advance is not None:
             self._after_advance()
+        if self._progressed:
+            # Each look rewrites the tail block (up to a block of leaves): under a steady
+            # stream of commands, a look every PACE_SECONDS writes it far less often.
+            self._stop.wait(PACE_SECONDS)
         self._wakeup.wait(IDLE_RECHECK_SECONDS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -95,3 +96,66 @@ def test_metrics_from_any_server_process_count_every_process(store: Store, tmp_p
             assert time.monotonic() < deadline, "one process answered every scrape"
             text = httpx.get(f"{base_url}/metrics").text
             assert line in text.splitlines(), text
+
+
+def _followers_active(log: Path) -> dict[str, int]:
+    """Each projection whose follower the log says became active, and in which process."""
+    active = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("state") == "active":
+                active[entry["message"].removesuffix(" active")] = entry["pid"]
+    return active
+
+
+def _wait_for(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
+        time.sleep(0.05)
+
+
+def test_on_postgresql_the_followers_run_beside_the_request_processes(
+    postgres_store: Store, tmp_path: Path
+) -> None:
+    """`serve` on PostgreSQL: the read model and the log's tree are followed by a process
+    of their own, not by the process answering requests, and kept current; after `serve`
+    is killed with SIGKILL, a new start's followers take over and miss nothing."""
+    postgres_store.open().close()
+    sql = SqlStore(postgres_store.database)
+    headers = {"Authorization": f"Bearer {TokenStore(sql).create('admin', name='follow')[1]}"}
+    sql.close()
+    path = "/v1/lessons/requests"
+
+    def request(base_url: str, slot: str) -> str:
+        body = {
+            "providerId": PROVIDER, "schoolId": "school-1", "lessonDate": "2025-09-08",
+            "timeSlot": slot, "requestId": f"follow-{slot}",
+            "details": {"students": [{"id": "st-1", "grade": 3}], "subject": "Reading"},
+        }  # fmt: skip
+        response = httpx.post(f"{base_url}{path}", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return str(response.json()["lesson_id"])
+
+    def current(base_url: str, lesson_id: str) -> bool:
+        found = httpx.get(f"{base_url}/v1/lessons/{lesson_id}", headers=headers)
+        tree = httpx.get(f"{base_url}/v1/projections", headers=headers).json()
+        return found.status_code == 200 and all(p["lag"] == 0 for p in tree)
+
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    with serving_process(postgres_store.url, first_log) as (base_url, server):
+        lesson = request(base_url, "08:30-09:00")
+        _wait_for("the read model and the tree current", lambda: current(base_url, lesson))
+        followers = _followers_active(first_log)
+        assert set(followers) == {"lessons follower", "merkle tree"}
+        assert set(followers.values()).isdisjoint(_served_by(first_log, path) | {server.pid})
+        server.kill()  # SIGKILL: it cannot tell its followers' process to stop
+        server.wait(timeout=20)
+    with serving_process(postgres_store.url, second_log) as (base_url, _):
+        _wait_for(
+            "the new start's followers active",
+            lambda: set(_followers_active(second_log)) == {"lessons follower", "merkle tree"},
+        )
+        lesson = request(base_url, "09:00-09:30")
+        _wait_for("the read model and the tree current", lambda: current(base_url, lesson))
