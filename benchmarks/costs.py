@@ -50,13 +50,14 @@ def measure(spec: Any, count: int) -> list[str]:
         for item in warm:
             ledger.request_lesson(**item)
         commands = [validate_request(**item) for item in items]
-        events = [[_decide(command)] for command in commands]
+        events = [[_decide(ledger, command)] for command in commands]
         stored = [[store.mapper.to_stored_event(e) for e in pair] for pair in events]
         steps: list[tuple[str, Callable[[int], object]]] = [
             ("validate the request (pydantic, key parsing)",
              lambda i: validate_request(**items[i])),
             ("lesson id (uuid5 of the key)", lambda i: commands[i].key.lesson_id),
-            ("decide: LessonSlot.first_request (one event)", lambda i: _decide(commands[i])),
+            ("seal the students' parts, decide: the new slot's one event",
+             lambda i: _decide(ledger, commands[i])),
             ("map + JSON-encode the event", lambda i: [
                 store.mapper.to_stored_event(e) for e in events[i]]),
         ]  # fmt: skip
@@ -105,14 +106,14 @@ def _in_the_loop(ledger: Any, items: list[dict[str, Any]]) -> list[str]:
 
     store = event_store(ledger)
     clock = time.process_time_ns
-    names = ("validate", "decide (the event)", "map + encode", "insert_events", "whole")
+    names = ("validate", "seal + decide (the event)", "map + encode", "insert_events", "whole")
     spent = dict.fromkeys(names, 0)
     wall = time.perf_counter()
     for item in items:
         started = clock()
         command = validate_request(**item)
         validated = clock()
-        event = _decide(command)
+        event = _decide(ledger, command)
         decided = clock()
         stored = store.mapper.to_stored_event(event)
         mapped = clock()
@@ -138,13 +139,13 @@ def _renamed(pair: list[Any]) -> list[Any]:
     return [type(s)(fresh, s.originator_version, s.topic, s.state) for s in pair]
 
 
-def _decide(command: Any) -> Any:
-    from domain.ledger import _metadata
-    from domain.lesson import LessonSlot
+def _decide(ledger: Any, command: Any) -> Any:
+    """What the ledger decides for a new slot: the fingerprint, the students' parts
+    sealed, the opening event."""
+    from domain.decisions import decide
 
-    return LessonSlot.first_request(
-        command.key, _metadata(command), command.details, command.students
-    )
+    opened, _ = decide(ledger._sealed(command), None)
+    return opened
 
 
 def _cpu_per_call(step: Callable[[int], object], count: int) -> float:
