@@ -3,11 +3,12 @@ request it belongs to. Lesson content, student data and tokens are never logged.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -29,7 +30,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure(level: str = "INFO") -> None:

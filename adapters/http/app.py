@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -52,6 +53,8 @@ from adapters.worker import start_worker_in_background
 from projections.active_runner import ActiveRunner
 
 log = logging.getLogger("lesson_ledger.http")
+COMMAND_THREADS = 40
+"""Threads that run commands (as many as the thread pool a plain endpoint would use)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reads.on_read = lambda source: app.state.metrics.reads.labels(source).inc()
         sql = SqlStore(database)
         app.state.ledger = ledger
+        app.state.command_threads = ThreadPoolExecutor(
+            COMMAND_THREADS, thread_name_prefix="ledger-command"
+        )
         erasures = app.state.erasures = Erasures(sealer_of(ledger), database)
         app.state.read_model = read_model
         app.state.reads = reads
@@ -103,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audit.close()
             reads.close()
             read_model.close()
+            app.state.command_threads.shutdown(wait=True)
             sql.close()
             ledger.close()
             app.state.bearer.close()
@@ -117,8 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         # Bearer tokens only: no credentials, so no cookie (the pages' session) crosses.
         app.add_middleware(
@@ -184,12 +190,15 @@ CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestContext:
-    """Give each request an id (or keep the caller's X-Request-ID), log one JSON line for
-    it, and return the id in a header. Plain ASGI: Starlette's BaseHTTPMiddleware runs
-    every request in a task group of its own, a cost on every request."""
+    """Give each request an id (or keep the caller's X-Request-ID), refuse a body over the
+    limit (413, whether it says its length or streams it), log one JSON line for the
+    request, and return the id in a header. One plain ASGI layer: Starlette's
+    BaseHTTPMiddleware runs every request in a task group of its own, and each layer
+    wraps every message again."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -213,7 +222,11 @@ class RequestContext:
 
         token = logs.request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            replay = await self.body_within_limit(scope, receive)
+            if replay is None:
+                await self.too_large(scope, receive, send_with_id)
+            else:
+                await self.app(scope, replay, send_with_id)
         finally:
             logs.request_id_var.reset(token)
             log.info(
@@ -228,25 +241,13 @@ class RequestContext:
                 },
             )
 
-
-class BodyLimit:
-    """413 for a body over the limit, whether it says its length or streams it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers", []))
-        declared = headers.get(b"content-length", b"0")
+    async def body_within_limit(self, scope: Scope, receive: Receive) -> Receive | None:
+        """The body read up to the limit before the app sees it (it is at most 1 MiB), so a
+        body over the limit is refused before anything is parsed or written: a `receive`
+        that replays it, or None when it is over."""
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self.too_large(scope, receive, send)
-            return
-        # Read the body up to the limit before the app sees it (it is at most 1 MiB), so a
-        # streamed body over the limit is refused before anything is parsed or written.
+            return None
         messages: list[Message] = []
         received = 0
         while True:
@@ -254,15 +255,14 @@ class BodyLimit:
             messages.append(message)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                await self.too_large(scope, receive, send)
-                return
+                return None
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
-        await self.app(scope, replay, send)
+        return replay
 
     async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = ApiProblem(

@@ -23,8 +23,7 @@ bearer = HTTPBearer(
 
 
 async def current_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> ApiToken:
     """The token the request carries; 401 saying why without a valid one."""
     if credentials is None:
@@ -53,11 +52,19 @@ async def resolve_token(request: Request, text: str) -> ApiToken:
         raise ApiProblem(503, "unavailable", "Signing keys unavailable", str(unavailable)) from None
 
 
-def allow(*roles: str) -> Callable[[ApiToken], Awaitable[ApiToken]]:
+def allow(
+    *roles: str,
+) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[ApiToken]]:
     """A dependency that lets only these roles through (403 otherwise). Async, as it does
     no I/O: a plain function would cost each request a hop to the thread pool."""
 
-    async def check(token: Annotated[ApiToken, Depends(current_token)]) -> ApiToken:
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ApiToken:
+        # current_token called, not depended on: each level of dependencies costs every
+        # request FastAPI's solving of it.
+        token = await current_token(request, credentials)
         if token.role not in roles:
             raise ApiProblem(
                 403,

@@ -3,10 +3,13 @@ regenerate; cancel. Each answers 201 accepted or 200 replayed, or a problem deta
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, Body, Request, Response
 
 from adapters.calendar import calendar_request
@@ -34,15 +37,16 @@ COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/requests", status_code=201, responses=COMMAND_RESPONSES)
-def request_lesson(
+@router.post(
+    "/requests", status_code=201, response_model=CommandResponse, responses=COMMAND_RESPONSES
+)
+async def request_lesson(
     body: Annotated[SingleLessonBody, Body()],
     request: Request,
-    response: Response,
     token: Requester,
     ledger: Ledger,
     idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+) -> Response:
     """Request a lesson slot: 201 accepted, 200 replayed, 409 held by another request.
     Takes the ledger's shape or the calendar front end's (one group of its batch).
     Without a `requestId`, the request's id is derived from the `Idempotency-Key`."""
@@ -51,22 +55,25 @@ def request_lesson(
     fields["request_id"] = request_id_for(
         fields.get("request_id"), idempotency_key, keyed_ids(request)
     )
-    return command(request, response, "request", lambda: ledger.request_lesson(**fields))
+    return await command(request, "request", lambda: ledger.request_lesson(**fields))
 
 
-@router.post("/{lesson_id}/generation", status_code=201, responses=COMMAND_RESPONSES)
-def record_generation(
+@router.post(
+    "/{lesson_id}/generation",
+    status_code=201,
+    response_model=CommandResponse,
+    responses=COMMAND_RESPONSES,
+)
+async def record_generation(
     lesson_id: UUID,
     body: GenerationBody,
     request: Request,
-    response: Response,
     token: Worker,
     ledger: Ledger,
-) -> CommandResponse:
+) -> Response:
     """Record the generated lesson of an attempt (worker)."""
-    return command(
+    return await command(
         request,
-        response,
         "record_generation",
         lambda: ledger.record_generation(
             lesson_id=lesson_id,
@@ -78,19 +85,22 @@ def record_generation(
     )
 
 
-@router.post("/{lesson_id}/failure", status_code=201, responses=COMMAND_RESPONSES)
-def record_failure(
+@router.post(
+    "/{lesson_id}/failure",
+    status_code=201,
+    response_model=CommandResponse,
+    responses=COMMAND_RESPONSES,
+)
+async def record_failure(
     lesson_id: UUID,
     body: FailureBody,
     request: Request,
-    response: Response,
     token: Worker,
     ledger: Ledger,
-) -> CommandResponse:
+) -> Response:
     """Record that generating an attempt failed (worker)."""
-    return command(
+    return await command(
         request,
-        response,
         "record_failure",
         lambda: ledger.record_failure(
             lesson_id=lesson_id,
@@ -101,63 +111,81 @@ def record_failure(
     )
 
 
-@router.post("/{lesson_id}/regeneration", status_code=201, responses=COMMAND_RESPONSES)
-def regenerate(
+@router.post(
+    "/{lesson_id}/regeneration",
+    status_code=201,
+    response_model=CommandResponse,
+    responses=COMMAND_RESPONSES,
+)
+async def regenerate(
     lesson_id: UUID,
     body: ChangeBody,
     request: Request,
-    response: Response,
     token: Requester,
     ledger: Ledger,
-) -> CommandResponse:
+) -> Response:
     """Start a new attempt for a generated or failed lesson."""
-    return change(request, response, "regenerate", ledger.regenerate, lesson_id, body, token)
+    return await change(request, "regenerate", ledger.regenerate, lesson_id, body, token)
 
 
-@router.post("/{lesson_id}/cancellation", status_code=201, responses=COMMAND_RESPONSES)
-def cancel(
+@router.post(
+    "/{lesson_id}/cancellation",
+    status_code=201,
+    response_model=CommandResponse,
+    responses=COMMAND_RESPONSES,
+)
+async def cancel(
     lesson_id: UUID,
     body: ChangeBody,
     request: Request,
-    response: Response,
     token: Requester,
     ledger: Ledger,
-) -> CommandResponse:
+) -> Response:
     """Cancel a lesson: its slot is free to be requested again."""
-    return change(request, response, "cancel", ledger.cancel, lesson_id, body, token)
+    return await change(request, "cancel", ledger.cancel, lesson_id, body, token)
 
 
-def command(
-    request: Request, response: Response, name: str, run: Callable[[], CommandResult]
-) -> CommandResponse:
-    """Run a command, counted and timed, and answer 201 accepted or 200 replayed."""
-    return answer(measured(request, name, run), response)
+async def command(request: Request, name: str, run: Callable[[], CommandResult]) -> Response:
+    """Run a command, counted and timed, on the app's command threads; answer 201
+    accepted or 200 replayed."""
+    return answer(await in_command_thread(request, lambda: measured(request, name, run)))
 
 
-def change(
+async def in_command_thread(request: Request, run: Callable[[], R]) -> R:
+    """Run blocking ledger work on the app's command threads, in the request's context
+    (its id in the log lines): asyncio's hop to a thread, without the capacity limiter
+    and cancel scope that a plain endpoint's thread-pool hop costs every request."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app.state.command_threads, context.run, run)
+
+
+async def change(
     request: Request,
-    response: Response,
     name: str,
     method: Callable[..., CommandResult],
     lesson_id: UUID,
     body: ChangeBody,
     token: ApiToken,
-) -> CommandResponse:
+) -> Response:
     """A regeneration or cancellation, on a lesson the token may act on."""
-    owned(request.app.state.ledger, lesson_id, token)
-    return command(
-        request,
-        response,
-        name,
-        lambda: method(
-            lesson_id=lesson_id,
-            request_id=body.request_id,
-            actor=token.actor,
-            reason=body.reason,
-            correlation_id=body.correlation_id,
-            source=token.source,
-        ),
-    )
+
+    def run() -> CommandResult:
+        owned(request.app.state.ledger, lesson_id, token)
+        return measured(
+            request,
+            name,
+            lambda: method(
+                lesson_id=lesson_id,
+                request_id=body.request_id,
+                actor=token.actor,
+                reason=body.reason,
+                correlation_id=body.correlation_id,
+                source=token.source,
+            ),
+        )
+
+    return answer(await in_command_thread(request, run))
 
 
 def measured(request: Request, command: str, run: Callable[[], R]) -> R:
@@ -174,14 +202,17 @@ def measured(request: Request, command: str, run: Callable[[], R]) -> R:
     return result
 
 
-def answer(result: CommandResult, response: Response) -> CommandResponse:
-    response.status_code = 201 if result.outcome == "accepted" else 200
-    return CommandResponse(
-        lesson_id=result.lesson_id,
-        outcome=result.outcome,
-        attempt=result.attempt,
-        position=result.position,
-    )
+def answer(result: CommandResult) -> Response:
+    """201 accepted or 200 replayed, a CommandResponse encoded at once (FastAPI would
+    validate and serialize the model again)."""
+    body = {
+        "lesson_id": str(result.lesson_id),
+        "outcome": result.outcome,
+        "attempt": result.attempt,
+        "position": result.position,
+    }
+    status = 201 if result.outcome == "accepted" else 200
+    return Response(orjson.dumps(body), status, media_type="application/json")
 
 
 def request_fields(fields: dict[str, Any], token: ApiToken) -> dict[str, Any]:

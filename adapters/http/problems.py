@@ -209,6 +209,8 @@ def install(app: Any) -> None:
 async def known_query_parameters_only(request: Request) -> None:
     """422 for a query parameter the endpoint does not take: a misspelt filter
     (`?provider=...`) must not quietly widen a listing to every lesson."""
+    if not request.scope.get("query_string"):
+        return  # most requests, commands above all
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:

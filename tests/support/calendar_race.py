@@ -131,9 +131,8 @@ def assert_one_request_per_slot(
 
 def serving_pids(*logs: Path) -> set[int]:
     """The processes whose JSON log lines show they served a batch."""
-    return {
-        json.loads(line).get("pid")
-        for log in logs
-        for line in log.read_text().splitlines()
-        if line.startswith("{") and '"path": "/v1/lessons/requests/batch"' in line
-    }
+    entries = (
+        json.loads(line) for log in logs for line in log.read_text().splitlines()
+        if line.startswith("{")
+    )  # fmt: skip
+    return {e.get("pid") for e in entries if e.get("path") == "/v1/lessons/requests/batch"}
