@@ -3,6 +3,7 @@ request it belongs to. Lesson content, student data and tokens are never logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from contextvars import ContextVar
@@ -30,7 +31,10 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # a key that is not a string, an integer beyond 64 bits
+            return json.dumps(entry, default=str)
 
 
 def configure(level: str = "INFO") -> None:

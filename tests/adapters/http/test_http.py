@@ -459,3 +459,15 @@ def test_log_lines_are_json_with_a_request_id_and_no_token(
     token = headers["Authorization"].split()[1]
     assert all(token not in json.dumps(line) for line in lines)
     assert all("st-1" not in json.dumps(line) for line in lines)
+
+
+def test_a_log_line_is_one_json_object_whatever_its_fields_hold() -> None:
+    """orjson writes the lines; what it cannot encode (a key that is not a string, an
+    integer beyond 64 bits) still makes one JSON line, never a logging error."""
+    record = logging.makeLogRecord(
+        {"name": "t", "levelname": "INFO", "msg": "odd", "big": 2**70, "by_number": {1: "a"}}
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert (entry["message"], entry["big"], entry["by_number"]) == ("odd", 2**70, {"1": "a"})
