@@ -6,19 +6,20 @@ there they took the GIL from the requests at every page (decision record 0042).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from adapters import logs
 from adapters.audit.ledger_audit import open_audit
 from adapters.eventstore import open_ledger
 from adapters.read_model import open_read_model
+from adapters.settings import Settings
 from adapters.storage.database import Database
 
 STOP_WITHIN_S = 30.0
@@ -26,14 +27,12 @@ PARENT_CHECK_S = 1.0
 
 
 @contextmanager
-def following_apart(url: str, checkpoint_every: float | None, log_level: str) -> Iterator[None]:
-    """Run the followers in a child process while the block runs; stop it afterwards."""
-    context = multiprocessing.get_context("spawn")  # nothing of the parent's threads
-    process = context.Process(
-        target=follow, args=(url, checkpoint_every, log_level, os.getpid()),
-        name="lesson-ledger-followers", daemon=True,
-    )  # fmt: skip
-    process.start()
+def following_apart() -> Iterator[None]:
+    """Run the followers in a child process while the block runs; stop it afterwards.
+    The child reads the same settings (LESSON_LEDGER_*) from the environment it inherits,
+    and imports only what following needs (not the command line)."""
+    command = [sys.executable, "-m", "adapters.followers", str(os.getpid())]
+    process = subprocess.Popen(command)
     try:
         yield
     finally:
@@ -67,10 +66,20 @@ def follow(url: str, checkpoint_every: float | None, log_level: str, parent: int
         ledger.close()
 
 
-def _stop(process: BaseProcess) -> None:
-    if process.pid is not None and process.is_alive():
-        os.kill(process.pid, signal.SIGTERM)
-    process.join(STOP_WITHIN_S)
-    if process.is_alive():
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(STOP_WITHIN_S)
+    except subprocess.TimeoutExpired:
         process.kill()
-        process.join(STOP_WITHIN_S)
+        process.wait(STOP_WITHIN_S)
+
+
+if __name__ == "__main__":
+    settings = Settings()
+    follow(
+        settings.database_url,
+        settings.checkpoint_every_seconds,
+        settings.log_level,
+        int(sys.argv[1]),
+    )

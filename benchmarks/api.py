@@ -44,6 +44,7 @@ READY_WITHIN_S = 60.0
 STOP_WITHIN_S = 30.0
 STARTED = "Application startup complete."  # uvicorn's line, once per server process
 SIDES = ("ledger", "plain")
+FOLLOWERS = 2  # the ledger's: the read model's and the log tree's
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def _measure_one(
     work = requests(f"api-{side}-{label}", 0, count + clients)  # a warm-up request each
     with tempfile.TemporaryDirectory(prefix="bench-api-") as folder:
         log = Path(folder) / "server.log"
-        with _serving(_command(spec, side, token, workers), workers, log) as base_url:
+        command = _command(spec, side, token, workers)
+        with _serving(command, workers, log, ledger=side == "ledger") as base_url:
             seconds, outcomes = _run_clients(base_url, token, _chunks(work, clients))
         served, errors = _read_log(log)
     return ApiRate(workers, count, seconds, dict(outcomes), served, errors)
@@ -154,7 +156,9 @@ def _command(
 
 
 @contextmanager
-def _serving(command: tuple[list[str], dict[str, str]], workers: int, log: Path) -> Iterator[str]:
+def _serving(
+    command: tuple[list[str], dict[str, str]], workers: int, log: Path, *, ledger: bool
+) -> Iterator[str]:
     """The server on a free port, its output in `log`: its base URL once it is ready."""
     port = _free_port()
     arguments, settings = command
@@ -168,7 +172,7 @@ def _serving(command: tuple[list[str], dict[str, str]], workers: int, log: Path)
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, base_url, log, workers)
+        _wait_ready(process, base_url, log, workers, FOLLOWERS if ledger else 0)
         yield base_url
     finally:
         process.send_signal(signal.SIGTERM)
@@ -186,11 +190,18 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path, workers: int) -> None:
+def _wait_ready(
+    process: subprocess.Popen[bytes], base_url: str, log: Path, workers: int, followers: int
+) -> None:
     # Every process must have started before the clients connect: a connection stays
-    # with the process that accepted it, so early ones would all land on the first.
+    # with the process that accepted it, so early ones would all land on the first. And
+    # the ledger's followers must be at work, as deployed, not starting during the round.
     deadline = time.monotonic() + READY_WITHIN_S
-    while not (_started(log) >= workers and _answers(f"{base_url}/ready")):
+    while not (
+        _started(log) >= workers
+        and _followers_active(log) >= followers
+        and _answers(f"{base_url}/ready")
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the server was not ready in {READY_WITHIN_S:g} s:\n{_tail(log)}")
         with suppress(subprocess.TimeoutExpired):
@@ -210,6 +221,10 @@ def _log_lines(log: Path) -> Iterator[dict[str, Any]]:
         if line.startswith("{"):  # the JSON log; `serve` also prints plain lines
             with suppress(json.JSONDecodeError):
                 yield json.loads(line)
+
+
+def _followers_active(log: Path) -> int:
+    return len({e["message"] for e in _log_lines(log) if e.get("state") == "active"})
 
 
 def _started(log: Path) -> int:

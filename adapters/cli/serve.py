@@ -88,7 +88,7 @@ def _followers(settings: Settings, database: Database) -> Iterator[None]:
         return
     os.environ[FOLLOW_PROJECTIONS_SETTING] = "false"  # the request processes inherit it
     try:
-        with following_apart(database.url, settings.checkpoint_every_seconds, settings.log_level):
+        with following_apart():
             yield
     finally:
         del os.environ[FOLLOW_PROJECTIONS_SETTING]
