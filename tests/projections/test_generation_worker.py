@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -141,24 +140,22 @@ def test_up_to_n_attempts_are_generated_at_once(store: Store) -> None:
     assert statuses(ledger, ids) == ["generated"] * 8
 
 
-def test_throughput_grows_with_concurrency(tmp_path: Path) -> None:
-    """The generator is the slow part (0.2 s a call): 4 threads finish 8 lessons in well
-    under half the time 1 thread takes."""
-    elapsed = {}
+def test_more_concurrency_keeps_more_calls_in_flight(tmp_path: Path) -> None:
+    """The generator is the slow part (0.2 s a call): with a concurrency of 4 the worker
+    has 4 calls in flight at once, with 1 never more than 1, and every lesson is
+    generated either way. (How fast that is goes to `make bench`: a wall-clock ratio
+    here failed at random on a loaded machine.)"""
     for concurrency in (1, 4):
         store = Store("sqlite", f"sqlite:///{tmp_path}/throughput-{concurrency}.db")
         ledger = store.open()
         ids = request_lessons(ledger, 8)
         with FakeOpenAI(default=fake_openai.ok(delay=0.2)) as fake:
             settings = openai_settings(fake.base_url, worker_concurrency=concurrency)
-            started = time.monotonic()
             with running_worker(store.url, settings, ledger):
                 wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
-                elapsed[concurrency] = time.monotonic() - started
         assert fake.peak_in_flight == concurrency
+        assert statuses(ledger, ids) == ["generated"] * 8
         store.close()
-    assert elapsed[1] >= 8 * 0.2
-    assert elapsed[4] < elapsed[1] / 2, elapsed
 
 
 def test_a_restarted_worker_neither_skips_nor_repeats_finished_attempts(store: Store) -> None:
