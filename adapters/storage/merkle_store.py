@@ -61,12 +61,8 @@ class MerkleStore:
     def append(
         self, expected: int, blocks: Sequence[Block], nodes: Sequence[Node], at: int
     ) -> bool:
-        lock = " FOR UPDATE" if self._postgres else ""
         with self.sql.transaction() as cursor:
-            found = cursor.run(
-                f"SELECT position FROM {self.position_table} WHERE name = %s{lock}", (NAME,)
-            )
-            if int(found[0][0]) != expected:
+            if not self._still_at(cursor, expected):
                 return False
             for block in blocks:
                 cursor.run(
@@ -95,6 +91,15 @@ class MerkleStore:
                 (at, size, NAME),
             )
         return True
+
+    def _still_at(self, cursor: Any, expected: int) -> bool:
+        """Whether the tree is still at `expected`, its position row locked (PostgreSQL)
+        for the rest of the transaction, so that no other writer moves it meanwhile."""
+        lock = " FOR UPDATE" if self._postgres else ""
+        found = cursor.run(
+            f"SELECT position FROM {self.position_table} WHERE name = %s{lock}", (NAME,)
+        )
+        return int(found[0][0]) == expected
 
     def block(self, index: int) -> Block:
         return self.blocks({index}).get(index) or Block(index)
@@ -154,12 +159,8 @@ class MerkleStore:
     def rewrite(
         self, expected: int, blocks: Sequence[Block], nodes: Sequence[Node], record: Reanchoring
     ) -> bool:
-        lock = " FOR UPDATE" if self._postgres else ""
         with self.sql.transaction() as cursor:
-            found = cursor.run(
-                f"SELECT position FROM {self.position_table} WHERE name = %s{lock}", (NAME,)
-            )
-            if int(found[0][0]) != expected:
+            if not self._still_at(cursor, expected):
                 return False
             for block in blocks:
                 cursor.run(
