@@ -8,6 +8,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
 
 import orjson
 
@@ -37,9 +38,22 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=str)
 
 
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each line to `sys.stderr` as it is when the line is written, not as it was
+    when logging was set up (the standard library's last-resort handler does the same):
+    a stream replaced since, by a test's capture say, is never written to once closed."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
 def configure(level: str = "INFO") -> None:
     """Send every log line, the server's own included, through the JSON formatter."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderr()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -14,11 +14,15 @@ and every step comes back to cold caches.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from benchmarks.stores import BaselineWriter, create_store, drop_store
 from benchmarks.workload import requests
 
@@ -28,12 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--database-url")
     args = parser.parse_args(argv)
-    spec = create_store("postgresql", args.database_url)
-    try:
-        for line in measure(spec, args.requests):
-            print(line)
-    finally:
-        drop_store(spec)
+    with tempfile.TemporaryDirectory(prefix="lesson-ledger-costs-") as folder:
+        if KEY_FILE_SETTING not in os.environ:
+            ensure_keys(Path(folder) / "keys.json")
+            os.environ[KEY_FILE_SETTING] = str(Path(folder) / "keys.json")
+        spec = create_store("postgresql", args.database_url)
+        try:
+            for line in measure(spec, args.requests):
+                print(line)
+        finally:
+            drop_store(spec)
     return 0
 
 

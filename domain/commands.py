@@ -195,6 +195,16 @@ class RequestLesson:
         """Bytes of what the request carries as JSON (its details)."""
         return self.details_size
 
+    def sealed(self, students: list[dict[str, Any]] | None, printed: Fingerprint) -> RequestLesson:
+        """The request with its students' parts sealed, and its fingerprint (made before)."""
+        # Copied field by field as the library's mapper builds a stored event: the frozen
+        # dataclass __init__ (or `replace`) would cost every request several microseconds.
+        request = object.__new__(RequestLesson)
+        object.__setattr__(
+            request, "__dict__", {**self.__dict__, "students": students, "fingerprint": printed}
+        )
+        return request
+
 
 def validate_request(
     *,

@@ -84,7 +84,17 @@ def rekeyed(stored: str, key: bytes) -> str:
 
 
 def _keyed(key: bytes, digest: bytes) -> str:
-    return hmac.digest(key, digest, "sha256").hex()
+    # A copy of an HMAC already keyed: the key's set-up is paid once, not per command.
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        keyed = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
+    mac = keyed.copy()
+    mac.update(digest)
+    return mac.hexdigest()
+
+
+_KEYED: dict[bytes, hmac.HMAC] = {}
+"""An HMAC object per key (a process holds one or two keys)."""
 
 
 _PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS

@@ -94,7 +94,7 @@ class LessonLedger:
         Fields: provider_id, school_id, lesson_date, time_slot (none for
         kind="on_demand"), request_id, actor, kind, details, correlation_id, source.
         """
-        request = self._sealed(self._validated(**fields))
+        request = self._sealed([self._validated(**fields)])[0]
         return self._decide(
             request.key.lesson_id, lambda slot: decide(request, slot), presume_new=True
         )
@@ -211,9 +211,12 @@ class LessonLedger:
         commands: list[RequestLesson | InvalidLessonRequest] = []
         for item in items:
             try:
-                commands.append(self._sealed(self._validated(**_batch_item(item, batch_id))))
+                commands.append(self._validated(**_batch_item(item, batch_id)))
             except InvalidLessonRequest as invalid:
                 commands.append(invalid)
+        # Sealed together: the keys of every student and date in the batch found at once.
+        sealed = iter(self._sealed([c for c in commands if isinstance(c, RequestLesson)]))
+        commands = [next(sealed) if isinstance(c, RequestLesson) else c for c in commands]
         return self._batches.run(commands, mode=mode, batch_id=batch_id)
 
     def import_lessons(
@@ -302,13 +305,18 @@ class LessonLedger:
     def _print(self, command: str, actor: str, *payload: object) -> Fingerprint:
         return Fingerprint.of(command, actor, *payload, key=self.student_data.print_key)
 
-    def _sealed(self, request: RequestLesson) -> RequestLesson:
-        """The request, printed from what it carries, then its students' parts sealed."""
-        printed = self._print("request", request.actor, request.details, request.students)
-        students = request.students
-        if students is not None:
-            students = self.student_data.seal_students(request.key, students)
-        return replace(request, students=students, fingerprint=printed)
+    def _sealed(self, requests: list[RequestLesson]) -> list[RequestLesson]:
+        """The requests, each printed from what it carries, then their students' parts
+        sealed (together: one look-up of every key they need)."""
+        parts = [(r.key, r.students) for r in requests if r.students is not None]
+        sealed = iter(self.student_data.seal_students(parts))
+        return [
+            r.sealed(
+                None if r.students is None else next(sealed),
+                self._print("request", r.actor, r.details, r.students),
+            )
+            for r in requests
+        ]
 
     def _sealed_row(self, row: ImportLesson) -> ImportLesson:
         """A legacy row, printed, then its content sealed (under the lesson date's key:

@@ -61,8 +61,8 @@ class StudentData(Protocol):
         """The key fingerprints are made with (kept outside the database)."""
         ...
 
-    def seal_students(self, lesson: LessonKey, students: list[Part]) -> list[Part]:
-        """Each student's part sealed (a new student gets a key of their own)."""
+    def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
+        """Each request's students' parts sealed (a new student gets a key of their own)."""
         ...
 
     def open_students(self, lesson_id: UUID, sealed: Sequence[Part | None]) -> list[Part | None]:

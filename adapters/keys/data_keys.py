@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,6 +27,8 @@ from domain.errors import LedgerUnavailable
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+_OWNERS_PER_STATEMENT = 190
+"""Owners named in one statement (five parameters each: older SQLite builds take 999)."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
@@ -42,6 +44,7 @@ class DataKey:
     key_id: str
     key: bytes
     cipher: AESGCM
+    owner: str
 
 
 class DataKeys:
@@ -89,15 +92,29 @@ class DataKeys:
 
     def key_for(self, owner: str) -> DataKey:
         """The owner's key, made (and stored) on first use."""
+        return self.keys_for((owner,))[owner]
+
+    def keys_for(self, owners: Iterable[str]) -> dict[str, DataKey]:
+        """Each owner's key, made (and stored) on first use: those not remembered are
+        looked up together, and those missing made together (a batch's dozens of
+        students and dates cost a round trip or three, not three each)."""
         now = time.monotonic()
-        cached = self._by_owner.get(owner)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        key = self._stored(owner) or self._created(owner)
-        with self._lock:
-            self._by_owner[owner] = (now + self.cache_seconds, key)
-            self._by_id[key.key_id] = (now + self.cache_seconds, key)
-        return key
+        found: dict[str, DataKey] = {}
+        unknown: list[str] = []
+        for owner in dict.fromkeys(owners):  # each once
+            cached = self._by_owner.get(owner)
+            if cached is not None and cached[0] > now:
+                found[owner] = cached[1]
+            else:
+                unknown.append(owner)
+        if unknown:
+            stored = self._stored(unknown)
+            missing = [owner for owner in unknown if owner not in stored]
+            if missing:
+                stored.update(self._created(missing))
+            self._remember(stored.values(), now + self.cache_seconds)
+            found.update(stored)
+        return found
 
     def key(self, key_id: str) -> DataKey | None:
         """The key with this id, or None once it was destroyed."""
@@ -105,11 +122,12 @@ class DataKeys:
         cached = self._by_id.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        rows = self.sql.run(f"SELECT wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
+        rows = self.sql.run(f"SELECT owner, wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
         key = None
         if rows:
-            raw = self._unwrap(key_id, rows[0][0])
-            key = DataKey(key_id, raw, AESGCM(raw))
+            owner, wrapped = rows[0]
+            raw = self._unwrap(key_id, wrapped)
+            key = DataKey(key_id, raw, AESGCM(raw), owner)
         with self._lock:
             self._by_id[key_id] = (now + self.cache_seconds, key)
         return key
@@ -155,24 +173,46 @@ class DataKeys:
             for key_id in key_ids:
                 self._by_id[key_id] = (time.monotonic() + self.cache_seconds, None)
 
-    def _stored(self, owner: str) -> DataKey | None:
-        rows = self.sql.run(f"SELECT key_id, wrapped FROM {self.table} WHERE owner = %s", (owner,))
-        if not rows:
-            return None
-        key_id, wrapped = rows[0]
-        raw = self._unwrap(key_id, wrapped)
-        return DataKey(key_id, raw, AESGCM(raw))
+    def _remember(self, keys: Iterable[DataKey], until: float) -> None:
+        with self._lock:
+            for key in keys:
+                self._by_owner[key.owner] = (until, key)
+                self._by_id[key.key_id] = (until, key)
 
-    def _created(self, owner: str) -> DataKey:
-        """A new key for the owner; if another process made one first, that one."""
-        key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
-        self.sql.run(
-            f"INSERT INTO {self.table} (key_id, owner, wrapped, kek_id, created_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (owner) DO NOTHING",
-            (key_id, owner, self._wrap(key_id, raw), self.kek_id, datetime.now(UTC).isoformat()),
-        )
-        stored = self._stored(owner)
-        assert stored is not None, "a key was just made for this owner"
+    def _stored(self, owners: Sequence[str]) -> dict[str, DataKey]:
+        """The stored keys of these owners, by owner."""
+        keys: dict[str, DataKey] = {}
+        for start in range(0, len(owners), _OWNERS_PER_STATEMENT):
+            chunk = owners[start : start + _OWNERS_PER_STATEMENT]
+            rows = self.sql.run(
+                f"SELECT owner, key_id, wrapped FROM {self.table}"
+                f" WHERE owner IN ({', '.join(['%s'] * len(chunk))})",
+                chunk,
+            )
+            for owner, key_id, wrapped in rows:
+                raw = self._unwrap(key_id, wrapped)
+                keys[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
+        return keys
+
+    def _created(self, owners: Sequence[str]) -> dict[str, DataKey]:
+        """New keys for these owners; where another process made one first, that one."""
+        created_at = datetime.now(UTC).isoformat()
+        # In one order everywhere: two writers making the same keys then wait for each
+        # other on the owners' index, never in a circle (a deadlock).
+        in_order = sorted(owners)
+        for start in range(0, len(in_order), _OWNERS_PER_STATEMENT):
+            rows: list[object] = []
+            for owner in in_order[start : start + _OWNERS_PER_STATEMENT]:
+                key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+                rows += [key_id, owner, self._wrap(key_id, raw), self.kek_id, created_at]
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(rows) // 5))
+            self.sql.run(
+                f"INSERT INTO {self.table} (key_id, owner, wrapped, kek_id, created_at)"
+                f" VALUES {values} ON CONFLICT (owner) DO NOTHING",
+                rows,
+            )
+        stored = self._stored(owners)
+        assert len(stored) == len(owners), "a key was just made for each owner"
         return stored
 
     def _wrap(self, key_id: str, raw: bytes) -> str:

@@ -90,7 +90,8 @@ def _sealed(event: Any, slots: EventSourcedSlots, sealer: Sealer) -> Any | None:
     students = fields.get("students")
     if students and any(PLAIN in part for part in students):
         lesson = _slot(slots, event.originator_id, event.originator_version)
-        sealed = sealer.seal_students(lesson.key, [p[PLAIN] for p in students if PLAIN in p])
+        plain = [p[PLAIN] for p in students if PLAIN in p]
+        sealed = sealer.seal_students([(lesson.key, plain)])[0]
         changes["students"] = _merged(students, sealed)
     content = fields.get("content")
     if isinstance(content, dict) and PLAIN in content:

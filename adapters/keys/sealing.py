@@ -18,9 +18,11 @@ the data keys of adapters/keys/data_keys.py.
 from __future__ import annotations
 
 import base64
+import binascii
+import calendar
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
 from uuid import UUID
 
@@ -46,6 +48,8 @@ class Sealer:
         self._print_key = print_key
         self._student_key = student_key
         self._owners: dict[str, str] = {}
+        self._months: set[tuple[int, int]] = set()
+        """The months whose days' keys this process has made, or found made."""
 
     @property
     def print_key(self) -> bytes:
@@ -66,15 +70,36 @@ class Sealer:
 
     # Students' parts.
 
-    def seal_students(self, lesson: LessonKey, students: list[Part]) -> list[Part]:
-        day = self.keys.key_for(DATE_OWNER + lesson.lesson_date.isoformat())
-        aad = lesson.lesson_id.bytes
-        return [self._seal_part(part, day, aad) for part in students]
+    def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
+        """Each request's students' parts sealed; every key they need is found at once."""
+        self._make_months({key.lesson_date for key, _ in requests})
+        days = {key.lesson_date: DATE_OWNER + key.lesson_date.isoformat() for key, _ in requests}
+        students = {
+            str(part["id"]): self.student_owner(str(part["id"]))
+            for _, parts in requests
+            for part in parts
+        }
+        keys = self.keys.keys_for([*days.values(), *students.values()])
+        key_of = {student_id: keys[owner] for student_id, owner in students.items()}
+        # Every nonce of the call drawn at once: one system call, not two a student.
+        nonces = iter(_nonces(2 * sum(len(parts) for _, parts in requests)))
+        sealed: list[list[Part]] = []
+        for lesson, parts in requests:
+            day, aad = keys[days[lesson.lesson_date]], lesson.lesson_id.bytes
+            sealed.append([_sealed_part(p, key_of[str(p["id"])], day, aad, nonces) for p in parts])
+        return sealed
 
-    def _seal_part(self, part: Part, day: DataKey, aad: bytes) -> Part:
-        student = self.keys.key_for(self.student_owner(str(part["id"])))
-        inner = _seal(student, orjson.dumps(part), aad)
-        return {"keys": [student.key_id, day.key_id], "sealed": _text(_seal(day, inner, aad))}
+    def _make_months(self, dates: set[date]) -> None:
+        """Make the keys of every day of a month at once, the first time this process
+        meets the month: one statement a month instead of one (a commit) a day."""
+        months = {(day.year, day.month) for day in dates} - self._months
+        if months:
+            self.keys.keys_for(
+                f"{DATE_OWNER}{year:04d}-{month:02d}-{day:02d}"
+                for year, month in sorted(months)
+                for day in range(1, calendar.monthrange(year, month)[1] + 1)
+            )
+            self._months |= months
 
     def open_students(self, lesson_id: UUID, sealed: Sequence[Part | None]) -> list[Part | None]:
         return [self._open_part(lesson_id, part) for part in sealed]
@@ -107,7 +132,9 @@ class Sealer:
         wrapped = content_key
         for key in keys:
             wrapped = _seal(key, wrapped, aad)
-        sealed = _seal_with(AESGCM(content_key), orjson.dumps(content), aad)
+        sealed = _seal_with(
+            AESGCM(content_key), orjson.dumps(content), aad, os.urandom(NONCE_BYTES)
+        )
         return {"keys": [k.key_id for k in keys], "key": _text(wrapped), "sealed": _text(sealed)}
 
     def _student_key_of(self, part: Part) -> DataKey | None:
@@ -133,12 +160,27 @@ class Sealer:
 
 
 def _seal(key: DataKey, data: bytes, aad: bytes) -> bytes:
-    return _seal_with(key.cipher, data, aad)
+    return _seal_with(key.cipher, data, aad, os.urandom(NONCE_BYTES))
 
 
-def _seal_with(cipher: AESGCM, data: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
+def _seal_with(cipher: AESGCM, data: bytes, aad: bytes, nonce: bytes) -> bytes:
     return nonce + cipher.encrypt(nonce, data, aad)
+
+
+def _sealed_part(
+    part: Part, student: DataKey, day: DataKey, aad: bytes, nonces: Iterator[bytes]
+) -> Part:
+    """A student's part sealed under the student's key, then the day's."""
+    first, second = next(nonces), next(nonces)
+    inner = first + student.cipher.encrypt(first, orjson.dumps(part), aad)
+    outer = second + day.cipher.encrypt(second, inner, aad)
+    return {"keys": [student.key_id, day.key_id], "sealed": _text(outer)}
+
+
+def _nonces(count: int) -> list[bytes]:
+    """`count` random nonces, from one read of the system's random source."""
+    drawn = os.urandom(count * NONCE_BYTES)
+    return [drawn[start : start + NONCE_BYTES] for start in range(0, len(drawn), NONCE_BYTES)]
 
 
 def _open(key: DataKey, data: bytes, aad: bytes) -> bytes:
@@ -153,7 +195,7 @@ def _open_with(cipher: AESGCM, data: bytes, aad: bytes) -> bytes:
 
 
 def _text(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+    return binascii.b2a_base64(data, newline=False).decode()
 
 
 def sealer_of(ledger: LessonLedger) -> Sealer:

@@ -5,7 +5,6 @@ started: every attempt generated once); the model's limits shared by four proces
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -31,7 +30,9 @@ from tests.support.generation import (
     tracked_position,
     wait_for,
     worker_env,
+    worker_processes,
 )
+from tests.support.json_logs import log_entries
 from tests.support.stores import Store
 
 DEADLINE = 60.0
@@ -99,10 +100,7 @@ def test_four_worker_processes_share_the_work_and_a_killed_ones_attempts_are_tak
     jobs = f'"{store.database.schema}".generation_jobs'
     with FakeOpenAI(default=fake_openai.ok(delay=0.5)) as fake:
         env = worker_env(fake.base_url)
-        workers = [
-            start_worker_process(store.url, env, log, "--concurrency", "4") for log in logs[:4]
-        ]
-        try:
+        with worker_processes(store.url, env, logs[:4], "--concurrency", "4") as workers:
             holders = [_holder(log) for log in logs[:4]]
             # Every process has attempts in flight: more than one process's concurrency.
             wait_for(lambda: fake.peak_in_flight > 4, DEADLINE, "more than 4 calls at once")
@@ -124,12 +122,6 @@ def test_four_worker_processes_share_the_work_and_a_killed_ones_attempts_are_tak
             head = event_store(ledger).recorder.max_notification_id()
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
             peak = fake.peak_in_flight
-        finally:
-            for process in workers[1:]:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in workers[1:]:
-                assert process.wait(30) == 0
         calls = fake.calls_by_attempt()
 
     # Exactly once in the ledger; at the model, once, or twice for what the killed
@@ -171,14 +163,8 @@ def test_the_shared_rate_limit_holds_across_four_processes(
             LESSON_LEDGER_OPENAI_REQUESTS_PER_MINUTE="6",
             LESSON_LEDGER_OPENAI_RATE_WINDOW_SECONDS="2",
         )
-        workers = [start_worker_process(store.url, env, log, "--concurrency", "8") for log in logs]
-        try:
+        with worker_processes(store.url, env, logs, "--concurrency", "8"):
             wait_for(all_decided(ledger, ids), 90, "every lesson generated")
-        finally:
-            for process in workers:
-                process.send_signal(signal.SIGTERM)
-            for process in workers:
-                assert process.wait(30) == 0
     assert statuses(ledger, ids) == ["generated"] * 20
     assert len(fake.calls) == 20
     assert fake.most_calls_in_window(2.0) <= 6
@@ -203,14 +189,8 @@ def test_the_shared_token_limit_holds_across_four_processes(
             # At least what an answer costs (the fake's lesson is about 180 tokens).
             LESSON_LEDGER_OPENAI_ESTIMATED_COMPLETION_TOKENS="200",
         )
-        workers = [start_worker_process(store.url, env, log, "--concurrency", "8") for log in logs]
-        try:
+        with worker_processes(store.url, env, logs, "--concurrency", "8"):
             wait_for(all_decided(ledger, ids), 90, "every lesson generated")
-        finally:
-            for process in workers:
-                process.send_signal(signal.SIGTERM)
-            for process in workers:
-                assert process.wait(30) == 0
     assert statuses(ledger, ids) == ["generated"] * 12
     per_call = max(call.tokens for call in fake.calls)
     assert 2400 // per_call >= 2  # a window holds more than one call
@@ -233,17 +213,11 @@ def test_a_429_with_retry_after_holds_every_worker_process(
             fake.base_url,
             LESSON_LEDGER_OPENAI_REQUESTS_PER_MINUTE="10000",
         )
-        workers = [start_worker_process(store.url, env, log, "--concurrency", "4") for log in logs]
-        try:
+        with worker_processes(store.url, env, logs, "--concurrency", "4"):
             fake.wait_until(lambda f: f.calls_for(key(first)) >= 1, DEADLINE, "the 429")
             [refused] = fake.arrivals(key(first))
             more = request_lessons(ledger, 6, prefix="more", first_slot=1)
             wait_for(all_decided(ledger, [first, *more]), DEADLINE, "every lesson generated")
-        finally:
-            for process in workers:
-                process.send_signal(signal.SIGTERM)
-            for process in workers:
-                assert process.wait(30) == 0
     arrived = sorted(call.at for call in fake.calls)
     assert arrived[0] == refused
     assert all(at >= refused + 2.0 for at in arrived[1:]), [at - refused for at in arrived]
@@ -295,9 +269,9 @@ def _holder(log: Path) -> str:
     holder: list[str] = []
 
     def logged() -> bool:
-        for line in log.read_text().splitlines() if log.exists() else []:
-            if line.startswith("{") and "holder" in line:
-                holder.append(json.loads(line)["holder"])
+        for entry in log_entries(log):
+            if "holder" in entry:
+                holder.append(entry["holder"])
                 return True
         return False
 
@@ -324,13 +298,11 @@ def _positions(store: Store, jobs: str, ids: list[object]) -> list[int]:
 
 def _states(log: Path) -> list[str]:
     """The worker states a process logged, in order."""
-    found = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("logger") == "lesson_ledger.worker" and "state" in entry:
-                found.append(entry["state"])
-    return found
+    return [
+        entry["state"]
+        for entry in log_entries(log)
+        if entry.get("logger") == "lesson_ledger.worker" and "state" in entry
+    ]
 
 
 def _assert_logs_keep_secrets(*logs: Path) -> None:

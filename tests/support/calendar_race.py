@@ -5,9 +5,7 @@ tests/adapters/postgres/test_pooler.py)."""
 
 from __future__ import annotations
 
-import json
 import random
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,9 @@ import httpx
 from eventsourcing.utils import get_topic
 
 from domain import LessonSlot, lesson_id_for
+from tests.support.json_logs import log_entries
 from tests.support.stores import Store
+from tests.support.together import in_threads_together
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
 DAYS = ["2025-09-08", "2025-09-09", "2025-09-10", "2025-09-11", "2025-09-12"]
@@ -52,34 +52,20 @@ def race_calendar(
 ) -> list[httpx.Response]:
     """`clients` threads, started together, each posting `rounds` batches (an
     Idempotency-Key each) to the servers in turn; every response (fails on any error)."""
-    responses: list[httpx.Response] = []
-    failures: list[BaseException] = []
-    start = threading.Barrier(clients)
 
-    def client(number: int) -> None:
+    def client(number: int) -> list[httpx.Response]:
         headers = {"Authorization": f"Bearer {token}"}
-        try:
-            with httpx.Client(base_url=servers[number % len(servers)], timeout=60) as http:
-                start.wait(timeout=30)
-                for round_ in range(rounds):
-                    key = {"Idempotency-Key": f"client-{number}-round-{round_}"}
-                    responses.append(
-                        http.post(
-                            "/v1/lessons/requests/batch",
-                            json=week_batch(number * 10 + round_),
-                            headers={**headers, **key},
-                        )
-                    )
-        except BaseException as error:  # counted, not lost
-            failures.append(error)
+        with httpx.Client(base_url=servers[number % len(servers)], timeout=60) as http:
+            return [
+                http.post(
+                    "/v1/lessons/requests/batch",
+                    json=week_batch(number * 10 + round_),
+                    headers={**headers, "Idempotency-Key": f"client-{number}-round-{round_}"},
+                )
+                for round_ in range(rounds)
+            ]
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a client did not finish in 120 s"
-    assert failures == []
+    responses = [r for sent in in_threads_together(client, clients) for r in sent]
     assert len(responses) == clients * rounds
     return responses
 
@@ -131,8 +117,5 @@ def assert_one_request_per_slot(
 
 def serving_pids(*logs: Path) -> set[int]:
     """The processes whose JSON log lines show they served a batch."""
-    entries = (
-        json.loads(line) for log in logs for line in log.read_text().splitlines()
-        if line.startswith("{")
-    )  # fmt: skip
+    entries = (entry for log in logs for entry in log_entries(log))
     return {e.get("pid") for e in entries if e.get("path") == "/v1/lessons/requests/batch"}

@@ -4,6 +4,7 @@ counting the results the ledger recorded per attempt, and worker processes."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -175,6 +176,24 @@ def worker_env(base_url: str, **extra: str) -> dict[str, str]:
         }
     )
     return env
+
+
+@contextmanager
+def worker_processes(
+    url: str, env: dict[str, str], logs: list[Path], *args: str
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """A worker process per log. On leaving, each one the test has not reaped (killed and
+    waited for) is stopped with SIGTERM, and must exit 0; one the test adds to the list
+    is stopped too."""
+    workers = [start_worker_process(url, env, log, *args) for log in logs]
+    try:
+        yield workers
+    finally:
+        running = [process for process in workers if process.returncode is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            assert process.wait(30) == 0
 
 
 def start_worker_process(

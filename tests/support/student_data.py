@@ -157,8 +157,8 @@ class PlainStudentData:
 
     print_key = b""
 
-    def seal_students(self, lesson: LessonKey, students: list[Part]) -> list[Part]:
-        return plain_parts(students) or []
+    def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
+        return [plain_parts(students) or [] for _, students in requests]
 
     def open_students(self, lesson_id: UUID, sealed: Sequence[Part | None]) -> list[Part | None]:
         return [None if p is None else p.get(PLAIN, p) for p in sealed]

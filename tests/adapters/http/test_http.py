@@ -3,16 +3,18 @@ every endpoint and every status code the design names."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
 
-from adapters.logs import JsonFormatter
+from adapters.logs import CurrentStderr, JsonFormatter
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
@@ -471,3 +473,27 @@ def test_a_log_line_is_one_json_object_whatever_its_fields_hold() -> None:
     assert "\n" not in line
     entry = json.loads(line)
     assert (entry["message"], entry["big"], entry["by_number"]) == ("odd", 2**70, {"1": "a"})
+
+
+def test_log_lines_go_to_the_standard_error_of_the_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line goes to `sys.stderr` as it is when written: one set up before the stream was
+    replaced (and the old one closed, as a test's capture is) writes to the new one, and
+    logging reports no error."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = CurrentStderr()
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("lesson_ledger.test_stderr")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("before")
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logger.warning("after")
+    finally:
+        logger.removeHandler(handler)
+    assert [json.loads(line)["message"] for line in second.getvalue().splitlines()] == ["after"]
+    assert "Logging error" not in second.getvalue()

@@ -11,7 +11,6 @@ killed. Without pgbouncer they skip (fail under CI=true).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -45,10 +44,11 @@ from tests.support.generation import (
     key,
     request_lessons,
     results,
-    start_worker_process,
     wait_for,
     worker_env,
+    worker_processes,
 )
+from tests.support.json_logs import log_entries
 from tests.support.projections import ProjectionProcess, read_model, write_requests
 from tests.support.race_checks import (
     assert_no_errors,
@@ -108,10 +108,8 @@ def _worker_states(log: Path) -> list[str]:
     """The states a worker process logged, in order."""
     return [
         entry["state"]
-        for line in log.read_text().splitlines()
-        if line.startswith("{")
-        and (entry := json.loads(line)).get("logger") == "lesson_ledger.worker"
-        and "state" in entry
+        for entry in log_entries(log)
+        if entry.get("logger") == "lesson_ledger.worker" and "state" in entry
     ]
 
 
@@ -292,8 +290,7 @@ def test_generation_workers_through_the_pooler_generate_each_attempt_once(
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     with FakeOpenAI(default=fake_openai.ok(delay=0.1)) as fake:
         env = worker_env(fake.base_url, **_ledger_settings())
-        workers = [start_worker_process(pooled.url, env, log, "--concurrency", "3") for log in logs]
-        try:
+        with worker_processes(pooled.url, env, logs, "--concurrency", "3") as workers:
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
             active = [n for n, log in enumerate(logs) if "active" in _worker_states(log)]
             assert len(active) == 1, [_worker_states(log) for log in logs]
@@ -304,11 +301,6 @@ def test_generation_workers_through_the_pooler_generate_each_attempt_once(
             more = request_lessons(ledger, 4, prefix="more", first_slot=12)
             wait_for(all_decided(ledger, more), DEADLINE, "the standby generated the rest")
             assert "active" in _worker_states(logs[standby])
-        finally:
-            for process in workers:
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait(20)
         calls = fake.calls_by_attempt()
 
     assert set(calls) == {key(i) for i in ids + more}
