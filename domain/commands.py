@@ -197,8 +197,8 @@ class RequestLesson:
 
     def sealed(self, students: list[dict[str, Any]] | None, printed: Fingerprint) -> RequestLesson:
         """The request with its students' parts sealed, and its fingerprint (made before)."""
-        # Copied field by field as the library's mapper builds a stored event: the frozen
-        # dataclass __init__ (or `replace`) would cost every request several microseconds.
+        # Its fields copied in one dict, as the library's mapper builds a stored event: the
+        # frozen dataclass __init__ (or `replace`) would cost every request microseconds.
         request = object.__new__(RequestLesson)
         object.__setattr__(
             request, "__dict__", {**self.__dict__, "students": students, "fingerprint": printed}

@@ -40,6 +40,11 @@ STUDENT_OWNER = "student:"
 DATE_OWNER = "date:"
 
 
+def day_owner(day: date) -> str:
+    """The owner name of a lesson date's key."""
+    return DATE_OWNER + day.isoformat()
+
+
 class Sealer:
     """Seals and opens students' parts and lessons' content."""
 
@@ -73,7 +78,7 @@ class Sealer:
     def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
         """Each request's students' parts sealed; every key they need is found at once."""
         self._make_months({key.lesson_date for key, _ in requests})
-        days = {key.lesson_date: DATE_OWNER + key.lesson_date.isoformat() for key, _ in requests}
+        days = {key.lesson_date: day_owner(key.lesson_date) for key, _ in requests}
         students = {
             str(part["id"]): self.student_owner(str(part["id"]))
             for _, parts in requests
@@ -95,7 +100,7 @@ class Sealer:
         months = {(day.year, day.month) for day in dates} - self._months
         if months:
             self.keys.keys_for(
-                f"{DATE_OWNER}{year:04d}-{month:02d}-{day:02d}"
+                day_owner(date(year, month, day))
                 for year, month in sorted(months)
                 for day in range(1, calendar.monthrange(year, month)[1] + 1)
             )
@@ -128,7 +133,7 @@ class Sealer:
         content_key = AESGCM.generate_key(bit_length=256)
         # An erased student's details reached no generator: their key has no part in it.
         keys = [key for key in map(self._student_key_of, students) if key is not None]
-        keys.append(self.keys.key_for(DATE_OWNER + lesson_date.isoformat()))
+        keys.append(self.keys.key_for(day_owner(lesson_date)))
         wrapped = content_key
         for key in keys:
             wrapped = _seal(key, wrapped, aad)
@@ -171,9 +176,8 @@ def _sealed_part(
     part: Part, student: DataKey, day: DataKey, aad: bytes, nonces: Iterator[bytes]
 ) -> Part:
     """A student's part sealed under the student's key, then the day's."""
-    first, second = next(nonces), next(nonces)
-    inner = first + student.cipher.encrypt(first, orjson.dumps(part), aad)
-    outer = second + day.cipher.encrypt(second, inner, aad)
+    inner = _seal_with(student.cipher, orjson.dumps(part), aad, next(nonces))
+    outer = _seal_with(day.cipher, inner, aad, next(nonces))
     return {"keys": [student.key_id, day.key_id], "sealed": _text(outer)}
 
 
