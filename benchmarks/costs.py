@@ -152,7 +152,7 @@ def _decide(ledger: Any, command: Any) -> Any:
     sealed, the opening event."""
     from domain.decisions import decide
 
-    opened, _ = decide(ledger._sealed(command), None)
+    opened, _ = decide(ledger._sealed([command])[0], None)
     return opened
 
 

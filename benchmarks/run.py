@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
-from benchmarks import api, generation, merkle, reads, upcasting, writes
+from benchmarks import api, generation, merkle, reads, sealing, upcasting, writes
 from benchmarks.stores import CREATED_SCHEMAS, count_rows, create_store, drop_store
 
 TARGETS = {
@@ -38,6 +38,8 @@ TARGETS = {
     "concurrent_ratio": (">=", 0.8),
     "batch_ratio": (">=", 0.6),  # issue 16: the 1.0x batch target was dropped for 0.6x
     "http_ratio": (">=", 1.0),
+    "sealing_single_drop": ("<=", 0.05),  # issue 13: sealing costs no ratio more than 0.05
+    "sealing_batch_drop": ("<=", 0.05),
     "upcasting_catchup_ratio": (">=", 0.9),  # the oldest version's log within 10%
     "upcasting_rebuild_ratio": (">=", 0.9),
     "catchup_events_per_s": (">=", 20_000),
@@ -210,6 +212,12 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     figures["concurrent_ratio"] = best["ledger"] / best["baseline"]
     step(f"batches of {args.batch_size}")
     _rates(figures, "batch", writes.batches(spec, args.requests, args.batch_size, args.rounds))
+    step("the cost of sealing: single requests, with and without it")
+    figures.update(sealing.figures("single", sealing.single(spec, args.requests, args.rounds)))
+    step(f"the cost of sealing: batches of {args.batch_size}, with and without it")
+    figures.update(
+        sealing.figures("batch", sealing.batches(spec, args.requests, args.batch_size, args.rounds))
+    )
     step(f"race: {args.clients} clients on {args.race_slots} slots")
     race = writes.race(spec, args.race_slots, args.clients)
     for side, rate in race.items():
@@ -309,7 +317,7 @@ def _api(figures: dict[str, Any], compared: dict[int, api.ApiComparison]) -> Non
 
 def _verdict(key: str, value: float) -> str:
     operator, bound = TARGETS[key]
-    met = value >= bound if operator == ">=" else value < bound
+    met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[operator]
     return f"{'met' if met else 'NOT met'} ({operator} {bound:g})"
 
 
@@ -360,6 +368,7 @@ def render_table(f: dict[str, Any]) -> str:
             f"{f['batch_ratio']:.2f}",
             target("batch_ratio"),
         ),
+        *sealing.table_rows(f, target),
         (
             f"race, {c} clients on the same {f['race_slots']} slots: s until all decided",
             f"{f['race_ledger_s']:.2f}",

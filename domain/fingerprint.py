@@ -16,9 +16,10 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from functools import cached_property
 
 import orjson
+
+from domain.cached import cached_attribute
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Fingerprint:
     ) -> Fingerprint:
         return cls((command, actor, *payload), key)
 
-    @cached_property
+    @cached_attribute
     def text(self) -> str:
         """The current recipe: `3:` keyed (`2:` without a key)."""
         digest = self._digest()

@@ -12,10 +12,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Literal, TypeVar
 from uuid import UUID
 
+from domain.cached import cached_attribute
 from domain.errors import FieldError, InvalidLessonRequest, parse_field
 
 LEDGER_NAMESPACE = UUID("dfc08d2d-5855-5109-b8db-db0e89a81ab9")
@@ -65,7 +66,7 @@ class LessonKey:
     def kind(self) -> LessonKind:
         return "on_demand" if self.time_slot.startswith(ON_DEMAND_PREFIX) else "scheduled"
 
-    @cached_property
+    @cached_attribute
     def lesson_id(self) -> UUID:
         # uuid5(LEDGER_NAMESPACE, self.text), as uuid.uuid5 computes it, without its
         # import and namespace encoding on every call (a third of its time). Cached: a

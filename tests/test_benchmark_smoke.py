@@ -12,6 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from benchmarks import sealing
+from benchmarks.stores import create_store
+from benchmarks.workload import requests
+from domain import lesson_id_for
 from tests.support import ROOT
 from tests.support.stores import POSTGRES_URL, require_postgres
 
@@ -19,6 +23,8 @@ KEYS = (
     "single_ratio",
     "concurrent_ratio",
     "batch_ratio",
+    "sealing_single_drop",
+    "sealing_batch_drop",
     "catchup_events_per_s",
     "rebuild_s",
     "rebuild_peak_rss_mb",
@@ -58,6 +64,12 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
         assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert figures["race_ledger_outcomes"] == {"accepted": 10, "conflict": 10}
     assert figures["single_ledger_outcomes"] == {"accepted": 50}
+    # Sealing's cost: every side's requests accepted (inserted), 50 single, 100 batched.
+    for name, count in (("single", 50), ("batch", 100)):
+        assert figures[f"sealing_{name}_outcomes"] == {
+            "baseline": {"inserted": count}, "plain": {"accepted": count},
+            "sealed": {"accepted": count},
+        }  # fmt: skip
     return figures
 
 
@@ -101,3 +113,53 @@ def test_the_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
     figures = _run(tmp_path, "--store", "sqlite", "--database-url", str(folder))
     assert figures["store"] == "sqlite"
     assert not any(folder.iterdir())  # its files were deleted
+
+
+def test_the_ledger_without_sealing_keeps_parts_plain_and_prints_unkeyed(tmp_path: Path) -> None:
+    """The side that sealing's cost is measured against writes what the ledger wrote
+    before sealing; the other side seals."""
+    spec = create_store("sqlite", str(tmp_path))
+    plain, sealed = sealing._ledger(spec, sealed=False), sealing._ledger(spec, sealed=True)
+    try:
+        first, second = requests("plain-or-sealed", 0, 2)
+        for ledger, request in ((plain, first), (sealed, second)):
+            ledger.request_lesson(**request.as_ledger_item())
+        events = {
+            name: ledger.slots.events(lesson_id_for(
+                request.provider_id, request.school_id, request.lesson_date,
+                request.time_slot,
+            ))[0]
+            for name, ledger, request in (("plain", plain, first), ("sealed", sealed, second))
+        }  # fmt: skip
+    finally:
+        plain.close()
+        sealed.close()
+    assert events["plain"].students == [{"plain": s} for s in _students()]
+    assert events["plain"].fingerprint.startswith("2:")
+    assert all(set(part) == {"keys", "sealed"} for part in events["sealed"].students)
+    assert events["sealed"].fingerprint.startswith("3:")
+
+
+def _students() -> list[dict[str, object]]:
+    from domain.commands import validate_request
+
+    request = requests("students", 0, 1)[0].as_ledger_item()
+    return validate_request(**request).students or []
+
+
+@pytest.mark.postgres
+def test_the_cost_breakdown_runs() -> None:
+    """`python -m benchmarks.costs`: a row for every step, then for the loop's."""
+    require_postgres()
+    ran = subprocess.run(
+        [sys.executable, "-m", "benchmarks.costs", "--requests", "20",
+         "--database-url", POSTGRES_URL],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    rows = (
+        "| validate the request", "| seal the students' parts", "| plain INSERT, whole",
+        "| **request_lesson, whole**", "| seal + decide (the event) |", "| whole |",
+    )  # fmt: skip
+    for row in rows:
+        assert row in ran.stdout, (row, ran.stdout)

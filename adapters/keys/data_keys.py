@@ -101,13 +101,14 @@ class DataKeys:
         now = time.monotonic()
         found: dict[str, DataKey] = {}
         unknown: list[str] = []
-        for owner in dict.fromkeys(owners):  # each once
+        for owner in owners:
             cached = self._by_owner.get(owner)
             if cached is not None and cached[0] > now:
                 found[owner] = cached[1]
             else:
                 unknown.append(owner)
         if unknown:
+            unknown = list(dict.fromkeys(unknown))  # each once
             stored = self._stored(unknown)
             missing = [owner for owner in unknown if owner not in stored]
             if missing:

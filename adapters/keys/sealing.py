@@ -53,8 +53,9 @@ class Sealer:
         self._print_key = print_key
         self._student_key = student_key
         self._owners: dict[str, str] = {}
-        self._months: set[tuple[int, int]] = set()
-        """The months whose days' keys this process has made, or found made."""
+        self._days: dict[date, str] = {}
+        """The key owners of the days whose keys this process has made, or found made
+        (every day of a month at once)."""
 
     @property
     def print_key(self) -> bytes:
@@ -77,15 +78,13 @@ class Sealer:
 
     def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
         """Each request's students' parts sealed; every key they need is found at once."""
-        self._make_months({key.lesson_date for key, _ in requests})
-        days = {key.lesson_date: day_owner(key.lesson_date) for key, _ in requests}
-        students = {
-            str(part["id"]): self.student_owner(str(part["id"]))
-            for _, parts in requests
-            for part in parts
+        days = self._day_owners({key.lesson_date for key, _ in requests})
+        owner_of = {
+            student_id: self.student_owner(student_id)
+            for student_id in {str(part["id"]) for _, parts in requests for part in parts}
         }
-        keys = self.keys.keys_for([*days.values(), *students.values()])
-        key_of = {student_id: keys[owner] for student_id, owner in students.items()}
+        keys = self.keys.keys_for([*days.values(), *owner_of.values()])
+        key_of = {student_id: keys[owner] for student_id, owner in owner_of.items()}
         # Every nonce of the call drawn at once: one system call, not two a student.
         nonces = iter(_nonces(2 * sum(len(parts) for _, parts in requests)))
         sealed: list[list[Part]] = []
@@ -94,17 +93,21 @@ class Sealer:
             sealed.append([_sealed_part(p, key_of[str(p["id"])], day, aad, nonces) for p in parts])
         return sealed
 
-    def _make_months(self, dates: set[date]) -> None:
-        """Make the keys of every day of a month at once, the first time this process
-        meets the month: one statement a month instead of one (a commit) a day."""
-        months = {(day.year, day.month) for day in dates} - self._months
-        if months:
-            self.keys.keys_for(
-                day_owner(date(year, month, day))
-                for year, month in sorted(months)
+    def _day_owners(self, dates: set[date]) -> dict[date, str]:
+        """The key owners of these days. The first time this process meets a month, the
+        keys of all its days are made at once: one statement a month, not one (a commit)
+        a day."""
+        known = self._days
+        if not dates <= known.keys():
+            months = sorted({(day.year, day.month) for day in dates if day not in known})
+            month_days = [
+                date(year, month, day)
+                for year, month in months
                 for day in range(1, calendar.monthrange(year, month)[1] + 1)
-            )
-            self._months |= months
+            ]
+            self.keys.keys_for(day_owner(day) for day in month_days)
+            known.update((day, day_owner(day)) for day in month_days)
+        return {day: known[day] for day in dates}
 
     def open_students(self, lesson_id: UUID, sealed: Sequence[Part | None]) -> list[Part | None]:
         return [self._open_part(lesson_id, part) for part in sealed]

@@ -1,0 +1,165 @@
+"""What sealing students' details costs the command path (issue 13's target: no ratio
+drops by more than 0.05).
+
+The ledger as it runs (every student's part sealed, prints keyed) against the same
+ledger with sealing taken out: the parts kept as sent and the prints unkeyed, as the
+ledger wrote them before sealing. Both against the same plain INSERTs, on single
+requests from one client and on batches: the three sides take turns, in a different
+order each round, each on requests of its own. A side's rate is its requests over the
+summed seconds of its rounds; the drop is the plain ledger's ratio minus the sealed one's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from benchmarks.stores import BaselineWriter, StoreSpec
+from benchmarks.workload import Request, requests
+from benchmarks.writes import (
+    Rate,
+    _baseline_batches,
+    _baseline_single,
+    _chunks,
+    _ledger_batches,
+    _ledger_single,
+)
+
+SIDES = ("baseline", "plain", "sealed")
+Send = Callable[[Sequence[Request]], Counter[str]]
+
+
+class PlainStudentData:
+    """The `StudentData` port with sealing taken out: parts kept as sent (in the form the
+    ledger reads as written before sealing), prints unkeyed. For this measurement only."""
+
+    def __init__(self, sealer: Any) -> None:
+        self._sealer = sealer
+
+    @property
+    def print_key(self) -> bytes:
+        return b""
+
+    def seal_students(self, requests: Sequence[tuple[Any, list[Any]]]) -> list[list[Any]]:
+        from domain.sealed import PLAIN
+
+        return [[{PLAIN: part} for part in parts] for _, parts in requests]
+
+    def open_students(self, lesson_id: UUID, sealed: Sequence[Any]) -> list[Any]:
+        return list(self._sealer.open_students(lesson_id, sealed))
+
+    def seal_content(
+        self, lesson_id: UUID, lesson_date: date, students: Sequence[Any], content: Any
+    ) -> Any:
+        from domain.sealed import PLAIN
+
+        return {PLAIN: content}
+
+    def open_content(self, lesson_id: UUID, sealed: Any) -> Any:
+        return self._sealer.open_content(lesson_id, sealed)
+
+    def close(self) -> None:
+        self._sealer.close()
+
+
+def _ledger(spec: StoreSpec, sealed: bool) -> Any:
+    from adapters.eventstore import open_ledger
+    from domain import LessonLedger
+
+    ledger = open_ledger(spec.ledger_url)
+    if sealed:
+        return ledger
+    return LessonLedger(
+        ledger.slots, PlainStudentData(ledger.student_data), ledger.invalid_requests
+    )
+
+
+def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
+    """One client, one request per transaction, each side in turn."""
+
+    def sends(clients: dict[str, Any]) -> dict[str, Send]:
+        return {
+            "baseline": lambda work: _baseline_single(clients["baseline"], work),
+            "plain": lambda work: _ledger_single(clients["plain"], work),
+            "sealed": lambda work: _ledger_single(clients["sealed"], work),
+        }
+
+    return _alternating(spec, "sealing-single", count, rounds, sends)
+
+
+def batches(spec: StoreSpec, count: int, size: int, rounds: int) -> dict[str, Rate]:
+    """One client, `size` requests per transaction, each side in turn."""
+
+    def sends(clients: dict[str, Any]) -> dict[str, Send]:
+        return {
+            "baseline": lambda work: _baseline_batches(clients["baseline"], work, size),
+            "plain": lambda work: _ledger_batches(clients["plain"], work, size),
+            "sealed": lambda work: _ledger_batches(clients["sealed"], work, size),
+        }
+
+    return _alternating(spec, "sealing-batch", max(count, size * rounds), rounds, sends)
+
+
+def _alternating(
+    spec: StoreSpec,
+    run: str,
+    count: int,
+    rounds: int,
+    sends_of: Callable[[dict[str, Any]], dict[str, Send]],
+) -> dict[str, Rate]:
+    """`count` requests per side in `rounds` rounds; round r starts with side r mod 3."""
+    clients: dict[str, Any] = {
+        "baseline": BaselineWriter(spec),
+        "plain": _ledger(spec, sealed=False),
+        "sealed": _ledger(spec, sealed=True),
+    }
+    rates = {side: Rate() for side in SIDES}
+    work = {side: _chunks(requests(f"{run}-{side}", 0, count), rounds) for side in SIDES}
+    try:
+        sends = sends_of(clients)
+        for side, send in sends.items():
+            send(requests(f"{run}-{side}-warm-up", 0, 100))  # connect, prepare, make keys
+        for number in range(rounds):
+            order = SIDES[number % 3 :] + SIDES[: number % 3]
+            for side in order:
+                began = time.perf_counter()
+                outcomes = sends[side](work[side][number])
+                rates[side].add(len(work[side][number]), time.perf_counter() - began, outcomes)
+    finally:
+        for client in clients.values():
+            client.close()
+    return rates
+
+
+def figures(name: str, rates: dict[str, Rate]) -> dict[str, Any]:
+    """`sealing_<name>_*`: each side's rate, each ledger's ratio, and the drop."""
+    baseline = rates["baseline"].per_second
+    ratios = {side: rates[side].per_second / baseline for side in ("plain", "sealed")}
+    return {
+        f"sealing_{name}_per_s": {side: rate.per_second for side, rate in rates.items()},
+        f"sealing_{name}_outcomes": {side: dict(rate.outcomes) for side, rate in rates.items()},
+        f"sealing_{name}_ratios": ratios,
+        f"sealing_{name}_drop": ratios["plain"] - ratios["sealed"],
+    }
+
+
+def table_rows(f: dict[str, Any], target: Callable[[str], str]) -> list[tuple[str, ...]]:
+    """A row per measurement: the sealed ledger's rate and ratio, the plain one's, the drop."""
+    rows: list[tuple[str, ...]] = []
+    for name, label in (("single", "single requests"), ("batch", f"batches of {f['batch_size']}")):
+        if f"sealing_{name}_drop" not in f:
+            continue
+        rates, ratios = f[f"sealing_{name}_per_s"], f[f"sealing_{name}_ratios"]
+        rows.append((
+            f"sealing's cost, {label} (req/s; sealed / without sealing; ratio drop)",
+            f"{rates['sealed']:,.0f} / {rates['plain']:,.0f}",
+            f"{rates['baseline']:,.0f}",
+            f"{ratios['sealed']:.2f} / {ratios['plain']:.2f}; drop "
+            f"{f[f'sealing_{name}_drop']:.2f}",
+            target(f"sealing_{name}_drop"),
+        ))  # fmt: skip
+    return rows
