@@ -39,6 +39,7 @@ TARGETS = {
     "batch_ratio": (">=", 0.6),  # issue 16: the 1.0x batch target was dropped for 0.6x
     "http_ratio": (">=", 1.0),
     "sealing_single_drop": ("<=", 0.05),  # issue 13: sealing costs no ratio more than 0.05
+    "sealing_threads_drop": ("<=", 0.05),
     "sealing_batch_drop": ("<=", 0.05),
     "upcasting_catchup_ratio": (">=", 0.9),  # the oldest version's log within 10%
     "upcasting_rebuild_ratio": (">=", 0.9),
@@ -214,6 +215,10 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     _rates(figures, "batch", writes.batches(spec, args.requests, args.batch_size, args.rounds))
     step("the cost of sealing: single requests, with and without it")
     figures.update(sealing.figures("single", sealing.single(spec, args.requests, args.rounds)))
+    step(f"the cost of sealing: {args.clients} threads, with and without it")
+    figures.update(
+        sealing.figures("threads", sealing.threads(spec, args.requests, args.clients, args.rounds))
+    )
     step(f"the cost of sealing: batches of {args.batch_size}, with and without it")
     figures.update(
         sealing.figures("batch", sealing.batches(spec, args.requests, args.batch_size, args.rounds))

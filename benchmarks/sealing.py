@@ -4,8 +4,9 @@ drops by more than 0.05).
 The ledger as it runs (every student's part sealed, prints keyed) against the same
 ledger with sealing taken out: the parts kept as sent and the prints unkeyed, as the
 ledger wrote them before sealing. Both against the same plain INSERTs, on single
-requests from one client and on batches: the three sides take turns, in a different
-order each round, each on requests of its own. A side's rate is its requests over the
+requests from one client, from 8 threads (the ledger shared, as in a server process) and
+in batches: the three sides take turns, in a different order each round, each on requests
+of its own. A side's rate is its requests over the
 summed seconds of its rounds; the drop is the plain ledger's ratio minus the sealed one's.
 """
 
@@ -15,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import date
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -27,6 +29,7 @@ from benchmarks.writes import (
     _chunks,
     _ledger_batches,
     _ledger_single,
+    _run_threads,
 )
 
 SIDES = ("baseline", "plain", "sealed")
@@ -83,7 +86,7 @@ def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
 
     def sends(clients: dict[str, Any]) -> dict[str, Send]:
         return {
-            "baseline": lambda work: _baseline_single(clients["baseline"], work),
+            "baseline": lambda work: _baseline_single(clients["baseline"][0], work),
             "plain": lambda work: _ledger_single(clients["plain"], work),
             "sealed": lambda work: _ledger_single(clients["sealed"], work),
         }
@@ -91,12 +94,29 @@ def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     return _alternating(spec, "sealing-single", count, rounds, sends)
 
 
+def threads(spec: StoreSpec, count: int, clients: int, rounds: int) -> dict[str, Rate]:
+    """`clients` threads, one request per transaction: a connection each for the
+    baseline, one ledger shared by all."""
+
+    def together(senders: list[Send]) -> Send:
+        return lambda work: _run_threads(senders, _chunks(work, clients))[1]
+
+    def sends(made: dict[str, Any]) -> dict[str, Send]:
+        return {
+            "baseline": together([partial(_baseline_single, w) for w in made["baseline"]]),
+            "plain": together([partial(_ledger_single, made["plain"])] * clients),
+            "sealed": together([partial(_ledger_single, made["sealed"])] * clients),
+        }
+
+    return _alternating(spec, "sealing-threads", count, rounds, sends, writers=clients)
+
+
 def batches(spec: StoreSpec, count: int, size: int, rounds: int) -> dict[str, Rate]:
     """One client, `size` requests per transaction, each side in turn."""
 
     def sends(clients: dict[str, Any]) -> dict[str, Send]:
         return {
-            "baseline": lambda work: _baseline_batches(clients["baseline"], work, size),
+            "baseline": lambda work: _baseline_batches(clients["baseline"][0], work, size),
             "plain": lambda work: _ledger_batches(clients["plain"], work, size),
             "sealed": lambda work: _ledger_batches(clients["sealed"], work, size),
         }
@@ -110,10 +130,13 @@ def _alternating(
     count: int,
     rounds: int,
     sends_of: Callable[[dict[str, Any]], dict[str, Send]],
+    writers: int = 1,
 ) -> dict[str, Rate]:
-    """`count` requests per side in `rounds` rounds; round r starts with side r mod 3."""
+    """`count` requests per side in `rounds` rounds; round r starts with side r mod 3.
+    The baseline's side is `writers` connections, each ledger's one ledger."""
+    baseline = [BaselineWriter(spec) for _ in range(writers)]
     clients: dict[str, Any] = {
-        "baseline": BaselineWriter(spec),
+        "baseline": baseline,
         "plain": _ledger(spec, sealed=False),
         "sealed": _ledger(spec, sealed=True),
     }
@@ -130,8 +153,10 @@ def _alternating(
                 outcomes = sends[side](work[side][number])
                 rates[side].add(len(work[side][number]), time.perf_counter() - began, outcomes)
     finally:
-        for client in clients.values():
-            client.close()
+        for writer in baseline:
+            writer.close()
+        clients["plain"].close()
+        clients["sealed"].close()
     return rates
 
 
@@ -150,7 +175,12 @@ def figures(name: str, rates: dict[str, Rate]) -> dict[str, Any]:
 def table_rows(f: dict[str, Any], target: Callable[[str], str]) -> list[tuple[str, ...]]:
     """A row per measurement: the sealed ledger's rate and ratio, the plain one's, the drop."""
     rows: list[tuple[str, ...]] = []
-    for name, label in (("single", "single requests"), ("batch", f"batches of {f['batch_size']}")):
+    labels = {
+        "single": "single requests",
+        "threads": f"{f['clients']} threads",
+        "batch": f"batches of {f['batch_size']}",
+    }
+    for name, label in labels.items():
         if f"sealing_{name}_drop" not in f:
             continue
         rates, ratios = f[f"sealing_{name}_per_s"], f[f"sealing_{name}_ratios"]

@@ -24,6 +24,7 @@ KEYS = (
     "concurrent_ratio",
     "batch_ratio",
     "sealing_single_drop",
+    "sealing_threads_drop",
     "sealing_batch_drop",
     "catchup_events_per_s",
     "rebuild_s",
@@ -64,8 +65,9 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
         assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert figures["race_ledger_outcomes"] == {"accepted": 10, "conflict": 10}
     assert figures["single_ledger_outcomes"] == {"accepted": 50}
-    # Sealing's cost: every side's requests accepted (inserted), 50 single, 100 batched.
-    for name, count in (("single", 50), ("batch", 100)):
+    # Sealing's cost: every side's requests accepted (inserted), 50 single, 50 from two
+    # threads, 100 batched.
+    for name, count in (("single", 50), ("threads", 50), ("batch", 100)):
         assert figures[f"sealing_{name}_outcomes"] == {
             "baseline": {"inserted": count}, "plain": {"accepted": count},
             "sealed": {"accepted": count},
