@@ -214,14 +214,18 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
     step(f"batches of {args.batch_size}")
     _rates(figures, "batch", writes.batches(spec, args.requests, args.batch_size, args.rounds))
     step("the cost of sealing: single requests, with and without it")
-    figures.update(sealing.figures("single", sealing.single(spec, args.requests, args.rounds)))
+    figures.update(sealing.figures("single", sealing.single(spec, 2 * args.requests, args.rounds)))
     step(f"the cost of sealing: {args.clients} threads, with and without it")
     figures.update(
-        sealing.figures("threads", sealing.threads(spec, args.requests, args.clients, args.rounds))
+        sealing.figures(
+            "threads", sealing.threads(spec, 4 * args.requests, args.clients, args.rounds)
+        )
     )
     step(f"the cost of sealing: batches of {args.batch_size}, with and without it")
     figures.update(
-        sealing.figures("batch", sealing.batches(spec, args.requests, args.batch_size, args.rounds))
+        sealing.figures(
+            "batch", sealing.batches(spec, 10 * args.requests, args.batch_size, args.rounds)
+        )
     )
     step(f"race: {args.clients} clients on {args.race_slots} slots")
     race = writes.race(spec, args.race_slots, args.clients)

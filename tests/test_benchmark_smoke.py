@@ -65,9 +65,9 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
         assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert figures["race_ledger_outcomes"] == {"accepted": 10, "conflict": 10}
     assert figures["single_ledger_outcomes"] == {"accepted": 50}
-    # Sealing's cost: every side's requests accepted (inserted), 50 single, 50 from two
-    # threads, 100 batched.
-    for name, count in (("single", 50), ("threads", 50), ("batch", 100)):
+    # Sealing's cost: every side's requests accepted (inserted): 2 x 50 single, 4 x 50
+    # from two threads, 10 x 50 batched.
+    for name, count in (("single", 100), ("threads", 200), ("batch", 500)):
         assert figures[f"sealing_{name}_outcomes"] == {
             "baseline": {"inserted": count}, "plain": {"accepted": count},
             "sealed": {"accepted": count},
