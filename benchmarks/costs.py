@@ -100,6 +100,7 @@ def measure(spec: Any, count: int) -> list[str]:
         lines += ["", "The same steps one after another, inside the request loop:", ""]
         in_loop = [r.as_ledger_item() for r in requests("costs-loop", 0, count)]
         lines += _in_the_loop(ledger, in_loop)
+        lines += ["", *_random_bytes_beside_a_busy_thread()]
         return lines
     finally:
         ledger.close()
@@ -154,6 +155,38 @@ def _decide(ledger: Any, command: Any) -> Any:
 
     opened, _ = decide(ledger._sealed([command])[0], None)
     return opened
+
+
+def _random_bytes_beside_a_busy_thread(calls: int = 200) -> list[str]:
+    """Wall microseconds per call of drawing a request's nonces while another thread runs
+    Python (a server's command threads, its event loop): a call that lets go of the GIL
+    waits for that thread's switch interval to run again (adapters/randomness.py)."""
+    import threading
+
+    from adapters.randomness import random_bytes
+
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(100))
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        urandom = _timed(lambda _: os.urandom(48), calls)[1]
+        openssl = _timed(lambda _: random_bytes(48), calls)[1]
+    finally:
+        stop.set()
+        thread.join()
+    return [
+        "48 random bytes (a request's nonces) with another thread busy, wall us a call:",
+        "",
+        "| source | wall us |",
+        "| --- | --- |",
+        f"| os.urandom (lets go of the GIL) | {urandom:.0f} |",
+        f"| OpenSSL's generator (adapters/randomness.py) | {openssl:.1f} |",
+    ]
 
 
 def _cpu_per_call(step: Callable[[int], object], count: int) -> float:

@@ -162,6 +162,7 @@ def test_the_cost_breakdown_runs() -> None:
     rows = (
         "| validate the request", "| seal the students' parts", "| plain INSERT, whole",
         "| **request_lesson, whole**", "| seal + decide (the event) |", "| whole |",
+        "| os.urandom (lets go of the GIL) |", "| OpenSSL's generator",
     )  # fmt: skip
     for row in rows:
         assert row in ran.stdout, (row, ran.stdout)

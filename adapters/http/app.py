@@ -7,7 +7,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -41,6 +40,7 @@ from adapters.keys.erasure import DailyRetention, Erasures
 from adapters.keys.keyed_ids import KeyedIds
 from adapters.keys.keyfile import LedgerKeys, open_keys
 from adapters.keys.sealing import sealer_of
+from adapters.randomness import random_uuid
 from adapters.read_model import open_read_model
 from adapters.read_routing import open_reads
 from adapters.settings import Settings
@@ -207,7 +207,7 @@ class RequestContext:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = given if CALLER_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if CALLER_REQUEST_ID.fullmatch(given) else random_uuid().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500  # unless a response starts
         started = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from uuid import uuid4
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +16,7 @@ from adapters.http.dependencies import PROBLEMS, Ledger, Requester
 from adapters.http.idempotency import IdempotencyKey, keyed_ids
 from adapters.http.problems import invalid, problem_for
 from adapters.http.schemas import BatchBody, BatchItemError, BatchItemResponse, BatchResponse
+from adapters.randomness import random_uuid
 from adapters.storage.idempotency import IdempotencyStore, StoredResponse
 from adapters.storage.tokens import ApiToken
 from domain import BatchResult, FieldError, LessonLedger
@@ -97,7 +97,7 @@ def run_batch(
 ) -> tuple[int, dict[str, Any]]:
     batch_id: str | None
     if isinstance(body, CalendarBatch):
-        batch_id = key_id or f"batch-{uuid4()}"
+        batch_id = key_id or f"batch-{random_uuid()}"
         items = [
             request_fields(calendar_item(group, index, batch_id, provider_id=None), token)
             for index, group in enumerate(body.batch)

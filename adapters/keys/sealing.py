@@ -21,7 +21,6 @@ import base64
 import binascii
 import calendar
 import hmac
-import os
 from collections.abc import Iterator, Sequence
 from datetime import date
 from uuid import UUID
@@ -31,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.keys.data_keys import NONCE_BYTES, DataKey, DataKeys
+from adapters.randomness import random_bytes
 from domain.keys import LessonKey
 from domain.ledger import LessonLedger
 from domain.ports import Part
@@ -141,7 +141,7 @@ class Sealer:
         for key in keys:
             wrapped = _seal(key, wrapped, aad)
         sealed = _seal_with(
-            AESGCM(content_key), orjson.dumps(content), aad, os.urandom(NONCE_BYTES)
+            AESGCM(content_key), orjson.dumps(content), aad, random_bytes(NONCE_BYTES)
         )
         return {"keys": [k.key_id for k in keys], "key": _text(wrapped), "sealed": _text(sealed)}
 
@@ -168,7 +168,7 @@ class Sealer:
 
 
 def _seal(key: DataKey, data: bytes, aad: bytes) -> bytes:
-    return _seal_with(key.cipher, data, aad, os.urandom(NONCE_BYTES))
+    return _seal_with(key.cipher, data, aad, random_bytes(NONCE_BYTES))
 
 
 def _seal_with(cipher: AESGCM, data: bytes, aad: bytes, nonce: bytes) -> bytes:
@@ -186,7 +186,7 @@ def _sealed_part(
 
 def _nonces(count: int) -> list[bytes]:
     """`count` random nonces, from one read of the system's random source."""
-    drawn = os.urandom(count * NONCE_BYTES)
+    drawn = random_bytes(count * NONCE_BYTES)
     return [drawn[start : start + NONCE_BYTES] for start in range(0, len(drawn), NONCE_BYTES)]
 
 
