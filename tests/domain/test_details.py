@@ -10,15 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.commands import LessonDetails, validate_request
+from tests.support import A_REQUEST
 
-KEY = {
-    "provider_id": "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11",
-    "school_id": "school-1",
-    "lesson_date": "2025-09-08",
-    "time_slot": "08:30-09:00",
-    "request_id": "r-1",
-    "actor": "speech-therapist",
-}
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
 WORDS = TEXT.filter(lambda text: bool(text.strip()))
 STUDENTS = st.lists(
@@ -47,7 +40,7 @@ DETAILS = st.fixed_dictionaries(
 
 @given(DETAILS)
 def test_the_kept_details_are_plain_json_as_the_model_writes_json(details: dict[str, Any]) -> None:
-    request = validate_request(**KEY, details=details)
+    request = validate_request(**A_REQUEST, details=details)
     kept = {**(request.details or {}), "students": request.students}
     assert orjson.loads(orjson.dumps(kept)) == kept
     assert kept == LessonDetails.model_validate(details).model_dump(mode="json")

@@ -7,21 +7,13 @@ import pytest
 
 from domain.commands import validate_request
 from domain.errors import InvalidLessonRequest
-
-KEY = {
-    "provider_id": "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11",
-    "school_id": "school-1",
-    "lesson_date": "2025-09-08",
-    "time_slot": "08:30-09:00",
-    "request_id": "r-1",
-    "actor": "speech-therapist",
-}
+from tests.support import A_REQUEST
 
 
 @pytest.mark.parametrize("grade", [-2, -1, 0, 1, 12])
 def test_pre_k_tk_k_and_grades_1_to_12_are_accepted(grade: int) -> None:
     details = {"students": [{"id": "st-1", "grade": grade}], "subject": "Speech"}
-    request = validate_request(**KEY, details=details)
+    request = validate_request(**A_REQUEST, details=details)
     assert request.students == [
         {
             "id": "st-1",
@@ -39,6 +31,6 @@ def test_pre_k_tk_k_and_grades_1_to_12_are_accepted(grade: int) -> None:
 def test_other_grades_are_refused_naming_the_field(grade: int, message: str) -> None:
     details = {"students": [{"id": "st-1", "grade": grade}], "subject": "Speech"}
     with pytest.raises(InvalidLessonRequest) as raised:
-        validate_request(**KEY, details=details)
+        validate_request(**A_REQUEST, details=details)
     [error] = raised.value.errors
     assert error["field"] == "details.students.0.grade" and message in error["message"]
