@@ -103,10 +103,10 @@ def test_the_benchmark_runs_on_postgresql(tmp_path: Path) -> None:
         "1x0.2s": {"generated": 2}, "2x0.2s": {"generated": 4}, "1x0.2s-week": {"generated": 40},
     }  # fmt: skip
     assert figures["generation_calendar_week_s"]["0.2s"] > 0  # type: ignore[index]
-    # Its schemas (the main one, the oldest version's log, one per generation run) were
-    # dropped; other runs' may be there, from tests running beside this one.
+    # Its schemas (the main one, sealing's cost, the oldest version's log, one per
+    # generation run) were dropped; other runs' may be there, from tests running beside it.
     made = figures["schemas"]
-    assert isinstance(made, list) and len(made) == 5, made
+    assert isinstance(made, list) and len(made) == 6, made
     assert not set(made) & _bench_schemas()
 
 
