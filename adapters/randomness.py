@@ -1,4 +1,5 @@
-"""Random bytes for nonces and ids on the request path, without letting go of the GIL.
+"""Random bytes for ids on the request path, and where nonces start, without letting go of
+the GIL.
 
 `os.urandom` (and `uuid.uuid4`, `secrets`) release the GIL for their system call. With
 other threads busy, a server's command threads or its event loop, the caller then waits
@@ -16,7 +17,7 @@ import uuid
 
 
 def random_bytes(count: int) -> bytes:
-    """`count` cryptographically strong random bytes (for AES-GCM nonces, say)."""
+    """`count` cryptographically strong random bytes (where a process's nonces start, say)."""
     return ssl.RAND_bytes(count)
 
 

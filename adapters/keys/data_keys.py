@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import threading
 import time
 import uuid
@@ -22,11 +21,11 @@ from datetime import UTC, datetime
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.keys.nonces import NONCE_BYTES, NONCES
 from adapters.storage.sqlstore import SqlStore
 from domain.errors import LedgerUnavailable
 
 KEY_BYTES = 32
-NONCE_BYTES = 12
 _OWNERS_PER_STATEMENT = 190
 """Owners named in one statement (five parameters each: older SQLite builds take 999)."""
 _CHECK_OWNER = "kek-check"
@@ -217,7 +216,7 @@ class DataKeys:
         return stored
 
     def _wrap(self, key_id: str, raw: bytes) -> str:
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = NONCES.take(1)[0]
         return base64.b64encode(nonce + self._kek.encrypt(nonce, raw, key_id.encode())).decode()
 
     def _unwrap(self, key_id: str, wrapped: str) -> bytes:

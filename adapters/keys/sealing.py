@@ -21,7 +21,7 @@ import base64
 import binascii
 import calendar
 import hmac
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date
 from uuid import UUID
 
@@ -29,8 +29,8 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from adapters.keys.data_keys import NONCE_BYTES, DataKey, DataKeys
-from adapters.randomness import random_bytes
+from adapters.keys.data_keys import DataKey, DataKeys
+from adapters.keys.nonces import NONCE_BYTES, NONCES
 from domain.keys import LessonKey
 from domain.ledger import LessonLedger
 from domain.ports import Part
@@ -77,20 +77,25 @@ class Sealer:
     # Students' parts.
 
     def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
-        """Each request's students' parts sealed; every key they need is found at once."""
-        days = self._day_owners({key.lesson_date for key, _ in requests})
-        owner_of = {
+        """Each request's students' parts sealed under the student's key, then the day's;
+        every key they need is found at once."""
+        day_of = self._day_owners({key.lesson_date for key, _ in requests})
+        student_of = {
             student_id: self.student_owner(student_id)
             for student_id in {str(part["id"]) for _, parts in requests for part in parts}
         }
-        keys = self.keys.keys_for([*days.values(), *owner_of.values()])
-        key_of = {student_id: keys[owner] for student_id, owner in owner_of.items()}
-        # Every nonce of the call drawn at once: one system call, not two a student.
-        nonces = iter(_nonces(2 * sum(len(parts) for _, parts in requests)))
+        keys = self.keys.keys_for([*day_of.values(), *student_of.values()])
+        nonces = iter(NONCES.take(2 * sum(len(parts) for _, parts in requests)))
         sealed: list[list[Part]] = []
         for lesson, parts in requests:
-            day, aad = keys[days[lesson.lesson_date]], lesson.lesson_id.bytes
-            sealed.append([_sealed_part(p, key_of[str(p["id"])], day, aad, nonces) for p in parts])
+            day, aad = keys[day_of[lesson.lesson_date]], lesson.lesson_id.bytes
+            sealed_parts: list[Part] = []
+            for part in parts:
+                student = keys[student_of[str(part["id"])]]
+                inner = _seal_with(student.cipher, orjson.dumps(part), aad, next(nonces))
+                outer = _seal_with(day.cipher, inner, aad, next(nonces))
+                sealed_parts.append({"keys": [student.key_id, day.key_id], "sealed": _text(outer)})
+            sealed.append(sealed_parts)
         return sealed
 
     def _day_owners(self, dates: set[date]) -> dict[date, str]:
@@ -140,9 +145,7 @@ class Sealer:
         wrapped = content_key
         for key in keys:
             wrapped = _seal(key, wrapped, aad)
-        sealed = _seal_with(
-            AESGCM(content_key), orjson.dumps(content), aad, random_bytes(NONCE_BYTES)
-        )
+        sealed = _seal_with(AESGCM(content_key), orjson.dumps(content), aad, NONCES.take(1)[0])
         return {"keys": [k.key_id for k in keys], "key": _text(wrapped), "sealed": _text(sealed)}
 
     def _student_key_of(self, part: Part) -> DataKey | None:
@@ -168,26 +171,11 @@ class Sealer:
 
 
 def _seal(key: DataKey, data: bytes, aad: bytes) -> bytes:
-    return _seal_with(key.cipher, data, aad, random_bytes(NONCE_BYTES))
+    return _seal_with(key.cipher, data, aad, NONCES.take(1)[0])
 
 
 def _seal_with(cipher: AESGCM, data: bytes, aad: bytes, nonce: bytes) -> bytes:
     return nonce + cipher.encrypt(nonce, data, aad)
-
-
-def _sealed_part(
-    part: Part, student: DataKey, day: DataKey, aad: bytes, nonces: Iterator[bytes]
-) -> Part:
-    """A student's part sealed under the student's key, then the day's."""
-    inner = _seal_with(student.cipher, orjson.dumps(part), aad, next(nonces))
-    outer = _seal_with(day.cipher, inner, aad, next(nonces))
-    return {"keys": [student.key_id, day.key_id], "sealed": _text(outer)}
-
-
-def _nonces(count: int) -> list[bytes]:
-    """`count` random nonces, from one read of the system's random source."""
-    drawn = random_bytes(count * NONCE_BYTES)
-    return [drawn[start : start + NONCE_BYTES] for start in range(0, len(drawn), NONCE_BYTES)]
 
 
 def _open(key: DataKey, data: bytes, aad: bytes) -> bytes:

@@ -18,8 +18,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.eventstore import event_store
-from adapters.keys.data_keys import NONCE_BYTES
 from adapters.keys.keyfile import KEY_FILE_SETTING, read_keys
+from adapters.keys.nonces import NONCE_BYTES
 from domain import LessonLedger
 from domain.keys import LessonKey
 from domain.ports import Part
