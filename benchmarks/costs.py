@@ -100,7 +100,7 @@ def measure(spec: Any, count: int) -> list[str]:
         lines += ["", "The same steps one after another, inside the request loop:", ""]
         in_loop = [r.as_ledger_item() for r in requests("costs-loop", 0, count)]
         lines += _in_the_loop(ledger, in_loop)
-        lines += ["", *_random_bytes_beside_a_busy_thread()]
+        lines += ["", *_beside_a_busy_thread()]
         return lines
     finally:
         ledger.close()
@@ -157,14 +157,47 @@ def _decide(ledger: Any, command: Any) -> Any:
     return opened
 
 
-def _random_bytes_beside_a_busy_thread(calls: int = 200) -> list[str]:
-    """Wall microseconds per call of drawing a request's nonces while another thread runs
+def _beside_a_busy_thread(calls: int = 200) -> list[str]:
+    """Wall microseconds per call of the request path's C calls while another thread runs
     Python (a server's command threads, its event loop): a call that lets go of the GIL
-    waits for that thread's switch interval to run again (adapters/randomness.py)."""
+    waits for that thread's switch interval to run again (decision records 0051, 0053)."""
+    import hashlib
+    import hmac
     import threading
 
-    from adapters.randomness import random_bytes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    from adapters.randomness import random_bytes
+    from domain.fingerprint import HELD_BYTES
+
+    key, nonce, text = os.urandom(32), os.urandom(12), os.urandom(3000)
+    keyed, cipher = hmac.new(key, digestmod=hashlib.sha256), AESGCM(key)
+
+    def in_pieces() -> bytes:
+        digest = hashlib.sha256()
+        for start in range(0, len(text), HELD_BYTES):
+            digest.update(text[start : start + HELD_BYTES])
+        return digest.digest()
+
+    def keyed_copy() -> str:
+        mac = keyed.copy()
+        mac.update(b"student-1234")
+        return mac.hexdigest()
+
+    calls_of: list[tuple[str, Callable[[], object]]] = [
+        ("48 random bytes, os.urandom (lets go of the GIL)", lambda: os.urandom(48)),
+        ("48 random bytes, OpenSSL's generator (adapters/randomness.py)",
+         lambda: random_bytes(48)),
+        ("a student id's HMAC, hmac.digest (lets go of the GIL)",
+         lambda: hmac.digest(key, b"student-1234", "sha256")),
+        ("a student id's HMAC, a keyed copy (adapters/keys/sealing.py)", keyed_copy),
+        ("SHA-256 of 3,000 bytes at once (lets go of the GIL)",
+         lambda: hashlib.sha256(text).digest()),
+        ("SHA-256 of 3,000 bytes in pieces (domain/fingerprint.py)", in_pieces),
+        ("AES-GCM seal of 300 bytes", lambda: cipher.encrypt(nonce, text[:300], None)),
+        ("AES-GCM seal of 3,000 bytes (lets go of the GIL; left so)",
+         lambda: cipher.encrypt(nonce, text, None)),
+    ]  # fmt: skip
     stop = threading.Event()
 
     def busy() -> None:
@@ -174,19 +207,13 @@ def _random_bytes_beside_a_busy_thread(calls: int = 200) -> list[str]:
     thread = threading.Thread(target=busy, daemon=True)
     thread.start()
     try:
-        urandom = _timed(lambda _: os.urandom(48), calls)[1]
-        openssl = _timed(lambda _: random_bytes(48), calls)[1]
+        walls = [(name, _timed(lambda _, c=call: c(), calls)[1]) for name, call in calls_of]
     finally:
         stop.set()
         thread.join()
-    return [
-        "48 random bytes (a request's nonces) with another thread busy, wall us a call:",
-        "",
-        "| source | wall us |",
-        "| --- | --- |",
-        f"| os.urandom (lets go of the GIL) | {urandom:.0f} |",
-        f"| OpenSSL's generator (adapters/randomness.py) | {openssl:.1f} |",
-    ]
+    lines = ["The request path's C calls with another thread busy, wall us a call:", ""]
+    lines += ["| call | wall us |", "| --- | --- |"]
+    return lines + [f"| {name} | {wall:.1f} |" for name, wall in walls]
 
 
 def _cpu_per_call(step: Callable[[int], object], count: int) -> float:

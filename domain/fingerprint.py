@@ -53,13 +53,13 @@ class Fingerprint:
             data = orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
         except orjson.JSONEncodeError:
             return None
-        return hashlib.sha256(data).digest()
+        return _sha256(data)
 
     @property
     def first_recipe(self) -> str:
         """The digest as the first release made it (its events still hold it)."""
         text = _FIRST_RECIPE_JSON.encode(list(self.parts))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _sha256(text.encode()).hex()
 
     def matches(self, stored: str) -> bool:
         """True when `stored` is this print, by whichever recipe made it."""
@@ -93,6 +93,21 @@ def _keyed(key: bytes, digest: bytes) -> str:
     mac.update(digest)
     return mac.hexdigest()
 
+
+def _sha256(data: bytes) -> bytes:
+    """SHA-256, fed less than 2 KiB at a time: given 2,048 bytes or more at once, hashlib
+    lets go of the GIL, and a server's other threads then keep it for their switch
+    interval (docs/decisions/0053-hashing-without-letting-go-of-the-gil.md)."""
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(view), HELD_BYTES):
+        digest.update(view[start : start + HELD_BYTES])
+    return digest.digest()
+
+
+HELD_BYTES = 2047
+"""The most bytes one hashlib call takes without letting go of the GIL (CPython's
+HASHLIB_GIL_MINSIZE is 2048)."""
 
 _KEYED: dict[bytes, hmac.HMAC] = {}
 """An HMAC object per key (a process holds one or two keys)."""

@@ -5,9 +5,14 @@ its own cache), in any order, never deadlocking; every sealed part opens afterwa
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import random
+from pathlib import Path
 from typing import Any
 
+from adapters.keys.keyfile import KEY_FILE_SETTING, read_keys
 from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
 from tests.support.stores import Store
@@ -69,6 +74,18 @@ def test_a_batch_gives_each_of_its_students_and_days_one_key(
     assert sorted(owner for owner in made if owner.startswith("date:")) == SEPTEMBER
     assert opened_grades(ledger, result) == [
         [(2 * n) % 12, (2 * n + 1) % 12] for n in range(len(DAYS) * len(SLOTS))
+    ]
+
+
+def test_a_students_key_is_named_by_the_keyed_hash_of_their_id(
+    store: Store, ledger: LessonLedger
+) -> None:
+    # The name erasure finds a student's key by: it must not change between releases.
+    ledger.request_batch(week(students=1, each=1)[:1])
+    student_key = read_keys(Path(os.environ[KEY_FILE_SETTING]))["student_key"]
+    named = hmac.new(student_key, b"pupil-0", hashlib.sha256).hexdigest()
+    assert [owner for owner in owners(store) if owner.startswith("student:")] == [
+        f"student:{named}"
     ]
 
 
