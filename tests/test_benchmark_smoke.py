@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ KEYS = (
     "concurrent_ratio",
     "batch_ratio",
     "sealing_single_drop",
+    "sealing_single_new_students_drop",
     "sealing_threads_drop",
     "sealing_batch_drop",
     "catchup_events_per_s",
@@ -65,9 +67,11 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
         assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert figures["race_ledger_outcomes"] == {"accepted": 10, "conflict": 10}
     assert figures["single_ledger_outcomes"] == {"accepted": 50}
-    # Sealing's cost: every side's requests accepted (inserted): 2 x 50 single, 4 x 50
-    # from two threads, 10 x 50 batched.
-    for name, count in (("single", 100), ("threads", 200), ("batch", 500)):
+    # Sealing's cost: every side's requests accepted (inserted): 2 x 50 single (with the
+    # same two students, and two new students each), 4 x 50 from two threads, 10 x 50
+    # batched.
+    sizes = (("single", 100), ("single_new_students", 100), ("threads", 200), ("batch", 500))
+    for name, count in sizes:
         assert figures[f"sealing_{name}_outcomes"] == {
             "baseline": {"inserted": count}, "plain": {"accepted": count},
             "sealed": {"accepted": count},
@@ -167,3 +171,18 @@ def test_the_cost_breakdown_runs() -> None:
     )  # fmt: skip
     for row in rows:
         assert row in ran.stdout, (row, ran.stdout)
+
+
+def test_the_new_students_measurement_names_two_students_of_its_own_a_request(
+    tmp_path: Path,
+) -> None:
+    """Its sealed side makes two students' keys a request (the workload's own two, once,
+    in the warm-up); the other sides make none."""
+    spec = create_store("sqlite", str(tmp_path))
+    rates = sealing.single_new_students(spec, 6, 2)
+    assert {side: dict(rate.outcomes) for side, rate in rates.items()} == {
+        "baseline": {"inserted": 6}, "plain": {"accepted": 6}, "sealed": {"accepted": 6},
+    }  # fmt: skip
+    with sqlite3.connect(spec.sqlite_path) as conn:
+        owners = conn.execute("SELECT owner FROM data_keys WHERE owner LIKE 'student:%'")
+        assert len(owners.fetchall()) == 2 + 2 * 6
