@@ -8,11 +8,13 @@ import math
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from adapters.keys.data_keys import DataKey, DataKeys
 from benchmarks import sealing
 from benchmarks.stores import create_store
 from benchmarks.workload import requests
@@ -25,7 +27,7 @@ KEYS = (
     "concurrent_ratio",
     "batch_ratio",
     "sealing_single_drop",
-    "sealing_single_new_students_drop",
+    "sealing_single_uncached_drop",
     "sealing_threads_drop",
     "sealing_batch_drop",
     "catchup_events_per_s",
@@ -67,10 +69,10 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
         assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert figures["race_ledger_outcomes"] == {"accepted": 10, "conflict": 10}
     assert figures["single_ledger_outcomes"] == {"accepted": 50}
-    # Sealing's cost: every side's requests accepted (inserted): 2 x 50 single (with the
-    # same two students, and two new students each), 4 x 50 from two threads, 10 x 50
+    # Sealing's cost: every side's requests accepted (inserted): 2 x 50 single (the same
+    # two students, and two students of its own each), 4 x 50 from two threads, 10 x 50
     # batched.
-    sizes = (("single", 100), ("single_new_students", 100), ("threads", 200), ("batch", 500))
+    sizes = (("single", 100), ("single_uncached", 100), ("threads", 200), ("batch", 500))
     for name, count in sizes:
         assert figures[f"sealing_{name}_outcomes"] == {
             "baseline": {"inserted": count}, "plain": {"accepted": count},
@@ -173,16 +175,27 @@ def test_the_cost_breakdown_runs() -> None:
         assert row in ran.stdout, (row, ran.stdout)
 
 
-def test_the_new_students_measurement_names_two_students_of_its_own_a_request(
+def test_the_uncached_measurement_looks_up_two_students_keys_a_request(
     tmp_path: Path,
 ) -> None:
-    """Its sealed side makes two students' keys a request (the workload's own two, once,
-    in the warm-up); the other sides make none."""
+    """Its sealed side names two students of its own a request, whose keys were made
+    before its rounds (none is made during them) and are looked up by each request."""
     spec = create_store("sqlite", str(tmp_path))
-    rates = sealing.single_new_students(spec, 6, 2)
+    looked_up: list[int] = []
+    stored = DataKeys._stored
+
+    def counted(keys: DataKeys, owners: Sequence[str]) -> dict[str, DataKey]:
+        looked_up.append(sum(owner.startswith("student:") for owner in owners))
+        return stored(keys, owners)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DataKeys, "_stored", counted)
+        rates = sealing.single_uncached(spec, 6, 2)
     assert {side: dict(rate.outcomes) for side, rate in rates.items()} == {
         "baseline": {"inserted": 6}, "plain": {"accepted": 6}, "sealed": {"accepted": 6},
     }  # fmt: skip
     with sqlite3.connect(spec.sqlite_path) as conn:
         owners = conn.execute("SELECT owner FROM data_keys WHERE owner LIKE 'student:%'")
-        assert len(owners.fetchall()) == 2 + 2 * 6
+        assert len(owners.fetchall()) == 2 + 2 * 6  # the workload's two, and 2 a request
+    # The last six look-ups are the timed requests': each its two students.
+    assert looked_up[-6:] == [2] * 6
