@@ -168,32 +168,21 @@ def _beside_a_busy_thread(calls: int = 200) -> list[str]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from adapters.randomness import random_bytes
-    from domain.fingerprint import HELD_BYTES
+    from domain.digests import KeyedHash, sha256
 
     key, nonce, text = os.urandom(32), os.urandom(12), os.urandom(3000)
-    keyed, cipher = hmac.new(key, digestmod=hashlib.sha256), AESGCM(key)
-
-    def in_pieces() -> bytes:
-        digest = hashlib.sha256()
-        for start in range(0, len(text), HELD_BYTES):
-            digest.update(text[start : start + HELD_BYTES])
-        return digest.digest()
-
-    def keyed_copy() -> str:
-        mac = keyed.copy()
-        mac.update(b"student-1234")
-        return mac.hexdigest()
-
+    keyed, cipher = KeyedHash(key), AESGCM(key)
     calls_of: list[tuple[str, Callable[[], object]]] = [
         ("48 random bytes, os.urandom (lets go of the GIL)", lambda: os.urandom(48)),
         ("48 random bytes, OpenSSL's generator (adapters/randomness.py)",
          lambda: random_bytes(48)),
         ("a student id's HMAC, hmac.digest (lets go of the GIL)",
          lambda: hmac.digest(key, b"student-1234", "sha256")),
-        ("a student id's HMAC, a keyed copy (adapters/keys/sealing.py)", keyed_copy),
+        ("a student id's HMAC, a keyed copy (domain/digests.py)",
+         lambda: keyed.hexdigest(b"student-1234")),
         ("SHA-256 of 3,000 bytes at once (lets go of the GIL)",
          lambda: hashlib.sha256(text).digest()),
-        ("SHA-256 of 3,000 bytes in pieces (domain/fingerprint.py)", in_pieces),
+        ("SHA-256 of 3,000 bytes in pieces (domain/digests.py)", lambda: sha256(text)),
         ("AES-GCM seal of 300 bytes", lambda: cipher.encrypt(nonce, text[:300], None)),
         ("AES-GCM seal of 3,000 bytes (lets go of the GIL; left so)",
          lambda: cipher.encrypt(nonce, text, None)),

@@ -92,29 +92,23 @@ def _ledger(spec: StoreSpec, sealed: bool) -> Any:
 
 def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """One client, one request per transaction, each side in turn."""
-
-    def sends(clients: dict[str, Any]) -> dict[str, Send]:
-        return {
-            "baseline": lambda work: _baseline_single(clients["baseline"][0], work),
-            "plain": lambda work: _ledger_single(clients["plain"], work),
-            "sealed": lambda work: _ledger_single(clients["sealed"], work),
-        }
-
-    return _alternating(spec, "sealing-single", count, rounds, sends)
+    return _alternating(spec, "sealing-single", count, rounds, _one_at_a_time)
 
 
 def single_uncached(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students of its own, with keys made but
     not in the process's cache: every request looks their keys up."""
+    return _alternating(
+        spec, "sealing-uncached", count, rounds, _one_at_a_time, uncached_students=True
+    )
 
-    def sends(clients: dict[str, Any]) -> dict[str, Send]:
-        return {
-            "baseline": lambda work: _baseline_single(clients["baseline"][0], work),
-            "plain": lambda work: _ledger_single(clients["plain"], work),
-            "sealed": lambda work: _ledger_single(clients["sealed"], work),
-        }
 
-    return _alternating(spec, "sealing-uncached", count, rounds, sends, uncached_students=True)
+def _one_at_a_time(clients: dict[str, Any]) -> dict[str, Send]:
+    return {
+        "baseline": lambda work: _baseline_single(clients["baseline"][0], work),
+        "plain": lambda work: _ledger_single(clients["plain"], work),
+        "sealed": lambda work: _ledger_single(clients["sealed"], work),
+    }
 
 
 def threads(spec: StoreSpec, count: int, clients: int, rounds: int) -> dict[str, Rate]:

@@ -12,14 +12,13 @@ student-data migration rewrites it).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 
 import orjson
 
 from domain.cached import cached_attribute
+from domain.digests import KeyedHash, sha256
 
 
 @dataclass(frozen=True)
@@ -53,13 +52,13 @@ class Fingerprint:
             data = orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
         except orjson.JSONEncodeError:
             return None
-        return _sha256(data)
+        return sha256(data)
 
     @property
     def first_recipe(self) -> str:
         """The digest as the first release made it (its events still hold it)."""
         text = _FIRST_RECIPE_JSON.encode(list(self.parts))
-        return _sha256(text.encode()).hex()
+        return sha256(text.encode()).hex()
 
     def matches(self, stored: str) -> bool:
         """True when `stored` is this print, by whichever recipe made it."""
@@ -85,32 +84,15 @@ def rekeyed(stored: str, key: bytes) -> str:
 
 
 def _keyed(key: bytes, digest: bytes) -> str:
-    # A copy of an HMAC already keyed: the key's set-up is paid once, not per command.
+    # One keyed hash per key: the key's set-up is paid once, not per command.
     keyed = _KEYED.get(key)
     if keyed is None:
-        keyed = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
-    mac = keyed.copy()
-    mac.update(digest)
-    return mac.hexdigest()
+        keyed = _KEYED[key] = KeyedHash(key)
+    return keyed.hexdigest(digest)
 
 
-def _sha256(data: bytes) -> bytes:
-    """SHA-256, fed less than 2 KiB at a time: given 2,048 bytes or more at once, hashlib
-    lets go of the GIL, and a server's other threads then keep it for their switch
-    interval (docs/decisions/0053-hashing-without-letting-go-of-the-gil.md)."""
-    digest = hashlib.sha256()
-    view = memoryview(data)
-    for start in range(0, len(view), HELD_BYTES):
-        digest.update(view[start : start + HELD_BYTES])
-    return digest.digest()
-
-
-HELD_BYTES = 2047
-"""The most bytes one hashlib call takes without letting go of the GIL (CPython's
-HASHLIB_GIL_MINSIZE is 2048)."""
-
-_KEYED: dict[bytes, hmac.HMAC] = {}
-"""An HMAC object per key (a process holds one or two keys)."""
+_KEYED: dict[bytes, KeyedHash] = {}
+"""A keyed hash per key (a process holds one or two keys)."""
 
 
 _PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS

@@ -216,7 +216,7 @@ class DataKeys:
         return stored
 
     def _wrap(self, key_id: str, raw: bytes) -> str:
-        nonce = NONCES.take(1)[0]
+        nonce = NONCES.one()
         return base64.b64encode(nonce + self._kek.encrypt(nonce, raw, key_id.encode())).decode()
 
     def _unwrap(self, key_id: str, wrapped: str) -> bytes:

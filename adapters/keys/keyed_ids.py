@@ -10,8 +10,8 @@ nobody can test a guess of the key against the stored id.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
+
+from domain.digests import KeyedHash
 
 PREFIX = "k-"
 DIGEST_BYTES = 20
@@ -23,14 +23,14 @@ class KeyedIds:
     def __init__(self, hash_key: bytes) -> None:
         if len(hash_key) < 32:
             raise ValueError("the hash key must be at least 32 bytes")
-        self._key = hash_key
+        self._hash = KeyedHash(hash_key)
 
     def derive(self, client_key: str) -> str:
         """`k-` and 32 base32 characters (lower case): the same key, the same id."""
-        digest = hmac.new(self._key, client_key.encode(), hashlib.sha256).digest()
+        digest = self._hash.digest(client_key.encode())
         return PREFIX + base64.b32encode(digest[:DIGEST_BYTES]).decode().lower()
 
     def fingerprint(self, body: bytes) -> str:
         """A keyed hash of a request's body (it holds students' data), hex: a copy of the
         database cannot confirm a guessed body. Apart from `derive` (a key has no NUL)."""
-        return hmac.new(self._key, b"body\x00" + body, hashlib.sha256).hexdigest()
+        return self._hash.hexdigest(b"body\x00", body)

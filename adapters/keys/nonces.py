@@ -31,8 +31,11 @@ class Nonces:
 
     def take(self, count: int) -> list[bytes]:
         """`count` nonces never taken before, by this process or (beyond chance) another."""
-        counter = self._counter
-        return [(next(counter) % _SPACE).to_bytes(NONCE_BYTES, "big") for _ in range(count)]
+        return [self.one() for _ in range(count)]
+
+    def one(self) -> bytes:
+        """One nonce never taken before."""
+        return (next(self._counter) % _SPACE).to_bytes(NONCE_BYTES, "big")
 
     def _restart(self) -> None:
         self._counter = _started()

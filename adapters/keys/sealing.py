@@ -20,8 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import hashlib
-import hmac
 from collections.abc import Sequence
 from datetime import date
 from uuid import UUID
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.keys.data_keys import DataKey, DataKeys
 from adapters.keys.nonces import NONCE_BYTES, NONCES
+from domain.digests import KeyedHash
 from domain.keys import LessonKey
 from domain.ledger import LessonLedger
 from domain.ports import Part
@@ -52,9 +51,7 @@ class Sealer:
     def __init__(self, keys: DataKeys, *, print_key: bytes, student_key: bytes) -> None:
         self.keys = keys
         self._print_key = print_key
-        # A keyed copy, not hmac.digest: the one-shot call lets go of the GIL, and a
-        # server's other threads then keep it for a switch interval (decision record 0053).
-        self._student_mac = hmac.new(student_key, digestmod=hashlib.sha256)
+        self._student_hash = KeyedHash(student_key)
         self._owners: dict[str, str] = {}
         self._days: dict[date, str] = {}
         """The key owners of the days whose keys this process has made, or found made
@@ -71,9 +68,7 @@ class Sealer:
         """The owner name of a student's key: a keyed hash of the id, never the id."""
         owner = self._owners.get(student_id)
         if owner is None:
-            mac = self._student_mac.copy()
-            mac.update(student_id.encode())
-            owner = STUDENT_OWNER + mac.hexdigest()
+            owner = STUDENT_OWNER + self._student_hash.hexdigest(student_id.encode())
             if len(self._owners) < 100_000:
                 self._owners[student_id] = owner
         return owner
@@ -149,7 +144,7 @@ class Sealer:
         wrapped = content_key
         for key in keys:
             wrapped = _seal(key, wrapped, aad)
-        sealed = _seal_with(AESGCM(content_key), orjson.dumps(content), aad, NONCES.take(1)[0])
+        sealed = _seal_with(AESGCM(content_key), orjson.dumps(content), aad, NONCES.one())
         return {"keys": [k.key_id for k in keys], "key": _text(wrapped), "sealed": _text(sealed)}
 
     def _student_key_of(self, part: Part) -> DataKey | None:
@@ -175,7 +170,7 @@ class Sealer:
 
 
 def _seal(key: DataKey, data: bytes, aad: bytes) -> bytes:
-    return _seal_with(key.cipher, data, aad, NONCES.take(1)[0])
+    return _seal_with(key.cipher, data, aad, NONCES.one())
 
 
 def _seal_with(cipher: AESGCM, data: bytes, aad: bytes, nonce: bytes) -> bytes:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from domain.fingerprint import Fingerprint
 
-# Sizes around 2 KiB, where the digest is fed in pieces (domain/fingerprint.py).
+# Sizes around 2 KiB, where the digest is fed in pieces (domain/digests.py).
 notes = st.text(min_size=0, max_size=9000)
 
 
