@@ -15,7 +15,8 @@ between runs.
 The workload's requests all name the same two students, whose keys stay in the
 process's cache. `single_uncached` names two students of its own in each request, whose
 keys were made before the rounds and are not in the cache: every request looks them up,
-as when a school's students seldom come back within the cache's 5 s.
+as when a process meets a student for the first time (or, where erasures are not heard
+of, after the cache's 5 s: decision record 0054).
 """
 
 from __future__ import annotations

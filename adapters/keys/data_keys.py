@@ -3,8 +3,10 @@ ledger's database (`data_keys`) wrapped by the key-encryption key, which never i
 
 Destroying an owner's key is how its data is erased: whatever was sealed under it can no
 longer be opened, by anyone, with any key that remains. Unwrapped keys are remembered by
-each process for `cache_seconds`, so a key destroyed by another process stops opening
-data there within that time (in the destroying process at once).
+each process: for `cache_seconds` (5 s), so that a key destroyed by another process stops
+opening data there within that time; or, while a listener hears every destruction
+announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
+`TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision record 0054).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from domain.errors import LedgerUnavailable
 KEY_BYTES = 32
 _OWNERS_PER_STATEMENT = 190
 """Owners named in one statement (five parameters each: older SQLite builds take 999)."""
+TOLD_CACHE_SECONDS = 600.0
+"""How long keys are remembered while every erasure is heard of (memory's sake alone)."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
@@ -55,11 +59,18 @@ class DataKeys:
                 f"the key-encryption key must be {KEY_BYTES} bytes, not {len(kek)}"
             )
         self.sql = sql
+        self._postgres = sql.database.kind == "postgresql"
         self.table = sql.table("data_keys")
         self._kek = AESGCM(kek)
         self.kek = kek
         self.kek_id = hashlib.sha256(kek).hexdigest()[:12]
         self.cache_seconds = cache_seconds
+        self.channel = f"{sql.database.schema}_data_keys" if self._postgres else None
+        """Where destroying keys is announced (PostgreSQL)."""
+        self._told = False
+        """Whether a listener hears every announcement now."""
+        self._generation = 0
+        """Counts what was forgotten: a key read before must not be remembered after."""
         self._by_owner: dict[str, tuple[float, DataKey]] = {}
         self._by_id: dict[str, tuple[float, DataKey | None]] = {}
         self._lock = threading.Lock()
@@ -97,7 +108,7 @@ class DataKeys:
         """Each owner's key, made (and stored) on first use: those not remembered are
         looked up together, and those missing made together (a batch's dozens of
         students and dates cost a round trip or three, not three each)."""
-        now = time.monotonic()
+        now, generation = time.monotonic(), self._generation
         found: dict[str, DataKey] = {}
         unknown: list[str] = []
         for owner in owners:
@@ -112,13 +123,13 @@ class DataKeys:
             missing = [owner for owner in unknown if owner not in stored]
             if missing:
                 stored.update(self._created(missing))
-            self._remember(stored.values(), now + self.cache_seconds)
+            self._remember(stored.values(), now, generation)
             found.update(stored)
         return found
 
     def key(self, key_id: str) -> DataKey | None:
         """The key with this id, or None once it was destroyed."""
-        now = time.monotonic()
+        now, generation = time.monotonic(), self._generation
         cached = self._by_id.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1]
@@ -129,7 +140,8 @@ class DataKeys:
             raw = self._unwrap(key_id, wrapped)
             key = DataKey(key_id, raw, AESGCM(raw), owner)
         with self._lock:
-            self._by_id[key_id] = (now + self.cache_seconds, key)
+            if generation == self._generation:
+                self._by_id[key_id] = (self._until(now), key)
         return key
 
     def destroy(self, owners: list[str]) -> list[str]:
@@ -141,6 +153,9 @@ class DataKeys:
                     f"DELETE FROM {self.table} WHERE owner = %s RETURNING key_id", (owner,)
                 )
                 destroyed += [row[0] for row in rows]
+            if destroyed and self.channel is not None:
+                # Delivered at commit, to every process listening (a pooler passes it on).
+                cursor.run("SELECT pg_notify(%s, '')", (self.channel,))
         self.forget(owners, destroyed)
         return destroyed
 
@@ -168,13 +183,46 @@ class DataKeys:
     def forget(self, owners: list[str], key_ids: list[str]) -> None:
         """Drop remembered keys (after destroying them)."""
         with self._lock:
+            self._generation += 1
             for owner in owners:
                 self._by_owner.pop(owner, None)
             for key_id in key_ids:
-                self._by_id[key_id] = (time.monotonic() + self.cache_seconds, None)
+                self._by_id[key_id] = (self._until(time.monotonic()), None)
 
-    def _remember(self, keys: Iterable[DataKey], until: float) -> None:
+    @property
+    def told_of_erasures(self) -> bool:
+        """Whether every destruction announced elsewhere is heard of now."""
+        return self._told
+
+    def told(self, listening: bool) -> None:
+        """Whether every destruction announced is heard of from now on (a listener has
+        begun to LISTEN), or no longer (its connection failed). Either way every key
+        remembered is dropped: one may have been destroyed unheard."""
         with self._lock:
+            self._told = listening
+            self._forget_all()
+
+    def heard(self) -> None:
+        """Another process destroyed keys: forget every key remembered (erasures are rare,
+        and the announcement names none)."""
+        with self._lock:
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        self._generation += 1
+        self._by_owner.clear()
+        self._by_id.clear()
+
+    def _until(self, now: float) -> float:
+        return now + (TOLD_CACHE_SECONDS if self._told else self.cache_seconds)
+
+    def _remember(self, keys: Iterable[DataKey], now: float, generation: int) -> None:
+        """Remember keys read at `generation`, unless something was forgotten since (the
+        read may have come before a destruction heard of meanwhile)."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            until = self._until(now)
             for key in keys:
                 self._by_owner[key.owner] = (until, key)
                 self._by_id[key.key_id] = (until, key)

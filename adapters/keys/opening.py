@@ -11,6 +11,7 @@ from adapters.keys.data_keys import DataKeys
 from adapters.keys.keyfile import KEY_FILE_SETTING, KeyFileError, KeyFileNotConfigured, open_keys
 from adapters.keys.rotation import PREVIOUS, opened
 from adapters.keys.sealing import Sealer
+from adapters.postgres.key_erasures import KeyErasureListener
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
 from domain.errors import LedgerUnavailable
@@ -38,7 +39,17 @@ def open_sealer(database: Database) -> Sealer:
     except BaseException:
         sql.close()
         raise
-    return Sealer(data_keys, print_key=keys["print_key"], student_key=keys["student_key"])
+    listener = None
+    session = database.session
+    if session is not None:  # erasures elsewhere are heard of: keys are kept until then
+        listener = KeyErasureListener(session, data_keys)
+        listener.start()
+    return Sealer(
+        data_keys,
+        print_key=keys["print_key"],
+        student_key=keys["student_key"],
+        listener=listener,
+    )
 
 
 def _setting_key() -> bytes | None:

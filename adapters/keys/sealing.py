@@ -22,6 +22,7 @@ import binascii
 import calendar
 from collections.abc import Sequence
 from datetime import date
+from typing import Protocol
 from uuid import UUID
 
 import orjson
@@ -45,11 +46,24 @@ def day_owner(day: date) -> str:
     return DATE_OWNER + day.isoformat()
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class Sealer:
     """Seals and opens students' parts and lessons' content."""
 
-    def __init__(self, keys: DataKeys, *, print_key: bytes, student_key: bytes) -> None:
+    def __init__(
+        self,
+        keys: DataKeys,
+        *,
+        print_key: bytes,
+        student_key: bytes,
+        listener: Closable | None = None,
+    ) -> None:
+        """`listener`: what tells `keys` of erasures elsewhere, closed with the sealer."""
         self.keys = keys
+        self._listener = listener
         self._print_key = print_key
         self._student_hash = KeyedHash(student_key)
         self._owners: dict[str, str] = {}
@@ -62,6 +76,8 @@ class Sealer:
         return self._print_key
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self.keys.sql.close()
 
     def student_owner(self, student_id: str) -> str:

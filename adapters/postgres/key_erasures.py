@@ -1,0 +1,80 @@
+"""Hearing of data keys destroyed by other processes: LISTEN on the channel that
+`DataKeys.destroy` NOTIFYs in the transaction that deletes them, on a session of its own
+(the direct URL, or a URL that is not pooled), from a thread of its own.
+
+While the session lasts the keys are told so, and may remember keys until an erasure is
+heard of; when it fails they are told that too (back to their short cache) and the
+listener connects again (decision record 0054).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from adapters.storage.database import Database
+
+
+class Told(Protocol):
+    """What the listener tells: the data keys of one database."""
+
+    @property
+    def channel(self) -> str | None: ...
+
+    def told(self, listening: bool) -> None: ...
+
+    def heard(self) -> None: ...
+
+
+class KeyErasureListener:
+    """LISTENs for destroyed keys and tells `keys`; `close()` stops it."""
+
+    SLICE_SECONDS = 0.25  # how soon `close()` is noticed
+    PROBE_SECONDS = 5.0  # a quiet session is asked for a reply this often: is it alive?
+    RETRY_SECONDS = 1.0  # after a failed session, before connecting again
+
+    def __init__(self, session: Database, keys: Told) -> None:
+        if keys.channel is None:
+            raise ValueError("these keys announce no erasure (not PostgreSQL)")
+        self._session = session
+        self._keys = keys
+        self._statement = sql.SQL("LISTEN {}").format(sql.Identifier(keys.channel))
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="key-erasures", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop; the thread ends by itself within a slice (no wait: a command that ends
+        should not pay for it)."""
+        self._stopping.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self._session.connect() as conn:
+                    conn.execute(self._statement)
+                    self._keys.told(True)
+                    self._listen(conn)
+            except (psycopg.Error, OSError):
+                pass  # the database restarted, or the network failed: connect again
+            finally:
+                self._keys.told(False)
+            self._stopping.wait(self.RETRY_SECONDS)
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        probe_at = time.monotonic() + self.PROBE_SECONDS
+        while not self._stopping.is_set():
+            for _ in conn.notifies(timeout=self.SLICE_SECONDS):
+                self._keys.heard()  # at once, not at the slice's end
+            if time.monotonic() >= probe_at:
+                # A session whose server went away unannounced would wait here for ever;
+                # a round trip notices (LISTEN again changes nothing; what arrives
+                # meanwhile waits for the next notifies()).
+                conn.execute(self._statement)
+                probe_at = time.monotonic() + self.PROBE_SECONDS

@@ -1,0 +1,136 @@
+"""Erasures heard of at once (decision record 0054): on PostgreSQL each process LISTENs
+for keys destroyed elsewhere, so it keeps students' keys in memory until told rather
+than for 5 s, and forgets them as soon as another process (the CLI, another server
+process) erases one. A listener whose session fails goes back to the 5 s cache until it
+listens again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from adapters.keys.data_keys import DataKeys
+from adapters.keys.sealing import sealer_of
+from domain import LessonLedger
+from tests.support.command_line import cli_process
+from tests.support.projections import wait_until
+from tests.support.stores import Store
+from tests.support.student_data import request
+
+FOR_EVER = 3600.0
+"""A cache this long: only an announcement can make a process forget a key in a test."""
+
+
+def listening(ledger: LessonLedger) -> DataKeys:
+    keys = sealer_of(ledger).keys
+    wait_until(lambda: keys.told_of_erasures, 10, "the key erasure listener")
+    return keys
+
+
+def parts(ledger: LessonLedger, lesson_id: UUID) -> list[object]:
+    state = ledger.get_lesson(lesson_id)
+    assert state is not None and state.students is not None
+    return [part and part["id"] for part in state.students]
+
+
+def test_a_key_is_kept_past_the_short_cache_while_erasures_are_heard(
+    postgres_store: Store,
+) -> None:
+    keys = listening(postgres_store.open())
+    keys.cache_seconds = 0.0  # the short cache alone would remember nothing
+    owner = "student:kept"
+    first = keys.key_for(owner)
+
+    assert keys.key_for(owner) is first  # from memory, not read again
+
+    keys.told(False)  # the listener's session failed: nothing remembered is trusted
+    assert keys.key_for(owner) is not first
+    again = keys.key_for(owner)
+    assert keys.key_for(owner) is not again and again.key_id == first.key_id
+
+
+def test_an_erasure_in_another_process_is_heard_before_the_next_request(
+    postgres_store: Store,
+) -> None:
+    """The CLI erases Ada while this process has her key in memory (for an hour): it
+    forgets it when told, so her next lesson is sealed under a new key and reads back,
+    while her earlier lesson reads as erased and Ben's part of it stays."""
+    ledger = postgres_store.open()
+    keys = listening(ledger)
+    keys.cache_seconds = FOR_EVER
+    earlier = request(ledger, "08:30-09:00", "ada", "ben")
+    assert parts(ledger, earlier) == ["student-ada", "student-ben"]
+    ada_key = keys.key_for(sealer_of(ledger).student_owner("student-ada")).key_id
+
+    erased = cli_process(
+        "students", "erase", "student-ada", "--reason", "request",
+        "--database-url", postgres_store.url,
+    )  # fmt: skip
+
+    assert erased.exit_code == 0, erased.stderr
+    wait_until(lambda: keys.key(ada_key) is None, 10, "the erasure to be heard")
+    assert parts(ledger, earlier) == [None, "student-ben"]
+    later = request(ledger, "09:00-09:30", "ada")
+    assert parts(ledger, later) == ["student-ada"]
+
+
+class ErasedDuringTheRead:
+    """The data keys' statements, but the first read of `owner`'s key returns only after
+    another ledger has destroyed that key and this process has heard of it."""
+
+    def __init__(self, keys: DataKeys, theirs: DataKeys, owner: str) -> None:
+        self.store, self.keys, self.theirs, self.owner = keys.sql, keys, theirs, owner
+        self.heard = threading.Event()
+        self.armed = True
+        hear = keys.heard
+        keys.heard = lambda: (hear(), self.heard.set())  # type: ignore[method-assign]
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows = self.store.run(statement, params)
+        if self.armed and statement.startswith("SELECT owner, key_id, wrapped"):
+            self.armed = False
+            assert [row[0] for row in rows] == [self.owner]  # the key, read before
+            assert self.theirs.destroy([self.owner])
+            assert self.heard.wait(10), "the erasure was not heard of"
+        return rows
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def test_a_key_read_before_its_erasure_is_not_remembered_after_it_is_heard_of(
+    postgres_store: Store,
+) -> None:
+    """A look-up that read a student's key just before another process destroyed it
+    answers with that key (the request was under way), but does not remember it: the
+    next look-up makes the student a new key."""
+    ours, theirs = postgres_store.open(), postgres_store.open()
+    keys = listening(ours)
+    keys.cache_seconds = FOR_EVER
+    owner = sealer_of(ours).student_owner("student-ada")
+    destroyed = keys.key_for(owner).key_id
+    keys.forget([owner], [])
+    keys.sql = ErasedDuringTheRead(keys, sealer_of(theirs).keys, owner)  # type: ignore[assignment]
+
+    assert keys.key_for(owner).key_id == destroyed
+    assert keys.key_for(owner).key_id != destroyed
+
+
+def test_a_listener_whose_session_ends_forgets_everything_and_listens_again(
+    postgres_store: Store,
+) -> None:
+    """PostgreSQL ends the listener's session (as a restart would): the process forgets
+    every key it remembered, since an erasure may have gone unheard, and listens again."""
+    keys = listening(postgres_store.open())
+    first = keys.key_for("student:kept")
+    postgres_store.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE query = %s AND pid <> pg_backend_pid()",
+        (f'LISTEN "{keys.channel}"',),
+    )
+    wait_until(lambda: not keys.told_of_erasures, 10, "the session's end to be noticed")
+    wait_until(lambda: keys.told_of_erasures, 10, "the listener to listen again")
+    again = keys.key_for("student:kept")
+    assert again is not first and again.key_id == first.key_id
