@@ -22,6 +22,7 @@ import pytest
 from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from adapters.eventstore import event_store, open_ledger
+from adapters.keys.sealing import sealer_of
 from adapters.storage.database import (
     DIRECT_URL_SETTING,
     Database,
@@ -49,7 +50,7 @@ from tests.support.generation import (
     worker_processes,
 )
 from tests.support.json_logs import log_entries
-from tests.support.projections import ProjectionProcess, read_model, write_requests
+from tests.support.projections import ProjectionProcess, read_model, wait_until, write_requests
 from tests.support.race_checks import (
     assert_no_errors,
     assert_one_accepted_rest_conflicts,
@@ -195,6 +196,30 @@ def test_a_failed_append_through_the_pooler_leaves_no_lock_on_the_shared_session
 
 def _events(count: int) -> list[StoredEvent]:
     return [StoredEvent(uuid.uuid4(), 1, "topic", b"{}") for _ in range(count)]
+
+
+# Erasures (decision record 0054).
+
+
+def test_an_erasure_through_the_pooler_reaches_another_process(pooled: Store) -> None:
+    """Erased through the pooler: with a direct URL the other ledger hears of it (LISTEN
+    there, NOTIFY through the pooler) though it keeps keys an hour otherwise; through the
+    pooler alone it cannot listen, and its short cache lapses instead."""
+    ours, theirs = pooled.open(), pooled.open()
+    keys = sealer_of(ours).keys
+    if DIRECT_URL_SETTING in os.environ:
+        wait_until(lambda: keys.told_of_erasures, 10, "the key erasure listener")
+        keys.cache_seconds = 3600.0
+    else:
+        assert not keys.told_of_erasures
+        keys.cache_seconds = 0.5
+    owner = sealer_of(ours).student_owner("student-ada")
+    destroyed = keys.key_for(owner).key_id
+
+    assert sealer_of(theirs).keys.destroy([owner]) == [destroyed]
+
+    wait_until(lambda: keys.key(destroyed) is None, 10, "the erasure to reach the other ledger")
+    assert keys.key_for(owner).key_id != destroyed
 
 
 # The races.
