@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from adapters.storage.database import Database
+from domain.errors import LedgerUnavailable
 
 
 class Told(Protocol):
@@ -61,7 +62,7 @@ class KeyErasureListener:
                     conn.execute(self._statement)
                     self._keys.told(True)
                     self._listen(conn)
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, OSError, LedgerUnavailable):
                 pass  # the database restarted, or the network failed: connect again
             finally:
                 self._keys.told(False)

@@ -5,6 +5,7 @@ or PostgreSQL alike."""
 from __future__ import annotations
 
 import re
+import select
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -74,10 +75,24 @@ class SqlStore:
                 finally:
                     conn.close()
             else:
-                with self._pool.connection() as pg_conn:
+                with self._open_connection() as pg_conn:
                     yield pg_conn
         except (sqlite3.OperationalError, psycopg.OperationalError) as error:
             raise LedgerUnavailable(f"the ledger's database failed: {error}") from error
+
+    @contextmanager
+    def _open_connection(self) -> Iterator[psycopg.Connection[Row]]:
+        """A pooled connection the server has not closed: after a restart each pooled
+        connection is found closed here and replaced, rather than failing a statement."""
+        assert self._pool is not None
+        for _ in range(self._pool.max_size):
+            with self._pool.connection() as conn:
+                if not _closed_by_server(conn):
+                    yield conn
+                    return
+                conn.close()  # the pool makes a new one in its place
+        with self._pool.connection() as conn:
+            yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[_Cursor]:
@@ -127,6 +142,17 @@ class SqlStore:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+
+
+def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server has ended this idle connection (a restart, a terminated
+    session). An idle connection is sent nothing until the server ends it, so anything
+    to read means that: no round trip, a poll of its socket (about 1 us)."""
+    if conn.closed:
+        return True
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _created_table(statement: str) -> str | None:

@@ -7,16 +7,22 @@ listens again."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import pytest
+
+from adapters.eventstore import open_ledger
 from adapters.keys.data_keys import DataKeys
 from adapters.keys.sealing import sealer_of
+from adapters.postgres.key_erasures import KeyErasureListener
 from domain import LessonLedger
+from tests.support.clusters import cluster_folder, new_cluster
 from tests.support.command_line import cli_process
 from tests.support.projections import wait_until
-from tests.support.stores import Store
+from tests.support.stores import Store, require_postgres
 from tests.support.student_data import request
 
 FOR_EVER = 3600.0
@@ -134,3 +140,36 @@ def test_a_listener_whose_session_ends_forgets_everything_and_listens_again(
     wait_until(lambda: keys.told_of_erasures, 10, "the listener to listen again")
     again = keys.key_for("student:kept")
     assert again is not first and again.key_id == first.key_id
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_after_a_postgresql_restart_erasures_are_heard_of_again() -> None:
+    """PostgreSQL is down for a while under a running ledger: the keys are not told of
+    erasures meanwhile (and keep nothing long), and the listener's attempts to connect
+    fail without ending it; once PostgreSQL is back the listener listens again, the
+    ledger's statements run at once, and an erasure by another ledger is heard of."""
+    require_postgres()
+    with cluster_folder("ledger-restart-") as home:
+        cluster = new_cluster(home / "data")
+        cluster.start()
+        try:
+            url = cluster.url()
+            with open_ledger(url) as ours, open_ledger(url) as theirs:
+                keys = listening(ours)
+                cluster.stop()
+                wait_until(lambda: not keys.told_of_erasures, 10, "the restart to be noticed")
+                # Down for two of the listener's attempts to connect.
+                time.sleep(2.5 * KeyErasureListener.RETRY_SECONDS)
+                cluster.start()
+                wait_until(lambda: keys.told_of_erasures, 30, "the listener to listen again")
+                keys.cache_seconds = FOR_EVER
+                lesson = request(ours, "08:30-09:00", "ada")
+                assert parts(ours, lesson) == ["student-ada"]
+                owner = sealer_of(ours).student_owner("student-ada")
+                destroyed = keys.key_for(owner).key_id
+
+                assert sealer_of(theirs).keys.destroy([owner]) == [destroyed]
+
+                wait_until(lambda: keys.key(destroyed) is None, 10, "the erasure to be heard")
+        finally:
+            cluster.stop()
