@@ -13,10 +13,12 @@ single, 4x threaded, 10x batched): rounds of a tenth of a second moved the drop 
 between runs.
 
 The workload's requests all name the same two students, whose keys stay in the
-process's cache. `single_uncached` names two students of its own in each request, whose
-keys were made before the rounds and are not in the cache: every request looks them up,
-as when a process meets a student for the first time (or, where erasures are not heard
-of, after the cache's 5 s: decision record 0054).
+process's cache. `single_known` names two students of its own in each request, whose
+keys were made before the process read its keys' directory (decision record 0055): every
+request unwraps them from it, as when a process meets a student for the first time.
+`single_uncached` does the same with keys made since, or where no directory is held (no
+erasures heard of: SQLite, a pooler with no direct URL; or after the cache's 5 s there,
+decision record 0054): every request looks them up.
 """
 
 from __future__ import annotations
@@ -91,16 +93,29 @@ def _ledger(spec: StoreSpec, sealed: bool) -> Any:
     )
 
 
+def holds_directory(spec: StoreSpec) -> bool:
+    """Whether a ledger on this store hears of erasures, and so holds a keys' directory."""
+    from adapters.storage.database import Database
+
+    return Database.from_url(spec.ledger_url).session is not None
+
+
 def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """One client, one request per transaction, each side in turn."""
     return _alternating(spec, "sealing-single", count, rounds, _one_at_a_time)
 
 
+def single_known(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
+    """As `single`, each request naming two students of its own, whose keys are in the
+    process's directory but not its cache: every request unwraps their keys."""
+    return _alternating(spec, "sealing-known", count, rounds, _one_at_a_time, students="known")
+
+
 def single_uncached(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students of its own, with keys made but
-    not in the process's cache: every request looks their keys up."""
+    in neither the process's cache nor its directory: every request looks them up."""
     return _alternating(
-        spec, "sealing-uncached", count, rounds, _one_at_a_time, uncached_students=True
+        spec, "sealing-uncached", count, rounds, _one_at_a_time, students="uncached"
     )
 
 
@@ -149,12 +164,12 @@ def _alternating(
     rounds: int,
     sends_of: Callable[[dict[str, Any]], dict[str, Send]],
     writers: int = 1,
-    uncached_students: bool = False,
+    students: str = "",
 ) -> dict[str, Rate]:
     """`count` requests per side in `rounds` rounds; round r starts with side r mod 3.
     The baseline's side is `writers` connections, each ledger's one ledger. With
-    `uncached_students`, each request names two students of its own, whose keys the
-    sealed ledger has made and forgotten."""
+    `students` ("known" or "uncached"), each request names two students of its own,
+    whose keys the sealed ledger has made and forgotten (but for its directory)."""
     baseline = [BaselineWriter(spec) for _ in range(writers)]
     clients: dict[str, Any] = {
         "baseline": baseline,
@@ -165,7 +180,7 @@ def _alternating(
 
     def work_of(side: str) -> list[Request]:
         made = requests(f"{run}-{side}", 0, count)
-        if uncached_students:
+        if students:
             made = [replace(r, students=(f"{r.request_id}/a", f"{r.request_id}/b")) for r in made]
         return made
 
@@ -174,8 +189,9 @@ def _alternating(
         sends = sends_of(clients)
         for side, send in sends.items():
             send(requests(f"{run}-{side}-warm-up", 0, 100))  # connect, prepare, make keys
-        if uncached_students:
-            _keys_made_and_forgotten(clients["sealed"], [r for w in work["sealed"] for r in w])
+        if students:
+            named = [r for w in work["sealed"] for r in w]
+            _keys_made_and_forgotten(clients["sealed"], named, in_directory=students == "known")
         for number in range(rounds):
             order = SIDES[number % 3 :] + SIDES[: number % 3]
             for side in order:
@@ -190,14 +206,22 @@ def _alternating(
     return rates
 
 
-def _keys_made_and_forgotten(ledger: Any, work: list[Request]) -> None:
+def _keys_made_and_forgotten(ledger: Any, work: list[Request], *, in_directory: bool) -> None:
     """Make the keys of the students `work` names, as their earlier lessons did, then
-    drop them from the ledger's cache."""
-    sealer = ledger.student_data
-    owners = [sealer.student_owner(student) for r in work for student in r.students]
+    drop them from the ledger's cache; `in_directory`: then read its directory again, as
+    a process started after those lessons would have."""
+    keys = ledger.student_data.keys
+    owners = [ledger.student_data.student_owner(s) for r in work for s in r.students]
     for start in range(0, len(owners), 1000):
-        sealer.keys.keys_for(owners[start : start + 1000])
-    sealer.keys.forget(owners, [])
+        keys.keys_for(owners[start : start + 1000])
+    keys.forget(owners, [])
+    if in_directory:
+        deadline = time.monotonic() + 10
+        while not keys.told_of_erasures and time.monotonic() < deadline:
+            time.sleep(0.01)  # the listener's first LISTEN, just after the ledger opened
+        keys.heard()  # everything forgotten, as at a process's start
+        if not keys.read_directory():
+            raise RuntimeError("no keys' directory here (erasures are not heard of)")
 
 
 def figures(name: str, rates: dict[str, Rate]) -> dict[str, Any]:
@@ -217,7 +241,8 @@ def table_rows(f: dict[str, Any], target: Callable[[str], str]) -> list[tuple[st
     rows: list[tuple[str, ...]] = []
     labels = {
         "single": "single requests",
-        "single_uncached": "single requests, students' keys not cached",
+        "single_known": "single requests, students' keys in the directory, not cached",
+        "single_uncached": "single requests, students' keys looked up",
         "threads": f"{f['clients']} threads",
         "batch": f"batches of {f['batch_size']}",
     }

@@ -90,6 +90,11 @@ def test_the_benchmark_runs_on_postgresql(tmp_path: Path) -> None:
         "--generation-concurrency", "2", "--generation-rounds", "1",
     )  # fmt: skip
     assert figures["store"] == "postgresql"
+    # Students met for the first time, their keys in the process's directory.
+    assert math.isfinite(figures["sealing_single_known_drop"])  # type: ignore[arg-type]
+    assert figures["sealing_single_known_outcomes"] == {
+        "baseline": {"inserted": 100}, "plain": {"accepted": 100}, "sealed": {"accepted": 100},
+    }  # fmt: skip
     # HTTP, the ledger and the plain endpoint, 1 and 2 server processes each: every
     # request (50 timed, one warm-up per client) accepted, and the ratio of each size.
     for side in ("ledger", "plain"):
@@ -120,6 +125,7 @@ def test_the_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     figures = _run(tmp_path, "--store", "sqlite", "--database-url", str(folder))
     assert figures["store"] == "sqlite"
+    assert "sealing_single_known_drop" not in figures  # no erasures heard of: no directory
     assert not any(folder.iterdir())  # its files were deleted
 
 

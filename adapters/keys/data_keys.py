@@ -6,7 +6,10 @@ longer be opened, by anyone, with any key that remains. Unwrapped keys are remem
 each process: for `cache_seconds` (5 s), so that a key destroyed by another process stops
 opening data there within that time; or, while a listener hears every destruction
 announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
-`TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision record 0054).
+`TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision record 0054). While it
+listens, the process also holds the table's wrapped keys (its directory, up to
+`DIRECTORY_KEYS`), read again after every erasure heard of: a student it meets for the
+first time costs an unwrap, not a round trip (decision record 0055).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ _OWNERS_PER_STATEMENT = 190
 """Owners named in one statement (five parameters each: older SQLite builds take 999)."""
 TOLD_CACHE_SECONDS = 600.0
 """How long keys are remembered while every erasure is heard of (memory's sake alone)."""
+DIRECTORY_KEYS = 50_000
+"""At most this many wrapped keys held (about 20 MB); a database with more has none."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
@@ -73,6 +78,8 @@ class DataKeys:
         """Counts what was forgotten: a key read before must not be remembered after."""
         self._by_owner: dict[str, tuple[float, DataKey]] = {}
         self._by_id: dict[str, tuple[float, DataKey | None]] = {}
+        self._directory: dict[str, tuple[str, bytes]] | None = None
+        """Every stored key, wrapped, by owner, as read while erasures were heard of."""
         self._lock = threading.Lock()
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
@@ -106,10 +113,12 @@ class DataKeys:
 
     def keys_for(self, owners: Iterable[str]) -> dict[str, DataKey]:
         """Each owner's key, made (and stored) on first use: those not remembered are
-        looked up together, and those missing made together (a batch's dozens of
-        students and dates cost a round trip or three, not three each)."""
+        unwrapped from the directory, or else looked up together, and those missing made
+        together (a batch's dozens of students and dates cost a round trip or three, not
+        three each)."""
         now, generation = time.monotonic(), self._generation
         found: dict[str, DataKey] = {}
+        stored: dict[str, DataKey] = {}
         unknown: list[str] = []
         for owner in owners:
             cached = self._by_owner.get(owner)
@@ -119,10 +128,14 @@ class DataKeys:
                 unknown.append(owner)
         if unknown:
             unknown = list(dict.fromkeys(unknown))  # each once
-            stored = self._stored(unknown)
+            stored = self._known(unknown)
+            unknown = [owner for owner in unknown if owner not in stored]
+        if unknown:
+            stored.update(self._stored(unknown))
             missing = [owner for owner in unknown if owner not in stored]
             if missing:
                 stored.update(self._created(missing))
+        if stored:
             self._remember(stored.values(), now, generation)
             found.update(stored)
         return found
@@ -186,6 +199,8 @@ class DataKeys:
             self._generation += 1
             for owner in owners:
                 self._by_owner.pop(owner, None)
+                if self._directory is not None:
+                    self._directory.pop(owner, None)
             for key_id in key_ids:
                 self._by_id[key_id] = (self._until(time.monotonic()), None)
 
@@ -208,10 +223,50 @@ class DataKeys:
         with self._lock:
             self._forget_all()
 
+    @property
+    def directory_size(self) -> int | None:
+        """How many wrapped keys the directory holds; None while it holds none."""
+        directory = self._directory
+        return None if directory is None else len(directory)
+
+    def read_directory(self) -> bool:
+        """Read every stored key, wrapped, into the directory, while erasures are heard of
+        (the reader: the listener's). Not kept if anything was forgotten meanwhile (an
+        erasure heard of may have come after the read), nor beyond DIRECTORY_KEYS."""
+        generation = self._generation
+        if not self._told:
+            return False
+        rows = self.sql.run(
+            f"SELECT owner, key_id, wrapped FROM {self.table} LIMIT %s", (DIRECTORY_KEYS + 1,)
+        )
+        directory = None
+        if len(rows) <= DIRECTORY_KEYS:
+            directory = {owner: (key_id, base64.b64decode(w)) for owner, key_id, w in rows}
+        with self._lock:
+            if generation != self._generation or not self._told:
+                return False
+            self._directory = directory
+        return directory is not None
+
+    def _known(self, owners: Sequence[str]) -> dict[str, DataKey]:
+        """The keys of these owners that the directory holds, unwrapped."""
+        directory = self._directory
+        if directory is None:
+            return {}
+        keys = {}
+        for owner in owners:
+            entry = directory.get(owner)
+            if entry is not None:
+                key_id, wrapped = entry
+                raw = self._unwrap_bytes(key_id, wrapped)
+                keys[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
+        return keys
+
     def _forget_all(self) -> None:
         self._generation += 1
         self._by_owner.clear()
         self._by_id.clear()
+        self._directory = None
 
     def _until(self, now: float) -> float:
         return now + (TOLD_CACHE_SECONDS if self._told else self.cache_seconds)
@@ -268,5 +323,7 @@ class DataKeys:
         return base64.b64encode(nonce + self._kek.encrypt(nonce, raw, key_id.encode())).decode()
 
     def _unwrap(self, key_id: str, wrapped: str) -> bytes:
-        data = base64.b64decode(wrapped)
+        return self._unwrap_bytes(key_id, base64.b64decode(wrapped))
+
+    def _unwrap_bytes(self, key_id: str, data: bytes) -> bytes:
         return self._kek.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())

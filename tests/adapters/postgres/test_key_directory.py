@@ -1,0 +1,152 @@
+"""The keys' directory (decision record 0055): a process that hears of erasures also
+holds every stored key, wrapped, so a student it meets for the first time costs an
+unwrap rather than a look-up; an erasure heard of empties it until it is read again,
+and a read that an erasure overtook is not kept."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from adapters.keys import data_keys
+from adapters.keys.data_keys import DataKeys
+from adapters.keys.sealing import sealer_of
+from adapters.storage.sqlstore import SqlStore
+from tests.adapters.postgres.test_key_erasures import listening, parts
+from tests.support.projections import wait_until
+from tests.support.stores import Store
+from tests.support.student_data import request
+
+LOOK_UP = "WHERE owner IN"
+"""What the statements that look keys up by owner say."""
+
+
+class Statements:
+    """The keys' statements, run on their real store and kept for the test to count;
+    with `hold_reads`, a read of the directory waits until `release` is set."""
+
+    def __init__(self, keys: DataKeys, *, hold_reads: bool = False) -> None:
+        self.store: SqlStore = keys.sql
+        self.seen: list[str] = []
+        self.hold_reads = hold_reads
+        self.release = threading.Event()
+        keys.sql = self  # type: ignore[assignment]
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.seen.append(statement)
+        if self.hold_reads and LOOK_UP not in statement and "LIMIT" in statement:
+            assert self.release.wait(10), "the held read was never released"
+        return self.store.run(statement, params)
+
+    def look_ups(self) -> int:
+        return sum(LOOK_UP in statement for statement in self.seen)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_student_met_for_the_first_time_is_sealed_without_a_look_up(
+    postgres_store: Store,
+) -> None:
+    """Another process made Ada's key (and the month's date keys) before this one
+    started: this process seals her part from its directory, with no statement, and
+    reads it back. Ben's key is made elsewhere after the directory was read: he costs
+    one look-up, and is sealed under that same key, not a second one."""
+    theirs = postgres_store.open()
+    request(theirs, "08:00-08:30", "ada")
+    ours = postgres_store.open()
+    keys = listening(ours)
+    ben = sealer_of(theirs).keys.key_for(sealer_of(ours).student_owner("student-ben"))
+    statements = Statements(keys)
+
+    lesson = request(ours, "08:30-09:00", "ada")
+    assert statements.look_ups() == 0
+    assert parts(ours, lesson) == ["student-ada"]
+
+    lesson = request(ours, "09:00-09:30", "ben")
+    assert statements.look_ups() == 1
+    assert parts(ours, lesson) == ["student-ben"]
+    assert keys.key_for(sealer_of(ours).student_owner("student-ben")).key_id == ben.key_id
+
+
+def test_an_erasure_heard_of_empties_the_directory_until_it_is_read_again(
+    postgres_store: Store,
+) -> None:
+    """This process never met Ada, but its directory holds her key. Another process
+    erases her: once heard of, the directory holds nothing (its next read held back),
+    so her next lesson is sealed under a new key; read again, it holds one key less."""
+    theirs = postgres_store.open()
+    request(theirs, "08:00-08:30", "ada")
+    ours = postgres_store.open()
+    keys = listening(ours)
+    held = keys.directory_size
+    owner = sealer_of(ours).student_owner("student-ada")
+    statements = Statements(keys, hold_reads=True)
+
+    destroyed = sealer_of(theirs).keys.destroy([owner])
+
+    wait_until(lambda: keys.directory_size is None, 10, "the erasure to be heard of")
+    assert keys.key_for(owner).key_id not in destroyed
+    statements.release.set()
+    wait_until(lambda: keys.directory_size == held, 10, "the directory to be read again")
+    # One key less (Ada's), one more (her new one).
+
+
+class ErasedDuringTheRead(Statements):
+    """The directory's first read returns only after another ledger has destroyed one of
+    the keys it read and this process has heard of it."""
+
+    def __init__(self, keys: DataKeys, theirs: DataKeys, owner: str) -> None:
+        super().__init__(keys)
+        self.theirs, self.owner = theirs, owner
+        self.heard = threading.Event()
+        self.armed = True
+        hear = keys.heard
+        keys.heard = lambda: (hear(), self.heard.set())  # type: ignore[method-assign]
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows = super().run(statement, params)
+        if self.armed and "LIMIT" in statement:
+            self.armed = False
+            assert self.owner in [row[0] for row in rows]
+            assert self.theirs.destroy([self.owner])
+            assert self.heard.wait(10), "the erasure was not heard of"
+        return rows
+
+
+def test_a_directory_read_before_an_erasure_is_not_kept(postgres_store: Store) -> None:
+    """A read of the directory that an erasure overtook (it holds the destroyed key) is
+    dropped: the student's next lesson is sealed under a new key."""
+    theirs = postgres_store.open()
+    request(theirs, "08:00-08:30", "ada")
+    ours = postgres_store.open()
+    keys = listening(ours)
+    owner = sealer_of(ours).student_owner("student-ada")
+    destroyed = keys.key_for(owner).key_id
+    keys.forget([owner], [])
+    keys.sql = ErasedDuringTheRead(keys, sealer_of(theirs).keys, owner)  # type: ignore[assignment]
+
+    assert keys.read_directory() is False
+    assert keys.key_for(owner).key_id != destroyed
+
+
+def test_a_database_with_more_keys_than_the_directory_holds_has_none(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond DIRECTORY_KEYS the directory holds nothing (memory's sake): keys are looked
+    up as without it, and still found."""
+    ours = postgres_store.open()
+    keys = listening(ours)
+    request(ours, "08:00-08:30", "ada", "ben")
+    monkeypatch.setattr(data_keys, "DIRECTORY_KEYS", 2)
+
+    assert keys.read_directory() is False
+    assert keys.directory_size is None
+    keys.forget([sealer_of(ours).student_owner("student-ada")], [])
+    statements = Statements(keys)
+    lesson = request(ours, "08:30-09:00", "ada")
+    assert statements.look_ups() == 1
+    assert parts(ours, lesson) == ["student-ada"]
