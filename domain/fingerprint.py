@@ -2,13 +2,14 @@
 command, who sent it, and what it carried), as a digest stored in the command's event.
 
 A command carries students' details, so a plain digest of it would let anyone holding
-the events confirm a guess of them, erased or not: the current recipe is keyed, `3:` and
-an HMAC-SHA256, under a key kept outside the database, of the SHA-256 of the parts as
-sorted, compact JSON (orjson). Earlier recipes still match, so a retry is a replay across
-releases: `2:` and that SHA-256 unkeyed (release 0.1.0), the first release's plain
-SHA-256 of `json.dumps(..., sort_keys=True)`, and `1k:`, the first recipe keyed (how the
-student-data migration rewrites it).
-"""
+the events confirm a guess of them, erased or not: the current recipe is keyed, `4:` and
+BLAKE2b-256 in its keyed mode, under a key kept outside the database, of the parts as
+sorted, compact JSON (orjson) (docs/decisions/0056-a-keyed-blake2b-fingerprint.md).
+Earlier recipes still match, so a retry is a replay across releases: `3:`, an
+HMAC-SHA256 under the same key of the SHA-256 of that JSON (the first keyed release);
+`2:` and that SHA-256 unkeyed (release 0.1.0); the first release's plain SHA-256 of
+`json.dumps(..., sort_keys=True)`; and `1k:`, the first recipe keyed (how the
+student-data migration rewrites it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 
 from domain.cached import cached_attribute
-from domain.digests import KeyedHash, sha256
+from domain.digests import KeyedBlake2b, KeyedHash, sha256
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Fingerprint:
 
     parts: tuple[object, ...]
     key: bytes | None = None
-    """The HMAC key; without one (None, empty), the unkeyed `2:` recipe of release 0.1.0."""
+    """The print key; without one (None, empty), the unkeyed `2:` recipe of release 0.1.0."""
 
     @classmethod
     def of(
@@ -38,21 +39,35 @@ class Fingerprint:
 
     @cached_attribute
     def text(self) -> str:
-        """The current recipe: `3:` keyed (`2:` without a key)."""
-        digest = self._digest()
+        """The current recipe: `4:` keyed (`2:` without a key)."""
         if not self.key:
+            digest = self._digest()
             return self.first_recipe if digest is None else "2:" + digest.hex()
-        if digest is None:  # an integer beyond 64 bits, say: the first recipe, keyed
+        data = self._json()
+        if data is None:  # an integer beyond 64 bits, say: the first recipe, keyed
             return "1k:" + _keyed(self.key, bytes.fromhex(self.first_recipe))
+        return "4:" + _keyed_blake2b(self.key, data)
+
+    @property
+    def hmac_recipe(self) -> str | None:
+        """The keyed print as the first keyed release made it (`3:`); None without a key
+        or where orjson cannot encode the parts."""
+        digest = self._digest()
+        if not self.key or digest is None:
+            return None
         return "3:" + _keyed(self.key, digest)
 
     def _digest(self) -> bytes | None:
         """The SHA-256 of the parts as sorted, compact JSON (orjson)."""
+        data = self._json()
+        return None if data is None else sha256(data)
+
+    def _json(self) -> bytes | None:
+        """The parts as sorted, compact JSON (orjson); None where it cannot encode them."""
         try:
-            data = orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
+            return orjson.dumps(list(self.parts), default=str, option=_PRINT_OPTIONS)
         except orjson.JSONEncodeError:
             return None
-        return sha256(data)
 
     @property
     def first_recipe(self) -> str:
@@ -62,8 +77,10 @@ class Fingerprint:
 
     def matches(self, stored: str) -> bool:
         """True when `stored` is this print, by whichever recipe made it."""
-        if stored.startswith("3:"):
+        if stored.startswith("4:"):
             return stored == self.text
+        if stored.startswith("3:"):
+            return stored == self.hmac_recipe
         if stored.startswith("2:"):
             digest = self._digest()
             return digest is not None and stored == "2:" + digest.hex()
@@ -74,11 +91,12 @@ class Fingerprint:
 
 
 def rekeyed(stored: str, key: bytes) -> str:
-    """A stored print of an unkeyed recipe under `key`, as the current one would make it
-    (what the student-data migration writes): it keeps matching the same retries."""
+    """A stored print of an unkeyed recipe under `key` (what the student-data migration
+    writes): `3:` or `1k:`, made from the digest alone, as the command itself is not at
+    hand. It keeps matching the same retries."""
     if stored.startswith("2:"):
         return "3:" + _keyed(key, bytes.fromhex(stored[2:]))
-    if stored.startswith(("3:", "1k:")):
+    if stored.startswith(("4:", "3:", "1k:")):
         return stored
     return "1k:" + _keyed(key, bytes.fromhex(stored))
 
@@ -93,6 +111,17 @@ def _keyed(key: bytes, digest: bytes) -> str:
 
 _KEYED: dict[bytes, KeyedHash] = {}
 """A keyed hash per key (a process holds one or two keys)."""
+
+
+def _keyed_blake2b(key: bytes, data: bytes) -> str:
+    keyed = _KEYED_BLAKE2B.get(key)
+    if keyed is None:
+        keyed = _KEYED_BLAKE2B[key] = KeyedBlake2b(key)
+    return keyed.hexdigest(data)
+
+
+_KEYED_BLAKE2B: dict[bytes, KeyedBlake2b] = {}
+"""A keyed BLAKE2b per key."""
 
 
 _PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS

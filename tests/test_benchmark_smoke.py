@@ -151,7 +151,7 @@ def test_the_ledger_without_sealing_keeps_parts_plain_and_prints_unkeyed(tmp_pat
     assert events["plain"].students == [{"plain": s} for s in _students()]
     assert events["plain"].fingerprint.startswith("2:")
     assert all(set(part) == {"keys", "sealed"} for part in events["sealed"].students)
-    assert events["sealed"].fingerprint.startswith("3:")
+    assert events["sealed"].fingerprint.startswith("4:")
 
 
 def _students() -> list[dict[str, object]]:

@@ -28,7 +28,7 @@ KEY_SIZES: dict[str, int] = {
     "hash_key": 32,  # HMAC-SHA256 key: ids derived from clients' idempotency keys
     "key_encryption_key": 32,  # AES-256-GCM: wraps the data keys kept in the database
     "student_key": 32,  # HMAC-SHA256 key: the name of a student's data key, from their id
-    "print_key": 32,  # HMAC-SHA256 key: commands' fingerprints (they cover students' data)
+    "print_key": 32,  # keyed BLAKE2b (earlier HMAC-SHA256): commands' fingerprints
     "checkpoint_signing_key": 32,  # Ed25519 private key (seed): signs the log's checkpoints
     "session_key": 32,  # HMAC key: signs the audit pages' session cookies and CSRF tokens
 }

@@ -166,6 +166,34 @@ def test_a_request_recorded_by_the_first_release_is_still_replayed(
         request(ledger, details={**DETAILS, "topic": "long vowels"})
 
 
+def test_a_request_recorded_under_the_first_keyed_recipe_is_still_replayed(
+    ledger: LessonLedger, store: Store
+) -> None:
+    """Events written before the keyed BLAKE2b recipe hold a `3:` print (HMAC-SHA256 of
+    the SHA-256, under the same key): the same request again is still a replay, and other
+    details under its request id still a mismatch."""
+    command = validate_request(
+        provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
+        time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
+    )  # fmt: skip
+    by = Metadata(command.request_id, command.actor)
+    key = ledger.student_data.print_key
+    printed = Fingerprint.of("request", "alice", command.details, command.students, key=key)
+    parts = plain_parts(command.students)
+    opened = LessonSlot.first_request(command.key, by, command.details, parts, printed)
+    assert opened.fingerprint.startswith("4:")
+    earlier = printed.hmac_recipe
+    assert earlier is not None and earlier.startswith("3:")
+    ledger.slots.save(dataclasses.replace(opened, fingerprint=earlier))
+    written = store.count_events()
+
+    again = request(ledger)
+    assert (again.outcome, again.attempt) == ("replayed", 1)
+    assert store.count_events() == written
+    with pytest.raises(IdempotencyMismatch, match="r-1"):
+        request(ledger, details={**DETAILS, "topic": "long vowels"})
+
+
 def test_another_request_for_a_held_slot_is_a_conflict_naming_the_holder(
     ledger: LessonLedger,
 ) -> None:
