@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 
@@ -102,26 +103,23 @@ def rekeyed(stored: str, key: bytes) -> str:
 
 
 def _keyed(key: bytes, digest: bytes) -> str:
-    # One keyed hash per key: the key's set-up is paid once, not per command.
-    keyed = _KEYED.get(key)
-    if keyed is None:
-        keyed = _KEYED[key] = KeyedHash(key)
-    return keyed.hexdigest(digest)
-
-
-_KEYED: dict[bytes, KeyedHash] = {}
-"""A keyed hash per key (a process holds one or two keys)."""
+    return _hmac_under(key).hexdigest(digest)
 
 
 def _keyed_blake2b(key: bytes, data: bytes) -> str:
-    keyed = _KEYED_BLAKE2B.get(key)
-    if keyed is None:
-        keyed = _KEYED_BLAKE2B[key] = KeyedBlake2b(key)
-    return keyed.hexdigest(data)
+    return _blake2b_under(key).hexdigest(data)
 
 
-_KEYED_BLAKE2B: dict[bytes, KeyedBlake2b] = {}
-"""A keyed BLAKE2b per key."""
+# One keyed hash per key and recipe: the key's set-up is paid once, not per command (a
+# process holds one or two keys).
+@lru_cache(maxsize=8)
+def _hmac_under(key: bytes) -> KeyedHash:
+    return KeyedHash(key)
+
+
+@lru_cache(maxsize=8)
+def _blake2b_under(key: bytes) -> KeyedBlake2b:
+    return KeyedBlake2b(key)
 
 
 _PRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS

@@ -145,25 +145,10 @@ def test_a_request_recorded_by_the_first_release_is_still_replayed(
     """Events written before the fingerprint's second recipe hold a digest made the
     first way (sorted json.dumps): the same request again is still a replay, and other
     details under its request id still a mismatch."""
-    command = validate_request(
-        provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
-        time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
-    )  # fmt: skip
-    by = Metadata(command.request_id, command.actor)
-    printed = Fingerprint.of("request", "alice", command.details, command.students)
-    # As that release wrote it: its students' parts in plain text (see domain/sealed.py).
-    parts = plain_parts(command.students)
-    opened = LessonSlot.first_request(command.key, by, command.details, parts, printed)
+    opened, printed = _opened_as_recorded(key=None)
     first = printed.first_recipe
     assert opened.fingerprint.startswith("2:") and not first.startswith("2:")
-    ledger.slots.save(dataclasses.replace(opened, fingerprint=first))
-    written = store.count_events()
-
-    again = request(ledger)
-    assert (again.outcome, again.attempt) == ("replayed", 1)
-    assert store.count_events() == written
-    with pytest.raises(IdempotencyMismatch, match="r-1"):
-        request(ledger, details={**DETAILS, "topic": "long vowels"})
+    _replayed_then_mismatched(ledger, store, dataclasses.replace(opened, fingerprint=first))
 
 
 def test_a_request_recorded_under_the_first_keyed_recipe_is_still_replayed(
@@ -172,19 +157,28 @@ def test_a_request_recorded_under_the_first_keyed_recipe_is_still_replayed(
     """Events written before the keyed BLAKE2b recipe hold a `3:` print (HMAC-SHA256 of
     the SHA-256, under the same key): the same request again is still a replay, and other
     details under its request id still a mismatch."""
+    opened, printed = _opened_as_recorded(key=ledger.student_data.print_key)
+    earlier = printed.hmac_recipe
+    assert opened.fingerprint.startswith("4:")
+    assert earlier is not None and earlier.startswith("3:")
+    _replayed_then_mismatched(ledger, store, dataclasses.replace(opened, fingerprint=earlier))
+
+
+def _opened_as_recorded(key: bytes | None) -> tuple[LessonSlot, Fingerprint]:
+    """`request(ledger)`'s opening event as an earlier release wrote it (its students'
+    parts in plain text, see domain/sealed.py), and its print under `key`."""
     command = validate_request(
         provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
         time_slot="08:30-09:00", request_id="r-1", actor="alice", details=DETAILS,
     )  # fmt: skip
     by = Metadata(command.request_id, command.actor)
-    key = ledger.student_data.print_key
     printed = Fingerprint.of("request", "alice", command.details, command.students, key=key)
     parts = plain_parts(command.students)
-    opened = LessonSlot.first_request(command.key, by, command.details, parts, printed)
-    assert opened.fingerprint.startswith("4:")
-    earlier = printed.hmac_recipe
-    assert earlier is not None and earlier.startswith("3:")
-    ledger.slots.save(dataclasses.replace(opened, fingerprint=earlier))
+    return LessonSlot.first_request(command.key, by, command.details, parts, printed), printed
+
+
+def _replayed_then_mismatched(ledger: LessonLedger, store: Store, opened: LessonSlot) -> None:
+    ledger.slots.save(opened)
     written = store.count_events()
 
     again = request(ledger)
