@@ -23,7 +23,7 @@ import jwt
 from adapters.auth.errors import JwtConfigError, Unauthenticated
 from adapters.auth.jwks import JwksCache
 from adapters.auth.settings import JwtSettings
-from adapters.storage.tokens import ApiToken, Role
+from adapters.storage.tokens import JWT_ID_PREFIX, ApiToken, Role
 from domain.commands import check_actor
 from domain.keys import canonical_provider_id
 
@@ -153,7 +153,7 @@ class JwtVerifier:
                 ) from None
         issued = claims.get("iat")
         return ApiToken(
-            token_id=f"jwt:{subject}",
+            token_id=f"{JWT_ID_PREFIX}{subject}",
             role=role,
             provider_id=provider_id,
             name=subject,
@@ -163,6 +163,7 @@ class JwtVerifier:
                 else ""
             ),
             kind="jwt",
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         )
 
 

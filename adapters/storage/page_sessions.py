@@ -2,9 +2,10 @@
 knows them and signing out ends a session everywhere.
 
 A session is made at sign-in from a valid API token and speaks for that token (its id,
-role and provider), never holding its text. Only a SHA-256 of the session's id is stored
-(the id is 256 random bits, sent to the browser in a signed cookie). A session ends when
-it is signed out, when it expires, or when its token is revoked.
+role, provider and kind), never holding its text. Only a SHA-256 of the session's id is
+stored (the id is 256 random bits, sent to the browser in a signed cookie). A session ends
+when it is signed out, when it expires, or when its token is revoked; one made from a
+JWT expires with the JWT at the latest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from adapters.storage.sqlstore import SqlStore
-from adapters.storage.tokens import ApiToken
+from adapters.storage.tokens import JWT_ID_PREFIX, ApiToken, TokenKind
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,14 @@ class PageSessions:
         )
 
     def start(self, token: ApiToken, lifetime: timedelta) -> tuple[str, PageSession]:
-        """A new session for this token: its id (for the cookie) and the session."""
+        """A new session for this token: its id (for the cookie) and the session, which
+        ends after `lifetime` or when the token does (a JWT's `exp`), whichever is first."""
         session_id = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        session = PageSession(token, now + lifetime)
+        ends = now + lifetime
+        if token.expires_at is not None:
+            ends = min(ends, token.expires_at)
+        session = PageSession(token, ends)
         self.sql.run(
             f"INSERT INTO {self.table} (session_hash, token_id, role, provider_id, name,"
             " token_created_at, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -78,7 +83,9 @@ class PageSessions:
         expires = datetime.fromisoformat(expires_at)
         if expires <= datetime.now(UTC):
             return None
-        return PageSession(ApiToken(token_id, role, provider_id, name, created_at), expires)
+        kind: TokenKind = "jwt" if token_id.startswith(JWT_ID_PREFIX) else "ledger"
+        token = ApiToken(token_id, role, provider_id, name, created_at, kind=kind)
+        return PageSession(token, expires)
 
     def end(self, session_id: str) -> None:
         """Sign out: the session is refused from now on, by every process."""

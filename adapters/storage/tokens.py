@@ -27,8 +27,11 @@ from adapters.storage.sqlstore import SqlStore
 from domain.keys import canonical_provider_id
 
 Role = Literal["admin", "worker", "provider"]
+TokenKind = Literal["ledger", "jwt"]
 ROLES: tuple[str, ...] = get_args(Role)
 _PREFIX = "llt"
+JWT_ID_PREFIX = "jwt:"
+"""The ids of JWTs' identities (`jwt:<sub>`); the ledger's own tokens' ids never start so."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,10 @@ class ApiToken:
     name: str
     created_at: str
     revoked_at: str | None = None
-    kind: Literal["ledger", "jwt"] = "ledger"
+    kind: TokenKind = "ledger"
     """One of the ledger's own tokens, or a JWT of the product's sign-in."""
+    expires_at: datetime | None = None
+    """When the token stops being valid (a JWT's `exp`); None: when it is revoked."""
 
     @property
     def actor(self) -> str:

@@ -4,14 +4,21 @@ made by the test and a JWKS document it serves on loopback (tests/support/jwks.p
 from __future__ import annotations
 
 import json
+import re
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapters.auth.settings import JwtSettings
+from adapters.storage.database import Database
+from adapters.storage.page_sessions import PageSessions
+from adapters.storage.sqlstore import SqlStore
+from adapters.storage.tokens import ApiToken, TokenStore
 from tests.support.command_line import cli
 from tests.support.http import assert_problem, calendar_batch, lesson
 from tests.support.jwks import (
@@ -235,6 +242,54 @@ def test_a_verified_token_is_remembered_until_it_expires(api: Api, signing_key: 
     api.client.get("/v1/lessons", headers=bearer(token))
     remembered = api.app.state.tokens.remembered(token)
     assert remembered is not None and remembered.provider_id == ALICE
+
+
+def test_a_page_session_from_a_jwt_ends_when_the_jwt_expires(
+    api: Api, signing_key: SigningKey
+) -> None:
+    """Signed in to the pages with a JWT that expires in a few seconds: the pages open at
+    once, and send the browser to sign in again once the JWT has expired, hours before
+    the session's own lifetime (8 h)."""
+    expires = time.time() + 3
+    token = signing_key.sign(claims("ops-admin", lifetime=3, app_role="admin"))
+    form = api.client.get("/sign-in")
+    nonce = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert nonce is not None, form.text
+    signed_in = api.client.post("/sign-in", data={"token": token, "csrf_token": nonce[1]})
+    assert signed_in.status_code == 303, signed_in.text
+    assert api.client.get("/operations").status_code == 200
+
+    deadline = time.monotonic() + 30
+    while (page := api.client.get("/operations")).status_code == 200:
+        assert time.monotonic() < deadline, "the session outlived its JWT by 30 s"
+        time.sleep(0.2)
+    assert time.time() >= expires - 1, "the session ended before its JWT expired"
+    assert page.status_code == 303 and page.headers["location"].startswith("/sign-in")
+
+
+def test_a_page_session_speaks_for_its_tokens_kind_until_the_earlier_end(
+    tmp_path: Path,
+) -> None:
+    """A session started from a JWT ends at the JWT's `exp` when that comes first, and
+    is found as a JWT's (the commands it leads to are recorded as `api-jwt`); a ledger
+    token's lasts the whole lifetime."""
+    database = Database.from_url(f"sqlite:///{tmp_path / 'ledger.db'}")
+    tokens = TokenStore(SqlStore(database))
+    sessions = PageSessions(tokens.sql)
+    ledger_token, _ = tokens.create("admin")
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    jwt = ApiToken("jwt:ops-admin", "admin", None, "ops-admin", "", kind="jwt",
+                   expires_at=in_an_hour)  # fmt: skip
+
+    jwt_id, jwt_session = sessions.start(jwt, timedelta(hours=8))
+    ledger_id, ledger_session = sessions.start(ledger_token, timedelta(hours=8))
+
+    assert jwt_session.expires_at == in_an_hour
+    assert ledger_session.expires_at > in_an_hour + timedelta(hours=6)
+    found_jwt, found_ledger = sessions.find(jwt_id), sessions.find(ledger_id)
+    assert found_jwt is not None and found_jwt.token.kind == "jwt"
+    assert found_jwt.token.source == "api-jwt"
+    assert found_ledger is not None and found_ledger.token.kind == "ledger"
 
 
 def test_without_jwt_settings_nothing_changes(tmp_path: Path, signing_key: SigningKey) -> None:
