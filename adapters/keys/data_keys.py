@@ -8,8 +8,9 @@ opening data there within that time; or, while a listener hears every destructio
 announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
 `TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision record 0054). While it
 listens, the process also holds the table's wrapped keys (its directory, up to
-`DIRECTORY_KEYS`), read again after every erasure heard of: a student it meets for the
-first time costs an unwrap, not a round trip (decision record 0055).
+`DIRECTORY_KEYS`, by owner and by id), read again after every erasure heard of: a student
+it meets for the first time, or an event it opens of one, costs an unwrap, not a round
+trip (decision record 0055).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidTag
@@ -36,7 +37,7 @@ _OWNERS_PER_STATEMENT = 190
 TOLD_CACHE_SECONDS = 600.0
 """How long keys are remembered while every erasure is heard of (memory's sake alone)."""
 DIRECTORY_KEYS = 50_000
-"""At most this many wrapped keys held (about 20 MB); a database with more has none."""
+"""At most this many wrapped keys held (about 23 MB); a database with more has none."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
@@ -50,8 +51,8 @@ class DataKey:
     """An owner's key: its id (stored with what it seals) and its bytes."""
 
     key_id: str
-    key: bytes
-    cipher: AESGCM
+    key: bytes = field(repr=False)  # never in a log or a test's failure
+    cipher: AESGCM = field(repr=False)
     owner: str
 
 
@@ -80,6 +81,8 @@ class DataKeys:
         self._by_id: dict[str, tuple[float, DataKey | None]] = {}
         self._directory: dict[str, tuple[str, bytes]] | None = None
         """Every stored key, wrapped, by owner, as read while erasures were heard of."""
+        self._directory_ids: dict[str, tuple[str, bytes]] | None = None
+        """The same keys by id: (owner, wrapped)."""
         self._lock = threading.Lock()
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
@@ -146,11 +149,11 @@ class DataKeys:
         cached = self._by_id.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        rows = self.sql.run(f"SELECT owner, wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
+        found = self._wrapped_by_id(key_id)
         key = None
-        if rows:
-            owner, wrapped = rows[0]
-            raw = self._unwrap(key_id, wrapped)
+        if found is not None:
+            owner, wrapped = found
+            raw = self._unwrap_bytes(key_id, wrapped)
             key = DataKey(key_id, raw, AESGCM(raw), owner)
         with self._lock:
             if generation == self._generation:
@@ -203,6 +206,8 @@ class DataKeys:
                     self._directory.pop(owner, None)
             for key_id in key_ids:
                 self._by_id[key_id] = (self._until(time.monotonic()), None)
+                if self._directory_ids is not None:
+                    self._directory_ids.pop(key_id, None)
 
     @property
     def told_of_erasures(self) -> bool:
@@ -239,13 +244,15 @@ class DataKeys:
         rows = self.sql.run(
             f"SELECT owner, key_id, wrapped FROM {self.table} LIMIT %s", (DIRECTORY_KEYS + 1,)
         )
-        directory = None
+        directory = ids = None
         if len(rows) <= DIRECTORY_KEYS:
-            directory = {owner: (key_id, base64.b64decode(w)) for owner, key_id, w in rows}
+            wrapped = [(owner, key_id, base64.b64decode(w)) for owner, key_id, w in rows]
+            directory = {owner: (key_id, data) for owner, key_id, data in wrapped}
+            ids = {key_id: (owner, data) for owner, key_id, data in wrapped}
         with self._lock:
             if generation != self._generation or not self._told:
                 return False
-            self._directory = directory
+            self._directory, self._directory_ids = directory, ids
         return directory is not None
 
     def _known(self, owners: Sequence[str]) -> dict[str, DataKey]:
@@ -262,11 +269,24 @@ class DataKeys:
                 keys[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
         return keys
 
+    def _wrapped_by_id(self, key_id: str) -> tuple[str, bytes] | None:
+        """The owner and wrapped bytes of the key with this id: from the directory, or
+        else looked up; None when it is not stored (destroyed)."""
+        ids = self._directory_ids
+        found = None if ids is None else ids.get(key_id)
+        if found is not None:
+            return found
+        rows = self.sql.run(f"SELECT owner, wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
+        if not rows:
+            return None
+        owner, wrapped = rows[0]
+        return owner, base64.b64decode(wrapped)
+
     def _forget_all(self) -> None:
         self._generation += 1
         self._by_owner.clear()
         self._by_id.clear()
-        self._directory = None
+        self._directory = self._directory_ids = None
 
     def _until(self, now: float) -> float:
         return now + (TOLD_CACHE_SECONDS if self._told else self.cache_seconds)

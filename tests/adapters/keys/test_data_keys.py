@@ -129,3 +129,12 @@ def test_two_writers_making_the_same_keys_in_opposite_orders_never_deadlock(
             o: k.key_id for o, k in found[1].items()
         }
         assert len(found[0]) == 190
+
+
+def test_a_data_keys_text_names_it_and_shows_no_key(store: Store) -> None:
+    """A key shown anywhere (a log, a failing test's message) shows its id and owner,
+    never its bytes."""
+    key = sealer_of(store.open()).keys.key_for("student:shown")
+    shown = repr(key)
+    assert key.key_id in shown and "student:shown" in shown
+    assert repr(key.key) not in shown and key.key.hex() not in shown

@@ -22,6 +22,8 @@ from tests.support.student_data import request
 
 LOOK_UP = "WHERE owner IN"
 """What the statements that look keys up by owner say."""
+LOOK_UP_BY_ID = "WHERE key_id ="
+"""What the statement that looks a key up by its id says (to open what it sealed)."""
 
 
 class Statements:
@@ -41,8 +43,8 @@ class Statements:
             assert self.release.wait(10), "the held read was never released"
         return self.store.run(statement, params)
 
-    def look_ups(self) -> int:
-        return sum(LOOK_UP in statement for statement in self.seen)
+    def look_ups(self, says: str = LOOK_UP) -> int:
+        return sum(says in statement for statement in self.seen)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -70,6 +72,43 @@ def test_a_student_met_for_the_first_time_is_sealed_without_a_look_up(
     assert statements.look_ups() == 1
     assert parts(ours, lesson) == ["student-ben"]
     assert keys.key_for(sealer_of(ours).student_owner("student-ben")).key_id == ben.key_id
+
+
+def test_a_lesson_of_students_never_met_is_opened_without_a_look_up(
+    postgres_store: Store,
+) -> None:
+    """Another process requested Ada's lesson before this one started: this process
+    opens it (her part sealed under her key and the day's) from its directory, with no
+    statement."""
+    theirs = postgres_store.open()
+    lesson = request(theirs, "08:00-08:30", "ada")
+    ours = postgres_store.open()
+    statements = Statements(listening(ours))
+
+    assert parts(ours, lesson) == ["student-ada"]
+    assert statements.look_ups(LOOK_UP_BY_ID) == 0
+
+
+def test_a_key_destroyed_here_is_not_opened_from_the_directory(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between an erasure made in this process and its announcement coming back, the
+    directory still holds the other keys, not the destroyed one: opening by its id finds
+    nothing, also once nothing about it is remembered."""
+    ledger = postgres_store.open()
+    request(ledger, "08:00-08:30", "ada")
+    owner = sealer_of(ledger).student_owner("student-ada")
+    mine = sealer_of(ledger).keys
+    keys = DataKeys(mine.sql, mine.kek)  # no listener: told by hand, and nothing heard
+    keys.told(True)
+    assert keys.read_directory()
+    key_id = keys.key_for(owner).key_id
+    monkeypatch.setattr(data_keys, "TOLD_CACHE_SECONDS", 0.0)  # nothing stays remembered
+
+    assert keys.destroy([owner]) == [key_id]
+
+    assert keys.key(key_id) is None
+    assert keys.directory_size is not None and keys.directory_size > 0
 
 
 def test_an_erasure_heard_of_empties_the_directory_until_it_is_read_again(
