@@ -47,7 +47,7 @@ class Fingerprint:
         data = self._json()
         if data is None:  # an integer beyond 64 bits, say: the first recipe, keyed
             return "1k:" + _keyed(self.key, bytes.fromhex(self.first_recipe))
-        return "4:" + _keyed_blake2b(self.key, data)
+        return "4:" + _blake2b_under(self.key).hexdigest(data)
 
     @property
     def hmac_recipe(self) -> str | None:
@@ -104,10 +104,6 @@ def rekeyed(stored: str, key: bytes) -> str:
 
 def _keyed(key: bytes, digest: bytes) -> str:
     return _hmac_under(key).hexdigest(digest)
-
-
-def _keyed_blake2b(key: bytes, data: bytes) -> str:
-    return _blake2b_under(key).hexdigest(data)
 
 
 # One keyed hash per key and recipe: the key's set-up is paid once, not per command (a

@@ -30,8 +30,8 @@ class BearerTokens:
         """Whom the token speaks for; Unauthenticated saying why not. May read the
         database or fetch signing keys: call it off the event loop."""
         if self.jwt is not None and JWT_SHAPE.fullmatch(text):
-            token, seconds_left = self.jwt.verify(text)
-            self.tokens.remember(text, token, seconds_left)
+            token = self.jwt.verify(text)
+            self.tokens.remember(text, token)
             return token
         found = self.tokens.authenticate(text)
         if found is None:

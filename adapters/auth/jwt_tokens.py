@@ -12,7 +12,6 @@ why, never quoting the token. See docs/decisions/0022-jwt-bearer-tokens.md.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from typing import Any
@@ -84,9 +83,9 @@ class JwtVerifier:
             )
         return cls(settings, jwks)
 
-    def verify(self, text: str) -> tuple[ApiToken, float]:
-        """Whom the token speaks for, and for how many more seconds it is valid;
-        Unauthenticated (or KeysUnavailable) otherwise."""
+    def verify(self, text: str) -> ApiToken:
+        """Whom the token speaks for, and until when (its `expires_at`); Unauthenticated
+        (or KeysUnavailable) otherwise."""
         try:
             header = jwt.get_unverified_header(text)
         except jwt.PyJWTError:
@@ -109,7 +108,7 @@ class JwtVerifier:
         except jwt.PyJWTError as error:
             reason = next((text for kind, text in _REFUSALS if isinstance(error, kind)), None)
             raise Unauthenticated(reason or "the token is not valid") from None
-        return self._token(claims), float(claims["exp"]) - time.time()
+        return self._token(claims)
 
     def close(self) -> None:
         if self.jwks is not None:

@@ -56,6 +56,24 @@ class DataKey:
     owner: str
 
 
+@dataclass(frozen=True)
+class _Directory:
+    """Every stored key, wrapped, as read while erasures were heard of: by owner (key id,
+    wrapped) and by id (owner, wrapped)."""
+
+    by_owner: dict[str, tuple[str, bytes]]
+    by_id: dict[str, tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[str, str, str]]) -> _Directory:
+        """From the key table's (owner, key id, wrapped as base64) rows."""
+        wrapped = [(owner, key_id, base64.b64decode(w)) for owner, key_id, w in rows]
+        return cls(
+            {owner: (key_id, data) for owner, key_id, data in wrapped},
+            {key_id: (owner, data) for owner, key_id, data in wrapped},
+        )
+
+
 class DataKeys:
     """The data keys of one database, wrapped by `kek`."""
 
@@ -79,10 +97,7 @@ class DataKeys:
         """Counts what was forgotten: a key read before must not be remembered after."""
         self._by_owner: dict[str, tuple[float, DataKey]] = {}
         self._by_id: dict[str, tuple[float, DataKey | None]] = {}
-        self._directory: dict[str, tuple[str, bytes]] | None = None
-        """Every stored key, wrapped, by owner, as read while erasures were heard of."""
-        self._directory_ids: dict[str, tuple[str, bytes]] | None = None
-        """The same keys by id: (owner, wrapped)."""
+        self._directory: _Directory | None = None
         self._lock = threading.Lock()
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
@@ -200,14 +215,15 @@ class DataKeys:
         """Drop remembered keys (after destroying them)."""
         with self._lock:
             self._generation += 1
+            directory = self._directory
             for owner in owners:
                 self._by_owner.pop(owner, None)
-                if self._directory is not None:
-                    self._directory.pop(owner, None)
+                if directory is not None:
+                    directory.by_owner.pop(owner, None)
             for key_id in key_ids:
                 self._by_id[key_id] = (self._until(time.monotonic()), None)
-                if self._directory_ids is not None:
-                    self._directory_ids.pop(key_id, None)
+                if directory is not None:
+                    directory.by_id.pop(key_id, None)
 
     @property
     def told_of_erasures(self) -> bool:
@@ -232,7 +248,7 @@ class DataKeys:
     def directory_size(self) -> int | None:
         """How many wrapped keys the directory holds; None while it holds none."""
         directory = self._directory
-        return None if directory is None else len(directory)
+        return None if directory is None else len(directory.by_owner)
 
     def read_directory(self) -> bool:
         """Read every stored key, wrapped, into the directory, while erasures are heard of
@@ -244,15 +260,11 @@ class DataKeys:
         rows = self.sql.run(
             f"SELECT owner, key_id, wrapped FROM {self.table} LIMIT %s", (DIRECTORY_KEYS + 1,)
         )
-        directory = ids = None
-        if len(rows) <= DIRECTORY_KEYS:
-            wrapped = [(owner, key_id, base64.b64decode(w)) for owner, key_id, w in rows]
-            directory = {owner: (key_id, data) for owner, key_id, data in wrapped}
-            ids = {key_id: (owner, data) for owner, key_id, data in wrapped}
+        directory = _Directory.of(rows) if len(rows) <= DIRECTORY_KEYS else None
         with self._lock:
             if generation != self._generation or not self._told:
                 return False
-            self._directory, self._directory_ids = directory, ids
+            self._directory = directory
         return directory is not None
 
     def _known(self, owners: Sequence[str]) -> dict[str, DataKey]:
@@ -262,7 +274,7 @@ class DataKeys:
             return {}
         keys = {}
         for owner in owners:
-            entry = directory.get(owner)
+            entry = directory.by_owner.get(owner)
             if entry is not None:
                 key_id, wrapped = entry
                 raw = self._unwrap_bytes(key_id, wrapped)
@@ -272,8 +284,8 @@ class DataKeys:
     def _wrapped_by_id(self, key_id: str) -> tuple[str, bytes] | None:
         """The owner and wrapped bytes of the key with this id: from the directory, or
         else looked up; None when it is not stored (destroyed)."""
-        ids = self._directory_ids
-        found = None if ids is None else ids.get(key_id)
+        directory = self._directory
+        found = None if directory is None else directory.by_id.get(key_id)
         if found is not None:
             return found
         rows = self.sql.run(f"SELECT owner, wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
@@ -286,7 +298,7 @@ class DataKeys:
         self._generation += 1
         self._by_owner.clear()
         self._by_id.clear()
-        self._directory = self._directory_ids = None
+        self._directory = None
 
     def _until(self, now: float) -> float:
         return now + (TOLD_CACHE_SECONDS if self._told else self.cache_seconds)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -120,10 +119,12 @@ class TokenStore:
             self.remember(text, token)
         return token
 
-    def remember(self, text: str, token: ApiToken, valid_for: float | None = None) -> None:
-        """Remember a token found valid for `cache_seconds`, or less (`valid_for`: a JWT's
-        time to expiry)."""
-        seconds = min(self.cache_seconds, valid_for if valid_for is not None else math.inf)
+    def remember(self, text: str, token: ApiToken) -> None:
+        """Remember a token found valid for `cache_seconds`, or less: never past its
+        `expires_at` (a JWT's)."""
+        seconds = self.cache_seconds
+        if token.expires_at is not None:
+            seconds = min(seconds, token.expires_at.timestamp() - time.time())
         if seconds <= 0:
             return
         if len(self._valid) >= self.CACHE_LIMIT:
