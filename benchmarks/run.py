@@ -43,6 +43,7 @@ TARGETS = {
     "sealing_single_drop": ("<=", 0.05),  # issue 13: sealing costs no ratio more than 0.05
     "sealing_single_known_drop": ("<=", 0.05),
     "sealing_single_uncached_drop": ("<=", 0.05),
+    "sealing_single_new_drop": ("<=", 0.05),
     "sealing_threads_drop": ("<=", 0.05),
     "sealing_batch_drop": ("<=", 0.05),
     "upcasting_catchup_ratio": (">=", 0.9),  # the oldest version's log within 10%
@@ -230,6 +231,13 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
             figures.update(
                 sealing.figures(
                     "single_known", sealing.single_known(apart, 2 * args.requests, args.rounds)
+                )
+            )
+        if sealing.holds_directory(apart):
+            step("the cost of sealing: single requests, students new to the ledger")
+            figures.update(
+                sealing.figures(
+                    "single_new", sealing.single_new(apart, 2 * args.requests, args.rounds)
                 )
             )
         step("the cost of sealing: single requests, students' keys looked up")

@@ -15,11 +15,12 @@ single, 4x threaded, 10x batched).
 
 The workload's requests all name the same two students, whose keys stay in the
 process's cache. `single_known` names two students of its own in each request, whose
-keys were made before the process read its keys' directory (decision record 0055): every
-request unwraps them from it, as when a process meets a student for the first time.
-`single_uncached` does the same with keys made since, or where no directory is held (no
-erasures heard of: SQLite, a pooler with no direct URL; or after the cache's 5 s there,
-decision record 0054): every request looks them up.
+keys are in the process's keys' directory (decision records 0055, 0057): every request
+unwraps them from it, as when a process meets a student for the first time.
+`single_uncached` does the same in a process that holds no directory (no erasures heard
+of: SQLite, a pooler with no direct URL; or after the cache's 5 s there, decision record
+0054): every request looks them up. `single_new` names two students new to the ledger
+in each request: every request makes their keys (one statement, decision record 0057).
 """
 
 from __future__ import annotations
@@ -117,10 +118,17 @@ def single_known(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
 
 
 def single_uncached(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
-    """As `single`, each request naming two students of its own, with keys made but
-    in neither the process's cache nor its directory: every request looks them up."""
+    """As `single`, each request naming two students of its own, with keys made but not
+    cached, in a process that holds no directory: every request looks them up."""
     turns = _turns(count, TURN_REQUESTS, rounds)
     return _alternating(spec, "sealing-uncached", count, turns, _one_at_a_time, students="uncached")
+
+
+def single_new(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
+    """As `single`, each request naming two students new to the ledger, in a process
+    whose directory holds every key: every request makes theirs."""
+    turns = _turns(count, TURN_REQUESTS, rounds)
+    return _alternating(spec, "sealing-new", count, turns, _one_at_a_time, students="new")
 
 
 def _one_at_a_time(clients: dict[str, Any]) -> dict[str, Send]:
@@ -179,8 +187,9 @@ def _alternating(
 ) -> dict[str, Rate]:
     """`count` requests per side in `turns` turns; turn t starts with side t mod 3.
     The baseline's side is `writers` connections, each ledger's one ledger. With
-    `students` ("known" or "uncached"), each request names two students of its own,
-    whose keys the sealed ledger has made and forgotten (but for its directory)."""
+    `students` ("known", "uncached" or "new"), each request names two students of its
+    own, whose keys the sealed ledger has made and forgotten (but for its directory), or
+    has not made ("new")."""
     baseline = [BaselineWriter(spec) for _ in range(writers)]
     clients: dict[str, Any] = {
         "baseline": baseline,
@@ -200,7 +209,9 @@ def _alternating(
         sends = sends_of(clients)
         for side, send in sends.items():
             send(requests(f"{run}-{side}-warm-up", 0, 100))  # connect, prepare, make keys
-        if students:
+        if students == "new":
+            _directory_read(clients["sealed"].student_data.keys)
+        elif students:
             named = [r for w in work["sealed"] for r in w]
             _keys_made_and_forgotten(clients["sealed"], named, in_directory=students == "known")
         for number in range(turns):
@@ -218,21 +229,29 @@ def _alternating(
 
 
 def _keys_made_and_forgotten(ledger: Any, work: list[Request], *, in_directory: bool) -> None:
-    """Make the keys of the students `work` names, as their earlier lessons did, then
-    drop them from the ledger's cache; `in_directory`: then read its directory again, as
-    a process started after those lessons would have."""
+    """Make the keys of the students `work` names, as their earlier lessons did; then
+    read the ledger's directory afresh, as a process started after those lessons would
+    have (`in_directory`), or have it hold none (as on SQLite, or through a pooler
+    alone): either way none of them is cached."""
     keys = ledger.student_data.keys
     owners = [ledger.student_data.student_owner(s) for r in work for s in r.students]
     for start in range(0, len(owners), 1000):
         keys.keys_for(owners[start : start + 1000])
-    keys.forget(owners, [])
     if in_directory:
-        deadline = time.monotonic() + 10
-        while not keys.told_of_erasures and time.monotonic() < deadline:
-            time.sleep(0.01)  # the listener's first LISTEN, just after the ledger opened
-        keys.heard()  # everything forgotten, as at a process's start
-        if not keys.read_directory():
-            raise RuntimeError("no keys' directory here (erasures are not heard of)")
+        _directory_read(keys)
+    else:
+        keys.told(False)  # no erasures heard of, so no directory, and nothing kept
+
+
+def _directory_read(keys: Any) -> None:
+    """Wait for the ledger's listener, then read its directory afresh, forgetting every
+    key cached, as at a process's start."""
+    deadline = time.monotonic() + 10
+    while not keys.told_of_erasures and time.monotonic() < deadline:
+        time.sleep(0.01)  # the listener's first LISTEN, just after the ledger opened
+    keys.heard()
+    if not keys.read_directory():
+        raise RuntimeError("no keys' directory here (erasures are not heard of)")
 
 
 def figures(name: str, rates: dict[str, Rate]) -> dict[str, Any]:
@@ -253,7 +272,8 @@ def table_rows(f: dict[str, Any], target: Callable[[str], str]) -> list[tuple[st
     labels = {
         "single": "single requests",
         "single_known": "single requests, students' keys in the directory, not cached",
-        "single_uncached": "single requests, students' keys looked up",
+        "single_uncached": "single requests, students' keys looked up (no directory)",
+        "single_new": "single requests, students new to the ledger (keys made)",
         "threads": f"{f['clients']} threads",
         "batch": f"batches of {f['batch_size']}",
     }

@@ -10,13 +10,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from adapters.keys.data_keys import DataKey, DataKeys
 from benchmarks import sealing
-from benchmarks.stores import create_store
+from benchmarks.stores import create_store, drop_store
 from benchmarks.workload import requests
 from domain import lesson_id_for
 from tests.support import ROOT
@@ -90,11 +91,14 @@ def test_the_benchmark_runs_on_postgresql(tmp_path: Path) -> None:
         "--generation-concurrency", "2", "--generation-rounds", "1",
     )  # fmt: skip
     assert figures["store"] == "postgresql"
-    # Students met for the first time, their keys in the process's directory.
-    assert math.isfinite(figures["sealing_single_known_drop"])  # type: ignore[arg-type]
-    assert figures["sealing_single_known_outcomes"] == {
-        "baseline": {"inserted": 100}, "plain": {"accepted": 100}, "sealed": {"accepted": 100},
-    }  # fmt: skip
+    # Students met for the first time, their keys in the process's directory; students
+    # new to the ledger, their keys made.
+    for name in ("single_known", "single_new"):
+        assert math.isfinite(figures[f"sealing_{name}_drop"])  # type: ignore[arg-type]
+        assert figures[f"sealing_{name}_outcomes"] == {
+            "baseline": {"inserted": 100}, "plain": {"accepted": 100},
+            "sealed": {"accepted": 100},
+        }  # fmt: skip
     # HTTP, the ledger and the plain endpoint, 1 and 2 server processes each: every
     # request (50 timed, one warm-up per client) accepted, and the ratio of each size.
     for side in ("ledger", "plain"):
@@ -125,7 +129,9 @@ def test_the_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     figures = _run(tmp_path, "--store", "sqlite", "--database-url", str(folder))
     assert figures["store"] == "sqlite"
-    assert "sealing_single_known_drop" not in figures  # no erasures heard of: no directory
+    # No erasures heard of, so no directory: new students' keys are looked up first.
+    assert "sealing_single_known_drop" not in figures
+    assert "sealing_single_new_drop" not in figures
     assert not any(folder.iterdir())  # its files were deleted
 
 
@@ -205,3 +211,37 @@ def test_the_uncached_measurement_looks_up_two_students_keys_a_request(
         assert len(owners.fetchall()) == 2 + 2 * 6  # the workload's two, and 2 a request
     # The last six look-ups are the timed requests': each its two students.
     assert looked_up[-6:] == [2] * 6
+
+
+@pytest.mark.postgres
+def test_the_new_students_measurement_makes_two_keys_a_request_without_looking_up(
+    tmp_path: Path,
+) -> None:
+    """Its sealed side names two students new to the ledger a request, in a process whose
+    directory holds every key: each request makes their two keys, and looks none up."""
+    require_postgres()
+    spec = create_store("postgresql", POSTGRES_URL)
+    calls: list[tuple[str, int]] = []  # (made or looked up, how many students' keys)
+    created, stored = DataKeys._created, DataKeys._stored
+
+    def counted(name: str, call: Any) -> Any:
+        def counting(keys: DataKeys, owners: Sequence[str]) -> dict[str, DataKey]:
+            students = sum(owner.startswith("student:") for owner in owners)
+            if students:
+                calls.append((name, students))
+            return call(keys, owners)  # type: ignore[no-any-return]
+
+        return counting
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(DataKeys, "_created", counted("made", created))
+            patch.setattr(DataKeys, "_stored", counted("looked up", stored))
+            rates = sealing.single_new(spec, 6, 2)
+    finally:
+        drop_store(spec)
+    assert {side: dict(rate.outcomes) for side, rate in rates.items()} == {
+        "baseline": {"inserted": 6}, "plain": {"accepted": 6}, "sealed": {"accepted": 6},
+    }  # fmt: skip
+    # The timed requests' (the warm-up's before them may look up, its directory not read).
+    assert calls[-6:] == [("made", 2)] * 6

@@ -10,7 +10,9 @@ announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
 listens, the process also holds the table's wrapped keys (its directory, up to
 `DIRECTORY_KEYS`, by owner and by id), read again after every erasure heard of: a student
 it meets for the first time, or an event it opens of one, costs an unwrap, not a round
-trip (decision record 0055).
+trip (decision record 0055). Keys made are announced too (`made_channel`), with their
+wrapped bytes, so the directory holds the keys made since it was read (decision record
+0057).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ TOLD_CACHE_SECONDS = 600.0
 """How long keys are remembered while every erasure is heard of (memory's sake alone)."""
 DIRECTORY_KEYS = 50_000
 """At most this many wrapped keys held (about 23 MB); a database with more has none."""
+_MADE_PER_NOTICE = 30
+"""Keys announced in one notification (about 190 bytes each: PostgreSQL takes 8,000)."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
@@ -56,13 +60,18 @@ class DataKey:
     owner: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Directory:
     """Every stored key, wrapped, as read while erasures were heard of: by owner (key id,
     wrapped) and by id (owner, wrapped)."""
 
     by_owner: dict[str, tuple[str, bytes]]
     by_id: dict[str, tuple[str, bytes]]
+    gone: set[str] = field(default_factory=set)
+    """Ids of keys destroyed here since the read: an announcement of their making may
+    still come after (the listener lags), and must not bring them back."""
+    complete: bool = True
+    """Whether it holds every key made since the read too (none refused for room)."""
 
     @classmethod
     def of(cls, rows: Sequence[tuple[str, str, str]]) -> _Directory:
@@ -72,6 +81,18 @@ class _Directory:
             {owner: (key_id, data) for owner, key_id, data in wrapped},
             {key_id: (owner, data) for owner, key_id, data in wrapped},
         )
+
+    def add(self, rows: Iterable[Sequence[str]]) -> None:
+        """Keys made since the read, from (owner, key id, wrapped as base64) rows."""
+        for owner, key_id, wrapped in rows:
+            if key_id in self.gone:
+                continue
+            if len(self.by_owner) >= DIRECTORY_KEYS:
+                self.complete = False
+                continue
+            data = base64.b64decode(wrapped)
+            self.by_owner[owner] = (key_id, data)
+            self.by_id[key_id] = (owner, data)
 
 
 class DataKeys:
@@ -91,6 +112,8 @@ class DataKeys:
         self.cache_seconds = cache_seconds
         self.channel = f"{sql.database.schema}_data_keys" if self._postgres else None
         """Where destroying keys is announced (PostgreSQL)."""
+        self.made_channel = f"{self.channel}_made" if self.channel else None
+        """Where making keys is announced, with their wrapped bytes (PostgreSQL)."""
         self._told = False
         """Whether a listener hears every announcement now."""
         self._generation = 0
@@ -148,7 +171,11 @@ class DataKeys:
             unknown = list(dict.fromkeys(unknown))  # each once
             stored = self._known(unknown)
             unknown = [owner for owner in unknown if owner not in stored]
-        if unknown:
+        if unknown and self.makes_first:
+            # The directory holds every key but those made a moment ago: an owner not in
+            # it most likely has none yet. Made first, it costs one round trip, not two.
+            stored.update(self._created(unknown))
+        elif unknown:
             stored.update(self._stored(unknown))
             missing = [owner for owner in unknown if owner not in stored]
             if missing:
@@ -157,6 +184,13 @@ class DataKeys:
             self._remember(stored.values(), now, generation)
             found.update(stored)
         return found
+
+    @property
+    def makes_first(self) -> bool:
+        """Whether keys not in the directory are made before they are looked up: while it
+        holds every stored key, as heard of (PostgreSQL)."""
+        directory = self._directory
+        return directory is not None and directory.complete and self.made_channel is not None
 
     def key(self, key_id: str) -> DataKey | None:
         """The key with this id, or None once it was destroyed."""
@@ -224,6 +258,7 @@ class DataKeys:
                 self._by_id[key_id] = (self._until(time.monotonic()), None)
                 if directory is not None:
                     directory.by_id.pop(key_id, None)
+                    directory.gone.add(key_id)
 
     @property
     def told_of_erasures(self) -> bool:
@@ -243,6 +278,14 @@ class DataKeys:
         and the announcement names none)."""
         with self._lock:
             self._forget_all()
+
+    def made(self, announced: str) -> None:
+        """Keys made here or elsewhere, as announced (a line each: owner, key id, wrapped):
+        into the directory, which may have been read before they were."""
+        rows = [line.split(" ") for line in announced.splitlines()]
+        with self._lock:
+            if self._directory is not None:
+                self._directory.add(rows)
 
     @property
     def directory_size(self) -> int | None:
@@ -332,23 +375,47 @@ class DataKeys:
     def _created(self, owners: Sequence[str]) -> dict[str, DataKey]:
         """New keys for these owners; where another process made one first, that one."""
         created_at = datetime.now(UTC).isoformat()
+        made: dict[str, DataKey] = {}
         # In one order everywhere: two writers making the same keys then wait for each
         # other on the owners' index, never in a circle (a deadlock).
         in_order = sorted(owners)
         for start in range(0, len(in_order), _OWNERS_PER_STATEMENT):
             rows: list[object] = []
+            new: dict[str, DataKey] = {}
             for owner in in_order[start : start + _OWNERS_PER_STATEMENT]:
                 key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+                new[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
                 rows += [key_id, owner, self._wrap(key_id, raw), self.kek_id, created_at]
             values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(rows) // 5))
-            self.sql.run(
+            insert = (
                 f"INSERT INTO {self.table} (key_id, owner, wrapped, kek_id, created_at)"
-                f" VALUES {values} ON CONFLICT (owner) DO NOTHING",
-                rows,
+                f" VALUES {values} ON CONFLICT (owner) DO NOTHING"
             )
-        stored = self._stored(owners)
+            if self.made_channel is None:
+                self.sql.run(insert, rows)
+            else:
+                inserted = self.sql.run(self._announced(insert), [*rows, self.made_channel])
+                made.update((owner, new[owner]) for (owner,) in inserted)
+        others = [owner for owner in owners if owner not in made]
+        stored = {**self._stored(others), **made} if others else made
         assert len(stored) == len(owners), "a key was just made for each owner"
         return stored
+
+    @staticmethod
+    def _announced(insert: str) -> str:
+        """The INSERT, and a notification of the keys it made (those another process had
+        not made first, which that one announces) in the same statement: delivered at its
+        commit, after any erasure committed before it and before any after. It returns
+        the owners of the keys it made."""
+        return (
+            f"WITH made AS ({insert} RETURNING owner, key_id, wrapped),"
+            " lines AS (SELECT owner, owner || ' ' || key_id || ' ' || wrapped AS line,"
+            f" (row_number() OVER ()) / {_MADE_PER_NOTICE} AS notice FROM made),"
+            " told AS (SELECT notice, pg_notify(%s, string_agg(line, chr(10)))"
+            " FROM lines GROUP BY notice)"
+            # Read from `told`, so that it runs (a CTE no one reads is not).
+            " SELECT owner FROM lines WHERE notice IN (SELECT notice FROM told)"
+        )
 
     def _wrap(self, key_id: str, raw: bytes) -> str:
         nonce = NONCES.one()

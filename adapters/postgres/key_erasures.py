@@ -6,7 +6,8 @@ While the session lasts the keys are told so, and may remember keys until an era
 heard of; when it fails they are told that too (back to their short cache) and the
 listener connects again (decision record 0054). While it listens, a second thread reads
 the keys' directory (every key, wrapped): when listening begins, after each erasure
-heard of, and every `REREAD_SECONDS` for keys made since (decision record 0055).
+heard of, and every `REREAD_SECONDS` (decision record 0055). The same session hears of
+keys made, and tells the directory (decision record 0057).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class Told(Protocol):
     @property
     def channel(self) -> str | None: ...
 
+    @property
+    def made_channel(self) -> str | None: ...
+
+    def made(self, announced: str) -> None: ...
+
     def told(self, listening: bool) -> None: ...
 
     def heard(self) -> None: ...
@@ -45,10 +51,12 @@ class KeyErasureListener:
     REREAD_SECONDS = 600.0  # the directory is read again this often, for keys made since
 
     def __init__(self, session: Database, keys: Told) -> None:
-        if keys.channel is None:
+        if keys.channel is None or keys.made_channel is None:
             raise ValueError("these keys announce no erasure (not PostgreSQL)")
         self._session = session
         self._keys = keys
+        self._made = keys.made_channel
+        self._hear_made = sql.SQL("LISTEN {}").format(sql.Identifier(self._made))
         self._statement = sql.SQL("LISTEN {}").format(sql.Identifier(keys.channel))
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="key-erasures", daemon=True)
@@ -68,6 +76,7 @@ class KeyErasureListener:
         while not self._stopping.is_set():
             try:
                 with self._session.connect() as conn:
+                    conn.execute(self._hear_made)
                     conn.execute(self._statement)
                     self._keys.told(True)
                     self._read_wanted.set()
@@ -81,7 +90,10 @@ class KeyErasureListener:
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         probe_at = time.monotonic() + self.PROBE_SECONDS
         while not self._stopping.is_set():
-            for _ in conn.notifies(timeout=self.SLICE_SECONDS):
+            for notice in conn.notifies(timeout=self.SLICE_SECONDS):
+                if notice.channel == self._made:
+                    self._keys.made(notice.payload)
+                    continue
                 self._keys.heard()  # at once, not at the slice's end
                 self._read_wanted.set()
             if time.monotonic() >= probe_at:

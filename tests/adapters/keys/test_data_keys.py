@@ -12,9 +12,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from adapters.keys.data_keys import DataKeys
 from adapters.keys.keyfile import KEY_FILE_SETTING, read_keys
 from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
+from tests.support.projections import wait_until
 from tests.support.stores import Store
 from tests.support.student_data import PROVIDER
 from tests.support.together import in_threads_together
@@ -94,6 +98,8 @@ def test_writers_making_the_same_keys_at_once_share_one_key_each(
 ) -> None:
     writers = 6
     ledgers = [postgres_store.open() for _ in range(writers)]
+    for ledger in ledgers:  # each makes keys first (its directory holds every key)
+        wait_until(lambda ledger=ledger: sealer_of(ledger).keys.makes_first, 10, "directory")
 
     def write(number: int) -> Any:
         items = week(students=160, writer=number, each=8)
@@ -113,13 +119,19 @@ def test_writers_making_the_same_keys_at_once_share_one_key_each(
         assert all(len(grades) == 8 for grades in opened_grades(reader, result))
 
 
+@pytest.mark.parametrize(
+    "made_first",
+    [(False, False), (True, True), (True, False)],
+    ids=["both-look-up-first", "both-make-first", "one-of-each"],
+)
 def test_two_writers_making_the_same_keys_in_opposite_orders_never_deadlock(
-    postgres_store: Store,
+    postgres_store: Store, made_first: tuple[bool, bool]
 ) -> None:
     """A statement's worth of new owners (190), made by two ledgers at once, one in the
     other's reverse order, a hundred times: each time both get their keys (made in one
-    order everywhere, neither waits for the other in a circle), and they are the same."""
-    keys = [sealer_of(postgres_store.open()).keys for _ in range(2)]
+    order everywhere, neither waits for the other in a circle), and they are the same.
+    A writer whose directory holds every key makes keys before looking them up."""
+    keys = [_writer(postgres_store, first) for first in made_first]
     for round_ in range(100):
         owners = [f"student:round-{round_}-{n:03d}" for n in range(190)]
         found = in_threads_together(
@@ -129,6 +141,17 @@ def test_two_writers_making_the_same_keys_in_opposite_orders_never_deadlock(
             o: k.key_id for o, k in found[1].items()
         }
         assert len(found[0]) == 190
+
+
+def _writer(store: Store, made_first: bool) -> DataKeys:
+    """A ledger's keys, with the directory it holds (made first), or without any."""
+    keys = sealer_of(store.open()).keys
+    if made_first:
+        wait_until(lambda: keys.makes_first, 10, "the keys' directory")
+        return keys
+    alone = DataKeys(keys.sql, keys.kek)  # no listener: no directory
+    assert not alone.makes_first
+    return alone
 
 
 def test_a_data_keys_text_names_it_and_shows_no_key(store: Store) -> None:

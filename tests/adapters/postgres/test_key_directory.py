@@ -5,11 +5,13 @@ and a read that an erasure overtook is not kept."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from adapters.keys import data_keys
 from adapters.keys.data_keys import DataKeys
@@ -55,23 +57,77 @@ def test_a_student_met_for_the_first_time_is_sealed_without_a_look_up(
 ) -> None:
     """Another process made Ada's key (and the month's date keys) before this one
     started: this process seals her part from its directory, with no statement, and
-    reads it back. Ben's key is made elsewhere after the directory was read: he costs
-    one look-up, and is sealed under that same key, not a second one."""
+    reads it back. Ben's key is made elsewhere after the directory was read: once its
+    making is heard of, he costs no look-up either, and is sealed under that same key."""
     theirs = postgres_store.open()
     request(theirs, "08:00-08:30", "ada")
     ours = postgres_store.open()
     keys = listening(ours)
-    ben = sealer_of(theirs).keys.key_for(sealer_of(ours).student_owner("student-ben"))
+    held = keys.directory_size
     statements = Statements(keys)
 
     lesson = request(ours, "08:30-09:00", "ada")
     assert statements.look_ups() == 0
     assert parts(ours, lesson) == ["student-ada"]
 
+    ben = sealer_of(theirs).keys.key_for(sealer_of(ours).student_owner("student-ben"))
+    wait_until(lambda: keys.directory_size == held + 1, 10, "Ben's key to be heard of")
     lesson = request(ours, "09:00-09:30", "ben")
-    assert statements.look_ups() == 1
+    assert statements.look_ups() == 0
     assert parts(ours, lesson) == ["student-ben"]
     assert keys.key_for(sealer_of(ours).student_owner("student-ben")).key_id == ben.key_id
+
+
+def test_every_key_a_batch_makes_reaches_the_directory_and_nothing_of_a_student(
+    postgres_store: Store,
+) -> None:
+    """Another process makes 200 students' keys at once: each is heard of (several
+    notifications, each under PostgreSQL's 8,000 bytes) and unwrapped here with no
+    look-up. What is announced names no student and shows no key, only wrapped ones."""
+    theirs, ours = postgres_store.open(), postgres_store.open()
+    keys = listening(ours)
+    held = keys.directory_size
+    assert held is not None
+    students = [f"student-{n:03}" for n in range(200)]
+    owners = [sealer_of(ours).student_owner(student) for student in students]
+
+    with postgres_store.database.connect() as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(str(keys.made_channel))))
+        made = sealer_of(theirs).keys.keys_for(owners)
+        announced = "\n".join(n.payload for n in conn.notifies(timeout=1, stop_after=7))
+
+    wait_until(lambda: keys.directory_size == held + 200, 10, "every key to be heard of")
+    statements = Statements(keys)
+    assert {o: k.key_id for o, k in keys.keys_for(owners).items()} == {
+        o: k.key_id for o, k in made.items()
+    }
+    assert statements.look_ups() == 0
+    assert len(announced.splitlines()) == 200
+    shown = [base64.b64encode(k.key).decode() for k in made.values()] + students
+    assert not [secret for secret in shown if secret in announced]
+
+
+def test_a_key_destroyed_here_is_not_brought_back_by_news_of_its_making(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener lags: news of a key's making may come after this process destroyed
+    it. The directory does not take it back: opening by its id finds nothing."""
+    ledger = postgres_store.open()
+    mine = sealer_of(ledger).keys
+    keys = DataKeys(mine.sql, mine.kek)  # no listener: told by hand, news given by hand
+    keys.told(True)
+    assert keys.read_directory()
+    monkeypatch.setattr(data_keys, "TOLD_CACHE_SECONDS", 0.0)  # nothing stays remembered
+    owner = sealer_of(ledger).student_owner("student-ada")
+    with postgres_store.database.connect() as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(str(keys.made_channel))))
+        key_id = keys.key_for(owner).key_id
+        news = next(conn.notifies(timeout=5, stop_after=1)).payload
+    assert keys.destroy([owner]) == [key_id]
+
+    keys.made(news)
+
+    assert keys.key(key_id) is None
 
 
 def test_a_lesson_of_students_never_met_is_opened_without_a_look_up(
@@ -189,3 +245,59 @@ def test_a_database_with_more_keys_than_the_directory_holds_has_none(
     lesson = request(ours, "08:30-09:00", "ada")
     assert statements.look_ups() == 1
     assert parts(ours, lesson) == ["student-ada"]
+
+
+MAKE = "INSERT INTO"
+"""What the statement that makes keys says."""
+
+
+def test_a_student_new_to_the_ledger_costs_one_statement(postgres_store: Store) -> None:
+    """A process whose directory holds every key makes a new student's key at once,
+    without looking it up first: one statement, and the part reads back."""
+    ledger = postgres_store.open()
+    request(ledger, "08:00-08:30", "ada")  # the month's date keys, made
+    statements = Statements(listening(ledger))
+
+    lesson = request(ledger, "08:30-09:00", "ben")
+
+    assert statements.look_ups() == 0
+    assert statements.look_ups(MAKE) == 1
+    assert parts(ledger, lesson) == ["student-ben"]
+
+
+def test_a_key_missing_from_the_directory_is_found_not_made_again(
+    postgres_store: Store,
+) -> None:
+    """A key the directory lacks (its news not heard of yet, or a read that began
+    before it was made): making it first finds it made, and the stored key is used."""
+    theirs, ours = postgres_store.open(), postgres_store.open()
+    keys = listening(ours)
+    owner = sealer_of(ours).student_owner("student-ada")
+    made = sealer_of(theirs).keys.key_for(owner)
+    wait_until(lambda: keys.key_for(owner).key_id == made.key_id, 10, "Ada's key heard of")
+    keys.forget([owner], [])  # as if never heard of
+    statements = Statements(keys)
+
+    assert keys.key_for(owner).key_id == made.key_id
+    assert statements.look_ups(MAKE) == 1 and statements.look_ups() == 1
+
+
+def test_a_directory_without_room_for_every_key_looks_keys_up_first(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """News of a key made elsewhere comes when the directory is full: it may lack keys
+    that exist, so a student not in it is looked up before a key is made."""
+    theirs = postgres_store.open()
+    request(theirs, "08:00-08:30", "ben")  # the month's date keys, made
+    ours = postgres_store.open()
+    keys = listening(ours)
+    held = keys.directory_size
+    monkeypatch.setattr(data_keys, "DIRECTORY_KEYS", held)
+    sealer_of(theirs).keys.key_for(sealer_of(theirs).student_owner("student-ada"))
+    statements = Statements(keys)
+    wait_until(lambda: not keys.makes_first, 10, "Ada's key to be refused room")
+
+    request(ours, "08:30-09:00", "ada")
+
+    assert statements.look_ups() == 1
+    assert keys.directory_size == held
