@@ -307,6 +307,10 @@ class DataKeys:
         with self._lock:
             if generation != self._generation or not self._told:
                 return False
+            if directory is not None and self._directory is not None:
+                # A key destroyed here stays gone until its erasure comes back (which
+                # empties the directory): its making's news may still be on its way.
+                directory.gone |= self._directory.gone
             self._directory = directory
         return directory is not None
 

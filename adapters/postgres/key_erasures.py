@@ -48,7 +48,7 @@ class KeyErasureListener:
     SLICE_SECONDS = 0.25  # how soon `close()` is noticed
     PROBE_SECONDS = 5.0  # a quiet session is asked for a reply this often: is it alive?
     RETRY_SECONDS = 1.0  # after a failed session, before connecting again
-    REREAD_SECONDS = 600.0  # the directory is read again this often, for keys made since
+    REREAD_SECONDS = 600.0  # the directory is read again this often (news of keys missed)
 
     def __init__(self, session: Database, keys: Told) -> None:
         if keys.channel is None or keys.made_channel is None:

@@ -107,11 +107,13 @@ def test_every_key_a_batch_makes_reaches_the_directory_and_nothing_of_a_student(
     assert not [secret for secret in shown if secret in announced]
 
 
+@pytest.mark.parametrize("read_again", [False, True], ids=["as-read", "read-again-meanwhile"])
 def test_a_key_destroyed_here_is_not_brought_back_by_news_of_its_making(
-    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch, read_again: bool
 ) -> None:
     """The listener lags: news of a key's making may come after this process destroyed
-    it. The directory does not take it back: opening by its id finds nothing."""
+    it, also after the directory's periodic read. The directory does not take it back:
+    opening by its id finds nothing."""
     ledger = postgres_store.open()
     mine = sealer_of(ledger).keys
     keys = DataKeys(mine.sql, mine.kek)  # no listener: told by hand, news given by hand
@@ -124,6 +126,8 @@ def test_a_key_destroyed_here_is_not_brought_back_by_news_of_its_making(
         key_id = keys.key_for(owner).key_id
         news = next(conn.notifies(timeout=5, stop_after=1)).payload
     assert keys.destroy([owner]) == [key_id]
+    if read_again:
+        assert keys.read_directory()
 
     keys.made(news)
 
