@@ -37,6 +37,7 @@ from uuid import UUID
 from benchmarks.stores import BaselineWriter, StoreSpec
 from benchmarks.workload import Request, requests
 from benchmarks.writes import (
+    TURN_REQUESTS,
     Rate,
     _baseline_batches,
     _baseline_single,
@@ -44,11 +45,10 @@ from benchmarks.writes import (
     _ledger_batches,
     _ledger_single,
     _run_threads,
+    turns_of,
 )
 
 SIDES = ("baseline", "plain", "sealed")
-TURN_REQUESTS = 50
-"""Requests a side sends per turn and client (a batch side: five batches a turn)."""
 Send = Callable[[Sequence[Request]], Counter[str]]
 
 
@@ -106,28 +106,28 @@ def holds_directory(spec: StoreSpec) -> bool:
 
 def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """One client, one request per transaction, each side in turn."""
-    turns = _turns(count, TURN_REQUESTS, rounds)
+    turns = turns_of(count, TURN_REQUESTS, rounds)
     return _alternating(spec, "sealing-single", count, turns, _one_at_a_time)
 
 
 def single_known(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students of its own, whose keys are in the
     process's directory but not its cache: every request unwraps their keys."""
-    turns = _turns(count, TURN_REQUESTS, rounds)
+    turns = turns_of(count, TURN_REQUESTS, rounds)
     return _alternating(spec, "sealing-known", count, turns, _one_at_a_time, students="known")
 
 
 def single_uncached(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students of its own, with keys made but not
     cached, in a process that holds no directory: every request looks them up."""
-    turns = _turns(count, TURN_REQUESTS, rounds)
+    turns = turns_of(count, TURN_REQUESTS, rounds)
     return _alternating(spec, "sealing-uncached", count, turns, _one_at_a_time, students="uncached")
 
 
 def single_new(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students new to the ledger, in a process
     whose directory holds every key: every request makes theirs."""
-    turns = _turns(count, TURN_REQUESTS, rounds)
+    turns = turns_of(count, TURN_REQUESTS, rounds)
     return _alternating(spec, "sealing-new", count, turns, _one_at_a_time, students="new")
 
 
@@ -153,7 +153,7 @@ def threads(spec: StoreSpec, count: int, clients: int, rounds: int) -> dict[str,
             "sealed": together([partial(_ledger_single, made["sealed"])] * clients),
         }
 
-    turns = _turns(count, TURN_REQUESTS * clients, rounds)
+    turns = turns_of(count, TURN_REQUESTS * clients, rounds)
     return _alternating(spec, "sealing-threads", count, turns, sends, writers=clients)
 
 
@@ -168,12 +168,7 @@ def batches(spec: StoreSpec, count: int, size: int, rounds: int) -> dict[str, Ra
         }
 
     count = max(count, size * rounds)
-    return _alternating(spec, "sealing-batch", count, _turns(count, 5 * size, rounds), sends)
-
-
-def _turns(count: int, per_turn: int, rounds: int) -> int:
-    """Turns of about `per_turn` requests a side, at least `rounds`."""
-    return max(rounds, count // per_turn)
+    return _alternating(spec, "sealing-batch", count, turns_of(count, 5 * size, rounds), sends)
 
 
 def _alternating(

@@ -1,11 +1,14 @@
 """The command path against the baseline, on the same requests: single requests on one
 client, 8 concurrent clients (threads, and processes), batches, and a race for slots.
 
-Each measurement alternates baseline and ledger rounds, so both sides see the same
+Each measurement alternates baseline and ledger turns, so both sides see the same
 background load (the machine is shared); a rate is requests over the summed time of
-its rounds. Concurrent clients wait at a start line after connecting, so start-up is
-not timed; processes are spawned, not forked (connection pools and threads do not
-survive a fork).
+its turns. Turns are short (`TURN_REQUESTS` a side per client; five batches), each
+starting with the other side than the last: long rounds met this VM's drift at
+different times and moved a ratio by 0.05-0.1 between runs. Worker processes are
+spawned per round, so `concurrent_processes` keeps `rounds` long rounds. Concurrent
+clients wait at a start line after connecting, so start-up is not timed; processes are
+spawned, not forked (connection pools and threads do not survive a fork).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 
 from benchmarks.stores import BaselineWriter, StoreSpec
 from benchmarks.workload import Request, requests
+
+TURN_REQUESTS = 50
+"""Requests a side sends per turn and client (a batch side: five batches a turn)."""
 
 # A worker process's ledger needs one connection at a time; 8 of them must not take the
 # shared server's connections (the library's default pool opens 5 each).
@@ -127,10 +133,10 @@ def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     try:
         for _, send in clients.values():
             send(requests("single-warm-up", 0, 1))  # connect, prepare, import
-        for chunk in _chunks(work, rounds):
-            for side, (_, send) in clients.items():
+        for number, chunk in enumerate(_chunks(work, turns_of(count, TURN_REQUESTS, rounds))):
+            for side in _in_turn(list(clients), number):
                 began = time.perf_counter()
-                outcomes = send(chunk)
+                outcomes = clients[side][1](chunk)
                 rates[side].add(len(chunk), time.perf_counter() - began, outcomes)
     finally:
         for client, _ in clients.values():
@@ -146,9 +152,11 @@ def concurrent_threads(spec: StoreSpec, count: int, clients: int, rounds: int) -
     ledger = _open_ledger(spec)
     writers = [BaselineWriter(spec) for _ in range(clients)]
     try:
-        for round_ in _chunks(work, rounds):
+        for number, round_ in enumerate(
+            _chunks(work, turns_of(count, TURN_REQUESTS * clients, rounds))
+        ):
             shares = _chunks(round_, clients)
-            for side in rates:
+            for side in _in_turn(list(rates), number):
                 sends: list[Callable[[Sequence[Request]], Counter[str]]] = (
                     [partial(_ledger_single, ledger)] * clients
                     if side == "ledger"
@@ -187,15 +195,18 @@ def batches(spec: StoreSpec, count: int, size: int, rounds: int) -> dict[str, Ra
     try:
         _ledger_batches(ledger, work[count:], size)  # warm up
         _baseline_batches(writer, work[count:], size)
-        per_round = count // rounds // size * size
-        for number in range(rounds):
-            round_ = work[number * per_round : (number + 1) * per_round]
-            began = time.perf_counter()
-            outcomes = _baseline_batches(writer, round_, size)
-            rates["baseline"].add(len(round_), time.perf_counter() - began, outcomes)
-            began = time.perf_counter()
-            outcomes = _ledger_batches(ledger, round_, size)
-            rates["ledger"].add(len(round_), time.perf_counter() - began, outcomes)
+        sends = {
+            "baseline": partial(_baseline_batches, writer),
+            "ledger": partial(_ledger_batches, ledger),
+        }
+        count_of_turns = turns_of(count, 5 * size, rounds)
+        per_turn = count // count_of_turns // size * size
+        for number in range(count_of_turns):
+            turn = work[number * per_turn : (number + 1) * per_turn]
+            for side in _in_turn(list(sends), number):
+                began = time.perf_counter()
+                outcomes = sends[side](turn, size)
+                rates[side].add(len(turn), time.perf_counter() - began, outcomes)
     finally:
         ledger.close()
         writer.close()
@@ -297,6 +308,17 @@ def run_together(
     for _, _, done in finished:
         outcomes.update(done)
     return max(end for _, end, _ in finished) - began, outcomes
+
+
+def turns_of(count: int, per_turn: int, rounds: int) -> int:
+    """Turns of about `per_turn` requests a side, at least `rounds`."""
+    return max(rounds, count // per_turn)
+
+
+def _in_turn(sides: list[str], number: int) -> list[str]:
+    """The sides in turn `number`'s order: each turn starts with the next side."""
+    first = number % len(sides)
+    return sides[first:] + sides[:first]
 
 
 def _chunks(items: Sequence[Any], parts: int) -> list[list[Any]]:

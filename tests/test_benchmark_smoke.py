@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from adapters.keys.data_keys import DataKey, DataKeys
-from benchmarks import sealing
+from benchmarks import sealing, writes
 from benchmarks.stores import create_store, drop_store
 from benchmarks.workload import requests
 from domain import lesson_id_for
@@ -245,3 +245,37 @@ def test_the_new_students_measurement_makes_two_keys_a_request_without_looking_u
     }  # fmt: skip
     # The timed requests' (the warm-up's before them may look up, its directory not read).
     assert calls[-6:] == [("made", 2)] * 6
+
+
+def test_the_write_sides_take_short_turns_each_led_by_the_next_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single requests and batches alternate in turns (50 requests; five batches), each
+    turn led by the side that went second in the last, on the same requests."""
+    spec = create_store("sqlite", str(tmp_path))
+    sent: list[tuple[str, int]] = []
+    for name, side in (
+        ("_ledger_single", "ledger"), ("_baseline_single", "baseline"),
+        ("_ledger_batches", "ledger"), ("_baseline_batches", "baseline"),
+    ):  # fmt: skip
+        real = getattr(writes, name)
+
+        def recording(
+            client: Any, work: Any, *size: int, side: str = side, real: Any = real
+        ) -> Any:
+            sent.append((side, len(work)))
+            return real(client, work, *size)
+
+        monkeypatch.setattr(writes, name, recording)
+
+    single = writes.single(spec, 150, 1)
+    assert sent[2:] == [
+        ("baseline", 50), ("ledger", 50), ("ledger", 50), ("baseline", 50),
+        ("baseline", 50), ("ledger", 50),
+    ]  # fmt: skip
+    sent.clear()
+    batched = writes.batches(spec, 1000, 100, 1)
+    assert sent[2:] == [("baseline", 500), ("ledger", 500), ("ledger", 500), ("baseline", 500)]
+    for rates, count in ((single, 150), (batched, 1000)):
+        assert rates["ledger"].outcomes == {"accepted": count}
+        assert rates["baseline"].outcomes == {"inserted": count}
