@@ -134,16 +134,22 @@ def test_a_key_destroyed_here_is_not_brought_back_by_news_of_its_making(
     assert keys.key(key_id) is None
 
 
+@pytest.mark.parametrize("made", ["before-the-read", "after-the-read"])
 def test_a_lesson_of_students_never_met_is_opened_without_a_look_up(
-    postgres_store: Store,
+    postgres_store: Store, made: str
 ) -> None:
-    """Another process requested Ada's lesson before this one started: this process
+    """Another process requested Ada's lesson, before this one started or after it read
+    its directory (as the generation worker meets every new student): this process
     opens it (her part sealed under her key and the day's) from its directory, with no
     statement."""
     theirs = postgres_store.open()
-    lesson = request(theirs, "08:00-08:30", "ada")
+    early = request(theirs, "08:00-08:30", "ada") if made == "before-the-read" else None
     ours = postgres_store.open()
-    statements = Statements(listening(ours))
+    keys = listening(ours)
+    lesson = early or request(theirs, "08:00-08:30", "ada")
+    stored = postgres_store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
+    wait_until(lambda: keys.directory_size == stored, 10, "every key made to be heard of")
+    statements = Statements(keys)
 
     assert parts(ours, lesson) == ["student-ada"]
     assert statements.look_ups(LOOK_UP_BY_ID) == 0
