@@ -10,9 +10,9 @@ announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
 listens, the process also holds the table's wrapped keys (its directory, up to
 `DIRECTORY_KEYS`, by owner and by id), read again after every erasure heard of: a student
 it meets for the first time, or an event it opens of one, costs an unwrap, not a round
-trip (decision record 0055). Keys made are announced too (`made_channel`), with their
-wrapped bytes, so the directory holds the keys made since it was read (decision record
-0057).
+trip (decision record 0055). Keys made are announced too (`made_channel`, their ids),
+and read into the directory, so it holds the keys made since it was read (decision
+record 0057).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ TOLD_CACHE_SECONDS = 600.0
 """How long keys are remembered while every erasure is heard of (memory's sake alone)."""
 DIRECTORY_KEYS = 50_000
 """At most this many wrapped keys held (about 23 MB); a database with more has none."""
-_MADE_PER_NOTICE = 30
-"""Keys announced in one notification (about 190 bytes each: PostgreSQL takes 8,000)."""
+_MADE_PER_NOTICE = 200
+"""Key ids announced in one notification (33 bytes each: PostgreSQL takes 8,000)."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
@@ -67,9 +67,6 @@ class _Directory:
 
     by_owner: dict[str, tuple[str, bytes]]
     by_id: dict[str, tuple[str, bytes]]
-    gone: set[str] = field(default_factory=set)
-    """Ids of keys destroyed here since the read: an announcement of their making may
-    still come after (the listener lags), and must not bring them back."""
     complete: bool = True
     """Whether it holds every key made since the read too (none refused for room)."""
 
@@ -83,10 +80,9 @@ class _Directory:
         )
 
     def add(self, rows: Iterable[Sequence[str]]) -> None:
-        """Keys made since the read, from (owner, key id, wrapped as base64) rows."""
+        """Keys made since the read, from the key table's (owner, key id, wrapped as
+        base64) rows."""
         for owner, key_id, wrapped in rows:
-            if key_id in self.gone:
-                continue
             if len(self.by_owner) >= DIRECTORY_KEYS:
                 self.complete = False
                 continue
@@ -113,7 +109,7 @@ class DataKeys:
         self.channel = f"{sql.database.schema}_data_keys" if self._postgres else None
         """Where destroying keys is announced (PostgreSQL)."""
         self.made_channel = f"{self.channel}_made" if self.channel else None
-        """Where making keys is announced, with their wrapped bytes (PostgreSQL)."""
+        """Where making keys is announced, their ids (PostgreSQL)."""
         self._told = False
         """Whether a listener hears every announcement now."""
         self._generation = 0
@@ -258,7 +254,6 @@ class DataKeys:
                 self._by_id[key_id] = (self._until(time.monotonic()), None)
                 if directory is not None:
                     directory.by_id.pop(key_id, None)
-                    directory.gone.add(key_id)
 
     @property
     def told_of_erasures(self) -> bool:
@@ -280,11 +275,20 @@ class DataKeys:
             self._forget_all()
 
     def made(self, announced: str) -> None:
-        """Keys made here or elsewhere, as announced (a line each: owner, key id, wrapped):
-        into the directory, which may have been read before they were."""
-        rows = [line.split(" ") for line in announced.splitlines()]
+        """Keys made here or elsewhere, as announced (their ids, a line each): read from
+        the key table into the directory, which may have been read before they were.
+        What is read, not what is announced, is kept: anyone connected may NOTIFY, and a
+        key destroyed since (or an old announcement sent again) is not found."""
+        generation = self._generation
+        if self._directory is None:
+            return
+        rows = self.sql.run(
+            f"SELECT owner, key_id, wrapped FROM {self.table} WHERE key_id = ANY(%s)",
+            (announced.split(),),
+        )
         with self._lock:
-            if self._directory is not None:
+            # Not after a forgetting meanwhile: the read may have come before an erasure.
+            if generation == self._generation and self._directory is not None:
                 self._directory.add(rows)
 
     @property
@@ -307,10 +311,6 @@ class DataKeys:
         with self._lock:
             if generation != self._generation or not self._told:
                 return False
-            if directory is not None and self._directory is not None:
-                # A key destroyed here stays gone until its erasure comes back (which
-                # empties the directory): its making's news may still be on its way.
-                directory.gone |= self._directory.gone
             self._directory = directory
         return directory is not None
 
@@ -407,15 +407,15 @@ class DataKeys:
 
     @staticmethod
     def _announced(insert: str) -> str:
-        """The INSERT, and a notification of the keys it made (those another process had
-        not made first, which that one announces) in the same statement: delivered at its
-        commit, after any erasure committed before it and before any after. It returns
-        the owners of the keys it made."""
+        """The INSERT, and a notification of the ids of the keys it made (those another
+        process had not made first, which that one announces) in the same statement:
+        delivered at its commit, after any erasure committed before it and before any
+        after. It returns the owners of the keys it made."""
         return (
-            f"WITH made AS ({insert} RETURNING owner, key_id, wrapped),"
-            " lines AS (SELECT owner, owner || ' ' || key_id || ' ' || wrapped AS line,"
+            f"WITH made AS ({insert} RETURNING owner, key_id),"
+            " lines AS (SELECT owner, key_id,"
             f" (row_number() OVER ()) / {_MADE_PER_NOTICE} AS notice FROM made),"
-            " told AS (SELECT notice, pg_notify(%s, string_agg(line, chr(10)))"
+            " told AS (SELECT notice, pg_notify(%s, string_agg(key_id, chr(10)))"
             " FROM lines GROUP BY notice)"
             # Read from `told`, so that it runs (a CTE no one reads is not).
             " SELECT owner FROM lines WHERE notice IN (SELECT notice FROM told)"
