@@ -16,6 +16,7 @@ from adapters.keys import data_keys
 from adapters.keys.data_keys import DataKeys
 from adapters.keys.sealing import sealer_of
 from adapters.storage.sqlstore import SqlStore
+from domain import LessonLedger
 from tests.adapters.postgres.test_key_erasures import listening, parts
 from tests.support.projections import wait_until
 from tests.support.stores import Store
@@ -112,12 +113,7 @@ def test_a_key_destroyed_here_is_not_brought_back_by_news_of_its_making(
     """The listener lags: news of a key's making may come after this process destroyed
     it, also after the directory's periodic read. The news is read from the key table,
     where the key is no more: opening by its id finds nothing."""
-    ledger = postgres_store.open()
-    mine = sealer_of(ledger).keys
-    keys = DataKeys(mine.sql, mine.kek)  # no listener: told by hand, news given by hand
-    keys.told(True)
-    assert keys.read_directory()
-    monkeypatch.setattr(data_keys, "TOLD_CACHE_SECONDS", 0.0)  # nothing stays remembered
+    ledger, keys = _told_by_hand(postgres_store, monkeypatch)
     owner = sealer_of(ledger).student_owner("student-ada")
     with postgres_store.database.connect() as conn:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(str(keys.made_channel))))
@@ -359,16 +355,23 @@ def test_news_read_before_an_erasure_here_is_not_kept(
 ) -> None:
     """The news of Ada's key is read from the table just before this process erases
     her: what was read is not added to the directory."""
-    ledger = postgres_store.open()
-    mine = sealer_of(ledger).keys
-    keys = DataKeys(mine.sql, mine.kek)  # no listener: told by hand, news given by hand
-    keys.told(True)
-    assert keys.read_directory()
-    monkeypatch.setattr(data_keys, "TOLD_CACHE_SECONDS", 0.0)  # nothing stays remembered
+    ledger, keys = _told_by_hand(postgres_store, monkeypatch)
     owner = sealer_of(ledger).student_owner("student-ada")
-    key_id = mine.key_for(owner).key_id  # made by the ledger's own keys: not heard here
+    key_id = sealer_of(ledger).keys.key_for(owner).key_id  # the ledger's: not heard here
     keys.sql = DestroyedDuringTheRead(keys, owner)  # type: ignore[assignment]
 
     keys.made(key_id)
 
     assert keys.key(key_id) is None
+
+
+def _told_by_hand(store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[LessonLedger, DataKeys]:
+    """A ledger, and keys of its database with no listener (told and given news by
+    hand), whose directory was read and which remember nothing."""
+    ledger = store.open()
+    mine = sealer_of(ledger).keys
+    keys = DataKeys(mine.sql, mine.kek)
+    keys.told(True)
+    assert keys.read_directory()
+    monkeypatch.setattr(data_keys, "TOLD_CACHE_SECONDS", 0.0)
+    return ledger, keys
