@@ -233,7 +233,6 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
                     "single_known", sealing.single_known(apart, 2 * args.requests, args.rounds)
                 )
             )
-        if sealing.holds_directory(apart):
             step("the cost of sealing: single requests, students new to the ledger")
             figures.update(
                 sealing.figures(

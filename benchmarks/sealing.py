@@ -45,6 +45,7 @@ from benchmarks.writes import (
     _ledger_batches,
     _ledger_single,
     _run_threads,
+    in_turn,
     turns_of,
 )
 
@@ -106,29 +107,32 @@ def holds_directory(spec: StoreSpec) -> bool:
 
 def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """One client, one request per transaction, each side in turn."""
-    turns = turns_of(count, TURN_REQUESTS, rounds)
-    return _alternating(spec, "sealing-single", count, turns, _one_at_a_time)
+    return _single(spec, "sealing-single", count, rounds)
 
 
 def single_known(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students of its own, whose keys are in the
     process's directory but not its cache: every request unwraps their keys."""
-    turns = turns_of(count, TURN_REQUESTS, rounds)
-    return _alternating(spec, "sealing-known", count, turns, _one_at_a_time, students="known")
+    return _single(spec, "sealing-known", count, rounds, students="known")
 
 
 def single_uncached(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students of its own, with keys made but not
     cached, in a process that holds no directory: every request looks them up."""
-    turns = turns_of(count, TURN_REQUESTS, rounds)
-    return _alternating(spec, "sealing-uncached", count, turns, _one_at_a_time, students="uncached")
+    return _single(spec, "sealing-uncached", count, rounds, students="uncached")
 
 
 def single_new(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students new to the ledger, in a process
     whose directory holds every key: every request makes theirs."""
+    return _single(spec, "sealing-new", count, rounds, students="new")
+
+
+def _single(
+    spec: StoreSpec, run: str, count: int, rounds: int, students: str = ""
+) -> dict[str, Rate]:
     turns = turns_of(count, TURN_REQUESTS, rounds)
-    return _alternating(spec, "sealing-new", count, turns, _one_at_a_time, students="new")
+    return _alternating(spec, run, count, turns, _one_at_a_time, students=students)
 
 
 def _one_at_a_time(clients: dict[str, Any]) -> dict[str, Send]:
@@ -180,7 +184,7 @@ def _alternating(
     writers: int = 1,
     students: str = "",
 ) -> dict[str, Rate]:
-    """`count` requests per side in `turns` turns; turn t starts with side t mod 3.
+    """`count` requests per side in `turns` turns, each led by the next side.
     The baseline's side is `writers` connections, each ledger's one ledger. With
     `students` ("known", "uncached" or "new"), each request names two students of its
     own, whose keys the sealed ledger has made and forgotten (but for its directory), or
@@ -210,8 +214,7 @@ def _alternating(
             named = [r for w in work["sealed"] for r in w]
             _keys_made_and_forgotten(clients["sealed"], named, in_directory=students == "known")
         for number in range(turns):
-            order = SIDES[number % 3 :] + SIDES[: number % 3]
-            for side in order:
+            for side in in_turn(list(SIDES), number):
                 began = time.perf_counter()
                 outcomes = sends[side](work[side][number])
                 rates[side].add(len(work[side][number]), time.perf_counter() - began, outcomes)

@@ -134,7 +134,7 @@ def single(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
         for _, send in clients.values():
             send(requests("single-warm-up", 0, 1))  # connect, prepare, import
         for number, chunk in enumerate(_chunks(work, turns_of(count, TURN_REQUESTS, rounds))):
-            for side in _in_turn(list(clients), number):
+            for side in in_turn(list(clients), number):
                 began = time.perf_counter()
                 outcomes = clients[side][1](chunk)
                 rates[side].add(len(chunk), time.perf_counter() - began, outcomes)
@@ -156,7 +156,7 @@ def concurrent_threads(spec: StoreSpec, count: int, clients: int, rounds: int) -
             _chunks(work, turns_of(count, TURN_REQUESTS * clients, rounds))
         ):
             shares = _chunks(round_, clients)
-            for side in _in_turn(list(rates), number):
+            for side in in_turn(list(rates), number):
                 sends: list[Callable[[Sequence[Request]], Counter[str]]] = (
                     [partial(_ledger_single, ledger)] * clients
                     if side == "ledger"
@@ -203,7 +203,7 @@ def batches(spec: StoreSpec, count: int, size: int, rounds: int) -> dict[str, Ra
         per_turn = count // count_of_turns // size * size
         for number in range(count_of_turns):
             turn = work[number * per_turn : (number + 1) * per_turn]
-            for side in _in_turn(list(sends), number):
+            for side in in_turn(list(sends), number):
                 began = time.perf_counter()
                 outcomes = sends[side](turn, size)
                 rates[side].add(len(turn), time.perf_counter() - began, outcomes)
@@ -315,7 +315,7 @@ def turns_of(count: int, per_turn: int, rounds: int) -> int:
     return max(rounds, count // per_turn)
 
 
-def _in_turn(sides: list[str], number: int) -> list[str]:
+def in_turn(sides: list[str], number: int) -> list[str]:
     """The sides in turn `number`'s order: each turn starts with the next side."""
     first = number % len(sides)
     return sides[first:] + sides[:first]

@@ -71,17 +71,15 @@ class _Directory:
     """Whether it holds every key made since the read too (none refused for room)."""
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[str, str, str]]) -> _Directory:
+    def of(cls, rows: Iterable[Sequence[str]]) -> _Directory:
         """From the key table's (owner, key id, wrapped as base64) rows."""
-        wrapped = [(owner, key_id, base64.b64decode(w)) for owner, key_id, w in rows]
-        return cls(
-            {owner: (key_id, data) for owner, key_id, data in wrapped},
-            {key_id: (owner, data) for owner, key_id, data in wrapped},
-        )
+        directory = cls({}, {})
+        directory.add(rows)
+        return directory
 
     def add(self, rows: Iterable[Sequence[str]]) -> None:
-        """Keys made since the read, from the key table's (owner, key id, wrapped as
-        base64) rows."""
+        """Keys from the key table's (owner, key id, wrapped as base64) rows: as read, or
+        made since."""
         for owner, key_id, wrapped in rows:
             if len(self.by_owner) >= DIRECTORY_KEYS:
                 self.complete = False
