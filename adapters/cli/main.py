@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Annotated
 
 import typer
 
@@ -17,6 +18,7 @@ from adapters.cli.serve import serve
 from adapters.cli.students import retention_app, rotate_key, students_app
 from adapters.cli.tokens import tokens_app
 from adapters.cli.worker import worker
+from adapters.release import VERSION
 
 app = typer.Typer(
     name="lesson-ledger",
@@ -38,8 +40,24 @@ keys_app.command("rotate")(rotate_key)  # keys init (adapters/cli/keys.py), keys
 app.add_typer(db_app, name="db")
 
 
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"lesson-ledger {VERSION}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the release's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """An event-sourced ledger for AI-generated lessons."""
 
 

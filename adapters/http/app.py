@@ -43,6 +43,7 @@ from adapters.keys.sealing import sealer_of
 from adapters.randomness import random_uuid
 from adapters.read_model import open_read_model
 from adapters.read_routing import open_reads
+from adapters.release import VERSION
 from adapters.settings import Settings
 from adapters.storage.database import Database
 from adapters.storage.idempotency import IdempotencyStore
@@ -117,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         dependencies=[Depends(problems.known_query_parameters_only)],
         title="lesson-ledger",
-        version="0.1.0",
+        version=VERSION,
         summary="An event-sourced ledger for AI-generated lessons.",
         lifespan=lifespan,
     )

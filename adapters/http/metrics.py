@@ -1,5 +1,6 @@
 """Prometheus metrics: commands by outcome, batch sizes, command latency, projection lag,
-reads by source (replica or primary) and the read replica's lag.
+reads by source (replica or primary), the read replica's lag, and the release
+(`lesson_ledger_build_info`).
 
 With `lesson-ledger serve --workers N` each server process counts its own requests;
 `serve` gives them one directory (prometheus_client's multiprocess mode,
@@ -14,6 +15,7 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from adapters.postgres.replica import ReplicaStatus
+from adapters.release import VERSION
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -68,6 +70,15 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        # The release as a label of a constant 1 (prometheus_client's Info has no
+        # multiprocess mode): a dashboard sees which release each server runs.
+        Gauge(
+            "lesson_ledger_build_info",
+            "The release this server runs (its version as a label)",
+            ["version"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        ).labels(VERSION).set(1)
 
     def show_replica(self, status: ReplicaStatus | None) -> None:
         """Set the replica's gauges from its status (nothing without a read replica)."""

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.http.generation_metrics import token_totals_text
 from adapters.http.schemas import Health
+from adapters.release import VERSION
 from domain import LedgerUnavailable
 
 router = APIRouter(tags=["operations"])
@@ -17,7 +18,7 @@ router = APIRouter(tags=["operations"])
 @router.get("/health")
 async def health() -> Health:
     """Liveness: the process answers."""
-    return Health(status="ok")
+    return Health(status="ok", version=VERSION)
 
 
 @router.get("/ready", responses={503: {"description": "Not ready"}})

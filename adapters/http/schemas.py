@@ -183,3 +183,4 @@ class ConsistencyResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
+    version: str = Field(description="The release that answers (as `lesson-ledger --version`)")

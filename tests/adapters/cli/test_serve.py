@@ -12,6 +12,7 @@ import httpx
 
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
+from tests.support.project import declared_version
 from tests.support.served import serving_process
 from tests.support.stores import Store
 
@@ -96,6 +97,9 @@ def test_metrics_from_any_server_process_count_every_process(store: Store, tmp_p
             assert time.monotonic() < deadline, "one process answered every scrape"
             text = httpx.get(f"{base_url}/metrics").text
             assert line in text.splitlines(), text
+            # The release once, as each process states it, not once per process.
+            release = f'lesson_ledger_build_info{{version="{declared_version()}"}} 1.0'
+            assert [x for x in text.splitlines() if "build_info{" in x] == [release], text
 
 
 def _followers_active(log: Path) -> dict[str, int]:

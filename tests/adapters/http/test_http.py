@@ -25,6 +25,7 @@ from tests.support.http import (
     calendar_batch,
     lesson,
 )
+from tests.support.project import declared_version
 from tests.support.served import Api, served
 from tests.support.stores import Store
 
@@ -423,18 +424,20 @@ def test_a_batch_over_500_items_is_422_saying_the_limit(api: Api) -> None:
 
 def test_health_ready_and_metrics(api: Api) -> None:
     api.client.post("/v1/lessons/requests", json=lesson(), headers=api.auth("provider", PROVIDER))
-    assert api.client.get("/health").json() == {"status": "ok"}
+    assert api.client.get("/health").json() == {"status": "ok", "version": declared_version()}
     ready = api.client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metrics = api.client.get("/metrics")
     assert metrics.status_code == 200
     assert 'lesson_ledger_commands_total{command="request",outcome="accepted"} 1.0' in metrics.text
     assert "lesson_ledger_command_seconds_bucket" in metrics.text
+    assert f'lesson_ledger_build_info{{version="{declared_version()}"}} 1.0' in metrics.text
 
 
 def test_openapi_and_docs_are_served(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()
     assert "/v1/lessons/requests/batch" in schema["paths"]
+    assert schema["info"]["version"] == declared_version()
     assert api.client.get("/docs").status_code == 200
 
 
