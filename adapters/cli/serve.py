@@ -19,6 +19,7 @@ from adapters.eventstore import open_ledger
 from adapters.followers import following_apart
 from adapters.http.app import ledger_keys
 from adapters.http.metrics import MULTIPROCESS_DIR
+from adapters.release import VERSION
 from adapters.settings import Settings
 from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
 
@@ -67,7 +68,9 @@ def serve(
     if first_admin:
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
     typer.echo(f"Checkpoints are signed by the public key {public_key} (give it to auditors)")
-    typer.echo(f"Serving lesson-ledger on http://{host}:{port} (database {redacted(url)})")
+    typer.echo(
+        f"Serving lesson-ledger {VERSION} on http://{host}:{port} (database {redacted(url)})"
+    )
     with _shared_metrics(workers), _followers(settings, database):
         uvicorn.run(
             "adapters.http.app:create_app_from_env",
