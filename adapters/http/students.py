@@ -1,11 +1,13 @@
 """Students' data: `POST /v1/students/{student_id}/erasure` (admin) destroys the student's
 key, which erases every part of theirs in every lesson, and every lesson content made for
-them (adapters/keys/erasure.py). The student id is in the path as the design names it;
-the request log shows the route, never the id."""
+them (adapters/keys/erasure.py); `GET /v1/students/erasures` (admin) lists every erasure
+as recorded. The student id is in the path as the design names it; the request log shows
+the route, never the id."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -13,7 +15,7 @@ from pydantic import BaseModel, Field
 from adapters.calendar import ApiModel
 from adapters.http.dependencies import PROBLEMS, Admin
 from adapters.http.problems import ApiProblem
-from adapters.keys.erasure import Erasures
+from adapters.keys.erasure import Erasure, Erasures
 
 router = APIRouter(prefix="/v1/students", tags=["students"])
 
@@ -24,19 +26,44 @@ class ErasureBody(ApiModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class ErasureResponse(BaseModel):
-    """The erasure as recorded: nothing of the student in it."""
+class ErasureRecord(BaseModel):
+    """An erasure as recorded: when, who, why, how many keys and lessons it reached;
+    nothing of the student in it."""
 
     erasure_id: str
+    kind: Literal["student", "retention"] = Field(
+        description="`student`: one student's key; `retention`: the keys of lesson dates "
+        "before a cut-off"
+    )
     erased_at: datetime
-    keys: int
-    lessons: int
+    actor: str = Field(description="who erased: the token's actor, or `retention`")
+    reason: str
+    keys: int = Field(description="data keys destroyed")
+    lessons: int = Field(description="lessons that held something sealed under them")
+
+    @classmethod
+    def of(cls, erasure: Erasure) -> ErasureRecord:
+        return cls.model_validate(vars(erasure))
+
+
+class ErasureList(BaseModel):
+    """Every erasure, oldest first."""
+
+    erasures: list[ErasureRecord]
+
+
+@router.get("/erasures", responses=PROBLEMS)
+def list_erasures(request: Request, token: Admin) -> ErasureList:
+    """Every erasure, oldest first, as `lesson-ledger students erasures` lists them: the
+    proof that a student's erasure, or a retention run, was carried out."""
+    erasures: Erasures = request.app.state.erasures
+    return ErasureList(erasures=[ErasureRecord.of(record) for record in erasures.records()])
 
 
 @router.post("/{student_id}/erasure", responses=PROBLEMS)
 def erase_student(
     student_id: str, body: ErasureBody, request: Request, token: Admin
-) -> ErasureResponse:
+) -> ErasureRecord:
     """Erase a student's data: their details in every lesson, and every content made for
     them, can no longer be opened; the lessons, their keys and history stay. 404 for a
     student the ledger holds no data of (unknown, or erased before)."""
@@ -49,6 +76,4 @@ def erase_student(
             "No such student",
             "the ledger holds no data of this student (unknown, or erased before)",
         )
-    return ErasureResponse(
-        erasure_id=done.erasure_id, erased_at=done.erased_at, keys=done.keys, lessons=done.lessons
-    )
+    return ErasureRecord.of(done)

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from adapters.http.dependencies import ReadModel
 from adapters.http.pages.rendering import render
-from adapters.http.pages.session import Browser, PageForbidden, PostedBy, SignedIn
+from adapters.http.pages.session import PostedBy, SignedIn, admin_only
 from projections.read_model import LessonsReadModel
 from projections.verify import VerifyReport
 
@@ -31,14 +31,9 @@ class VerifyRun:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def _admin(browser: Browser) -> None:
-    if browser.token.role != "admin":
-        raise PageForbidden(f"operations are for admin sessions; this one is {browser.token.role}")
-
-
 @router.get("/operations")
 def operations_page(request: Request, browser: SignedIn, read_model: ReadModel) -> Response:
-    _admin(browser)
+    admin_only(browser, "operations")
     statuses = read_model.status()
     verify_run: VerifyRun | None = getattr(request.app.state, "verify_run", None)
     rebuilding = any(s.rebuild is not None and s.rebuild.running for s in statuses)
@@ -56,7 +51,7 @@ def operations_page(request: Request, browser: SignedIn, read_model: ReadModel) 
 @router.post("/operations/rebuild")
 def start_rebuild(request: Request, browser: PostedBy, read_model: ReadModel) -> Response:
     """Rebuild the lessons table in the background (as POST /v1/projections/lessons/rebuild)."""
-    _admin(browser)
+    admin_only(browser, "operations")
     running: threading.Thread | None = getattr(request.app.state, "rebuild_thread", None)
     if running is None or not running.is_alive():
         thread = threading.Thread(target=read_model.rebuild, name="rebuild-lessons", daemon=True)
@@ -68,7 +63,7 @@ def start_rebuild(request: Request, browser: PostedBy, read_model: ReadModel) ->
 @router.post("/operations/verify")
 def start_verify(request: Request, browser: PostedBy, read_model: ReadModel) -> Response:
     """Fold the events afresh and compare every row, in the background."""
-    _admin(browser)
+    admin_only(browser, "operations")
     current: VerifyRun | None = getattr(request.app.state, "verify_run", None)
     if current is None or current.done.is_set():
         run = request.app.state.verify_run = VerifyRun(datetime.now(UTC))

@@ -146,6 +146,12 @@ async def signed_in(request: Request) -> Browser:
 SignedIn = Annotated[Browser, Depends(signed_in)]
 
 
+def admin_only(browser: Browser, what: str) -> None:
+    """PageForbidden unless the session's token is an admin's (`what`: the pages')."""
+    if browser.token.role != "admin":
+        raise PageForbidden(f"{what} are for admin sessions; this one is {browser.token.role}")
+
+
 async def checked_form(
     browser: SignedIn, csrf_token: Annotated[str, Form(max_length=128)] = ""
 ) -> Browser:

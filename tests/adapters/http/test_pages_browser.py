@@ -1,13 +1,15 @@
 """The audit pages in a real headless Chromium (Debian's, driven by Playwright), against
 the server on a real port: sign in, a week, a lesson, a turned-away attempt in its
 history, one version back, a lesson turning from requested to generated without a reload
-while the worker runs, sign out; another provider's lesson is a 403 that shows nothing.
+while the worker runs, sign out; another provider's lesson is a 403 that shows nothing;
+an admin's operations and erasures.
 With LESSON_LEDGER_UPDATE_SCREENSHOTS=1 they write the README's screenshots."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +232,34 @@ def test_an_admin_watches_a_rebuild_and_a_verify(api: Api, chromium: str, tmp_pa
         page.get_by_role("button", name="Start a verify").click()
         expect(page.get_by_text(re.compile("✓ Verified at position 4"))).to_be_visible()
         screenshot(page, "operations", tmp_path)
+
+
+def test_an_admin_finds_a_students_erasure_and_a_retention_run(
+    api: Api, chromium: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    seed(api)
+    erased = api.client.post(
+        "/v1/students/st-1/erasure", json={"reason": "parent's request"}, headers=api.auth("admin")
+    )
+    assert erased.status_code == 200, erased.text
+    api.app.state.erasures.retention(date(2025, 9, 9), actor="retention", reason="daily")
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(WAIT_MS)
+        sign_in(page, api.base_url, api.tokens["admin:None"])
+        page.get_by_role("link", name="Erasures").click()
+        rows = page.get_by_role("table").get_by_role("row")
+        expect(rows).to_have_count(3)  # the header, then newest first
+        expect(rows.nth(1)).to_contain_text("retention")
+        expect(rows.nth(1)).to_contain_text("daily")
+        student = rows.nth(2)
+        expect(student).to_contain_text("a student")
+        expect(student).to_contain_text("parent's request")
+        # Its three lessons (the turned-away tab named st-2 and wrote nothing).
+        expect(student.get_by_role("cell").nth(5)).to_have_text("3")
+        expect(page.get_by_text("This server runs no retention")).to_be_visible()
+        text = page.content()
+        assert "st-1" not in text and "IEP-GOAL-MARKER" not in text
+        screenshot(page, "erasures", tmp_path)

@@ -19,7 +19,13 @@ from adapters.http.app import create_app
 from adapters.settings import Settings
 from tests.support.http import OTHER_PROVIDER, PROVIDER, lesson
 
-PAGES = ["/calendar", "/conflicts", "/operations", "/lessons/689694ac-5241-543e-b8eb-6b59aeff777a"]
+PAGES = [
+    "/calendar",
+    "/conflicts",
+    "/operations",
+    "/erasures",
+    "/lessons/689694ac-5241-543e-b8eb-6b59aeff777a",
+]
 FORMS = ["/sign-out", "/operations/rebuild", "/operations/verify"]
 
 
@@ -190,7 +196,11 @@ def test_values_from_requests_are_shown_as_text(client: TestClient) -> None:
     conflicts = client.get("/conflicts")
     calendar = client.get("/calendar", params={"provider_id": PROVIDER, "week": "2025-09-08"})
     bad_filter = client.get("/calendar", params={"provider_id": "<i>p</i>", "school_id": markup})
-    for page in (lesson_page, conflicts, calendar, bad_filter):
+    # Erased after the other pages are read, so that they show a readable student's part.
+    erased = client.post("/v1/students/st-1/erasure", json={"reason": markup}, headers=bearer)
+    assert erased.status_code == 200, erased.text
+    erasures = client.get("/erasures")
+    for page in (lesson_page, conflicts, calendar, bad_filter, erasures):
         assert page.status_code in (200, 400)
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
         assert "<b>why" not in page.text and "<i>p</i>" not in page.text
@@ -200,6 +210,8 @@ def test_values_from_requests_are_shown_as_text(client: TestClient) -> None:
     assert "&lt;b&gt;why&lt;/b&gt;" in lesson_page.text
     assert "&lt;img src=x onerror=alert(1)&gt;" in conflicts.text
     assert "&lt;i&gt;p&lt;/i&gt;" in bad_filter.text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in erasures.text
+    assert "st-1" not in erasures.text
 
 
 def test_a_provider_session_sees_only_its_provider(client: TestClient) -> None:
@@ -213,6 +225,7 @@ def test_a_provider_session_sees_only_its_provider(client: TestClient) -> None:
     calendar = client.get("/calendar", params={"provider_id": PROVIDER, "week": "2025-09-08"})
     assert calendar.status_code == 400 and "08:30" not in calendar.text
     assert client.get("/operations").status_code == 403
+    assert client.get("/erasures").status_code == 403
     stream = client.get("/live/lessons", params={"provider_id": PROVIDER})
     assert stream.status_code == 403
 

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,41 @@ def test_erasing_over_http_is_for_admins_and_logs_no_student_id(
     logged = "\n".join(handler.format(record) for record in ours)
     assert "/v1/students/{student_id}/erasure" in logged
     assert "student-ada" not in logged
+
+
+def test_erasures_are_listed_for_admins_as_recorded_with_nothing_of_the_student(
+    store: Store,
+) -> None:
+    with served(store.url) as api:
+        ledger = api.app.state.ledger
+        request(ledger, "08:30-09:00", "ada")
+        admin = api.auth("admin")
+        path = "/v1/students/erasures"
+        assert api.client.get(path).status_code == 401
+        provider = api.auth("provider", "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d")
+        assert api.client.get(path, headers=provider).status_code == 403
+        assert api.client.get(path, headers=admin).json() == {"erasures": []}
+        erased = api.client.post(
+            "/v1/students/student-ada/erasure", json={"reason": "parent"}, headers=admin
+        ).json()
+        api.app.state.read_model.wait_for(api.app.state.read_model.head(), timeout=10)
+        api.app.state.erasures.retention(date(2025, 9, 9), actor="retention", reason="daily")
+
+        listed = api.client.get(path, headers=admin)
+
+    assert listed.status_code == 200
+    student, retention = listed.json()["erasures"]
+    assert student == erased  # the record the erasure answered with
+    assert (student["kind"], student["reason"], student["keys"], student["lessons"]) == (
+        "student",
+        "parent",
+        1,
+        1,
+    )
+    assert student["actor"].startswith("admin-")  # the admin token's name, as in events
+    assert (retention["kind"], retention["actor"], retention["lessons"]) == (
+        "retention",
+        "retention",
+        1,
+    )
+    assert "student-ada" not in listed.text
