@@ -14,6 +14,8 @@ import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn's second copy of a message, with terminal colour codes: noise in a JSON line.
+_LEFT_OUT = _STANDARD | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +31,7 @@ class JsonFormatter(logging.Formatter):
             "request_id": request_id_var.get(),
             "pid": record.process,
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update({k: v for k, v in vars(record).items() if k not in _LEFT_OUT})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
         try:

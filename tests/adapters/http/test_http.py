@@ -478,6 +478,21 @@ def test_a_log_line_is_one_json_object_whatever_its_fields_hold() -> None:
     assert (entry["message"], entry["big"], entry["by_number"]) == ("odd", 2**70, {"1": "a"})
 
 
+def test_a_log_line_holds_no_terminal_colour_codes() -> None:
+    """uvicorn adds a coloured copy of its messages (`color_message`): left out, so a JSON
+    line never carries escape codes."""
+    record = logging.makeLogRecord({
+        "name": "uvicorn.error",
+        "levelname": "INFO",
+        "msg": "Started server process [%d]",
+        "args": (42,),
+        "color_message": "Started server process [\x1b[36m%d\x1b[0m]",
+    })  # fmt: skip
+    line = JsonFormatter().format(record)
+    assert json.loads(line)["message"] == "Started server process [42]"
+    assert "color_message" not in line and "\\u001b" not in line and "\x1b" not in line
+
+
 def test_log_lines_go_to_the_standard_error_of_the_moment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
