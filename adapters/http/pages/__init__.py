@@ -1,8 +1,8 @@
 """The audit pages, served by the API's own server and rendered there: sign in with a
-token, a provider's week, a lesson and its whole history, the conflicts report, and
-operations and erasures (admin). Templates and static files sit beside this package;
-nothing comes from another site, so the pages work offline. `install(app)` adds them to
-the app."""
+token, a provider's week, a lesson and its whole history, the conflicts report, the
+tamper-evident log's proof, and operations and erasures (admin). Templates and static
+files sit beside this package; nothing comes from another site, so the pages work
+offline. `install(app)` adds them to the app."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from adapters.http.pages import calendar, conflicts, erasures, lesson, live, operations, signin
+from adapters.http.pages import (
+    calendar,
+    conflicts,
+    erasures,
+    lesson,
+    live,
+    operations,
+    proof,
+    signin,
+)
 from adapters.http.pages.rendering import STATIC, render
 from adapters.http.pages.session import CsrfRefused, PageForbidden, SignInNeeded
 
@@ -20,7 +29,7 @@ from adapters.http.pages.session import CsrfRefused, PageForbidden, SignInNeeded
 def install(app: FastAPI) -> None:
     """The pages' routes, static files and error pages."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (signin, calendar, lesson, conflicts, operations, erasures, live):
+    for module in (signin, calendar, lesson, conflicts, proof, operations, erasures, live):
         app.include_router(module.router)
 
     async def on_sign_in_needed(request: Request, error: Exception) -> Response:

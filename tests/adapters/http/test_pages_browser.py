@@ -2,12 +2,14 @@
 the server on a real port: sign in, a week, a lesson, a turned-away attempt in its
 history, one version back, a lesson turning from requested to generated without a reload
 while the worker runs, sign out; another provider's lesson is a 403 that shows nothing;
-an admin's operations and erasures.
+an admin's operations and erasures; the log's proof, a checkpoint kept and an edit named.
 With LESSON_LEDGER_UPDATE_SCREENSHOTS=1 they write the README's screenshots."""
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,8 +18,11 @@ from typing import Any
 import pytest
 
 from adapters.worker import start_worker_in_background
+from projections.merkle.checkpoint import Checkpoint
+from projections.merkle.verify import verify_checkpoint
 from tests.support.browser import launched, screenshot
 from tests.support.http import OTHER_PROVIDER, PROVIDER
+from tests.support.projections import wait_until
 from tests.support.served import Api, served
 
 pytestmark = pytest.mark.timeout(180)
@@ -263,3 +268,39 @@ def test_an_admin_finds_a_students_erasure_and_a_retention_run(
         text = page.content()
         assert "st-1" not in text and "IEP-GOAL-MARKER" not in text
         screenshot(page, "erasures", tmp_path)
+
+
+def test_an_admin_signs_a_checkpoint_verifies_the_log_and_sees_an_edit_named(
+    api: Api, chromium: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    seed(api)
+    api.auth("admin")
+    audit = api.app.state.audit
+    wait_until(lambda: audit.tree.size() == 4, 10, "the tree to take the seeded events")
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(WAIT_MS)
+        sign_in(page, api.base_url, api.tokens["admin:None"])
+        page.get_by_role("link", name="Proof").click()
+        expect(page.get_by_text("none signed yet")).to_be_visible()
+        page.get_by_role("button", name="Sign a checkpoint now").click()
+        expect(page.get_by_text(re.compile(r"^4 events, signed"))).to_be_visible()
+        with page.expect_download() as downloading:
+            page.get_by_role("link", name="Download the latest checkpoint").click()
+        kept = Checkpoint.from_json(json.loads(Path(downloading.value.path()).read_text()))
+        verify_checkpoint(audit.signer.public_key, kept)  # raises unless signed by the ledger
+        assert kept.size == 4
+        page.get_by_role("button", name="Verify the log").click()
+        expect(page.get_by_text(re.compile("✓ Intact: 4 events up to position 4"))).to_be_visible()
+        screenshot(page, "proof", tmp_path)
+
+        # An edit made straight in the database, as someone with write access could.
+        with sqlite3.connect(tmp_path / "ledger.db") as db:
+            db.execute("UPDATE stored_events SET state = state || x'20' WHERE rowid = 2")
+        page.get_by_role("button", name="Verify the log").click()
+        expect(page.get_by_role("alert")).to_contain_text("diverges at position 2")
+        finding = page.get_by_role("listitem").filter(has_text="altered")
+        expect(finding).to_contain_text("position 2")
+        expect(finding.get_by_role("link")).to_have_attribute("href", re.compile("^/lessons/"))

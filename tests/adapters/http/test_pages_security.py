@@ -22,11 +22,19 @@ from tests.support.http import OTHER_PROVIDER, PROVIDER, lesson
 PAGES = [
     "/calendar",
     "/conflicts",
+    "/proof",
+    "/proof/checkpoint.json",
     "/operations",
     "/erasures",
     "/lessons/689694ac-5241-543e-b8eb-6b59aeff777a",
 ]
-FORMS = ["/sign-out", "/operations/rebuild", "/operations/verify"]
+FORMS = [
+    "/sign-out",
+    "/operations/rebuild",
+    "/operations/verify",
+    "/proof/checkpoint",
+    "/proof/verify",
+]
 
 
 def app_on(tmp_path: Path, **settings: Any) -> TestClient:
@@ -120,6 +128,8 @@ def test_a_form_without_its_csrf_token_is_refused_and_does_nothing(
     state = client.app.state  # type: ignore[attr-defined]
     assert getattr(state, "verify_run", None) is None
     assert getattr(state, "rebuild_thread", None) is None
+    assert getattr(state, "audit_run", None) is None
+    assert state.audit.latest_checkpoint() is None
     assert client.get("/calendar").status_code == 200  # still signed in
 
 
@@ -226,6 +236,13 @@ def test_a_provider_session_sees_only_its_provider(client: TestClient) -> None:
     assert calendar.status_code == 400 and "08:30" not in calendar.text
     assert client.get("/operations").status_code == 403
     assert client.get("/erasures").status_code == 403
+    # The proof is for every reader (as GET /v1/audit/checkpoint); signing and verifying
+    # are an admin's.
+    assert client.get("/proof").status_code == 200
+    form = {"csrf_token": csrf(client.get("/proof").text)}
+    assert client.post("/proof/checkpoint", data=form).status_code == 403
+    assert client.post("/proof/verify", data=form).status_code == 403
+    assert client.app.state.audit.latest_checkpoint() is None  # type: ignore[attr-defined]
     stream = client.get("/live/lessons", params={"provider_id": PROVIDER})
     assert stream.status_code == 403
 
