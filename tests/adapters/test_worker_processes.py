@@ -162,6 +162,12 @@ def test_the_shared_rate_limit_holds_across_four_processes(
             fake.base_url,
             LESSON_LEDGER_OPENAI_REQUESTS_PER_MINUTE="6",
             LESSON_LEDGER_OPENAI_RATE_WINDOW_SECONDS="2",
+            # The default lease, not the tests' 3 s (no process is killed here): once, in
+            # CI, one holder's database work (its lease renewals and its polls of the
+            # limit alike) stood still for about 7 s, most likely commits waiting on the
+            # VM's disk; its lease ran out and another process generated two attempts
+            # again, as a lease allows (one result each in the ledger; 22 model calls).
+            LESSON_LEDGER_WORKER_LEASE_SECONDS="10",
         )
         with worker_processes(store.url, env, logs, "--concurrency", "8"):
             wait_for(all_decided(ledger, ids), 90, "every lesson generated")
