@@ -55,13 +55,18 @@ def lessons_status(view: LessonsView, log: EventLog) -> ProjectionStatus:
     head = log.head()
     position = view.position(LIVE) or 0
     rebuild = None
+    # Whether a rebuild runs, asked before and after its shadow table is read: asked only
+    # after, a rebuild that swapped and let go in between looked interrupted (and the
+    # Operations page stopped following it); only before, one that had just begun did.
+    shadow_lock = view.runner_lock(SHADOW)
+    taken = shadow_lock.is_taken()
     shadow_position = view.position(SHADOW)
     if shadow_position is not None:
         rebuild = RebuildProgress(
             position=shadow_position,
             head=head,
             started_at=view.rebuild_started_at(),
-            running=view.runner_lock(SHADOW).is_taken(),
+            running=taken or shadow_lock.is_taken(),
         )
     return ProjectionStatus(
         name=PROJECTION_NAME,

@@ -208,3 +208,44 @@ def test_one_rebuild_at_a_time(store: Store) -> None:
             other.release()
         model.rebuild()
         assert model.verify().ok
+
+
+def test_a_rebuild_that_ends_while_its_status_is_read_is_not_shown_interrupted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status reads the shadow table's position and whether a rebuild holds it: one
+    that swaps and lets go in between was reported interrupted (and the Operations page,
+    taking it for over, stopped following it with its progress bar left on)."""
+    ledger = store.open()
+    write_requests(ledger, 20)
+    with read_model(store, ledger) as model:
+        model.catch_up()
+        swapping, go_on = threading.Event(), threading.Event()
+
+        def held_at_the_swap() -> None:
+            swapping.set()
+            go_on.wait(10)
+
+        rebuilding = threading.Thread(
+            target=model.rebuild, kwargs={"before_swap_commit": held_at_the_swap}, daemon=True
+        )
+        rebuilding.start()
+        assert swapping.wait(10), "the rebuild did not reach its swap"
+        read_position = model.view.position
+
+        def position(table: str) -> int | None:
+            found = read_position(table)
+            if table == SHADOW and threading.current_thread() is not rebuilding:
+                go_on.set()  # the rebuild swaps and lets go of its lock now
+                rebuilding.join(10)
+            return found
+
+        monkeypatch.setattr(model.view, "position", position)
+        [status] = model.status()
+        monkeypatch.undo()
+
+        assert not rebuilding.is_alive()
+        assert status.rebuild is not None, "the shadow was read before the swap"
+        assert status.rebuild.running
+        [after] = model.status()
+        assert after.rebuild is None
