@@ -7,7 +7,6 @@ the route, never the id."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 from adapters.calendar import ApiModel
 from adapters.http.dependencies import PROBLEMS, Admin
 from adapters.http.problems import ApiProblem
-from adapters.keys.erasure import Erasure, Erasures
+from adapters.keys.erasure import Erasure, ErasureKind, Erasures
 
 router = APIRouter(prefix="/v1/students", tags=["students"])
 
@@ -31,7 +30,7 @@ class ErasureRecord(BaseModel):
     nothing of the student in it."""
 
     erasure_id: str
-    kind: Literal["student", "retention"] = Field(
+    kind: ErasureKind = Field(
         description="`student`: one student's key; `retention`: the keys of lesson dates "
         "before a cut-off"
     )

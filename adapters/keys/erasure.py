@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal, cast
 
 from adapters.keys.sealing import DATE_OWNER, Sealer
 from adapters.storage.database import Database
@@ -28,13 +29,16 @@ COLUMNS = "erasure_id, kind, erased_at, actor, reason, keys, lessons"
 DAY_SECONDS = 24 * 3600
 log = logging.getLogger("lesson_ledger.retention")
 
+ErasureKind = Literal["student", "retention"]
+"""One student's key, or the keys of lesson dates before a cut-off."""
+
 
 @dataclass(frozen=True)
 class Erasure:
     """One erasure, as recorded: what kind, when, who, why, how much it reached."""
 
     erasure_id: str
-    kind: str  # "student" or "retention"
+    kind: ErasureKind
     erased_at: datetime
     actor: str
     reason: str
@@ -99,12 +103,20 @@ class Erasures:
         """Every erasure, oldest first."""
         rows = self.sql.run(f"SELECT {COLUMNS} FROM {self.table} ORDER BY erased_at")
         return [
-            Erasure(e_id, kind, datetime.fromisoformat(at), who, why, int(keys), int(lessons))
+            Erasure(
+                e_id,
+                cast(ErasureKind, kind),
+                datetime.fromisoformat(at),
+                who,
+                why,
+                int(keys),
+                int(lessons),
+            )
             for e_id, kind, at, who, why, keys, lessons in rows
         ]
 
     def _recorded(
-        self, kind: str, actor: str, reason: str, destroyed: list[str], lessons: int
+        self, kind: ErasureKind, actor: str, reason: str, destroyed: list[str], lessons: int
     ) -> Erasure:
         erasure = Erasure(
             uuid.uuid4().hex, kind, datetime.now(UTC), actor, reason, len(destroyed), lessons

@@ -25,13 +25,17 @@ class Run(Generic[T]):
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
+    def count(self, done: int) -> None:
+        """How much is done so far (an `on_progress` for the work)."""
+        self.done_count = done
+
     @property
     def fraction(self) -> float:
         return min(1.0, self.done_count / self.total) if self.total else 0.0
 
 
 def started(name: str, work: Callable[[Run[T]], T], total: int = 0) -> Run[T]:
-    """`work` begun in a daemon thread; it may count its progress in `done_count`. An
+    """`work` begun in a daemon thread; it may count its progress (`run.count`). An
     error is kept for the page (one line), never raised: the server goes on."""
     run: Run[T] = Run(datetime.now(UTC), total=total)
 

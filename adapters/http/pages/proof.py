@@ -66,12 +66,9 @@ def start_verify(request: Request, browser: PostedBy) -> Response:
     audit: LedgerAudit = request.app.state.audit
     if not running(getattr(request.app.state, "audit_run", None)):
         latest = audit.latest_checkpoint()
-
-        def verify(run: Run[AuditReport]) -> AuditReport:
-            def counted(done: int) -> None:
-                run.done_count = done
-
-            return audit.verify(latest, on_progress=counted)
-
-        request.app.state.audit_run = started("verify-log", verify, total=audit.tree.size())
+        request.app.state.audit_run = started(
+            "verify-log",
+            lambda run: audit.verify(latest, on_progress=run.count),
+            total=audit.tree.size(),
+        )
     return RedirectResponse("/proof", status_code=303)
