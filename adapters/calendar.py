@@ -5,19 +5,29 @@ the command line take them as they are.
 
 The group's fields are the ledger's own (domain/commands.py: the request's key fields
 and its details, flattened), documented with their types and limits and checked by the
-ledger, which names every bad one at once.
+ledger, which names every bad one at once. One is the calendar's: `timeSlot: "on-demand"`,
+its custom-prompt call, is the ledger's on-demand lesson (`kind: on_demand`, no slot).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from domain.commands import DETAIL_FIELDS, KEY_FIELDS, LessonDetails, LessonRequestFields
+from domain.commands import (
+    DETAIL_FIELDS,
+    KEY_FIELDS,
+    LessonDetails,
+    LessonRequestFields,
+    TimeSlotText,
+)
+
+ON_DEMAND_SLOT = "on-demand"
+"""The calendar's time slot for an on-demand lesson (its custom-prompt call)."""
 
 
 class ApiModel(BaseModel):
@@ -28,14 +38,17 @@ class ApiModel(BaseModel):
     )
 
 
+_UNCHECKED: Any = SkipValidation
+"""A group's fields are checked by the ledger (every bad one named at once), not here."""
+
+
 def _documented(field: FieldInfo) -> tuple[Any, Any]:
     """A details field as a group holds it: typed and limited as the ledger defines it,
     optional, and checked by the ledger rather than here."""
     inner: Any = field.annotation
     if field.metadata:
         inner = Annotated.__class_getitem__((inner, *field.metadata))  # type: ignore[attr-defined]
-    unchecked: Any = SkipValidation
-    return unchecked[inner | None], Field(None, description=field.description)
+    return _UNCHECKED[inner | None], Field(None, description=field.description)
 
 
 _GROUP_FIELDS: dict[str, Any] = {
@@ -45,6 +58,14 @@ _GROUP_FIELDS: dict[str, Any] = {
         for name, field in LessonRequestFields.model_fields.items()
         if name in KEY_FIELDS
     },
+    "time_slot": (
+        _UNCHECKED[TimeSlotText | Literal["on-demand"] | None],
+        Field(
+            None,
+            description="H:MM-H:MM or HH:MM-HH:MM, 24-hour, start before end, end up to "
+            '24:00; or "on-demand" for a lesson without a slot (kind on_demand).',
+        ),
+    ),
 }
 CalendarGroup = create_model(
     "CalendarGroup",
@@ -68,7 +89,10 @@ def calendar_request(group: BaseModel) -> dict[str, Any]:
     """A group as one ledger request's fields: its generation fields become the details."""
     fields: Mapping[str, Any] = vars(group)  # as sent: the ledger checks them
     details = {name: fields[name] for name in DETAIL_FIELDS if fields[name] is not None}
-    return {**{name: fields[name] for name in KEY_FIELDS}, "details": details or None}
+    key = {name: fields[name] for name in KEY_FIELDS}
+    if key["time_slot"] == ON_DEMAND_SLOT and "kind" not in group.model_fields_set:
+        key.update(time_slot=None, kind="on_demand")
+    return {**key, "details": details or None}
 
 
 def calendar_item(

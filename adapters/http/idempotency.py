@@ -1,10 +1,12 @@
-"""The `Idempotency-Key` header, as clients make it: any visible ASCII (`!` to `~`), up to
-255 characters, opaque to the ledger. It is never stored or logged as sent: the ids it
-stands for (a batch's id, a request's id) are derived from it with the ledger's keyed
-hash (adapters/keys/keyed_ids.py). See docs/decisions/0020-idempotency-keys.md."""
+"""The `Idempotency-Key` header, as clients make it: whatever an HTTP header carries
+(visible characters, spaces and tabs between), up to 1,024 characters, opaque to the ledger.
+It is never stored or logged as sent: the ids it stands for (a batch's id, a request's
+id) are derived from it with the ledger's keyed hash (adapters/keys/keyed_ids.py). See
+docs/decisions/0020-idempotency-keys.md and 0058-the-calendars-on-demand-call.md."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Header, Request
@@ -16,7 +18,11 @@ from adapters.keys.keyed_ids import KeyedIds
 from domain.errors import FieldError
 
 HEADER = "Idempotency-Key"
-MAX_LENGTH = 255
+MAX_LENGTH = 1024
+"""The calendar's longest keys: a slot of a dozen students (about 470 characters), an
+on-demand lesson's prompt and its students, a day of thirty slots (about 390)."""
+PATTERN = "^[!-~\u0080-\u00ff]([\t !-~\u0080-\u00ff]*[!-~\u0080-\u00ff])?$"
+"""What `_checked` takes, for the OpenAPI document (HTTP trims spaces around a value)."""
 
 
 def _checked(value: str | None) -> str | None:
@@ -31,14 +37,22 @@ def _checked(value: str | None) -> str | None:
             "must be at most {limit} characters, not {length}",
             {"limit": MAX_LENGTH, "length": len(value)},
         )
-    for position, character in enumerate(value, start=1):
-        if not "!" <= character <= "~":
-            raise PydanticCustomError(
-                "idempotency_key",
-                "must be visible ASCII characters (! to ~, no spaces): character {position} is not",
-                {"position": position},
-            )
+    wrong = _NOT_CARRIED.search(value)
+    if wrong is not None:
+        raise PydanticCustomError(
+            "idempotency_key",
+            "must be visible characters, spaces and tabs, as HTTP carries them: "
+            "character {position} is a control character",
+            {"position": wrong.start() + 1},
+        )
     return value
+
+
+_NOT_CARRIED = re.compile("[^\t !-~\u0080-\u00ff]")
+"""A character an HTTP header's value cannot hold (RFC 9110, 5.5: visible ASCII, any byte
+from 0x80, as Starlette reads it, a space or a tab): a control character. The server
+refuses most before the ledger sees them; a NUL would make a key look like a body to the
+keyed hash."""
 
 
 IdempotencyKey = Annotated[
@@ -46,10 +60,11 @@ IdempotencyKey = Annotated[
     AfterValidator(_checked),
     Header(
         alias=HEADER,
-        description="Any visible ASCII (! to ~), up to 255 characters. The same key again "
-        "replays the first answer. Opaque to the ledger: it keeps only ids derived from it "
-        "with a keyed hash, never the key.",
-        json_schema_extra={"maxLength": MAX_LENGTH, "pattern": "^[!-~]+$"},
+        description="Visible characters (ASCII, or any byte from 0x80), spaces and tabs "
+        "between, up to 1,024 characters. The same key again replays the first answer. "
+        "Opaque to the ledger: it keeps only ids derived from it with a keyed hash, never "
+        "the key.",
+        json_schema_extra={"maxLength": MAX_LENGTH, "pattern": PATTERN},
     ),
 ]
 """The header, checked: a 422 naming `Idempotency-Key` for anything else."""

@@ -37,20 +37,40 @@ def test_every_request_the_calendar_sends_gets_its_documented_answer(
                 entry["method"],
                 entry["path"],
                 content=json.dumps(entry["body"]),
-                headers={**entry["headers"], **provider},
+                headers={**as_sent(entry["headers"]), **provider},
             )
             check(entry, response, answers)
             assert store.count_events() - before == entry["writes"], entry["name"]
             answers[entry["name"]] = response
+        kinds = {
+            entry["name"]: lesson_state(api, answers[entry["name"]], provider)
+            for entry in FIXTURE["requests"]
+            if "kind" in entry["answer"]
+        }
         stored = store.all_text()
 
     assert answers["day of two slots"].json()["batch_id"] in stored  # the scan reads events
+    for name, state in kinds.items():  # on-demand: no slot, the request's own place
+        request_id = state["request_id"]
+        assert KEY_ID.fullmatch(request_id), name
+        assert (state["kind"], state["time_slot"]) == ("on_demand", f"on-demand-{request_id}")
     keys = {entry["headers"]["Idempotency-Key"] for entry in FIXTURE["requests"]}
     logged = "\n".join(JsonFormatter().format(record) for record in caplog.records)
     for key in keys:
         assert key not in stored, f"the key {key!r} is stored as sent"
         assert key not in logged, f"the key {key!r} is logged"
         assert all(key not in answer.text for answer in answers.values())
+
+
+def lesson_state(api: Any, answer: httpx.Response, headers: dict[str, str]) -> Any:
+    """The state of the lesson an answer names, from its history."""
+    history = api.client.get(f"/v1/lessons/{answer.json()['lesson_id']}/history", headers=headers)
+    return history.json()["state"]
+
+
+def as_sent(headers: dict[str, str]) -> dict[str, bytes]:
+    """Header values as a browser sends them: one byte a character (Latin-1)."""
+    return {name: value.encode("latin-1") for name, value in headers.items()}
 
 
 def check(
@@ -71,6 +91,8 @@ def check(
         assert named == fields, (name, index, error)
     if "outcome" in answer:
         assert body["outcome"] == answer["outcome"], name
+    if "same_lesson_as" in answer:
+        assert body["lesson_id"] == earlier[answer["same_lesson_as"]].json()["lesson_id"], name
     if "fields" in answer:
         assert sorted(e["field"] for e in body["errors"]) == sorted(answer["fields"]), name
     if "holder_request_of" in answer:
