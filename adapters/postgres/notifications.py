@@ -31,6 +31,8 @@ class Notifier:
     """At most one NOTIFY per interval and process (the first after a quiet spell goes at
     once): each costs a transaction (about 100 us of CPU on each side) and wakes every
     listener, and a listener reads everything new at each wake-up anyway."""
+    RETRY_SECONDS = 0.1
+    """Between tries while NOTIFY fails (one warning for the spell, not one a try)."""
 
     def __init__(self, datastore: PostgresDatastore, channel: str) -> None:
         self._datastore = datastore
@@ -60,6 +62,7 @@ class Notifier:
 
     def _run(self) -> None:
         pool = self._datastore.pool
+        failing = False
         while not pool.closed:
             if not self._pending.wait(self.IDLE_SECONDS):
                 continue
@@ -68,9 +71,18 @@ class Notifier:
             try:
                 with self._datastore.get_connection() as conn:
                     conn.execute(self._statement, prepare=True)
-                time.sleep(self.MIN_INTERVAL_SECONDS)
-            except Exception:  # a hint lost: listeners also look at the log on their own
+            except Exception:
                 if pool.closed:
                     return
-                log.warning("could not NOTIFY the events channel", exc_info=True)
-                time.sleep(0.1)
+                # Sent again: the pool drops the broken session (a restart, a network cut),
+                # and listeners would otherwise wait for their own next look at the log.
+                self._pending.set()
+                if not failing:
+                    log.warning("could not NOTIFY the events channel; trying again", exc_info=True)
+                failing = True
+                time.sleep(self.RETRY_SECONDS)
+            else:
+                if failing:
+                    log.info("NOTIFY on the events channel works again")
+                failing = False
+                time.sleep(self.MIN_INTERVAL_SECONDS)

@@ -487,3 +487,28 @@ def test_an_append_function_of_an_earlier_release_is_replaced(
     assert source is not None and "ORDER BY e.i, e.v" in str(source[0])
     assert one == (True,)
     assert len(recorder.select_notifications(None, 10)) == 4
+
+
+def test_a_notify_whose_session_was_cut_is_sent_again(schema_case: PostgresSchemaCase) -> None:
+    """The notifier's session ended by the server (as by a restart): its NOTIFY fails
+    once, and the hint is sent again on a fresh session, not lost."""
+    ledger = open_ledger(schema_case.database.url)
+    recorder = event_store(ledger).recorder
+    request = {"school_id": "school-1", "lesson_date": "2025-09-05", "actor": "alice"}
+    try:
+        with schema_case.database.connect() as listener:
+            listener.execute(f'LISTEN "{recorder.channel_name}"')
+            ledger.request_lesson(
+                **request, provider_id=str(uuid.uuid4()), time_slot="8:30-9:00", request_id="r-1"
+            )
+            assert list(listener.notifies(timeout=5, stop_after=1)), "no NOTIFY after a save"
+            schema_case.terminate_pool_sessions(recorder)  # the notifier's, not the writer's
+
+            ledger.request_lesson(
+                **request, provider_id=str(uuid.uuid4()), time_slot="9:00-9:30", request_id="r-2"
+            )
+            notified = list(listener.notifies(timeout=5, stop_after=1))
+
+        assert notified, "the NOTIFY after the cut session was lost"
+    finally:
+        ledger.close()
