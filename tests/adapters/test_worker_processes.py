@@ -96,10 +96,14 @@ def test_four_worker_processes_share_the_work_and_a_killed_ones_attempts_are_tak
     ledger = store.open()
     ids = request_lessons(ledger, 64)
     logs = [tmp_path / f"worker-{n}.log" for n in range(5)]
-    lease = 3.0  # worker_env's LESSON_LEDGER_WORKER_LEASE_SECONDS
+    # Longer than the tests' 3 s: a live holder whose database work stands still for
+    # longer than its lease less a renewal interval loses its jobs to another process,
+    # as a lease allows, and this test counts calls exactly (a stall of about 7 s was
+    # seen once in CI). Renewed every 4 s, 12 s ride out a stall of up to 8.
+    lease = 12.0
     jobs = f'"{store.database.schema}".generation_jobs'
     with FakeOpenAI(default=fake_openai.ok(delay=0.5)) as fake:
-        env = worker_env(fake.base_url)
+        env = worker_env(fake.base_url, LESSON_LEDGER_WORKER_LEASE_SECONDS=str(lease))
         with worker_processes(store.url, env, logs[:4], "--concurrency", "4") as workers:
             holders = [_holder(log) for log in logs[:4]]
             # Every process has attempts in flight: more than one process's concurrency.
