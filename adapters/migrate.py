@@ -49,6 +49,7 @@ TABLES = (
     "invalid_requests",
     "data_keys",
     "erasures",
+    "erasure_positions",
     "generation_jobs",
     "generation_usage",
     "generation_token_totals",
@@ -58,6 +59,7 @@ TABLES = (
     "merkle_nodes",
     "merkle_position",
     "merkle_checkpoints",
+    "merkle_checkpoint_erasures",
     "merkle_reanchorings",
     "page_sessions",
 )

@@ -3,7 +3,8 @@ signed checkpoints and re-anchorings, and the proofs the API and the CLI give.
 
 `open_audit(database, ledger)` opens it (its tables made on first use); `start_following`
 keeps the tree current in a daemon thread, one active follower across processes, writing
-a checkpoint every `checkpoint_every` seconds when the tree has grown.
+a checkpoint every `checkpoint_every` seconds when the tree has grown or an erasure was
+recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from eventsourcing.persistence import ApplicationRecorder
 
 from adapters.audit.signing import CheckpointSigner, open_signer
 from adapters.eventstore import event_store
+from adapters.keys.erasure_log import ErasureLog
 from adapters.postgres.leases import runner_lock_for
 from adapters.postgres.listen import ListenWakeup
 from adapters.sqlite.locks import FileLock, ProcessLock
@@ -27,6 +29,7 @@ from adapters.storage.sqlstore import SqlStore
 from domain.ledger import LessonLedger
 from projections.merkle.audit import AuditReport, audit
 from projections.merkle.checkpoint import Checkpoint, Reanchoring, signed
+from projections.merkle.erasures import covering
 from projections.merkle.log_tree import NAME, LogTree, OnPage, TreeFollower, event_of
 from projections.merkle.reanchor import reanchor
 from projections.merkle.verify import EventProof
@@ -48,6 +51,7 @@ class LedgerAudit:
         self._sql = SqlStore(database, pool_size=2)
         try:
             self.store = MerkleStore(self._sql, database.events_table)
+            self.erasures = ErasureLog(self._sql)
         except BaseException:
             self._sql.close()
             raise
@@ -88,10 +92,13 @@ class LedgerAudit:
     # Checkpoints and proofs.
 
     def checkpoint(self) -> Checkpoint:
-        """Sign the tree as it is now, keep the checkpoint, and return it."""
+        """Sign the tree and the erasure log as they are now, keep the checkpoint, and
+        return it."""
         with self._signing:
+            self.erasures.place()
+            erasures = covering(self.erasures.covered())
             size = self.tree.size()
-            made = signed(self.signer, size, self.tree.root(size), datetime.now(UTC))
+            made = signed(self.signer, size, self.tree.root(size), datetime.now(UTC), erasures)
             self.store.save_checkpoint(made)
             return made
 
@@ -156,7 +163,15 @@ class LedgerAudit:
         on_progress: Callable[[int], None] | None = None,
     ) -> AuditReport:
         key = public_key if public_key is not None else self.signer.public_key
-        return audit(self.tree, self.recorder, key, against=against, on_progress=on_progress)
+        erasures = self.erasures.covered()
+        return audit(
+            self.tree,
+            self.recorder,
+            key,
+            against=against,
+            erasures=erasures,
+            on_progress=on_progress,
+        )
 
     def reanchor(self, reason: str) -> Reanchoring | None:
         """After a migration rewrote events: the tree takes their new bytes, signed."""
@@ -168,8 +183,15 @@ class LedgerAudit:
     # Wiring.
 
     def _scheduled(self, due: _Schedule) -> None:
+        if not due.now():
+            return
         latest = self.latest_checkpoint()
-        if due.now() and (latest is None or latest.size < self.tree.size()):
+        if (
+            latest is None
+            or latest.size < self.tree.size()
+            or latest.erasures is None
+            or latest.erasures.count < self.erasures.count()
+        ):
             self.checkpoint()
 
     def _runner_lock(self, *, status_only: bool = False) -> RunnerLock:

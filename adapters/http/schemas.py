@@ -106,15 +106,25 @@ class BatchResponse(BaseModel):
     summary: dict[str, int]
 
 
+class ErasuresCoveredResponse(BaseModel):
+    """The first `count` records of the erasure log, by their digest (hex)."""
+
+    count: int
+    digest: str
+
+
 class CheckpointResponse(BaseModel):
-    """A signed tree head: the tree of the first `size` events has this root (hex); the
-    signature (base64, Ed25519) is over `lesson-ledger checkpoint\\n<size>\\n<root>\\n<time>\\n`."""
+    """A signed tree head: the tree of the first `size` events has this root (hex), and
+    the erasure log's first `erasures.count` records this digest; the signature (base64,
+    Ed25519) is over `lesson-ledger checkpoint\\n<size>\\n<root>\\n<time>\\n` then
+    `erasures\\n<count>\\n<digest>\\n` (without them, a checkpoint of a release before)."""
 
     size: int
     root: str
     time: datetime
     key_id: str
     signature: str
+    erasures: ErasuresCoveredResponse | None = None
 
 
 class EventProofResponse(BaseModel):

@@ -6,8 +6,8 @@ under (adapters/keys/sealing.py), never by rewriting an event.
 - Retention: the keys of lesson dates before a cut-off go; those days' students' parts and
   contents can no longer be opened (the lessons, their keys, attempts and audit trail stay).
 
-Each erasure is recorded (`erasures`: when, who, why, how many keys and lessons), with
-nothing of the student in it.
+Each erasure is recorded in the erasure log (adapters/keys/erasure_log.py: when, who,
+why, how many keys and lessons), with nothing of the student in it.
 """
 
 from __future__ import annotations
@@ -16,34 +16,18 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal, cast
 
+from adapters.keys.erasure_log import Erasure, ErasureKind, ErasureLog
 from adapters.keys.sealing import DATE_OWNER, Sealer
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
 from domain.errors import one_line
 
-COLUMNS = "erasure_id, kind, erased_at, actor, reason, keys, lessons"
 DAY_SECONDS = 24 * 3600
 log = logging.getLogger("lesson_ledger.retention")
 
-ErasureKind = Literal["student", "retention"]
-"""One student's key, or the keys of lesson dates before a cut-off."""
-
-
-@dataclass(frozen=True)
-class Erasure:
-    """One erasure, as recorded: what kind, when, who, why, how much it reached."""
-
-    erasure_id: str
-    kind: ErasureKind
-    erased_at: datetime
-    actor: str
-    reason: str
-    keys: int
-    lessons: int
+__all__ = ["DailyRetention", "Erasure", "ErasureKind", "Erasures"]
 
 
 class Erasures:
@@ -52,15 +36,10 @@ class Erasures:
     def __init__(self, sealer: Sealer, database: Database) -> None:
         self.sealer = sealer
         self.sql: SqlStore = sealer.keys.sql
-        self.table = self.sql.table("erasures")
+        self.log = ErasureLog(self.sql)
+        self.table = self.log.table
         self.events_table = database.events_table
         self._postgres = database.kind == "postgresql"
-        self.sql.create_tables(
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("
-            " erasure_id TEXT PRIMARY KEY, kind TEXT NOT NULL, erased_at TEXT NOT NULL,"
-            " actor TEXT NOT NULL, reason TEXT NOT NULL, keys INTEGER NOT NULL,"
-            " lessons INTEGER NOT NULL)"
-        )
 
     def erase_student(self, student_id: str, *, actor: str, reason: str) -> Erasure | None:
         """Destroy the student's key; None when there is none (an unknown student, or
@@ -100,20 +79,8 @@ class Erasures:
         return self._recorded("retention", actor, reason, destroyed, lessons)
 
     def records(self) -> list[Erasure]:
-        """Every erasure, oldest first."""
-        rows = self.sql.run(f"SELECT {COLUMNS} FROM {self.table} ORDER BY erased_at")
-        return [
-            Erasure(
-                e_id,
-                cast(ErasureKind, kind),
-                datetime.fromisoformat(at),
-                who,
-                why,
-                int(keys),
-                int(lessons),
-            )
-            for e_id, kind, at, who, why, keys, lessons in rows
-        ]
+        """Every erasure, in the order recorded (oldest first)."""
+        return self.log.records()
 
     def _recorded(
         self, kind: ErasureKind, actor: str, reason: str, destroyed: list[str], lessons: int
@@ -121,18 +88,7 @@ class Erasures:
         erasure = Erasure(
             uuid.uuid4().hex, kind, datetime.now(UTC), actor, reason, len(destroyed), lessons
         )
-        self.sql.run(
-            f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                erasure.erasure_id,
-                kind,
-                erasure.erased_at.isoformat(),
-                actor,
-                reason,
-                erasure.keys,
-                erasure.lessons,
-            ),
-        )
+        self.log.record(erasure)
         return erasure
 
     def _lessons_of(self, key_ids: list[str]) -> int:

@@ -1,6 +1,7 @@
 """The Merkle tree's tables, on SQLite or PostgreSQL alike (projections/merkle/log_tree.py
 says what they hold): `merkle_blocks`, `merkle_nodes`, `merkle_position`, and the signed
-`merkle_checkpoints` and `merkle_reanchorings`."""
+`merkle_checkpoints` (with `merkle_checkpoint_erasures`, the erasure records each covers)
+and `merkle_reanchorings`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from uuid import UUID
 
 from adapters.storage.sqlstore import SqlStore
 from projections.merkle.checkpoint import Checkpoint, Reanchoring, unpack
+from projections.merkle.erasures import ErasureCoverage
 from projections.merkle.log_tree import BLOCK_LEVEL, NAME, Block, Node
 
 _ID = struct.Struct(">q")
@@ -29,6 +31,7 @@ class MerkleStore:
         self.nodes_table = sql.table("merkle_nodes")
         self.position_table = sql.table("merkle_position")
         self.checkpoints_table = sql.table("merkle_checkpoints")
+        self.coverage_table = sql.table("merkle_checkpoint_erasures")
         self.reanchorings_table = sql.table("merkle_reanchorings")
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.blocks_table} (block BIGINT PRIMARY KEY,"
@@ -42,6 +45,11 @@ class MerkleStore:
             f"CREATE TABLE IF NOT EXISTS {self.checkpoints_table} (size BIGINT NOT NULL,"
             " root BYTEA NOT NULL, time TEXT NOT NULL, key_id TEXT NOT NULL,"
             " signature BYTEA NOT NULL, PRIMARY KEY (time, size))",
+            # The erasure records a checkpoint covers (checkpoints of a release before
+            # have none): a table of its own, so an earlier release's table needs no change.
+            f"CREATE TABLE IF NOT EXISTS {self.coverage_table} (time TEXT NOT NULL,"
+            " size BIGINT NOT NULL, count BIGINT NOT NULL, digest BYTEA NOT NULL,"
+            " PRIMARY KEY (time, size))",
             f"CREATE TABLE IF NOT EXISTS {self.reanchorings_table} (time TEXT PRIMARY KEY,"
             " size BIGINT NOT NULL, old_root BYTEA NOT NULL, new_root BYTEA NOT NULL,"
             " reason TEXT NOT NULL, changes BYTEA NOT NULL, key_id TEXT NOT NULL,"
@@ -236,28 +244,38 @@ class MerkleStore:
     # Checkpoints.
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        self.sql.run(
-            f"INSERT INTO {self.checkpoints_table} (size, root, time, key_id, signature)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                checkpoint.size,
-                checkpoint.root,
-                checkpoint.time.isoformat(),
-                checkpoint.key_id,
-                checkpoint.signature,
-            ),
-        )
+        at = checkpoint.time.isoformat()
+        with self.sql.transaction() as cursor:
+            cursor.run(
+                f"INSERT INTO {self.checkpoints_table} (size, root, time, key_id, signature)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (checkpoint.size, checkpoint.root, at, checkpoint.key_id, checkpoint.signature),
+            )
+            if checkpoint.erasures is not None:
+                cursor.run(
+                    f"INSERT INTO {self.coverage_table} (time, size, count, digest)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (at, checkpoint.size, checkpoint.erasures.count, checkpoint.erasures.digest),
+                )
 
     def latest_checkpoint(self) -> Checkpoint | None:
         rows = self.sql.run(
-            f"SELECT size, root, time, key_id, signature FROM {self.checkpoints_table}"
-            " ORDER BY time DESC, size DESC LIMIT 1"
+            "SELECT c.size, c.root, c.time, c.key_id, c.signature, e.count, e.digest"
+            f" FROM {self.checkpoints_table} c LEFT JOIN {self.coverage_table} e"
+            " ON e.time = c.time AND e.size = c.size"
+            " ORDER BY c.time DESC, c.size DESC LIMIT 1"
         )
         if not rows:
             return None
-        size, root, time, key_id, signature = rows[0]
+        size, root, time, key_id, signature, count, digest = rows[0]
+        erasures = None if count is None else ErasureCoverage(int(count), bytes(digest))
         return Checkpoint(
-            int(size), bytes(root), datetime.fromisoformat(time), key_id, bytes(signature)
+            int(size),
+            bytes(root),
+            datetime.fromisoformat(time),
+            key_id,
+            bytes(signature),
+            erasures,
         )
 
 

@@ -2,12 +2,13 @@
 stored tree (every event, and the root its nodes make), against each re-anchoring (signed,
 and both its roots those of the log before and after it) and, when given, against an
 earlier checkpoint (signed by the ledger's key; its root that of the log's first events
-as they were then; the stored tree a consistent extension of it).
+as they were then; the stored tree a consistent extension of it; the erasure records it
+covers as they were then).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from eventsourcing.persistence import ApplicationRecorder
 
 from projections.merkle.checkpoint import Checkpoint, Reanchoring
 from projections.merkle.compare import Comparison, compare
+from projections.merkle.erasures import problem as erasures_problem
 from projections.merkle.log_tree import LogTree
 from projections.merkle.tree import Frontier
 from projections.merkle.verify import (
@@ -100,9 +102,11 @@ def audit(
     public_key: bytes,
     *,
     against: Checkpoint | None = None,
+    erasures: Sequence[Mapping[str, object]] = (),
     on_progress: Callable[[int], None] | None = None,
 ) -> AuditReport:
-    """Walk the log once, checking everything the module docstring says."""
+    """Walk the log once, checking everything the module docstring says; `erasures`: the
+    erasure log's records, in order (adapters/keys/erasure.py)."""
     records = tree.store.reanchorings()
     today = _View(tree.size(), {})
     after = [_View(r.size, _earlier(records[n + 1 :])) for n, r in enumerate(records)]
@@ -125,6 +129,8 @@ def audit(
     checkpoint = None
     if against is not None and then is not None:
         checkpoint = _checkpoint_check(tree, against, public_key, then, stored_root, records)
+        if checkpoint.problem is None and against.erasures is not None:
+            checkpoint = RecordCheck(against, erasures_problem(against.erasures, erasures))
     return AuditReport(comparison, today.root == stored_root, checks, checkpoint)
 
 

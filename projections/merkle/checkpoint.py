@@ -1,9 +1,11 @@
 """The ledger's signed records: a checkpoint (the tree's size and root at a time) and a
 re-anchoring (projections/merkle/reanchor.py), signed (Ed25519) by the ledger.
 
-What is signed is the text `lesson-ledger checkpoint\\n<size>\\n<root hex>\\n<time>\\n`;
-the JSON form (`as_json`, `from_json`) is what `lesson-ledger audit checkpoint` writes and
-`GET /v1/audit/checkpoint` answers: it holds no secret.
+What is signed is the text `lesson-ledger checkpoint\\n<size>\\n<root hex>\\n<time>\\n`,
+followed, since erasure records are covered (projections/merkle/erasures.py), by
+`erasures\\n<count>\\n<digest hex>\\n`; the JSON form (`as_json`, `from_json`) is what
+`lesson-ledger audit checkpoint` writes and `GET /v1/audit/checkpoint` answers: it holds
+no secret.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from projections.merkle.erasures import ErasureCoverage
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -27,18 +31,23 @@ class Checkpoint:
     key_id: str
     """The first 16 hex digits of the SHA-256 of the signing key's public bytes."""
     signature: bytes
+    erasures: ErasureCoverage | None = None
+    """The erasure records it covers (None: signed before they were covered)."""
 
     def message(self) -> bytes:
-        return message(self.size, self.root, self.time)
+        return message(self.size, self.root, self.time, self.erasures)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        made = {
             "size": self.size,
             "root": self.root.hex(),
             "time": self.time.isoformat(),
             "key_id": self.key_id,
             "signature": base64.b64encode(self.signature).decode(),
         }
+        if self.erasures is not None:
+            made["erasures"] = self.erasures.as_json()
+        return made
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:
@@ -50,6 +59,9 @@ class Checkpoint:
                 time=datetime.fromisoformat(data["time"]),
                 key_id=str(data["key_id"]),
                 signature=base64.b64decode(data["signature"], validate=True),
+                erasures=None
+                if data.get("erasures") is None
+                else ErasureCoverage.from_json(data["erasures"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a checkpoint: {error}") from None
@@ -138,11 +150,25 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-def signed(signer: Signer, size: int, root: bytes, time: datetime) -> Checkpoint:
-    """A checkpoint of the tree of `size` leaves with this root, signed now."""
-    return Checkpoint(size, root, time, signer.key_id, signer.sign(message(size, root, time)))
+def signed(
+    signer: Signer,
+    size: int,
+    root: bytes,
+    time: datetime,
+    erasures: ErasureCoverage | None = None,
+) -> Checkpoint:
+    """A checkpoint of the tree of `size` leaves with this root (and these erasure
+    records), signed now."""
+    signature = signer.sign(message(size, root, time, erasures))
+    return Checkpoint(size, root, time, signer.key_id, signature, erasures)
 
 
-def message(size: int, root: bytes, time: datetime) -> bytes:
-    """What the ledger signs for a tree of `size` leaves and this root, at `time`."""
-    return f"lesson-ledger checkpoint\n{size}\n{root.hex()}\n{time.isoformat()}\n".encode()
+def message(
+    size: int, root: bytes, time: datetime, erasures: ErasureCoverage | None = None
+) -> bytes:
+    """What the ledger signs for a tree of `size` leaves and this root, at `time` (and
+    the erasure records covered, for checkpoints that cover them)."""
+    text = f"lesson-ledger checkpoint\n{size}\n{root.hex()}\n{time.isoformat()}\n"
+    if erasures is not None:
+        text += f"erasures\n{erasures.count}\n{erasures.digest.hex()}\n"
+    return text.encode()

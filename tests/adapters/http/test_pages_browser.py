@@ -291,9 +291,12 @@ def test_an_admin_signs_a_checkpoint_verifies_the_log_and_sees_an_edit_named(
             page.get_by_role("link", name="Download the latest checkpoint").click()
         kept = Checkpoint.from_json(json.loads(Path(downloading.value.path()).read_text()))
         verify_checkpoint(audit.signer.public_key, kept)  # raises unless signed by the ledger
-        assert kept.size == 4
+        assert kept.size == 4 and kept.erasures is not None and kept.erasures.count == 0
+        covers = page.locator("dt", has_text="Erasure records it covers").locator("+ dd")
+        expect(covers).to_have_text("0")
         page.get_by_role("button", name="Verify the log").click()
-        expect(page.get_by_text(re.compile("✓ Intact: 4 events up to position 4"))).to_be_visible()
+        intact = page.get_by_text(re.compile("✓ Intact: 4 events up to position 4"))
+        expect(intact).to_contain_text("the checkpoint of 4 events and 0 erasure records holds")
         screenshot(page, "proof", tmp_path)
 
         # An edit made straight in the database, as someone with write access could.
