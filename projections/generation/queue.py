@@ -36,6 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from socket import gethostname
 
 from domain.errors import one_line
@@ -197,7 +198,8 @@ class Claimer:
 
     def _listen(self) -> None:
         """Turn the queue's notifications into the claimer's signal."""
-        self._wakeup.open()
+        with suppress(Exception):  # no session to listen on yet: `wait` connects again
+            self._wakeup.open()
         while not self._draining.is_set():
             try:
                 self._wakeup.wait(self.poll_seconds)

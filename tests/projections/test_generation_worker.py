@@ -10,14 +10,17 @@ import threading
 import zlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import adapters.worker as worker_module
 from adapters.eventstore import event_store
 from adapters.worker import WorkerSettings, open_worker
-from domain import LessonLedger
+from domain import LedgerUnavailable, LessonLedger
 from projections.generation.port import GeneratedLesson
 from projections.generation.worker import Window
+from projections.view import Wakeup
 from tests.support import fake_openai
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.generation import (
@@ -403,3 +406,51 @@ def test_a_worker_that_loses_its_lock_lets_go_and_takes_over_again(postgres_stor
         assert worker.worker.state == "active"
     assert fake.calls_by_attempt() == Counter({key(i): 1 for i in first + later})
     assert "LockLost" in (worker.worker.last_error or "")
+
+
+class RefusedOnce(Wakeup):
+    """A LISTEN whose first session the database refuses (as PostgreSQL does with "too
+    many clients"), then the real one."""
+
+    def __init__(self, real: Wakeup) -> None:
+        self.real = real
+        self.refused = 0
+
+    def open(self) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise LedgerUnavailable("cannot reach PostgreSQL: too many clients already")
+        self.real.open()
+
+    def wait(self, timeout: float) -> None:
+        self.real.wait(timeout)
+
+    def wake(self) -> None:
+        self.real.wake()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_claimer_whose_first_listen_is_refused_goes_on(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs' LISTEN refused at start (once, in CI, by a server out of connections):
+    the claimer's listener does not die with a traceback; it listens on its next wait,
+    and the lessons are generated."""
+    made: list[RefusedOnce] = []
+
+    def refused_once(*args: Any) -> Wakeup:
+        made.append(RefusedOnce(real_jobs_wakeup(*args)))
+        return made[-1]
+
+    real_jobs_wakeup = worker_module._jobs_wakeup
+    monkeypatch.setattr(worker_module, "_jobs_wakeup", refused_once)
+    ledger = postgres_store.open()
+    ids = request_lessons(ledger, 3)
+    settings = openai_settings("http://unused", generator="template")
+    with running_worker(postgres_store.url, settings, ledger):
+        wait_for(all_decided(ledger, ids), DEADLINE, "the lessons generated")
+
+    assert [wakeup.refused for wakeup in made] == [1]
