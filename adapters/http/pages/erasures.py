@@ -1,7 +1,7 @@
 """Erasures (admin): every student erasure and retention run as recorded (when, who,
-why, how many keys and lessons), newest first, and whether this server runs retention:
-`lesson-ledger students erasures` as a page, for an auditor asked to show that an
-erasure was carried out."""
+why, how many keys and lessons), newest first, which of them the latest signed checkpoint
+covers, and whether this server runs retention: `lesson-ledger students erasures` as a
+page, for an auditor asked to show that an erasure was carried out."""
 
 from __future__ import annotations
 
@@ -21,10 +21,13 @@ router = APIRouter(include_in_schema=False)
 def erasures_page(request: Request, browser: SignedIn) -> Response:
     admin_only(browser, "erasures")
     erasures: Erasures = request.app.state.erasures
+    latest = request.app.state.audit.latest_checkpoint()
     context: dict[str, Any] = {
         "browser": browser,
         "title": "Erasures",
         "erasures": erasures.records()[::-1],
+        "checkpoint": latest,
+        "covered": 0 if latest is None or latest.erasures is None else latest.erasures.count,
         "retention_days": request.app.state.settings.retention_days,
     }
     return render(request, "erasures.html", context)

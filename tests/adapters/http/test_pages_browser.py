@@ -249,6 +249,7 @@ def test_an_admin_finds_a_students_erasure_and_a_retention_run(
         "/v1/students/st-1/erasure", json={"reason": "parent's request"}, headers=api.auth("admin")
     )
     assert erased.status_code == 200, erased.text
+    api.app.state.audit.checkpoint()  # covers the student's erasure, not the retention run
     api.app.state.erasures.retention(date(2025, 9, 9), actor="retention", reason="daily")
     with launched(chromium) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -264,6 +265,9 @@ def test_an_admin_finds_a_students_erasure_and_a_retention_run(
         expect(student).to_contain_text("parent's request")
         # Its three lessons (the turned-away tab named st-2 and wrote nothing).
         expect(student.get_by_role("cell").nth(5)).to_have_text("3")
+        expect(page.get_by_text("covers the first 1 of these records")).to_be_visible()
+        expect(student.get_by_role("cell").nth(7)).to_have_text("yes")
+        expect(rows.nth(1).get_by_role("cell").nth(7)).to_have_text("not yet")
         expect(page.get_by_text("This server runs no retention")).to_be_visible()
         text = page.content()
         assert "st-1" not in text and "IEP-GOAL-MARKER" not in text
