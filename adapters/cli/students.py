@@ -37,6 +37,8 @@ from adapters.keys.opening import KEK_SETTING
 from adapters.keys.rotation import rotate
 from adapters.keys.sealing import sealer_of
 from adapters.storage.database import Database
+from adapters.storage.merkle_store import MerkleStore
+from adapters.storage.sqlstore import SqlStore
 from projections.merkle.reanchor import ReanchorRefused
 
 students_app = typer.Typer(
@@ -85,17 +87,22 @@ def erase(
 
 @students_app.command("erasures")
 def erasures(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
-    """Every erasure, as recorded: when, who, why, how many keys and lessons.
+    """Every erasure, as recorded: when, who, why, how many keys and lessons, and whether
+    the latest signed checkpoint covers it (`audit verify --against` checks those).
 
     Example: lesson-ledger students erasures --json
     """
+    database = Database.from_url(database_url)
     with opened_ledger(database_url) as ledger:
-        found = Erasures(sealer_of(ledger), Database.from_url(database_url)).records()
+        found = Erasures(sealer_of(ledger), database).records()
+    covered = _covered(database)
     if as_json:
-        print_json([vars(record) for record in found])
+        print_json([{**vars(record), "covered": n < covered} for n, record in enumerate(found)])
         return
-    table = Table("erasure", "kind", "when (UTC)", "who", "why", "keys", "lessons")
-    for record in found:
+    table = Table(
+        "erasure", "kind", "when (UTC)", "who", "why", "keys", "lessons", "in a checkpoint"
+    )
+    for n, record in enumerate(found):
         table.add_row(
             record.erasure_id[:12],
             record.kind,
@@ -104,8 +111,20 @@ def erasures(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
             record.reason,
             str(record.keys),
             str(record.lessons),
+            "yes" if n < covered else "not yet",
         )
     out.print(table)
+
+
+def _covered(database: Database) -> int:
+    """How many erasure records (the first, in order) the latest signed checkpoint
+    covers; 0 before one does."""
+    sql = SqlStore(database, pool_size=1)
+    try:
+        latest = MerkleStore(sql, database.events_table).latest_checkpoint()
+    finally:
+        sql.close()
+    return 0 if latest is None or latest.erasures is None else latest.erasures.count
 
 
 @students_app.command("encrypt-existing")

@@ -102,6 +102,18 @@ def test_erasing_from_the_command_line(store: Store, ledger: LessonLedger) -> No
     listed = cli("students", "erasures", "--json", database_url=store.url)
     assert [e["kind"] for e in listed.json()] == ["student"]
     assert "student-ada" not in listed.stdout
+    # Which records the latest signed checkpoint covers: one signed now, then one more.
+    assert cli("audit", "checkpoint", database_url=store.url).exit_code == 0
+    request(ledger, "09:00-09:30", "ben")
+    ben = cli("students", "erase", "student-ben", "--reason", "r", database_url=store.url)
+    assert ben.exit_code == 0, ben.stderr
+    listed = cli("students", "erasures", "--json", database_url=store.url)
+    assert [(e["reason"], e["covered"]) for e in listed.json()] == [
+        ("request", True),
+        ("r", False),
+    ]
+    table = cli("students", "erasures", database_url=store.url).stdout
+    assert "in a checkpoint" in table and "yes" in table and "not yet" in table
 
 
 def test_erasing_over_http_is_for_admins_and_logs_no_student_id(
