@@ -49,6 +49,10 @@ class ErasureList(BaseModel):
     """Every erasure, oldest first."""
 
     erasures: list[ErasureRecord]
+    covered: int = Field(
+        description="how many of them, the first, the latest signed checkpoint covers "
+        "(`lesson-ledger audit verify --against` it checks those)"
+    )
 
 
 @router.get("/erasures", responses=PROBLEMS)
@@ -56,7 +60,11 @@ def list_erasures(request: Request, token: Admin) -> ErasureList:
     """Every erasure, oldest first, as `lesson-ledger students erasures` lists them: the
     proof that a student's erasure, or a retention run, was carried out."""
     erasures: Erasures = request.app.state.erasures
-    return ErasureList(erasures=[ErasureRecord.of(record) for record in erasures.records()])
+    latest = request.app.state.audit.latest_checkpoint()
+    return ErasureList(
+        erasures=[ErasureRecord.of(record) for record in erasures.records()],
+        covered=0 if latest is None or latest.erasures is None else latest.erasures.count,
+    )
 
 
 @router.post("/{student_id}/erasure", responses=PROBLEMS)
