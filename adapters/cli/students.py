@@ -39,6 +39,7 @@ from adapters.keys.sealing import sealer_of
 from adapters.storage.database import Database
 from adapters.storage.merkle_store import MerkleStore
 from adapters.storage.sqlstore import SqlStore
+from projections.merkle.checkpoint import erasures_covered
 from projections.merkle.reanchor import ReanchorRefused
 
 students_app = typer.Typer(
@@ -121,10 +122,9 @@ def _covered(database: Database) -> int:
     covers; 0 before one does."""
     sql = SqlStore(database, pool_size=1)
     try:
-        latest = MerkleStore(sql, database.events_table).latest_checkpoint()
+        return erasures_covered(MerkleStore(sql, database.events_table).latest_checkpoint())
     finally:
         sql.close()
-    return 0 if latest is None or latest.erasures is None else latest.erasures.count
 
 
 @students_app.command("encrypt-existing")

@@ -15,6 +15,7 @@ from adapters.calendar import ApiModel
 from adapters.http.dependencies import PROBLEMS, Admin
 from adapters.http.problems import ApiProblem
 from adapters.keys.erasure import Erasure, ErasureKind, Erasures
+from projections.merkle.checkpoint import erasures_covered
 
 router = APIRouter(prefix="/v1/students", tags=["students"])
 
@@ -60,10 +61,9 @@ def list_erasures(request: Request, token: Admin) -> ErasureList:
     """Every erasure, oldest first, as `lesson-ledger students erasures` lists them: the
     proof that a student's erasure, or a retention run, was carried out."""
     erasures: Erasures = request.app.state.erasures
-    latest = request.app.state.audit.latest_checkpoint()
     return ErasureList(
         erasures=[ErasureRecord.of(record) for record in erasures.records()],
-        covered=0 if latest is None or latest.erasures is None else latest.erasures.count,
+        covered=erasures_covered(request.app.state.audit.latest_checkpoint()),
     )
 
 

@@ -37,7 +37,6 @@ class Erasures:
         self.sealer = sealer
         self.sql: SqlStore = sealer.keys.sql
         self.log = ErasureLog(self.sql)
-        self.table = self.log.table
         self.events_table = database.events_table
         self._postgres = database.kind == "postgresql"
 

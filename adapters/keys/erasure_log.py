@@ -11,12 +11,11 @@ order of their times, by the first writer or checkpoint that meets them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Literal, cast
 
-from adapters.storage.sqlstore import SqlStore
+from adapters.storage.sqlstore import Cursor, SqlStore
 
 ErasureKind = Literal["student", "retention"]
 """One student's key, or the keys of lesson dates before a cut-off."""
@@ -34,12 +33,6 @@ class Erasure:
     reason: str
     keys: int
     lessons: int
-
-
-class _Statements(Protocol):
-    """A transaction's cursor (SqlStore.transaction)."""
-
-    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 class ErasureLog:
@@ -99,8 +92,8 @@ class ErasureLog:
                 datetime.fromisoformat(str(row["erased_at"])),
                 str(row["actor"]),
                 str(row["reason"]),
-                int(cast(int, row["keys"])),
-                int(cast(int, row["lessons"])),
+                cast(int, row["keys"]),
+                cast(int, row["lessons"]),
             )
             for row in self.covered()
         ]
@@ -119,7 +112,7 @@ class ErasureLog:
             {name: _plain(value) for name, value in zip(names, row, strict=True)} for row in rows
         ]
 
-    def _placing(self, cursor: _Statements) -> None:
+    def _placing(self, cursor: Cursor) -> None:
         """Inside a writer's transaction: take the log's lock, then place any record
         without a position (in the order of their times)."""
         if self._postgres:

@@ -95,15 +95,15 @@ class SqlStore:
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[_Cursor]:
+    def transaction(self) -> Iterator[Cursor]:
         with self._session() as conn:
             if self._pool is not None:
                 with conn.transaction():
-                    yield _Cursor(conn, sqlite=False)
+                    yield Cursor(conn, sqlite=False)
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _Cursor(conn, sqlite=True)
+                yield Cursor(conn, sqlite=True)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -113,7 +113,7 @@ class SqlStore:
         """One statement, atomic on its own: no BEGIN and COMMIT around it (on SQLite, no
         write lock for a read), so a token check costs one round trip."""
         with self._session() as conn:
-            return _Cursor(conn, sqlite=self._pool is None).run(statement, params)
+            return Cursor(conn, sqlite=self._pool is None).run(statement, params)
 
     def create_tables(self, *statements: str) -> None:
         """Run `CREATE TABLE IF NOT EXISTS <table> ...` statements (and the indexes,
@@ -162,7 +162,9 @@ def _created_table(statement: str) -> str | None:
     return None if found is None else found.group(1)
 
 
-class _Cursor:
+class Cursor:
+    """The statements of one transaction (`SqlStore.transaction`), run as `SqlStore.run`."""
+
     def __init__(self, conn: Any, *, sqlite: bool) -> None:
         self._conn = conn
         self._sqlite = sqlite

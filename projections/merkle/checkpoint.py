@@ -150,6 +150,14 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
+def erasures_covered(checkpoint: Checkpoint | None) -> int:
+    """How many erasure records (the first, in order) a checkpoint covers: 0 without one,
+    or for one signed before they were covered."""
+    if checkpoint is None or checkpoint.erasures is None:
+        return 0
+    return checkpoint.erasures.count
+
+
 def signed(
     signer: Signer,
     size: int,

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from adapters.http.pages.rendering import render
 from adapters.http.pages.session import SignedIn, admin_only
 from adapters.keys.erasure import Erasures
+from projections.merkle.checkpoint import erasures_covered
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,7 +28,7 @@ def erasures_page(request: Request, browser: SignedIn) -> Response:
         "title": "Erasures",
         "erasures": erasures.records()[::-1],
         "checkpoint": latest,
-        "covered": 0 if latest is None or latest.erasures is None else latest.erasures.count,
+        "covered": erasures_covered(latest),
         "retention_days": request.app.state.settings.retention_days,
     }
     return render(request, "erasures.html", context)

@@ -21,6 +21,7 @@ from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
 from projections.merkle.checkpoint import signed
 from tests.support.command_line import cli
+from tests.support.projections import table_name
 from tests.support.served import served
 from tests.support.stores import Store
 from tests.support.student_data import request
@@ -60,8 +61,11 @@ def checkpoint_file(store: Store, tmp_path: Path) -> Path:
     return saved
 
 
-def table(store: Store, name: str) -> str:
-    return name if store.kind == "sqlite" else f'"{store.database.schema}".{name}'
+def erasure_tables(store: Store) -> dict[str, str]:
+    return {
+        "erasures": table_name(store, "erasures"),
+        "positions": table_name(store, "erasure_positions"),
+    }
 
 
 def test_a_checkpoint_covers_the_erasure_log_and_holds_while_it_stands(
@@ -98,7 +102,7 @@ def test_a_covered_erasure_record_altered_or_removed_is_named(
 ) -> None:
     erase_both(erasures)
     saved = checkpoint_file(store, tmp_path)
-    names = {"erasures": table(store, "erasures"), "positions": table(store, "erasure_positions")}
+    names = erasure_tables(store)
 
     store.execute(EDITS[edit].format(**names))
     if edit == "removed with its place":
@@ -115,7 +119,7 @@ def test_a_record_slipped_in_among_covered_ones_is_named(
 ) -> None:
     erase_both(erasures)
     saved = checkpoint_file(store, tmp_path)
-    names = {"erasures": table(store, "erasures"), "positions": table(store, "erasure_positions")}
+    names = erasure_tables(store)
 
     earlier = (datetime.now(UTC) - timedelta(days=30)).isoformat()
     store.execute(
@@ -153,10 +157,10 @@ def test_records_of_a_release_before_are_placed_in_the_order_of_their_times(
     store: Store, erasures: Erasures, audit: LedgerAudit
 ) -> None:
     erase_both(erasures)
-    positions = table(store, "erasure_positions")
+    positions = table_name(store, "erasure_positions")
     store.execute(f"DELETE FROM {positions}")  # as a release before kept them: no places
     store.execute(
-        f"UPDATE {table(store, 'erasures')} SET erased_at = %s WHERE reason = 'request ben'",
+        f"UPDATE {table_name(store, 'erasures')} SET erased_at = %s WHERE reason = 'request ben'",
         ((datetime.now(UTC) - timedelta(days=1)).isoformat(),),
     )
 
@@ -202,7 +206,7 @@ def test_racing_erasures_are_placed_one_after_another(postgres_store: Store) -> 
 
     assert not failures, failures
     placed = postgres_store.query(
-        f"SELECT position FROM {table(postgres_store, 'erasure_positions')} ORDER BY 1"
+        f"SELECT position FROM {table_name(postgres_store, 'erasure_positions')} ORDER BY 1"
     )
     assert [int(str(p)) for (p,) in placed] == list(range(1, len(names) + 1))
     records = Erasures(sealer_of(ledger), postgres_store.database).records()
