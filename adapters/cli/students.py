@@ -197,9 +197,17 @@ def retention_apply(
             dry_run=dry_run,
             on_progress=lambda n, total: progress.update(task, completed=n, total=total),
         )
-    if dry_run:
-        err.print(f"dry run: {done.keys} lesson dates before {cut_off} would be erased")
-    _print_erasure(done, as_json)
+    if as_json:
+        print_json(vars(done))
+    elif dry_run:
+        out.print(
+            f"retention (dry run, nothing erased): {done.keys} keys of lesson dates before "
+            f"{cut_off} would be destroyed, {done.lessons} lessons reached"
+        )
+    elif not done.erasure_id:
+        out.print(f"retention: nothing to erase, no key of a lesson date before {cut_off} left")
+    else:
+        _print_erasure(done, as_json)
 
 
 def rotate_key(database_url: DatabaseUrl = None) -> None:
@@ -223,6 +231,6 @@ def _print_erasure(done: Erasure, as_json: bool) -> None:
         print_json(vars(done))
         return
     out.print(
-        f"{done.kind} erasure {done.erasure_id or '(dry run)'}: {done.keys} keys destroyed, "
+        f"{done.kind} erasure {done.erasure_id}: {done.keys} keys destroyed, "
         f"{done.lessons} lessons reached"
     )

@@ -60,12 +60,13 @@ class Erasures:
     ) -> Erasure:
         """Destroy the keys of every lesson date before `before` (a dry run only counts
         them); `on_progress(done, total)` after each date."""
-        owners = [
-            owner
+        days = {
+            date.fromisoformat(owner.removeprefix(DATE_OWNER)): owner
             for owner in self.sealer.keys.owners(DATE_OWNER)
-            if date.fromisoformat(owner.removeprefix(DATE_OWNER)) < before
-        ]
-        lessons = self._lessons_dated_before(before)
+        }
+        owners = [owner for day, owner in sorted(days.items()) if day < before]
+        # The days of a run before have no key left: their lessons are not reached again.
+        lessons = self._lessons_on({day for day in days if day < before})
         if dry_run:
             return Erasure("", "retention", datetime.now(UTC), actor, reason, len(owners), lessons)
         destroyed: list[str] = []
@@ -104,16 +105,22 @@ class Erasures:
         )
         return int(rows[0][0])
 
-    def _lessons_dated_before(self, before: date) -> int:
-        """How many lessons the read model has dated before the cut-off."""
+    def _lessons_on(self, days: set[date]) -> int:
+        """How many lessons the read model has on these days."""
+        if not days:
+            return 0
         lessons = self.sql.table("lessons")
         try:
             rows = self.sql.run(
-                f"SELECT count(*) FROM {lessons} WHERE lesson_date < %s", (before.isoformat(),)
+                f"SELECT lesson_date, count(*) FROM {lessons} WHERE lesson_date <= %s "
+                "GROUP BY lesson_date",
+                (max(days).isoformat(),),
             )
         except Exception:  # no read model in this database yet: nothing counted
             return 0
-        return int(rows[0][0])
+        # A DATE on PostgreSQL, text on SQLite: both read as YYYY-MM-DD.
+        wanted = {day.isoformat() for day in days}
+        return sum(int(count) for day, count in rows if str(day) in wanted)
 
 
 class DailyRetention:

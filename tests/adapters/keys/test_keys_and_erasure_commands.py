@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,10 +24,13 @@ from adapters.keys.opening import KEK_SETTING
 from adapters.logs import JsonFormatter
 from domain import LedgerUnavailable, LessonLedger
 from tests.support import ROOT
-from tests.support.command_line import cli
+from tests.support.command_line import Ran, cli
+from tests.support.projections import read_model
 from tests.support.served import served
 from tests.support.stores import Store
 from tests.support.student_data import all_markers, generate, request
+
+SLOTS = ("08:30-09:00", "09:00-09:30")
 
 
 def events_digest(store: Store) -> str:
@@ -114,6 +117,40 @@ def test_erasing_from_the_command_line(store: Store, ledger: LessonLedger) -> No
     ]
     table = cli("students", "erasures", database_url=store.url).stdout
     assert "in a checkpoint" in table and "yes" in table and "not yet" in table
+
+
+def test_retention_from_the_command_line_counts_the_lessons_each_run_reaches(
+    store: Store, ledger: LessonLedger
+) -> None:
+    today = datetime.now(UTC).date()
+    year_ago, half_year_ago = today - timedelta(days=400), today - timedelta(days=200)
+    old = [request(ledger, slot, "ada", day=year_ago.isoformat()) for slot in SLOTS]
+    recent = request(ledger, SLOTS[0], "ben", day=half_year_ago.isoformat())
+    with read_model(store, ledger) as model:
+        model.catch_up()
+
+    def apply(days: int, *more: str) -> Ran:
+        ran = cli("retention", "apply", "--older-than", str(days), *more, database_url=store.url)
+        assert ran.exit_code == 0, ran.stderr
+        return ran
+
+    # A dry run names what would go, and takes nothing.
+    dry = apply(300, "--dry-run")
+    assert "dry run, nothing erased" in dry.stdout and "2 lessons reached" in dry.stdout
+    assert all(ledger.get_lesson(lesson).students != [None] for lesson in old)  # type: ignore[union-attr]
+    # The year-old day's two lessons; then the half-year-old one alone, not the two again.
+    first = apply(300, "--json").json()
+    second = apply(100, "--json").json()
+    assert (first["lessons"], second["lessons"]) == (2, 1)
+    fresh = open_ledger(store.url)  # this test's ledger may keep keys 5 s (SQLite)
+    try:
+        assert [fresh.get_lesson(lesson).students for lesson in [*old, recent]] == [[None]] * 3  # type: ignore[union-attr]
+    finally:
+        fresh.close()
+    nothing_left = apply(100)
+    assert "nothing to erase" in nothing_left.stdout and "dry run" not in nothing_left.stdout
+    listed = cli("students", "erasures", "--json", database_url=store.url).json()
+    assert [(e["kind"], e["lessons"]) for e in listed] == [("retention", 2), ("retention", 1)]
 
 
 def test_erasing_over_http_is_for_admins_and_logs_no_student_id(
