@@ -52,6 +52,7 @@ class LessonHistory:
 
 
 Opener = Callable[[UUID, dict[str, Any] | None], dict[str, Any] | None]
+PartsOpener = Callable[[UUID, Sequence[dict[str, Any] | None]], Sequence[dict[str, Any] | None]]
 
 
 def history_of(
@@ -59,26 +60,34 @@ def history_of(
     events: Sequence[LessonSlot.Event],
     readable: Callable[[LessonState], LessonState],
     open_content: Opener,
+    open_students: PartsOpener,
 ) -> LessonHistory:
     """The history of these events (a slot's, in order): entries, and the state they make,
-    its content opened (`readable`, `open_content`: the ledger's sealing)."""
+    its content opened (`readable`, `open_content`, `open_students`: the ledger's sealing)."""
     slot: LessonSlot | None = None
     for event in events:
         slot = event.mutate(slot)
     state = readable(slot.state()) if slot is not None else None
-    entries = [history_entry(event, open_content) for event in events]
+    entries = [history_entry(event, open_content, open_students) for event in events]
     return LessonHistory(lesson_id, entries, state)
 
 
-def history_entry(event: LessonSlot.Event, open_content: Opener) -> HistoryEntry:
-    """The entry of one event; the students' parts show as a count, content opened."""
+def history_entry(
+    event: LessonSlot.Event, open_content: Opener, open_students: PartsOpener
+) -> HistoryEntry:
+    """The entry of one event; the students' parts show as a count (and how many of them
+    are erased), content opened (once erased: None, and `content_erased`)."""
     fields = vars(event)
     changes = {k: v for k, v in fields.items() if k not in _BASE_FIELDS}
     if changes.get("students") is not None:
         # Each student's details stay sealed in the event; history shows how many.
-        changes["students"] = f"{len(changes['students'])} student(s)"
-    if "content" in changes:
+        parts = changes["students"]
+        erased = sum(part is None for part in open_students(event.originator_id, parts))
+        changes["students"] = f"{len(parts)} student(s)" + (f", {erased} erased" if erased else "")
+    if changes.get("content") is not None:
         changes["content"] = open_content(event.originator_id, changes["content"])
+        if changes["content"] is None:
+            changes["content_erased"] = True
     if "usage" in changes and changes["usage"] is None:
         # Unknown usage (the template, or an event from before 0.3) is left out, so an
         # old event's entry reads exactly as it did.

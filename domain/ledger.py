@@ -285,7 +285,9 @@ class LessonLedger:
             if known and self.slots.load(lesson_id) is not None:
                 return LessonHistory(lesson_id, [], None)
             raise LessonNotFound(f"no lesson has the id {lesson_id}")
-        return history_of(lesson_id, events, self.readable, self.readable_content)
+        return history_of(
+            lesson_id, events, self.readable, self.readable_content, self.student_data.open_students
+        )
 
     def __enter__(self) -> LessonLedger:
         return self

@@ -208,6 +208,11 @@ def show(
         print_json(state)
         return
     table = Table("field", "value", title=f"lesson {wanted}")
+    erased = state.pop("students_erased")
+    if erased:
+        state["students"] = f"{state['students']} ({erased} erased)"
+    if state.pop("content_erased"):
+        state["content"] = ERASED
     for name, value in state.items():
         if value not in (None, "", [], ()):
             table.add_row(name, _cell(value))
@@ -293,11 +298,17 @@ def _lesson_id(
 
 # Output.
 
+ERASED = "(erased: a student of this lesson, or its date)"
+
 
 def _state_json(state: LessonState) -> dict[str, Any]:
     """The state as JSON data; students (their sensitive part) only as a count."""
     data = state.as_dict()
-    data["students"] = len(state.students) if state.students is not None else None
+    students = state.students
+    data["students"] = len(students) if students is not None else None
+    data["students_erased"] = sum(part is None for part in students or ())
+    # A generated lesson always had content: none to show means it was erased.
+    data["content_erased"] = state.status == "generated" and state.content is None
     data["flags"] = list(state.flags)
     return data
 
@@ -363,6 +374,8 @@ def _changes(entry: HistoryEntry, key: dict[str, str]) -> str:
             text += f", held by {changes['holder_request_id']} ({changes['holder_actor']})"
     else:
         shown = {k: v for k, v in changes.items() if v not in (None, [], {}, "")}
+        if shown.pop("content_erased", False):
+            shown["content"] = ERASED
         details = shown.pop("details", None)
         if isinstance(details, dict):
             shown.update({k: v for k, v in details.items() if v not in (None, [], {}, "")})

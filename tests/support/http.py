@@ -1,8 +1,9 @@
 """What the HTTP API's tests share: providers, request bodies as the calendar front end
-builds them, and the check that an answer is a problem detail."""
+builds them, the check that an answer is a problem detail, and signing in to the pages."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
@@ -49,3 +50,16 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert body["status"] == status and body["title"] and body["detail"]
     assert "Traceback" not in response.text
     return body
+
+
+def csrf(html: str) -> str:
+    """The CSRF token of a page's form."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def sign_in(client: Any, token: str) -> Any:
+    """Sign a client of the pages (TestClient or httpx) in with a token, as the form does."""
+    form = client.get("/sign-in")
+    return client.post("/sign-in", data={"token": token, "csrf_token": csrf(form.text)})

@@ -19,7 +19,7 @@ from domain import LessonNotFound
 
 router = APIRouter(include_in_schema=False)
 
-SHOWN_APART = {"content", "students", "details"}
+SHOWN_APART = {"content", "content_erased", "students", "details"}
 """Fields a timeline entry shows in their own way (content above; students as a count)."""
 
 
@@ -61,6 +61,7 @@ def lesson_page(
         key=whole.state,
         state=shown.state,
         students=len(shown.state.students or ()) if shown.state else 0,
+        students_erased=sum(p is None for p in shown.state.students or ()) if shown.state else 0,
         entries=whole.entries,
         travelling=version is not None or moment is not None,
         version=current,

@@ -5,7 +5,6 @@ the session cookie is never accepted by the API; CORS only for the origins set."
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -17,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
 from adapters.settings import Settings
-from tests.support.http import OTHER_PROVIDER, PROVIDER, lesson
+from tests.support.http import OTHER_PROVIDER, PROVIDER, csrf, lesson, sign_in
 
 PAGES = [
     "/calendar",
@@ -51,17 +50,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 def token(client: TestClient, role: str, provider_id: str | None = None) -> str:
     return str(client.app.state.tokens.create(role, provider_id)[1])  # type: ignore[attr-defined]
-
-
-def csrf(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-def sign_in(client: TestClient, text: str) -> Any:
-    form = client.get("/sign-in")
-    return client.post("/sign-in", data={"token": text, "csrf_token": csrf(form.text)})
 
 
 @pytest.mark.parametrize("path", PAGES)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -117,6 +118,27 @@ def test_erasing_from_the_command_line(store: Store, ledger: LessonLedger) -> No
     ]
     table = cli("students", "erasures", database_url=store.url).stdout
     assert "in a checkpoint" in table and "yes" in table and "not yet" in table
+
+
+def test_show_and_history_say_what_an_erasure_took(store: Store, ledger: LessonLedger) -> None:
+    lesson = str(request(ledger, "08:30-09:00", "ada", "ben"))
+    generate(ledger, UUID(lesson), *all_markers("ada", "ben"))
+    assert "erased" not in cli("show", lesson, database_url=store.url).stdout
+
+    assert (
+        cli("students", "erase", "student-ada", "--reason", "r", database_url=store.url).exit_code
+        == 0
+    )
+
+    shown = cli("show", lesson, database_url=store.url)
+    assert "2 (1 erased)" in shown.stdout and "content" in shown.stdout
+    assert "(erased: a student of this lesson, or its date)" in shown.stdout
+    data = cli("show", lesson, "--json", database_url=store.url).json()
+    assert (data["students"], data["students_erased"], data["content"]) == (2, 1, None)
+    assert data["content_erased"] is True
+    history = cli("history", lesson, database_url=store.url).stdout
+    assert "2 student(s), 1 erased" in history and "content=(erased" in history
+    assert "MARKER" not in shown.stdout + history
 
 
 def test_retention_from_the_command_line_counts_the_lessons_each_run_reaches(

@@ -95,13 +95,17 @@ def test_an_erased_student_cannot_be_recovered_with_any_key_that_remains(
 def test_after_an_erasure_history_rebuild_verify_export_and_regeneration_go_on(
     store: Store, ledger: LessonLedger, lessons: tuple[UUID, UUID], tmp_path: Path
 ) -> None:
-    together, _ = lessons
+    together, alone = lessons
     erasures(ledger, store).erase_student("student-ada", actor="admin", reason="request")
 
     history = ledger.history(together)
     assert [e.event for e in history.entries] == ["OpenedByRequest", "LessonGenerated"]
-    assert history.entries[0].changes["students"] == "2 student(s)"
-    assert history.entries[1].changes["content"] is None
+    assert history.entries[0].changes["students"] == "2 student(s), 1 erased"
+    generated = history.entries[1].changes
+    assert generated["content"] is None and generated["content_erased"] is True
+    kept = ledger.history(alone).entries  # Ben's own lesson: nothing of it erased
+    assert kept[0].changes["students"] == "1 student(s)"
+    assert kept[1].changes["content"] is not None and "content_erased" not in kept[1].changes
     assert ledger.history(together, as_of_version=1).state is not None
     with read_model(store, ledger) as model:
         model.catch_up()
