@@ -37,6 +37,10 @@ class _View:
     frontier: Frontier = field(default_factory=Frontier)
     root: bytes | None = None
 
+    def __post_init__(self) -> None:
+        if self.size == 0:  # complete already: the empty tree's root (RFC 6962)
+            self.root = self.frontier.root()
+
     def add(self, index: int, leaf: bytes) -> None:
         if index < self.size:
             self.frontier.append(self.earlier.get(index, leaf))
@@ -77,6 +81,7 @@ class AuditReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "intact": self.comparison.intact,
             "size": self.comparison.size,
             "position": self.comparison.position,
             "first_divergence": self.comparison.first_divergence,
@@ -107,8 +112,10 @@ def audit(
 ) -> AuditReport:
     """Walk the log once, checking everything the module docstring says; `erasures`: the
     erasure log's records, in order (adapters/keys/erasure.py)."""
+    # One look at the tree: its follower may add events while the log is walked.
+    position, size = tree.store.position()
     records = tree.store.reanchorings()
-    today = _View(tree.size(), {})
+    today = _View(size, {})
     after = [_View(r.size, _earlier(records[n + 1 :])) for n, r in enumerate(records)]
     before = [_View(r.size, _earlier(records[n:])) for n, r in enumerate(records)]
     then = None
@@ -120,7 +127,9 @@ def audit(
         for view in views:
             view.add(index, leaf)
 
-    comparison = compare(tree.store, log, on_leaf=on_leaf, on_progress=on_progress)
+    comparison = compare(
+        tree.store, log, at=(position, size), on_leaf=on_leaf, on_progress=on_progress
+    )
     stored_root = tree.root(comparison.size)
     checks = [
         _reanchoring_check(r, public_key, before[n].root, after[n].root)
@@ -128,7 +137,9 @@ def audit(
     ]
     checkpoint = None
     if against is not None and then is not None:
-        checkpoint = _checkpoint_check(tree, against, public_key, then, stored_root, records)
+        checkpoint = _checkpoint_check(
+            tree, against, public_key, then, (comparison.size, stored_root), records
+        )
         if checkpoint.problem is None and against.erasures is not None:
             checkpoint = RecordCheck(against, erasures_problem(against.erasures, erasures))
     return AuditReport(comparison, today.root == stored_root, checks, checkpoint)
@@ -159,21 +170,23 @@ def _checkpoint_check(
     checkpoint: Checkpoint,
     public_key: bytes,
     then: _View,
-    stored_root: bytes,
+    stored: tuple[int, bytes],
     records: Sequence[Reanchoring],
 ) -> RecordCheck:
+    """`stored`: the tree's size and root as the walk saw them."""
+    size, stored_root = stored
     try:
         verify_checkpoint(public_key, checkpoint)
     except InvalidCheckpoint as error:
         return RecordCheck(checkpoint, str(error))
-    size = tree.size()
     if checkpoint.size > size:
         return RecordCheck(checkpoint, f"it covers {checkpoint.size} events; the tree has {size}")
     if then.root != checkpoint.root:
         return RecordCheck(
             checkpoint, f"the log's first {checkpoint.size} events do not make its root"
         )
-    if not any(r.time > checkpoint.time for r in records):
+    # Every tree extends the empty one (RFC 6962 has no proof for it, and needs none).
+    if checkpoint.size > 0 and not any(r.time > checkpoint.time for r in records):
         proof = tree.consistency_proof(checkpoint.size, size)
         if not verify_consistency(checkpoint.size, checkpoint.root, size, stored_root, proof):
             return RecordCheck(checkpoint, "the stored tree does not extend it")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import zip_longest
+from itertools import islice, zip_longest
 from typing import Literal
 from uuid import UUID
 
@@ -82,13 +82,17 @@ def compare(
     store: TreeStore,
     log: ApplicationRecorder,
     *,
+    at: tuple[int, int] | None = None,
     on_leaf: OnLeaf | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """The log's events up to the tree's position against the tree's leaves."""
-    position, size = store.position()
+    """The log's events up to the tree's position against the tree's leaves; `at`: the
+    tree's (position, size) as the caller read it (else read now)."""
+    position, size = at if at is not None else store.position()
     result = Comparison(size, position)
-    stored = (Leaf(*row) for row in store.leaves())
+    # The tree goes on taking events while the log is walked (its follower does not
+    # stop): its first `size` leaves are compared, as the log is up to `position`.
+    stored = islice((Leaf(*row) for row in store.leaves()), size)
     logged = _log_leaves(log, position, on_leaf)
     for done, (ours, theirs) in enumerate(zip_longest(stored, logged)):
         if on_progress is not None and done % READ_PAGE == 0:

@@ -59,6 +59,43 @@ def column(store: Store) -> str:
     return "notification_id" if store.kind == "postgresql" else "rowid"
 
 
+def test_a_new_ledger_is_intact_and_holds_a_checkpoint_of_no_events(
+    store: Store, ledger: LessonLedger, tmp_path: Path
+) -> None:
+    code, report = verify(store)
+    assert code == 0 and report["ok"] and report["size"] == 0, report
+    kept = tmp_path / "checkpoint.json"
+    signed = cli("audit", "checkpoint", "--output", str(kept), database_url=store.url)
+    assert signed.exit_code == 0, signed.stderr
+    code, report = verify(store, "--against", str(kept))
+    assert code == 0 and report["checkpoint"]["ok"], report
+
+
+def test_a_verify_while_the_tree_takes_new_events_finds_the_log_intact(
+    store: Store, ledger: LessonLedger, audit: LedgerAudit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's follower goes on adding events to the tree while a verify (the Proof
+    page's, say) walks the log: what it adds is not a difference."""
+    before = audit.tree.size()
+    walk = audit.tree.store.leaves
+
+    def leaves_while_the_tree_grows() -> Iterator[Any]:
+        mixed_workload(ledger)  # as the walk begins, more events, taken by the tree
+        assert audit.catch_up() and audit.tree.size() > before
+        return walk()
+
+    checkpoint = audit.checkpoint()  # of the tree as it is when the verify begins
+    monkeypatch.setattr(audit.tree.store, "leaves", leaves_while_the_tree_grows)
+
+    report = audit.verify(checkpoint)
+
+    assert report.comparison.findings == [] and report.tree_root_ok, report.as_json()
+    assert report.ok and report.comparison.size == before
+    assert report.checkpoint is not None and report.checkpoint.problem is None
+    monkeypatch.undo()
+    assert audit.verify(checkpoint).comparison.size == audit.tree.size() > before
+
+
 def test_after_a_mixed_workload_the_log_is_intact(store: Store, audit: LedgerAudit) -> None:
     code, report = verify(store)
     assert code == 0
