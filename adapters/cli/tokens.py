@@ -30,7 +30,12 @@ def with_tokens(database_url: str | None, work: Callable[[TokenStore], T]) -> T:
 def tokens_create(
     role: Annotated[str, typer.Option(help=f"one of {', '.join(ROLES)}")],
     provider_id: Annotated[
-        str | None, typer.Option(help="the provider a provider token acts for")
+        str | None,
+        typer.Option(
+            "--provider-id",
+            "--provider",  # as `request`, `show` and `history` spell it
+            help="the provider a provider token acts for",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="recorded as the actor of its commands")] = None,
     database_url: DatabaseUrl = None,

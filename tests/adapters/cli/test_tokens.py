@@ -1,0 +1,46 @@
+"""`lesson-ledger tokens create | list | revoke` as an operator runs them, on SQLite and
+PostgreSQL: a token printed once and then working over HTTP; listed without its text;
+revoked, and then refused."""
+
+from __future__ import annotations
+
+from domain import LessonLedger
+from tests.support.command_line import cli
+from tests.support.http import PROVIDER, lesson
+from tests.support.served import served
+from tests.support.stores import Store
+
+
+def test_a_token_is_created_listed_and_revoked_from_the_command_line(
+    store: Store, ledger: LessonLedger
+) -> None:
+    """On a ledger's database (`db migrate`, or a server's first start, makes it)."""
+    # `--provider`, as `request` and `show` spell it, or `--provider-id`.
+    made = cli(
+        "tokens", "create", "--role", "provider", "--provider", PROVIDER, "--name", "calendar",
+        database_url=store.url,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    text = made.stdout.strip()
+    assert text.startswith("llt_") and "shown once" in made.stderr
+    other = cli(
+        "tokens", "create", "--role", "provider", "--provider-id", PROVIDER,
+        database_url=store.url,
+    )  # fmt: skip
+    assert other.exit_code == 0, other.stderr
+
+    with served(store.url, token_cache_seconds=0) as api:  # a revocation seen at once
+        bearer = {"Authorization": f"Bearer {text}"}
+        created = api.client.post("/v1/lessons/requests", json=lesson(), headers=bearer)
+        assert created.status_code == 201, created.text
+        listed = cli("tokens", "list", database_url=store.url).stdout
+        assert "calendar" in listed and PROVIDER in listed and text not in listed
+        token_id = made.stderr.split()[1]
+        assert token_id in listed
+
+        revoked = cli("tokens", "revoke", token_id, database_url=store.url)
+        assert revoked.exit_code == 0 and f"revoked {token_id}" in revoked.stdout
+        again = cli("tokens", "revoke", token_id, database_url=store.url)
+        assert again.exit_code == 2 and "no active token" in again.stderr
+        refused = api.client.get("/v1/lessons", headers=bearer)
+        assert refused.status_code == 401
