@@ -3,7 +3,7 @@ role that owns the schema, so that the serving role needs no right to create any
 
 `migrate(database)` opens what each process opens on start (the ledger and its events
 table and append functions, the students' data keys and erasures, the runner leases, the
-read model's tables, the log's Merkle tree and checkpoints, the pages' sessions, the
+read model's tables, the log's Merkle tree and checkpoints, the pages' sessions and runs, the
 worker's tracking, job queue, rate limits and token usage, the API's tokens, idempotency
 keys and refused requests), with table creation
 on, and tells for each schema, table and function whether it was created, replaced (an
@@ -29,6 +29,7 @@ from adapters.read_model import open_read_model
 from adapters.storage.database import Database, DatabaseSettings
 from adapters.storage.idempotency import IdempotencyStore
 from adapters.storage.merkle_store import MerkleStore
+from adapters.storage.page_runs import PageRuns
 from adapters.storage.page_sessions import PageSessions
 from adapters.storage.refused_requests import SqlInvalidRequestLog
 from adapters.storage.sqlstore import SqlStore
@@ -62,6 +63,7 @@ TABLES = (
     "merkle_checkpoint_erasures",
     "merkle_reanchorings",
     "page_sessions",
+    "page_runs",
 )
 """Every table of the ledger's schema on PostgreSQL (a test holds this list to what
 `migrate` makes)."""
@@ -103,6 +105,7 @@ def migrate(database: Database, on_step: Callable[[Step], None] | None = None) -
         SqlUsageStore(sql)
         MerkleStore(sql, database.events_table)
         PageSessions(sql)
+        PageRuns(sql)
         if database.kind == "postgresql":
             PostgresJobQueue(sql)
             create_rate_limit_tables(database)

@@ -46,6 +46,20 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.differences
 
+    def as_json(self) -> dict[str, Any]:
+        """What was found, as JSON: each difference by lesson, kind and the columns that
+        differ (named, their values left out)."""
+        return {
+            "ok": self.ok,
+            "position": self.position,
+            "lessons": self.lessons,
+            "rows": self.rows,
+            "differences": [
+                {"lesson_id": str(d.lesson_id), "kind": d.kind, "columns": sorted(d.columns)}
+                for d in self.differences
+            ],
+        }
+
 
 def verify(view: LessonsView, mapper: Mapper[Any]) -> VerifyReport:
     """Compare the live table with the fold of the events up to the table's position."""

@@ -47,6 +47,7 @@ from adapters.release import VERSION
 from adapters.settings import Settings
 from adapters.storage.database import Database
 from adapters.storage.idempotency import IdempotencyStore
+from adapters.storage.page_runs import PageRuns
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
 from adapters.storage.usage import SqlUsageStore
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.idempotency = IdempotencyStore(sql)
         app.state.keyed_ids = KeyedIds(keys["hash_key"])
         app.state.generation_usage = SqlUsageStore(sql)  # token totals for /metrics
+        app.state.page_runs = PageRuns(sql)  # verifies started from the pages
         audit = app.state.audit = open_audit(database, ledger)
         # The server keeps the read model and the log's tree current by itself; with
         # several server processes one follower of each is active, the others stand by.

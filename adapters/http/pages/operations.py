@@ -11,26 +11,29 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from adapters.http.dependencies import ReadModel
-from adapters.http.pages.background import Run, running, started
+from adapters.http.pages.background import start_run
 from adapters.http.pages.rendering import render
 from adapters.http.pages.session import PostedBy, SignedIn, admin_only
+from adapters.storage.page_runs import PageRuns
 from projections.verify import VerifyReport
 
 router = APIRouter(include_in_schema=False)
+VERIFY_RUN = "verify-lessons"
 
 
 @router.get("/operations")
 def operations_page(request: Request, browser: SignedIn, read_model: ReadModel) -> Response:
     admin_only(browser, "operations")
     statuses = read_model.status()
-    verify_run: Run[VerifyReport] | None = getattr(request.app.state, "verify_run", None)
+    runs: PageRuns = request.app.state.page_runs
+    verify_run = runs.latest(VERIFY_RUN)
     rebuilding = any(s.rebuild is not None and s.rebuild.running for s in statuses)
     context: dict[str, Any] = {
         "browser": browser,
         "title": "Operations",
         "statuses": statuses,
         "verify": verify_run,
-        "busy": rebuilding or running(verify_run),
+        "busy": rebuilding or (verify_run is not None and verify_run.running),
         "now": datetime.now(UTC),
     }
     return render(request, "operations.html", context)
@@ -52,7 +55,10 @@ def start_rebuild(request: Request, browser: PostedBy, read_model: ReadModel) ->
 def start_verify(request: Request, browser: PostedBy, read_model: ReadModel) -> Response:
     """Fold the events afresh and compare every row, in the background."""
     admin_only(browser, "operations")
-    current: Run[VerifyReport] | None = getattr(request.app.state, "verify_run", None)
-    if not running(current):
-        request.app.state.verify_run = started("verify-lessons", lambda run: read_model.verify())
+    start_run(
+        request.app.state.page_runs,
+        VERIFY_RUN,
+        lambda count: read_model.verify(),
+        VerifyReport.as_json,
+    )
     return RedirectResponse("/operations", status_code=303)

@@ -1,7 +1,8 @@
 """Proof (the tamper-evident log, `lesson-ledger audit` as a page): how many events the
 tree covers, the latest signed checkpoint and the public key that checks it (to keep
 apart from the ledger), the checkpoint as a file; an admin signs a checkpoint, or
-verifies the log against the tree and that checkpoint, and the page follows the verify."""
+verifies the log against the tree and that checkpoint, and the page follows the verify
+(from any server process: adapters/storage/page_runs.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from adapters.audit.ledger_audit import LedgerAudit
 from adapters.audit.signing import public_key_text
-from adapters.http.pages.background import Run, running, started
+from adapters.http.pages.background import start_run
 from adapters.http.pages.rendering import render
 from adapters.http.pages.session import PostedBy, SignedIn, admin_only
+from adapters.storage.page_runs import PageRuns
 from projections.merkle.audit import AuditReport
 
 router = APIRouter(include_in_schema=False)
+VERIFY_RUN = "verify-log"
 
 
 @router.get("/proof")
 def proof_page(request: Request, browser: SignedIn) -> Response:
     audit: LedgerAudit = request.app.state.audit
-    verify_run: Run[AuditReport] | None = getattr(request.app.state, "audit_run", None)
+    runs: PageRuns = request.app.state.page_runs
+    verify_run = runs.latest(VERIFY_RUN)
     context: dict[str, Any] = {
         "browser": browser,
         "title": "Proof",
@@ -32,7 +36,7 @@ def proof_page(request: Request, browser: SignedIn) -> Response:
         "checkpoint": audit.latest_checkpoint(),
         "public_key": public_key_text(audit.signer.public_key),
         "verify": verify_run,
-        "busy": running(verify_run),
+        "busy": verify_run is not None and verify_run.running,
         "now": datetime.now(UTC),
     }
     return render(request, "proof.html", context)
@@ -64,11 +68,12 @@ def start_verify(request: Request, browser: PostedBy) -> Response:
     `lesson-ledger audit verify --against` that checkpoint)."""
     admin_only(browser, "signing and verifying")
     audit: LedgerAudit = request.app.state.audit
-    if not running(getattr(request.app.state, "audit_run", None)):
-        latest = audit.latest_checkpoint()
-        request.app.state.audit_run = started(
-            "verify-log",
-            lambda run: audit.verify(latest, on_progress=run.count),
-            total=audit.tree.size(),
-        )
+    latest = audit.latest_checkpoint()
+    start_run(
+        request.app.state.page_runs,
+        VERIFY_RUN,
+        lambda count: audit.verify(latest, on_progress=count),
+        AuditReport.as_json,
+        total=audit.tree.size(),
+    )
     return RedirectResponse("/proof", status_code=303)

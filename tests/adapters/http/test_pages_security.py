@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
+from adapters.http.pages import operations, proof
 from adapters.settings import Settings
 from tests.support.http import OTHER_PROVIDER, PROVIDER, csrf, lesson, sign_in
 
@@ -114,9 +115,9 @@ def test_a_form_without_its_csrf_token_is_refused_and_does_nothing(
         assert response.status_code == 403
         assert "CSRF" in response.text
     state = client.app.state  # type: ignore[attr-defined]
-    assert getattr(state, "verify_run", None) is None
+    assert state.page_runs.latest(operations.VERIFY_RUN) is None
     assert getattr(state, "rebuild_thread", None) is None
-    assert getattr(state, "audit_run", None) is None
+    assert state.page_runs.latest(proof.VERIFY_RUN) is None
     assert state.audit.latest_checkpoint() is None
     assert client.get("/calendar").status_code == 200  # still signed in
 

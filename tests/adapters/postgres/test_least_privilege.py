@@ -17,7 +17,7 @@ from adapters.migrate import TABLES
 from adapters.worker import WorkerSettings, start_worker_in_background
 from tests.support import ROOT
 from tests.support.command_line import cli
-from tests.support.http import PROVIDER, lesson
+from tests.support.http import PROVIDER, csrf, lesson, sign_in
 from tests.support.projections import wait_until
 from tests.support.served import served
 from tests.support.stores import POSTGRES_URL, require_postgres
@@ -141,6 +141,22 @@ def test_a_migration_role_migrates_and_the_readme_grants_are_all_a_serving_role_
             headers=provider,
         )
         assert batch.status_code == 200, batch.text
+        # A student erased, a checkpoint signed over the erasure, the log verified from
+        # the Proof page: each writes tables of its own.
+        erased = api.client.post(
+            "/v1/students/st-1/erasure", json={"reason": "request"}, headers=admin
+        )
+        assert erased.status_code == 200, erased.text
+        assert api.app.state.audit.checkpoint().erasures.count == 1
+        sign_in(api.client, api.tokens["admin:None"])
+        page = api.client.get("/proof")
+        started = api.client.post("/proof/verify", data={"csrf_token": csrf(page.text)})
+        assert started.status_code == 303, started.text
+        wait_until(
+            lambda: "Intact" in api.client.get("/proof").text,
+            30,
+            "the Proof page's verify, as the serving role, to find the log intact",
+        )
 
     # A rebuild, as the owner, makes the lessons table anew; the serving role reads it.
     monkeypatch.delenv("LESSON_LEDGER_CREATE_TABLES")
