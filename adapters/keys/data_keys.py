@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.keys.nonces import NONCE_BYTES, NONCES
-from adapters.storage.sqlstore import SqlStore
+from adapters.storage.sqlstore import Cursor, SqlStore
 from domain.errors import LedgerUnavailable
 
 KEY_BYTES = 32
@@ -205,17 +205,23 @@ class DataKeys:
 
     def destroy(self, owners: list[str]) -> list[str]:
         """Destroy these owners' keys; the ids of those that existed."""
-        destroyed: list[str] = []
         with self.sql.transaction() as cursor:
-            for owner in owners:
-                rows = cursor.run(
-                    f"DELETE FROM {self.table} WHERE owner = %s RETURNING key_id", (owner,)
-                )
-                destroyed += [row[0] for row in rows]
-            if destroyed and self.channel is not None:
-                # Delivered at commit, to every process listening (a pooler passes it on).
-                cursor.run("SELECT pg_notify(%s, '')", (self.channel,))
+            destroyed = self.destroying(cursor, owners)
         self.forget(owners, destroyed)
+        return destroyed
+
+    def destroying(self, cursor: Cursor, owners: list[str]) -> list[str]:
+        """Within a transaction: delete these owners' keys, announced as it commits; the
+        ids of those that existed. `forget` them once it has committed."""
+        destroyed: list[str] = []
+        for owner in owners:
+            rows = cursor.run(
+                f"DELETE FROM {self.table} WHERE owner = %s RETURNING key_id", (owner,)
+            )
+            destroyed += [row[0] for row in rows]
+        if destroyed and self.channel is not None:
+            # Delivered at commit, to every process listening (a pooler passes it on).
+            cursor.run("SELECT pg_notify(%s, '')", (self.channel,))
         return destroyed
 
     def owners(self, prefix: str) -> Iterator[str]:

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from adapters.keys.erasure_log import Erasure, ErasureKind, ErasureLog
 from adapters.keys.sealing import DATE_OWNER, Sealer
 from adapters.storage.database import Database
-from adapters.storage.sqlstore import SqlStore
+from adapters.storage.sqlstore import Cursor, SqlStore
 from domain.errors import one_line
 
 DAY_SECONDS = 24 * 3600
@@ -43,11 +43,17 @@ class Erasures:
     def erase_student(self, student_id: str, *, actor: str, reason: str) -> Erasure | None:
         """Destroy the student's key; None when there is none (an unknown student, or
         one erased before)."""
-        owner = self.sealer.student_owner(student_id)
-        destroyed = self.sealer.keys.destroy([owner])
-        if not destroyed:
-            return None
-        return self._recorded("student", actor, reason, destroyed, self._lessons_of(destroyed))
+        owner, keys = self.sealer.student_owner(student_id), self.sealer.keys
+        # The key goes with its record, or neither does: an erasure is never unrecorded.
+        with self.sql.transaction() as cursor:
+            destroyed = keys.destroying(cursor, [owner])
+            erasure = None
+            if destroyed:
+                lessons = self._lessons_of(cursor, destroyed)
+                erasure = self._erasure("student", actor, reason, len(destroyed), lessons)
+                self.log.recording(cursor, erasure)
+        keys.forget([owner], destroyed)
+        return erasure
 
     def retention(
         self,
@@ -76,22 +82,19 @@ class Erasures:
                 on_progress(done, len(owners))
         if not destroyed:  # nothing was due (another process ran it first): no record
             return Erasure("", "retention", datetime.now(UTC), actor, reason, 0, 0)
-        return self._recorded("retention", actor, reason, destroyed, lessons)
+        erasure = self._erasure("retention", actor, reason, len(destroyed), lessons)
+        self.log.record(erasure)
+        return erasure
 
     def records(self) -> list[Erasure]:
         """Every erasure, in the order recorded (oldest first)."""
         return self.log.records()
 
-    def _recorded(
-        self, kind: ErasureKind, actor: str, reason: str, destroyed: list[str], lessons: int
-    ) -> Erasure:
-        erasure = Erasure(
-            uuid.uuid4().hex, kind, datetime.now(UTC), actor, reason, len(destroyed), lessons
-        )
-        self.log.record(erasure)
-        return erasure
+    @staticmethod
+    def _erasure(kind: ErasureKind, actor: str, reason: str, keys: int, lessons: int) -> Erasure:
+        return Erasure(uuid.uuid4().hex, kind, datetime.now(UTC), actor, reason, keys, lessons)
 
-    def _lessons_of(self, key_ids: list[str]) -> int:
+    def _lessons_of(self, cursor: Cursor, key_ids: list[str]) -> int:
         """How many lessons hold something sealed under these keys (a scan of the log: an
         erasure is rare, and the ids are in the stored state as text)."""
         if self._postgres:
@@ -99,7 +102,7 @@ class Erasures:
         else:
             match = "instr(CAST(state AS TEXT), %s) > 0"
         where = " OR ".join([match] * len(key_ids))
-        rows = self.sql.run(
+        rows = cursor.run(
             f"SELECT count(DISTINCT originator_id) FROM {self.events_table} WHERE {where}",
             key_ids,
         )

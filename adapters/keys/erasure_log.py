@@ -55,25 +55,29 @@ class ErasureLog:
     def record(self, erasure: Erasure) -> None:
         """Keep the record, placed after every other."""
         with self.sql.transaction() as cursor:
-            self._placing(cursor)
-            cursor.run(
-                f"INSERT INTO {self.table} ({', '.join(COLUMNS)})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    erasure.erasure_id,
-                    erasure.kind,
-                    erasure.erased_at.isoformat(),
-                    erasure.actor,
-                    erasure.reason,
-                    erasure.keys,
-                    erasure.lessons,
-                ),
-            )
-            cursor.run(
-                f"INSERT INTO {self.positions} (position, erasure_id)"
-                f" SELECT COALESCE(MAX(position), 0) + 1, %s FROM {self.positions}",
-                (erasure.erasure_id,),
-            )
+            self.recording(cursor, erasure)
+
+    def recording(self, cursor: Cursor, erasure: Erasure) -> None:
+        """Within a transaction (the erasure's own): keep the record, placed after every
+        other."""
+        self._placing(cursor)
+        cursor.run(
+            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                erasure.erasure_id,
+                erasure.kind,
+                erasure.erased_at.isoformat(),
+                erasure.actor,
+                erasure.reason,
+                erasure.keys,
+                erasure.lessons,
+            ),
+        )
+        cursor.run(
+            f"INSERT INTO {self.positions} (position, erasure_id)"
+            f" SELECT COALESCE(MAX(position), 0) + 1, %s FROM {self.positions}",
+            (erasure.erasure_id,),
+        )
 
     def place(self) -> None:
         """Place the records an earlier release kept without a position."""

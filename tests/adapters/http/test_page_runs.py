@@ -18,7 +18,7 @@ from adapters.storage.sqlstore import SqlStore
 from domain import LessonLedger
 from tests.support.http import PROVIDER, csrf, lesson, sign_in
 from tests.support.projections import wait_until
-from tests.support.served import served
+from tests.support.served import Api, served
 from tests.support.stores import Store
 
 
@@ -104,6 +104,13 @@ def test_a_run_whose_process_ended_shows_interrupted_and_may_start_again(
     wait_until(lambda: latest(here).result == {"ok": True}, 10, "the run started again")
 
 
+def press_verify(api: Api, page: str) -> None:
+    """An admin's press of the page's verify button."""
+    shown = api.client.get(page)
+    pressed = api.client.post(f"{page}/verify", data={"csrf_token": csrf(shown.text)})
+    assert pressed.status_code == 303, pressed.text
+
+
 def test_a_verify_started_on_one_server_process_shows_on_another(store: Store) -> None:
     # As `serve --workers N` runs them: request processes, one of them keeping the
     # projections current.
@@ -115,18 +122,14 @@ def test_a_verify_started_on_one_server_process_shows_on_another(store: Store) -
         for api in (one, other):
             sign_in(api.client, one.tokens["admin:None"])
 
-        proof = one.client.get("/proof")
         assert "No verify started yet" in other.client.get("/proof").text
-        verify = one.client.post("/proof/verify", data={"csrf_token": csrf(proof.text)})
-        assert verify.status_code == 303
+        press_verify(one, "/proof")
         wait_until(
             lambda: "✓ Intact" in other.client.get("/proof").text,
             30,
             "the log's verify, started by one process, to show intact on the other",
         )
-        operations = other.client.get("/operations")
-        verify = other.client.post("/operations/verify", data={"csrf_token": csrf(operations.text)})
-        assert verify.status_code == 303
+        press_verify(other, "/operations")
         wait_until(
             lambda: "✓ Verified at position" in one.client.get("/operations").text,
             30,

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from adapters.eventstore import event_log
+from adapters.eventstore import event_log, open_ledger
 from adapters.generators.template import TemplateGenerator
 from adapters.keys.erasure import Erasures
 from adapters.keys.sealing import sealer_of
@@ -127,6 +127,28 @@ def test_after_an_erasure_history_rebuild_verify_export_and_regeneration_go_on(
         lesson_id=together, attempt=state.attempt, content=lesson.content(), model="template-v1"
     )
     assert ledger.get_lesson(together).content is not None  # type: ignore[union-attr]
+
+
+def test_an_erasure_that_cannot_be_recorded_erases_nothing(
+    store: Store, ledger: LessonLedger
+) -> None:
+    lesson = request(ledger, "08:30-09:00", "ada")
+    erasing = erasures(ledger, store)
+    store.execute(f"DROP TABLE {erasing.log.positions}")  # say, a right not granted
+
+    with pytest.raises(Exception, match="erasure_positions"):
+        erasing.erase_student("student-ada", actor="admin", reason="request")
+
+    fresh = open_ledger(store.url)  # no key held in memory: the database's answer
+    try:
+        assert fresh.get_lesson(lesson).students[0]["id"] == "student-ada"  # type: ignore[union-attr,index]
+    finally:
+        fresh.close()
+    erasing = erasures(ledger, store)  # the table made again
+    done = erasing.erase_student("student-ada", actor="admin", reason="request")
+    assert done is not None and (done.keys, done.lessons) == (1, 1)
+    assert [(e.kind, e.reason) for e in erasing.records()] == [("student", "request")]
+    assert ledger.get_lesson(lesson).students == [None]  # type: ignore[union-attr]
 
 
 def test_retention_erases_the_students_of_lessons_before_the_cut_off(
