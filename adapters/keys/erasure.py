@@ -75,15 +75,20 @@ class Erasures:
         lessons = self._lessons_on({day for day in days if day < before})
         if dry_run:
             return Erasure("", "retention", datetime.now(UTC), actor, reason, len(owners), lessons)
-        destroyed: list[str] = []
-        for done, owner in enumerate(owners, start=1):
-            destroyed += self.sealer.keys.destroy([owner])
-            if on_progress is not None:
-                on_progress(done, len(owners))
-        if not destroyed:  # nothing was due (another process ran it first): no record
-            return Erasure("", "retention", datetime.now(UTC), actor, reason, 0, 0)
-        erasure = self._erasure("retention", actor, reason, len(destroyed), lessons)
-        self.log.record(erasure)
+        keys, destroyed = self.sealer.keys, list[str]()
+        # As a student's: the keys go with the run's record, or none does (a few rows a
+        # day of lessons, so one transaction; another process's run waits, then finds
+        # them gone and records nothing).
+        with self.sql.transaction() as cursor:
+            for done, owner in enumerate(owners, start=1):
+                destroyed += keys.destroying(cursor, [owner])
+                if on_progress is not None:
+                    on_progress(done, len(owners))
+            erasure = Erasure("", "retention", datetime.now(UTC), actor, reason, 0, 0)
+            if destroyed:  # else nothing was due (another process ran it first): no record
+                erasure = self._erasure("retention", actor, reason, len(destroyed), lessons)
+                self.log.recording(cursor, erasure)
+        keys.forget(owners, destroyed)
         return erasure
 
     def records(self) -> list[Erasure]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -44,6 +45,18 @@ def lessons(ledger: LessonLedger) -> tuple[UUID, UUID]:
 
 def erasures(ledger: LessonLedger, store: Store) -> Erasures:
     return Erasures(sealer_of(ledger), store.database)
+
+
+def first_student(store: Store, lesson: UUID) -> Any:
+    """A lesson's first student as the database holds them: opened by a new ledger, which
+    holds no key in memory (None once erased)."""
+    fresh = open_ledger(store.url)
+    try:
+        state = fresh.get_lesson(lesson)
+        assert state is not None and state.students is not None
+        return state.students[0]
+    finally:
+        fresh.close()
 
 
 def test_no_student_detail_is_in_the_database(
@@ -139,16 +152,29 @@ def test_an_erasure_that_cannot_be_recorded_erases_nothing(
     with pytest.raises(Exception, match="erasure_positions"):
         erasing.erase_student("student-ada", actor="admin", reason="request")
 
-    fresh = open_ledger(store.url)  # no key held in memory: the database's answer
-    try:
-        assert fresh.get_lesson(lesson).students[0]["id"] == "student-ada"  # type: ignore[union-attr,index]
-    finally:
-        fresh.close()
+    assert first_student(store, lesson)["id"] == "student-ada"
     erasing = erasures(ledger, store)  # the table made again
     done = erasing.erase_student("student-ada", actor="admin", reason="request")
     assert done is not None and (done.keys, done.lessons) == (1, 1)
     assert [(e.kind, e.reason) for e in erasing.records()] == [("student", "request")]
     assert ledger.get_lesson(lesson).students == [None]  # type: ignore[union-attr]
+
+
+def test_a_retention_run_that_cannot_be_recorded_erases_nothing(
+    store: Store, ledger: LessonLedger
+) -> None:
+    old = request(ledger, "08:30-09:00", "ada", day="2024-01-15")
+    erasing = erasures(ledger, store)
+    store.execute(f"DROP TABLE {erasing.log.positions}")
+
+    with pytest.raises(Exception, match="erasure_positions"):
+        erasing.retention(date(2025, 1, 1), actor="retention", reason="daily")
+
+    assert first_student(store, old)["id"] == "student-ada"
+    erasing = erasures(ledger, store)  # the table made again
+    done = erasing.retention(date(2025, 1, 1), actor="retention", reason="daily")
+    assert done.keys == 31 and ledger.get_lesson(old).students == [None]  # type: ignore[union-attr]
+    assert [(e.kind, e.keys) for e in erasing.records()] == [("retention", 31)]
 
 
 def test_retention_erases_the_students_of_lessons_before_the_cut_off(
