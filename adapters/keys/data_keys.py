@@ -22,7 +22,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -92,17 +92,23 @@ class _Directory:
 class DataKeys:
     """The data keys of one database, wrapped by `kek`."""
 
-    def __init__(self, sql: SqlStore, kek: bytes, cache_seconds: float = 5.0) -> None:
-        if len(kek) != KEY_BYTES:
-            raise KeyEncryptionKeyError(
-                f"the key-encryption key must be {KEY_BYTES} bytes, not {len(kek)}"
-            )
+    def __init__(
+        self,
+        sql: SqlStore,
+        kek: bytes,
+        cache_seconds: float = 5.0,
+        *,
+        previous: bytes | None = None,
+        reread: Callable[[], tuple[bytes, bytes | None]] | None = None,
+    ) -> None:
+        """`previous`: the key-encryption key before the last rotation, which keys made by
+        a process that had not heard of it are wrapped by; `reread`: the current and
+        previous ones as the key file holds them now (after a rotation elsewhere)."""
         self.sql = sql
         self._postgres = sql.database.kind == "postgresql"
         self.table = sql.table("data_keys")
-        self._kek = AESGCM(kek)
-        self.kek = kek
-        self.kek_id = hashlib.sha256(kek).hexdigest()[:12]
+        self._use(kek, previous)
+        self._reread = reread
         self.cache_seconds = cache_seconds
         self.channel = f"{sql.database.schema}_data_keys" if self._postgres else None
         """Where destroying keys is announced (PostgreSQL)."""
@@ -135,7 +141,7 @@ class DataKeys:
         key_id, wrapped, kek_id = found[0]
         try:
             self._unwrap(key_id, wrapped)
-        except InvalidTag:
+        except KeyEncryptionKeyError:
             raise KeyEncryptionKeyError(
                 f"the key-encryption key ({self.kek_id}) does not open this database's data "
                 f"keys (they were wrapped by {kek_id}): check LESSON_LEDGER_KEY_FILE or "
@@ -233,16 +239,18 @@ class DataKeys:
             yield owner
 
     def rewrap(self, new_kek: bytes) -> int:
-        """Wrap every key with a new key-encryption key instead (no data changes); how many."""
+        """Wrap every key with a new key-encryption key instead (no data changes); how many.
+        This process wraps with it from now on, and opens with the one before too."""
         new = DataKeys.__new__(DataKeys)
-        new._kek, new.kek_id = AESGCM(new_kek), hashlib.sha256(new_kek).hexdigest()[:12]
+        new._use(new_kek, None)
         with self.sql.transaction() as cursor:
             rows = cursor.run(f"SELECT key_id, wrapped FROM {self.table}")
             for key_id, wrapped in rows:
                 cursor.run(
                     f"UPDATE {self.table} SET wrapped = %s, kek_id = %s WHERE key_id = %s",
-                    (new._wrap(key_id, self._unwrap(key_id, wrapped)), new.kek_id, key_id),
+                    (*new._wrap(key_id, self._unwrap(key_id, wrapped)), key_id),
                 )
+        self._use(new_kek, self.kek if new_kek != self.kek else self.previous)
         return len(rows)
 
     def forget(self, owners: list[str], key_ids: list[str]) -> None:
@@ -393,7 +401,7 @@ class DataKeys:
             for owner in in_order[start : start + _OWNERS_PER_STATEMENT]:
                 key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
                 new[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
-                rows += [key_id, owner, self._wrap(key_id, raw), self.kek_id, created_at]
+                rows += [key_id, owner, *self._wrap(key_id, raw), created_at]
             values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(rows) // 5))
             insert = (
                 f"INSERT INTO {self.table} (key_id, owner, wrapped, kek_id, created_at)"
@@ -425,12 +433,71 @@ class DataKeys:
             " SELECT owner FROM lines WHERE notice IN (SELECT notice FROM told)"
         )
 
-    def _wrap(self, key_id: str, raw: bytes) -> str:
+    def _use(self, kek: bytes, previous: bytes | None) -> None:
+        """Wrap with `kek` from now on; open with it, or else with `previous`."""
+        if len(kek) != KEY_BYTES:
+            raise KeyEncryptionKeyError(
+                f"the key-encryption key must be {KEY_BYTES} bytes, not {len(kek)}"
+            )
+        kek_id = hashlib.sha256(kek).hexdigest()[:12]
+        # One assignment: a thread wrapping meanwhile takes the key and its id together.
+        self._wrapping = (AESGCM(kek), kek_id)
+        self._openers = (self._wrapping[0], *([AESGCM(previous)] if previous else []))
+        self.kek, self.kek_id, self.previous = kek, kek_id, previous
+
+    def _wrap(self, key_id: str, raw: bytes) -> tuple[str, str]:
+        """The key wrapped, and the id of the key-encryption key that wrapped it."""
+        kek, kek_id = self._wrapping
         nonce = NONCES.one()
-        return base64.b64encode(nonce + self._kek.encrypt(nonce, raw, key_id.encode())).decode()
+        wrapped = base64.b64encode(nonce + kek.encrypt(nonce, raw, key_id.encode())).decode()
+        return wrapped, kek_id
 
     def _unwrap(self, key_id: str, wrapped: str) -> bytes:
         return self._unwrap_bytes(key_id, base64.b64decode(wrapped))
 
     def _unwrap_bytes(self, key_id: str, data: bytes) -> bytes:
-        return self._kek.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
+        """The key, opened with the current key-encryption key or the one before; when
+        neither opens it, the key file is read again once (rotated since this process
+        started). KeyEncryptionKeyError, one line, if it still does not open."""
+        opened = _opened(self._openers, key_id, data)
+        if opened is None and self._reread_file():
+            opened = _opened(self._openers, key_id, data)
+        if opened is not None:
+            return opened
+        raise KeyEncryptionKeyError(
+            f"data key {key_id} does not open with the key-encryption key ({self.kek_id}) or "
+            "the one before it: check LESSON_LEDGER_KEY_FILE or LESSON_LEDGER_KEY_ENCRYPTION_KEY"
+        )
+
+    def _reread_file(self) -> bool:
+        """Whether the key file, read again, holds another current key-encryption key
+        (then used from now on)."""
+        if self._reread is None:
+            return False
+        kek, previous = self._reread()
+        if kek == self.kek:
+            return False
+        self._use(kek, previous)
+        return True
+
+    def opens_only_with_previous(self) -> bool:
+        """Whether the keys open with the previous key-encryption key but not with the
+        current (a rotation interrupted before its rewrap)."""
+        found = self.sql.run(
+            f"SELECT key_id, wrapped FROM {self.table} WHERE owner = %s", (_CHECK_OWNER,)
+        )
+        if not found or self.previous is None:
+            return False
+        key_id, wrapped = found[0]
+        data = base64.b64decode(wrapped)
+        return _opened(self._openers[:1], key_id, data) is None
+
+
+def _opened(openers: Sequence[AESGCM], key_id: str, data: bytes) -> bytes | None:
+    """A wrapped key opened with the first of these key-encryption keys that opens it."""
+    for opener in openers:
+        try:
+            return opener.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
+        except InvalidTag:
+            continue
+    return None

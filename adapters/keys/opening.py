@@ -9,7 +9,7 @@ import os
 
 from adapters.keys.data_keys import DataKeys
 from adapters.keys.keyfile import KEY_FILE_SETTING, KeyFileError, KeyFileNotConfigured, open_keys
-from adapters.keys.rotation import PREVIOUS, opened
+from adapters.keys.rotation import PREVIOUS, in_file, opened
 from adapters.keys.sealing import Sealer
 from adapters.postgres.key_erasures import KeyErasureListener
 from adapters.storage.database import Database
@@ -31,11 +31,19 @@ def open_sealer(database: Database) -> Sealer:
         )
     except (KeyFileError, KeyFileNotConfigured) as error:
         raise LedgerUnavailable(str(error)) from None
-    kek = _setting_key() or keys["key_encryption_key"]
-    previous = keys.keys.get(PREVIOUS)
+    setting = _setting_key()
+    kek = setting or keys["key_encryption_key"]
+    previous = None if setting else keys.keys.get(PREVIOUS)
+    # A rotation by another process is read from the key file (a setting's key is rotated
+    # where it is kept, and the processes restarted).
+    reread = in_file(keys.path) if keys.path is not None and setting is None else None
     sql = SqlStore(database, pool_size=2)
     try:
-        data_keys = opened(lambda key: DataKeys(sql, key), kek, previous, keys.path)
+        data_keys = opened(
+            lambda key, before: DataKeys(sql, key, previous=before, reread=reread),
+            kek,
+            previous,
+        )
     except BaseException:
         sql.close()
         raise

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import os
 import subprocess
@@ -20,13 +19,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.eventstore import open_ledger
-from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys, read_keys
+from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys, read_keys, replace_keys
 from adapters.keys.opening import KEK_SETTING
 from adapters.logs import JsonFormatter
 from domain import LedgerUnavailable, LessonLedger
 from tests.support import ROOT
 from tests.support.command_line import Ran, cli
-from tests.support.projections import read_model
+from tests.support.projections import read_model, table_name
 from tests.support.served import served
 from tests.support.stores import Store
 from tests.support.student_data import all_markers, generate, request
@@ -87,11 +86,70 @@ def test_rotating_the_key_encryption_key_rewraps_every_key_and_touches_no_event(
     rotated = cli("keys", "rotate", database_url=store.url)
 
     assert rotated.exit_code == 0, rotated.stderr
-    assert read_keys(key_file)["key_encryption_key"] != kek
-    assert "previous_key_encryption_key" not in json.loads(key_file.read_text())["keys"]
+    now = read_keys(key_file)
+    assert now["key_encryption_key"] != kek and now["previous_key_encryption_key"] == kek
+    assert kek_ids(store) == {hashlib.sha256(now["key_encryption_key"]).hexdigest()[:12]}
     assert events_digest(store) == events
     with open_ledger(store.url) as reopened:
         assert reopened.get_lesson(lesson_id) == before
+
+
+def kek_ids(store: Store) -> set[str]:
+    """The key-encryption keys the stored data keys are wrapped by (their ids)."""
+    return {
+        str(row[0]) for row in store.query(f"SELECT kek_id FROM {table_name(store, 'data_keys')}")
+    }
+
+
+def test_a_rotation_while_a_ledger_runs_leaves_every_key_open_to_every_process(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "rotated.keys.json"
+    ensure_keys(key_file)
+    monkeypatch.setenv(KEY_FILE_SETTING, str(key_file))
+    running = open_ledger(store.url)  # a server process, started before the rotation
+    try:
+        ada = request(running, "08:30-09:00", "ada")
+
+        assert cli("keys", "rotate", database_url=store.url).exit_code == 0
+        # The running ledger has not read the file: the keys it makes now are wrapped by
+        # the key before, which every process still opens.
+        ben = request(running, "09:00-09:30", "ben", day="2025-10-06")
+        with open_ledger(store.url) as started_after:
+            assert started_after.get_lesson(ben).students[0]["id"] == "student-ben"  # type: ignore[union-attr,index]
+            cy = request(started_after, "10:00-10:30", "cy", day="2025-11-03")
+        # A key wrapped by the new key-encryption key: the running ledger reads the file
+        # again, and opens it.
+        assert running.get_lesson(cy).students[0]["id"] == "student-cy"  # type: ignore[union-attr,index]
+        shown = cli("show", str(ben), database_url=store.url)
+        assert shown.exit_code == 0 and "Traceback" not in shown.stderr, shown.stderr
+
+        # The next rotation rewraps the keys made under the key before it too.
+        assert cli("keys", "rotate", database_url=store.url).exit_code == 0
+        current = read_keys(key_file)["key_encryption_key"]
+        assert kek_ids(store) == {hashlib.sha256(current).hexdigest()[:12]}
+        with open_ledger(store.url) as later:
+            for lesson, name in ((ada, "ada"), (ben, "ben"), (cy, "cy")):
+                assert later.get_lesson(lesson).students[0]["id"] == f"student-{name}"  # type: ignore[union-attr,index]
+    finally:
+        running.close()
+
+
+def test_a_rotation_killed_before_its_rewrap_is_finished_by_the_next_start(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "rotated.keys.json"
+    ensure_keys(key_file)
+    monkeypatch.setenv(KEY_FILE_SETTING, str(key_file))
+    with open_ledger(store.url) as before:
+        ada = request(before, "08:30-09:00", "ada")
+    old, new = read_keys(key_file)["key_encryption_key"], AESGCM.generate_key(bit_length=256)
+    # What `keys rotate` writes first; killed then, before a data key was rewrapped.
+    replace_keys(key_file, {"key_encryption_key": new, "previous_key_encryption_key": old})
+
+    with open_ledger(store.url) as after:
+        assert after.get_lesson(ada).students[0]["id"] == "student-ada"  # type: ignore[union-attr,index]
+    assert kek_ids(store) == {hashlib.sha256(new).hexdigest()[:12]}
 
 
 def test_erasing_from_the_command_line(store: Store, ledger: LessonLedger) -> None:
