@@ -235,8 +235,10 @@ class _Prover:
     def __init__(self, audit: LedgerAudit, destination: Path) -> None:
         self.audit = audit
         audit.catch_up()
-        self.checkpoint = audit.checkpoint()
+        # The position first: the tree the checkpoint then signs holds at least its
+        # events, though the server's follower may add more between the two.
         self.position = audit.store.position()[0]
+        self.checkpoint = audit.checkpoint()
         text = json.dumps(self.checkpoint.as_json(), indent=2) + "\n"
         try:
             destination.write_text(text, encoding="utf-8")

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from adapters.audit.ledger_audit import LedgerAudit
 from projections.merkle.checkpoint import Checkpoint
 from projections.merkle.verify import (
     EventProof,
@@ -169,3 +170,31 @@ def test_an_export_with_proofs_is_checked_without_the_database(
     assert "line 3 " in bad.stdout and "is not leaf" in bad.stdout
     # The ledger's own check ignores the proofs and still matches the untouched export.
     assert cli("verify-export", str(exported), database_url=store.url).exit_code == 0
+
+
+def test_an_export_with_proofs_while_the_ledger_takes_requests_proves_every_line(
+    store: Store, api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        request(api, f"{8 + n}:00-{8 + n}:30", f"r-{n}")
+    sign = LedgerAudit.checkpoint
+
+    def signed_then_more(audit: LedgerAudit) -> Checkpoint:
+        made = sign(audit)
+        request(api, "12:00-12:30", "r-later")  # a request just after it was signed...
+        audit.catch_up()  # ...and taken by the tree, as the server's follower does
+        return made
+
+    monkeypatch.setattr(LedgerAudit, "checkpoint", signed_then_more)
+    exported, checkpoint = tmp_path / "audit.jsonl", tmp_path / "checkpoint.json"
+    made = cli("export", "-o", str(exported), "--proofs", str(checkpoint), database_url=store.url)
+    assert made.exit_code == 0, made.stderr
+
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(lines) == 3 and all(line["proof"] is not None for line in lines)
+    key = base64.b64encode(public_key(api)).decode()
+    checked = cli(
+        "verify-export", str(exported), "--checkpoint", str(checkpoint), "--public-key", key,
+        database_url="sqlite:////nonexistent/folder/ledger.db",
+    )  # fmt: skip
+    assert checked.exit_code == 0, checked.stdout + checked.stderr
