@@ -70,12 +70,18 @@ def test_a_missing_key_file_on_postgresql_is_one_line(
     assert shown.exit_code == 3 and "key file" in shown.stderr and "Traceback" not in shown.stderr
 
 
+@pytest.fixture
+def key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A key file of the test's own, which the ledgers it opens read (and rotate)."""
+    path = tmp_path / "rotated.keys.json"
+    ensure_keys(path)
+    monkeypatch.setenv(KEY_FILE_SETTING, str(path))
+    return path
+
+
 def test_rotating_the_key_encryption_key_rewraps_every_key_and_touches_no_event(
-    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    store: Store, key_file: Path
 ) -> None:
-    key_file = tmp_path / "rotated.keys.json"
-    ensure_keys(key_file)
-    monkeypatch.setenv(KEY_FILE_SETTING, str(key_file))
     ledger = open_ledger(store.url)
     lesson_id = request(ledger, "08:30-09:00", "ada", "ben")
     generate(ledger, lesson_id, *all_markers("ada"))
@@ -102,11 +108,8 @@ def kek_ids(store: Store) -> set[str]:
 
 
 def test_a_rotation_while_a_ledger_runs_leaves_every_key_open_to_every_process(
-    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    store: Store, key_file: Path
 ) -> None:
-    key_file = tmp_path / "rotated.keys.json"
-    ensure_keys(key_file)
-    monkeypatch.setenv(KEY_FILE_SETTING, str(key_file))
     running = open_ledger(store.url)  # a server process, started before the rotation
     try:
         ada = request(running, "08:30-09:00", "ada")
@@ -136,11 +139,8 @@ def test_a_rotation_while_a_ledger_runs_leaves_every_key_open_to_every_process(
 
 
 def test_a_rotation_killed_before_its_rewrap_is_finished_by_the_next_start(
-    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    store: Store, key_file: Path
 ) -> None:
-    key_file = tmp_path / "rotated.keys.json"
-    ensure_keys(key_file)
-    monkeypatch.setenv(KEY_FILE_SETTING, str(key_file))
     with open_ledger(store.url) as before:
         ada = request(before, "08:30-09:00", "ada")
     old, new = read_keys(key_file)["key_encryption_key"], AESGCM.generate_key(bit_length=256)
