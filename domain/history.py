@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.lesson import LessonSlot
-from domain.state import LessonState
+from domain.state import LessonState, erased
 
 # Fields every entry carries apart (or leaves out), not as a change.
 _BASE_FIELDS = {
@@ -82,8 +82,8 @@ def history_entry(
     if changes.get("students") is not None:
         # Each student's details stay sealed in the event; history shows how many.
         parts = changes["students"]
-        erased = sum(part is None for part in open_students(event.originator_id, parts))
-        changes["students"] = f"{len(parts)} student(s)" + (f", {erased} erased" if erased else "")
+        gone = erased(open_students(event.originator_id, parts))
+        changes["students"] = f"{len(parts)} student(s)" + (f", {gone} erased" if gone else "")
     if changes.get("content") is not None:
         changes["content"] = open_content(event.originator_id, changes["content"])
         if changes["content"] is None:

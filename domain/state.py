@@ -75,3 +75,13 @@ class LessonState:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def students_erased(self) -> int:
+        """How many of its students were erased (of a state opened by the ledger)."""
+        return erased(self.students)
+
+
+def erased(parts: Sequence[dict[str, Any] | None] | None) -> int:
+    """How many of these opened students' parts are erased (opened as None)."""
+    return sum(part is None for part in parts or ())

@@ -304,9 +304,8 @@ ERASED = "(erased: a student of this lesson, or its date)"
 def _state_json(state: LessonState) -> dict[str, Any]:
     """The state as JSON data; students (their sensitive part) only as a count."""
     data = state.as_dict()
-    students = state.students
-    data["students"] = len(students) if students is not None else None
-    data["students_erased"] = sum(part is None for part in students or ())
+    data["students"] = len(state.students) if state.students is not None else None
+    data["students_erased"] = state.students_erased
     # A generated lesson always had content: none to show means it was erased.
     data["content_erased"] = state.status == "generated" and state.content is None
     data["flags"] = list(state.flags)

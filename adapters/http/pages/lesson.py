@@ -61,7 +61,7 @@ def lesson_page(
         key=whole.state,
         state=shown.state,
         students=len(shown.state.students or ()) if shown.state else 0,
-        students_erased=sum(p is None for p in shown.state.students or ()) if shown.state else 0,
+        students_erased=shown.state.students_erased if shown.state else 0,
         entries=whole.entries,
         travelling=version is not None or moment is not None,
         version=current,
