@@ -136,8 +136,17 @@ class SqlStore:
         with self.transaction() as cursor:
             if self.database.kind == "postgresql":
                 cursor.run(DDL_LOCK_SQL, self.database.ddl_lock_keys)
+                self._create_schema(cursor)
             for statement in statements:
                 cursor.run(statement)
+
+    def _create_schema(self, cursor: Cursor) -> None:
+        """The schema, when missing (a command run before any server started, e.g.
+        `tokens create`). Only then: CREATE SCHEMA IF NOT EXISTS asks for the right to
+        create in the database even when the schema is there."""
+        schema = self.database.schema
+        if not cursor.run("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)):
+            cursor.run(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
 
     def close(self) -> None:
         if self._pool is not None:

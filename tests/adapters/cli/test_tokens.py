@@ -44,3 +44,15 @@ def test_a_token_is_created_listed_and_revoked_from_the_command_line(
         assert again.exit_code == 2 and "no active token" in again.stderr
         refused = api.client.get("/v1/lessons", headers=bearer)
         assert refused.status_code == 401
+
+
+def test_the_first_token_can_be_made_before_any_server_has_started(store: Store) -> None:
+    """An operator's first step on a new PostgreSQL schema (or SQLite file): the schema
+    and the token table are made, as a server's first start would make them."""
+    made = cli("tokens", "create", "--role", "admin", database_url=store.url)
+    assert made.exit_code == 0, made.stderr
+    listed = cli("tokens", "list", database_url=store.url)
+    assert listed.exit_code == 0 and made.stderr.split()[1] in listed.stdout
+    with served(store.url) as api:
+        bearer = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        assert api.client.get("/v1/lessons", headers=bearer).status_code == 200
