@@ -22,9 +22,10 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -89,6 +90,15 @@ class _Directory:
             self.by_id[key_id] = (owner, data)
 
 
+class KeyFileKeys(Protocol):
+    """The current and previous key-encryption keys where they are kept."""
+
+    def read(self) -> tuple[bytes, bytes | None]: ...
+
+    def changed(self) -> tuple[bytes, bytes | None] | None:
+        """The keys, read again if they may have changed since the last read."""
+
+
 class DataKeys:
     """The data keys of one database, wrapped by `kek`."""
 
@@ -99,7 +109,7 @@ class DataKeys:
         cache_seconds: float = 5.0,
         *,
         previous: bytes | None = None,
-        reread: Callable[[], tuple[bytes, bytes | None]] | None = None,
+        reread: KeyFileKeys | None = None,
     ) -> None:
         """`previous`: the key-encryption key before the last rotation, which keys made by
         a process that had not heard of it are wrapped by; `reread`: the current and
@@ -390,6 +400,7 @@ class DataKeys:
 
     def _created(self, owners: Sequence[str]) -> dict[str, DataKey]:
         """New keys for these owners; where another process made one first, that one."""
+        self._follow_rotation()
         created_at = datetime.now(UTC).isoformat()
         made: dict[str, DataKey] = {}
         # In one order everywhere: two writers making the same keys then wait for each
@@ -474,7 +485,18 @@ class DataKeys:
         (then used from now on)."""
         if self._reread is None:
             return False
-        kek, previous = self._reread()
+        return self._take(self._reread.read())
+
+    def _follow_rotation(self) -> None:
+        """Before wrapping new keys: a rotation since the key file was last read is taken
+        up. Wrapped with the key before, they would be lost at the next rotation but one
+        (which drops that key from the file) if this process opened no key meanwhile."""
+        if self._reread is not None and (found := self._reread.changed()) is not None:
+            self._take(found)
+
+    def _take(self, found: tuple[bytes, bytes | None]) -> bool:
+        """Whether these keys hold another current key-encryption key (then used)."""
+        kek, previous = found
         if kek == self.kek:
             return False
         self._use(kek, previous)

@@ -9,7 +9,7 @@ import os
 
 from adapters.keys.data_keys import DataKeys
 from adapters.keys.keyfile import KEY_FILE_SETTING, KeyFileError, KeyFileNotConfigured, open_keys
-from adapters.keys.rotation import PREVIOUS, in_file, opened
+from adapters.keys.rotation import PREVIOUS, KeyFileWatch, opened
 from adapters.keys.sealing import Sealer
 from adapters.postgres.key_erasures import KeyErasureListener
 from adapters.storage.database import Database
@@ -36,7 +36,7 @@ def open_sealer(database: Database) -> Sealer:
     previous = None if setting else keys.keys.get(PREVIOUS)
     # A rotation by another process is read from the key file (a setting's key is rotated
     # where it is kept, and the processes restarted).
-    reread = in_file(keys.path) if keys.path is not None and setting is None else None
+    reread = KeyFileWatch(keys.path) if keys.path is not None and setting is None else None
     sql = SqlStore(database, pool_size=2)
     try:
         data_keys = opened(

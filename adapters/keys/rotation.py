@@ -4,8 +4,9 @@ transaction, no event touched.
 The new key goes into the key file first, with the old one kept as
 `previous_key_encryption_key`; then the data keys are rewrapped. The old key stays in the
 file until the next rotation: a process that has not read the file since (a server still
-running) wraps the keys it makes with it until it meets a key it cannot open, and then
-reads the file again (adapters/keys/data_keys.py); every process opens with both. A
+running) reads it again before it wraps a key it makes (the file replaced since its last
+look) or when it meets a key it cannot open (adapters/keys/data_keys.py); every process
+opens with both. A
 rotation interrupted before its rewrap is finished by the next start (the data keys
 still open only with the previous key: they are rewrapped with the current).
 """
@@ -33,15 +34,35 @@ def rotate(data_keys: DataKeys, key_file: Path, current: bytes) -> int:
     return data_keys.rewrap(new)
 
 
-def in_file(key_file: Path) -> Callable[[], tuple[bytes, bytes | None]]:
-    """The current and previous key-encryption keys as the key file holds them, when
-    asked (after a rotation by another process)."""
+class KeyFileWatch:
+    """The current and previous key-encryption keys as the key file holds them: read
+    when asked (a key met that the keys in memory do not open), or when the file has
+    been replaced since the last look (a rotation by another process)."""
 
-    def read() -> tuple[bytes, bytes | None]:
-        keys = read_keys(key_file).keys
+    def __init__(self, key_file: Path) -> None:
+        self.path = key_file
+        self._seen: tuple[int, int, int] | None = None
+        """The file's inode, size and time when last read; None: not read yet."""
+
+    def read(self) -> tuple[bytes, bytes | None]:
+        self._seen = self._look()
+        keys = read_keys(self.path).keys
         return keys[CURRENT], keys.get(PREVIOUS)
 
-    return read
+    def changed(self) -> tuple[bytes, bytes | None] | None:
+        """The keys, if the file may hold others than when last read (a stat, no read,
+        when it does not)."""
+        try:
+            if self._seen is not None and self._look() == self._seen:
+                return None
+        except OSError:
+            return None  # the file away for a moment: the keys in memory still wrap
+        return self.read()
+
+    def _look(self) -> tuple[int, int, int]:
+        # A rotation renames a new file over the old: another inode, whatever the clock.
+        found = self.path.stat()
+        return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def opened(

@@ -115,8 +115,7 @@ def test_a_rotation_while_a_ledger_runs_leaves_every_key_open_to_every_process(
         ada = request(running, "08:30-09:00", "ada")
 
         assert cli("keys", "rotate", database_url=store.url).exit_code == 0
-        # The running ledger has not read the file: the keys it makes now are wrapped by
-        # the key before, which every process still opens.
+        # The running ledger takes up the rotation before it wraps a key it makes.
         ben = request(running, "09:00-09:30", "ben", day="2025-10-06")
         with open_ledger(store.url) as started_after:
             assert started_after.get_lesson(ben).students[0]["id"] == "student-ben"  # type: ignore[union-attr,index]
@@ -134,6 +133,26 @@ def test_a_rotation_while_a_ledger_runs_leaves_every_key_open_to_every_process(
         with open_ledger(store.url) as later:
             for lesson, name in ((ada, "ada"), (ben, "ben"), (cy, "cy")):
                 assert later.get_lesson(lesson).students[0]["id"] == f"student-{name}"  # type: ignore[union-attr,index]
+    finally:
+        running.close()
+
+
+def test_keys_made_after_two_rotations_by_a_ledger_that_opened_none_open_elsewhere(
+    store: Store, key_file: Path
+) -> None:
+    """The second rotation drops the key before the first from the file: a running
+    ledger that had opened no key since must not wrap the keys it makes with it."""
+    running = open_ledger(store.url)  # a server process, started before the rotations
+    try:
+        for _ in range(2):
+            assert cli("keys", "rotate", database_url=store.url).exit_code == 0
+
+        ada = request(running, "08:30-09:00", "ada")
+
+        with open_ledger(store.url) as started_after:
+            assert started_after.get_lesson(ada).students[0]["id"] == "student-ada"  # type: ignore[union-attr,index]
+        current = read_keys(key_file)["key_encryption_key"]
+        assert kek_ids(store) == {hashlib.sha256(current).hexdigest()[:12]}
     finally:
         running.close()
 
