@@ -19,6 +19,7 @@ from adapters.eventstore import open_ledger
 from adapters.followers import following_apart
 from adapters.http.app import ledger_keys
 from adapters.http.metrics import MULTIPROCESS_DIR
+from adapters.postgres.rights import check_rights
 from adapters.release import VERSION
 from adapters.settings import Settings
 from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
@@ -52,6 +53,7 @@ def serve(
         if verifier is not None:
             verifier.close()
         open_ledger(url).close()  # so are a wrong key and an unreachable database
+        check_rights(database)  # and, with table creation off, a grant missing
         public_key = public_key_text(open_signer(database).public_key)
         os.environ[DATABASE_URL_SETTING] = url  # the worker processes read their settings
         first_admin = with_tokens(

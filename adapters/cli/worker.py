@@ -19,9 +19,11 @@ import typer
 
 from adapters import logs
 from adapters.cli.options import BAD_INPUT, DONE, DatabaseUrl, err, exit_codes
+from adapters.postgres.rights import check_rights
 from adapters.settings import Settings
-from adapters.storage.database import redacted
+from adapters.storage.database import Database, redacted
 from adapters.worker import RunningWorker, WorkerSettings, open_worker
+from domain.errors import LedgerUnavailable
 
 
 def worker(
@@ -105,5 +107,11 @@ def _open(
             overrides["generator"] = generator
         settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
         url = database_url or app_settings.database_url
-        return url, open_worker(url, settings)
+        running = open_worker(url, settings)
+        try:
+            check_rights(Database.from_url(url))  # with table creation off, a grant missing
+        except LedgerUnavailable:
+            running.close()
+            raise
+        return url, running
     raise AssertionError("unreachable: exit_codes raises")

@@ -40,6 +40,7 @@ from adapters.keys.erasure import DailyRetention, Erasures
 from adapters.keys.keyed_ids import KeyedIds
 from adapters.keys.keyfile import LedgerKeys, open_keys
 from adapters.keys.sealing import sealer_of
+from adapters.postgres.rights import check_rights
 from adapters.randomness import random_uuid
 from adapters.read_model import open_read_model
 from adapters.read_routing import open_reads
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = ledger_keys(settings, database)
         jwt = JwtVerifier.from_settings(settings.jwt)
         ledger = open_ledger(database)
+        check_rights(database)  # with table creation off, a grant missing is one line now
         read_model = open_read_model(database, ledger=ledger)
         reads = open_reads(database, read_model, ledger)  # the read replica, if any
         reads.on_read = lambda source: app.state.metrics.reads.labels(source).inc()

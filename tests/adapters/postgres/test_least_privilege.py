@@ -1,7 +1,8 @@
 """Least privilege on PostgreSQL, with roles the tests create: a migration role that owns
 only its schema runs `lesson-ledger db migrate`; a serving role granted exactly what the
 README lists serves requests, the follower and the worker; a schema-only role runs the
-ledger in its schema; with table creation off a missing table is one line at start."""
+ledger in its schema; with table creation off a missing table, or a missing grant, is one
+line at start."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 
 from adapters.migrate import TABLES
+from adapters.postgres import rights
 from adapters.worker import WorkerSettings, start_worker_in_background
 from tests.support import ROOT
 from tests.support.command_line import cli
@@ -196,3 +198,48 @@ def test_with_table_creation_off_a_missing_table_is_one_line_at_start(
     assert len(lines) == 1, ran.stderr
     assert "table creation is off" in lines[0] and "lesson-ledger db migrate" in lines[0]
     assert f"{roles.schema}." in lines[0]
+
+
+def granted(statements: list[str], schema: str) -> set[tuple[str, str, str]]:
+    """What GRANT statements grant, as adapters.postgres.rights spells it."""
+    found = set()
+    for statement in statements:
+        grant = re.fullmatch(r"GRANT (.+) ON (SCHEMA |SEQUENCE |FUNCTION )?(.+) TO \S+;", statement)
+        if grant is None:
+            continue  # ALTER DEFAULT PRIVILEGES: for tables made later
+        privileges, kind, objects = grant.groups()
+        for name in objects.split(", "):
+            kind_name = (kind or "TABLE ").strip().lower()
+            in_schema = "" if kind_name == "schema" else name.removeprefix(f"{schema}.")
+            found |= {(kind_name, in_schema, p) for p in privileges.split(", ")}
+    return found
+
+
+def test_the_readme_grants_what_a_serving_role_is_checked_for(roles: Roles) -> None:
+    assert granted(readme_grants(roles), roles.schema) == set(rights.required())
+    assert set(rights.TABLES) == set(TABLES)
+
+
+@pytest.mark.parametrize("command", [("serve",), ("worker",)], ids=["serve", "worker"])
+def test_with_table_creation_off_a_missing_grant_is_one_line_at_start(
+    roles: Roles, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    """Not a 500 at the first erasure, or the first verify from the pages."""
+    migrate(roles.url(roles.owner))
+    with psycopg.connect(roles.url(roles.owner).split("?")[0], autocommit=True) as conn:
+        for statement in readme_grants(roles):
+            conn.execute(statement)
+        conn.execute(f'REVOKE INSERT ON "{roles.schema}".erasure_positions FROM "{roles.app}"')
+        conn.execute(f'REVOKE DELETE ON "{roles.schema}".page_runs FROM "{roles.app}"')
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+
+    ran = cli(*command, database_url=roles.url(roles.app))
+
+    assert ran.exit_code == 3, ran.stdout
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1, ran.stderr
+    assert (
+        f"lacks INSERT on {roles.schema}.erasure_positions, DELETE on {roles.schema}.page_runs"
+        in lines[0]
+    )
+    assert "Least privilege" in lines[0] and "Traceback" not in ran.stderr
