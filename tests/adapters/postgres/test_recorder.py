@@ -7,6 +7,7 @@ refuses a transaction that already wrote), its sessions, and the ledger's wiring
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -28,6 +29,7 @@ from eventsourcing.postgres import (
 
 from adapters.eventstore import event_store, open_ledger
 from adapters.postgres.recorder import LedgerApplicationRecorder
+from tests.support.projections import wait_until
 from tests.support.recorder_cases import (
     PostgresSchemaCase,
 )
@@ -489,9 +491,12 @@ def test_an_append_function_of_an_earlier_release_is_replaced(
     assert len(recorder.select_notifications(None, 10)) == 4
 
 
-def test_a_notify_whose_session_was_cut_is_sent_again(schema_case: PostgresSchemaCase) -> None:
+def test_a_notify_whose_session_was_cut_is_sent_again(
+    schema_case: PostgresSchemaCase, caplog: pytest.LogCaptureFixture
+) -> None:
     """The notifier's session ended by the server (as by a restart): its NOTIFY fails
-    once, and the hint is sent again on a fresh session, not lost."""
+    once, and the hint is sent again on a fresh session, not lost; the log says so."""
+    caplog.set_level(logging.INFO, logger="lesson_ledger.postgres_recorder")
     ledger = open_ledger(schema_case.database.url)
     recorder = event_store(ledger).recorder
     request = {"school_id": "school-1", "lesson_date": "2025-09-05", "actor": "alice"}
@@ -510,5 +515,11 @@ def test_a_notify_whose_session_was_cut_is_sent_again(schema_case: PostgresSchem
             notified = list(listener.notifies(timeout=5, stop_after=1))
 
         assert notified, "the NOTIFY after the cut session was lost"
+        # Logged just after the NOTIFY it tells of: waited for, so that it is this test's.
+        wait_until(
+            lambda: any("works again" in r.message for r in caplog.records),
+            5,
+            "the notifier to log that NOTIFY works again",
+        )
     finally:
         ledger.close()
