@@ -202,7 +202,7 @@ def show(
     with opened_ledger(database_url) as ledger:
         lesson = ledger.get_lesson(wanted)
         if lesson is None:
-            raise LessonNotFound(f"no lesson has the id {wanted}")
+            raise _not_found(wanted, provider, school, date, slot)
     state = _state_json(lesson)
     if as_json:
         print_json(state)
@@ -249,7 +249,10 @@ def history(
     wanted = _lesson_id(lesson_id, provider, school, date, slot)
     then = parse_timestamp("--as-of", as_of)
     with opened_ledger(database_url) as ledger:
-        found = ledger.history(wanted, as_of_version=as_of_version, as_of=then)
+        try:
+            found = ledger.history(wanted, as_of_version=as_of_version, as_of=then)
+        except LessonNotFound:
+            raise _not_found(wanted, provider, school, date, slot) from None
     if as_json:
         print_json(_history_json(found))
         return
@@ -294,6 +297,17 @@ def _lesson_id(
         raise bad_input(missing[0], "is missing: the key needs all four parts")
     with exit_codes():
         return lesson_id_for(provider, school, date, slot)
+
+
+def _not_found(wanted: UUID, *key: str | None) -> LessonNotFound:
+    """No lesson, said as the operator asked for it: by its id, or by its key's parts."""
+    if key[0] is None:
+        return LessonNotFound(f"no lesson has the id {wanted}")
+    provider, school, date, slot = key
+    return LessonNotFound(
+        f"no lesson for provider {provider}, school {school!r}, date {date}, slot {slot!r} "
+        f"(its id would be {wanted})"
+    )
 
 
 # Output.

@@ -219,6 +219,12 @@ def test_unknown_lesson_exits_1(store: Store) -> None:
     for command in ("show", "history"):
         ran = cli(command, str(missing), database_url=store.url)
         assert ran.exit_code == 1 and "no lesson has the id" in ran.stderr
+        # Asked for by its key, said by its key.
+        by_key = (*KEY[:-4], "--school", "school-9", "--date", "2025-09-05")
+        ran = cli(command, *by_key, "--slot", "08:30-09:00", database_url=store.url)
+        assert ran.exit_code == 1, ran.stderr
+        assert "no lesson for provider" in ran.stderr and "'school-9'" in ran.stderr
+        assert str(missing) in ran.stderr
 
 
 @pytest.mark.parametrize(
