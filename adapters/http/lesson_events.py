@@ -25,10 +25,10 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.http.dependencies import PROBLEMS, Reader, WholeNumber
 from adapters.http.problems import ApiProblem
+from adapters.http.reads import LessonRead, readable
 from domain import FieldError, InvalidLessonRequest, LessonLedger
 from domain.keys import canonical_provider_id, canonical_school_id
 from projections.changes import ChangeFilter, LessonChanges, RowChange
-from projections.lessons import LessonRow
 from projections.read_model import LessonsReadModel
 
 router = APIRouter(tags=["read model"])
@@ -36,7 +36,7 @@ router = APIRouter(tags=["read model"])
 HEARTBEAT_SECONDS = 15.0
 """An idle stream sends its position this often: a proxy keeps it open, and a client
 that reconnects resumes from there rather than rescanning what it was not sent."""
-_ROW = TypeAdapter(LessonRow)
+_ROW = TypeAdapter(LessonRead)
 
 
 class PositionWatch:
@@ -150,9 +150,7 @@ def _page(
 
 
 def _data(ledger: LessonLedger, change: RowChange) -> str:
-    row = change.row
-    if row.content is not None:  # as GET /v1/lessons/{id} shows it: opened, or None if erased
-        row = replace(row, content=ledger.readable_content(row.lesson_id, row.content))
+    row = readable(ledger, change.row)  # as GET /v1/lessons/{id} shows it
     lesson = orjson.loads(_ROW.dump_json(row))
     data = {"position": change.position, "event": change.event, "lesson": lesson}
     return orjson.dumps(data).decode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 from uuid import UUID
@@ -30,17 +30,26 @@ from adapters.http.dependencies import (
 from adapters.http.problems import ApiProblem
 from adapters.read_routing import NotCaughtUp, ReadRouting
 from domain import FieldError, InvalidLessonRequest, LessonLedger, LessonNotFound
-from projections.lessons import LessonRow
+from projections.lessons import COLUMNS, LessonRow
 from projections.read_model import InvalidLessonQuery, LessonsReadModel
 
 router = APIRouter(tags=["read model"])
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class LessonRead(LessonRow):
+    """A lesson as the API shows it: its content opened (the read model keeps it sealed).
+    `content_erased`: it was generated, but a student of the lesson, or its date, has
+    been erased since, so `content` is null."""
+
+    content_erased: bool = False
+
+
 class LessonListResponse(BaseModel):
     """One page of lessons; pass `next_cursor` as `cursor` for the next (None: last)."""
 
-    items: list[LessonRow]
+    items: list[LessonRead]
     next_cursor: str | None
     position: int
 
@@ -166,7 +175,7 @@ def get_lesson(
     reads: Reads,
     ledger: Ledger,
     min_position: MinPosition = None,
-) -> LessonRow:
+) -> LessonRead:
     """One lesson from the read model (404 when it has none, yet: see `min_position`)."""
     _, found = caught_up(request, reads, min_position, lambda model: model.get_lesson(lesson_id))
     if token.role == "provider" and (found is None or found.provider_id != token.provider_id):
@@ -176,12 +185,12 @@ def get_lesson(
     return readable(ledger, found)
 
 
-def readable(ledger: LessonLedger, row: LessonRow) -> LessonRow:
-    """A row with its content opened (the read model keeps it sealed): None when a
-    student of the lesson, or its date, was erased."""
-    if row.content is None:
-        return row
-    return replace(row, content=ledger.readable_content(row.lesson_id, row.content))
+def readable(ledger: LessonLedger, row: LessonRow) -> LessonRead:
+    """The row as the API shows it (lists, a lesson, the change stream)."""
+    content = None if row.content is None else ledger.readable_content(row.lesson_id, row.content)
+    values = {name: getattr(row, name) for name in COLUMNS}
+    erased = row.content is not None and content is None
+    return LessonRead(**{**values, "content": content}, content_erased=erased)
 
 
 @router.get("/v1/projections", responses=PROBLEMS)

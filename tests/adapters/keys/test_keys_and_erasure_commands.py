@@ -18,7 +18,7 @@ from uuid import UUID
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from adapters.eventstore import open_ledger
+from adapters.eventstore import event_store, open_ledger
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys, read_keys, replace_keys
 from adapters.keys.opening import KEK_SETTING
 from adapters.logs import JsonFormatter
@@ -27,6 +27,7 @@ from tests.support import ROOT
 from tests.support.command_line import Ran, cli
 from tests.support.projections import read_model, table_name
 from tests.support.served import served
+from tests.support.sse import events, read_until
 from tests.support.stores import Store
 from tests.support.student_data import all_markers, generate, request
 
@@ -274,6 +275,49 @@ def test_erasing_over_http_is_for_admins_and_logs_no_student_id(
     logged = "\n".join(handler.format(record) for record in ours)
     assert "/v1/students/{student_id}/erasure" in logged
     assert "student-ada" not in logged
+
+
+def test_the_api_says_which_lessons_content_an_erasure_took(store: Store) -> None:
+    """A provider's application reads `content: null` for a generated lesson: erased,
+    not lost."""
+    with served(store.url) as api:
+        ledger = api.app.state.ledger
+        together = request(ledger, "08:30-09:00", "ada", "ben")
+        generate(ledger, together, *all_markers("ada", "ben"))
+        waiting = request(ledger, "09:00-09:30", "ada")  # never generated
+        admin = api.auth("admin")
+        erased = api.client.post(
+            "/v1/students/student-ada/erasure", json={"reason": "r"}, headers=admin
+        )
+        assert erased.status_code == 200, erased.text
+        position = event_store(ledger).recorder.max_notification_id()
+
+        def read(lesson: UUID) -> dict[str, object]:
+            found = api.client.get(
+                f"/v1/lessons/{lesson}", params={"min_position": position}, headers=admin
+            )
+            assert found.status_code == 200, found.text
+            return dict(found.json())
+
+        assert read(together)["status"] == "generated"
+        assert (read(together)["content"], read(together)["content_erased"]) == (None, True)
+        assert (read(waiting)["content"], read(waiting)["content_erased"]) == (None, False)
+        listed = api.client.get("/v1/lessons", headers=admin).json()["items"]
+        assert {item["lesson_id"]: item["content_erased"] for item in listed} == {
+            str(together): True,
+            str(waiting): False,
+        }
+        with api.client.stream(
+            "GET", "/v1/lessons/events", params={"after": 0}, headers=admin, timeout=20
+        ) as response:
+            seen = read_until(
+                events(response),
+                lambda seen: any(e.data.get("event") == "LessonGenerated" for e in seen),
+                10,
+                "the generation in the change stream",
+            )
+        sent = next(e.data["lesson"] for e in seen if e.data.get("event") == "LessonGenerated")
+        assert (sent["content"], sent["content_erased"]) == (None, True)
 
 
 def test_erasures_are_listed_for_admins_as_recorded_with_nothing_of_the_student(
