@@ -13,13 +13,17 @@ still open only with the previous key: they are rewrapped with the current).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.keys.data_keys import DataKeys
-from adapters.keys.keyfile import read_keys, replace_keys
+from adapters.keys.keyfile import KeyFileError, read_keys, replace_keys
+
+log = logging.getLogger("lesson_ledger.keys")
 
 PREVIOUS = "previous_key_encryption_key"
 CURRENT = "key_encryption_key"
@@ -45,19 +49,29 @@ class KeyFileWatch:
         """The file's inode, size and time when last read; None: not read yet."""
 
     def read(self) -> tuple[bytes, bytes | None]:
-        self._seen = self._look()
+        with suppress(OSError):  # looked at first: a change after it is seen next time
+            self._seen = self._look()
         keys = read_keys(self.path).keys
         return keys[CURRENT], keys.get(PREVIOUS)
 
     def changed(self) -> tuple[bytes, bytes | None] | None:
         """The keys, if the file may hold others than when last read (a stat, no read,
-        when it does not)."""
+        when it does not). A file that cannot be read (removed, or edited by hand) leaves
+        the keys in memory in use, and is said once in the log."""
         try:
-            if self._seen is not None and self._look() == self._seen:
-                return None
+            look = self._look()
         except OSError:
-            return None  # the file away for a moment: the keys in memory still wrap
-        return self.read()
+            return None
+        if look == self._seen:
+            return None
+        try:
+            return self.read()
+        except KeyFileError as error:
+            self._seen = look
+            log.warning(
+                "the key file changed but cannot be read; the keys in memory go on: %s", error
+            )
+            return None
 
     def _look(self) -> tuple[int, int, int]:
         # A rotation renames a new file over the old: another inode, whatever the clock.

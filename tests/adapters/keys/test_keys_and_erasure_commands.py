@@ -158,6 +158,29 @@ def test_keys_made_after_two_rotations_by_a_ledger_that_opened_none_open_elsewhe
         running.close()
 
 
+def test_a_key_file_broken_while_a_ledger_runs_leaves_it_making_keys(
+    store: Store, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Edited by hand, say: the ledger goes on with the keys it has, and says so once."""
+    running = open_ledger(store.url)
+    try:
+        kept = key_file.read_text()
+        key_file.write_text("{ not a key file")
+
+        lessons = [
+            request(running, slot, name) for slot, name in zip(SLOTS, ("ada", "ben"), strict=True)
+        ]
+
+        warnings = [r for r in caplog.records if "key file changed" in r.getMessage()]
+        assert len(warnings) == 1 and "not valid JSON" in warnings[0].getMessage()
+        key_file.write_text(kept)
+        with open_ledger(store.url) as started_after:
+            for lesson, name in zip(lessons, ("ada", "ben"), strict=True):
+                assert started_after.get_lesson(lesson).students[0]["id"] == f"student-{name}"  # type: ignore[union-attr,index]
+    finally:
+        running.close()
+
+
 def test_a_rotation_killed_before_its_rewrap_is_finished_by_the_next_start(
     store: Store, key_file: Path
 ) -> None:
