@@ -74,15 +74,33 @@ def exit_codes() -> Iterator[None]:
         field = ".".join(str(part) for part in first["loc"])
         raise _exit(BAD_INPUT, "invalid", f"setting {field!r}: {first['msg']}") from None
     except (LedgerUnavailable, PersistenceError, ProjectionError, KeyFileError) as error:
-        raise _exit(INFRASTRUCTURE, "error", error) from None
+        raise _exit(INFRASTRUCTURE, "error", _with_hint(error)) from None
     except (psycopg.Error, sqlite3.Error, OSError) as error:
-        raise _exit(INFRASTRUCTURE, "error", error) from None
+        raise _exit(INFRASTRUCTURE, "error", _with_hint(error)) from None
     except (InvalidLessonRequest, ValueError) as error:
         raise _exit(BAD_INPUT, "invalid", error) from None
     except LessonNotFound as missing:
         raise _exit(REJECTED, "not found", missing) from None
     except DomainRejection as error:
         raise _exit(REJECTED, "rejected", error) from None
+
+
+OWNER_ONLY = (
+    "the connecting role lacks a right this command needs (`projections rebuild` and "
+    "`students encrypt-existing` run as the role that owns the schema; the serving role's "
+    'rights: the README\'s "Least privilege")'
+)
+
+
+def _with_hint(error: BaseException) -> str:
+    """The error's line; for PostgreSQL's "permission denied", with what to do about it."""
+    text = one_line(error)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, psycopg.errors.InsufficientPrivilege):
+            return f"{text}: {OWNER_ONLY}"
+        cause = cause.__cause__ or cause.__context__
+    return text
 
 
 def _exit(code: int, label: str, error: object) -> typer.Exit:

@@ -21,6 +21,7 @@ from adapters.eventstore.slots import EventSourcedSlots
 from adapters.keys.sealing import Sealer
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
+from domain.errors import LedgerUnavailable
 from domain.fingerprint import rekeyed
 from domain.lesson import LessonSlot
 from domain.sealed import PLAIN
@@ -50,9 +51,20 @@ def encrypt_existing(
     """Seal every event written in plain text; see the module docstring."""
     sql = sealer.keys.sql
     progress = sql.table("migrations")
-    sql.create_tables(
-        f"CREATE TABLE IF NOT EXISTS {progress} (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
-    )
+    try:
+        sql.create_tables(
+            f"CREATE TABLE IF NOT EXISTS {progress}"
+            " (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+        )
+    except LedgerUnavailable:
+        if database.create_tables:
+            raise
+        # Not a table `db migrate` makes: the owner makes it on its first run.
+        raise LedgerUnavailable(
+            f"`students {NAME}` rewrites events and keeps its place in a table of its own: "
+            "run it as the role that owns the schema, with table creation on "
+            "(LESSON_LEDGER_CREATE_TABLES=true)"
+        ) from None
     start = position = _position(sql, progress)
     head = slots.recorder.max_notification_id() or 0
     sealed = 0

@@ -243,3 +243,27 @@ def test_with_table_creation_off_a_missing_grant_is_one_line_at_start(
         in lines[0]
     )
     assert "Least privilege" in lines[0] and "Traceback" not in ran.stderr
+
+
+def test_the_owners_commands_run_by_the_serving_role_say_whose_they_are(
+    roles: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild and the sealing migration rewrite tables; the serving role may not."""
+    owner_url, app_url = roles.url(roles.owner), roles.url(roles.app)
+    migrate(owner_url)
+    with psycopg.connect(owner_url.split("?")[0], autocommit=True) as conn:
+        for statement in readme_grants(roles):
+            conn.execute(statement)
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+
+    for command in (("projections", "rebuild"), ("students", "encrypt-existing")):
+        ran = cli(*command, database_url=app_url)
+        assert ran.exit_code == 3, ran.stdout
+        lines = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in ran.stderr, ran.stderr
+        assert "as the role that owns the schema" in lines[0], lines[0]
+
+    monkeypatch.delenv("LESSON_LEDGER_CREATE_TABLES")
+    for command in (("projections", "rebuild"), ("students", "encrypt-existing")):
+        ran = cli(*command, database_url=owner_url)
+        assert ran.exit_code == 0, ran.stderr
