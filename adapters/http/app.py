@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reads = open_reads(database, read_model, ledger)  # the read replica, if any
         reads.on_read = lambda source: app.state.metrics.reads.labels(source).inc()
         sql = SqlStore(database)
+        app.state.database = database
         app.state.ledger = ledger
         app.state.command_threads = ThreadPoolExecutor(
             COMMAND_THREADS, thread_name_prefix="ledger-command"

@@ -7,7 +7,6 @@ replica while it is within its allowed lag, else to the primary (adapters/read_r
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +27,7 @@ from adapters.http.dependencies import (
     WholeNumber,
 )
 from adapters.http.problems import ApiProblem
+from adapters.http.rebuilding import RebuildRefused, start_rebuild
 from adapters.read_routing import NotCaughtUp, ReadRouting
 from domain import FieldError, InvalidLessonRequest, LessonLedger, LessonNotFound
 from projections.lessons import COLUMNS, LessonRow
@@ -207,10 +207,10 @@ def rebuild(name: str, request: Request, token: Admin, read_model: ReadModel) ->
     `GET /v1/projections` reports its progress."""
     if name != "lessons":
         raise ApiProblem(404, "not-found", "Unknown projection", f"no projection is named {name!r}")
-    running: threading.Thread | None = getattr(request.app.state, "rebuild_thread", None)
-    if running is not None and running.is_alive():
-        return RebuildStarted(name=name, status="running")
-    thread = threading.Thread(target=read_model.rebuild, name="rebuild-lessons", daemon=True)
-    request.app.state.rebuild_thread = thread
-    thread.start()
-    return RebuildStarted(name=name, status="started")
+    state = request.app.state
+    try:
+        started = start_rebuild(state, state.database, read_model)
+    except RebuildRefused as refused:
+        title = "Rebuilds run as the schema's owner"
+        raise ApiProblem(409, "owner-only", title, str(refused)) from None
+    return RebuildStarted(name=name, status="started" if started else "running")

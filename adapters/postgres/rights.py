@@ -8,6 +8,7 @@ together and serves every kind of request as a role granted that block."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 from adapters.storage.database import Database
 from domain.errors import LedgerUnavailable
@@ -110,3 +111,38 @@ def check_rights(database: Database) -> None:
             "(LESSON_LEDGER_CREATE_TABLES=false checks the serving role's rights at start): "
             'grant them as the README\'s "Least privilege" lists'
         )
+
+
+REBUILT_TABLES = ("lessons", "lessons_tracking", "projection_rebuilds")
+"""What a rebuild of the lessons table drops, renames or locks: its owner's to do."""
+
+_REBUILD_SQL = """
+SELECT has_schema_privilege(%s, 'CREATE'), array(
+    SELECT name FROM unnest(%s::text[]) AS name
+    JOIN pg_class c ON c.oid = to_regclass(%s || '.' || name)
+    WHERE NOT pg_has_role(c.relowner, 'USAGE') ORDER BY name)
+"""
+
+
+def rebuild_refusal(database: Database) -> str | None:
+    """Why the connecting role may not rebuild the lessons table (the serving role of
+    "Least privilege"), or None: it owns those tables and may create in the schema."""
+    if database.kind != "postgresql":
+        return None
+    with database.connect() as conn:
+        found = conn.execute(
+            _REBUILD_SQL, (database.schema, list(REBUILT_TABLES), f'"{database.schema}"')
+        ).fetchone()
+    assert found is not None
+    may_create, names = found
+    not_owned = [str(name) for name in cast(list[str], names)]
+    if may_create and not not_owned:
+        return None
+    lacks = [f"{database.schema}.{name}" for name in not_owned]
+    what = f"does not own {', '.join(lacks)}" if lacks else ""
+    if not may_create:
+        what = " and ".join(filter(None, [what, f"may not create in schema {database.schema}"]))
+    return (
+        f"the server's database role {database.user!r} {what}: rebuilds run as the role that "
+        "owns the schema (`lesson-ledger projections rebuild` as it)"
+    )

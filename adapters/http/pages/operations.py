@@ -3,17 +3,19 @@ started from the page, whose progress the page follows."""
 
 from __future__ import annotations
 
-import threading
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from adapters.http import rebuilding
 from adapters.http.dependencies import ReadModel
 from adapters.http.pages.background import start_run
 from adapters.http.pages.rendering import render
 from adapters.http.pages.session import PostedBy, SignedIn, admin_only
+from adapters.postgres.rights import rebuild_refusal
 from adapters.storage.page_runs import PageRuns
 from projections.verify import VerifyReport
 
@@ -34,6 +36,7 @@ def operations_page(request: Request, browser: SignedIn, read_model: ReadModel) 
         "statuses": statuses,
         "verify": verify_run,
         "busy": rebuilding or (verify_run is not None and verify_run.running),
+        "rebuild_refusal": rebuild_refusal(request.app.state.database),
         "now": datetime.now(UTC),
     }
     return render(request, "operations.html", context)
@@ -43,11 +46,9 @@ def operations_page(request: Request, browser: SignedIn, read_model: ReadModel) 
 def start_rebuild(request: Request, browser: PostedBy, read_model: ReadModel) -> Response:
     """Rebuild the lessons table in the background (as POST /v1/projections/lessons/rebuild)."""
     admin_only(browser, "operations")
-    current: threading.Thread | None = getattr(request.app.state, "rebuild_thread", None)
-    if current is None or not current.is_alive():
-        thread = threading.Thread(target=read_model.rebuild, name="rebuild-lessons", daemon=True)
-        request.app.state.rebuild_thread = thread
-        thread.start()
+    state = request.app.state
+    with suppress(rebuilding.RebuildRefused):  # the page says why, in place of the button
+        rebuilding.start_rebuild(state, state.database, read_model)
     return RedirectResponse("/operations", status_code=303)
 
 

@@ -183,6 +183,28 @@ def test_projection_status_and_a_rebuild_over_http(api: Api) -> None:
     assert len(rows) == 6 and lessons["lag"] == 0
 
 
+def test_a_rebuild_that_fails_in_the_background_is_one_line_in_the_log(
+    api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing on the way, say (its progress shows as interrupted)."""
+    read_model = api.app.state.read_model
+
+    def failing(**_: Any) -> None:
+        raise OSError("could not extend file: No space left on device")
+
+    monkeypatch.setattr(read_model, "rebuild", failing)
+    started = api.client.post("/v1/projections/lessons/rebuild", headers=api.auth("admin"))
+    assert started.status_code == 202
+    api.app.state.rebuild_thread.join(10)
+
+    failed = [r for r in caplog.records if r.name == "lesson_ledger.projections"]
+    assert [r.getMessage() for r in failed] == [
+        "rebuild of the lessons table failed: could not extend file: No space left on device"
+    ]
+    assert failed[0].exc_info is None  # one line, no traceback
+    assert api.client.get("/health").status_code == 200
+
+
 def test_a_misspelt_query_parameter_is_422_not_a_wider_listing(api: Api) -> None:
     response = api.client.get(
         "/v1/lessons", params={"provider": PROVIDER}, headers=api.auth("admin")

@@ -19,7 +19,7 @@ from adapters.postgres import rights
 from adapters.worker import WorkerSettings, start_worker_in_background
 from tests.support import ROOT
 from tests.support.command_line import cli
-from tests.support.http import PROVIDER, csrf, lesson, sign_in
+from tests.support.http import PROVIDER, assert_problem, csrf, lesson, sign_in
 from tests.support.projections import wait_until
 from tests.support.served import served
 from tests.support.stores import POSTGRES_URL, require_postgres
@@ -262,6 +262,18 @@ def test_the_owners_commands_run_by_the_serving_role_say_whose_they_are(
         lines = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "Traceback" not in ran.stderr, ran.stderr
         assert "as the role that owns the schema" in lines[0], lines[0]
+
+    # Over HTTP and from the Operations page: refused at once, saying why.
+    with served(app_url) as api:
+        admin = api.auth("admin")
+        refused = api.client.post("/v1/projections/lessons/rebuild", headers=admin)
+        problem = assert_problem(refused, 409)
+        assert f"does not own {roles.schema}.lessons" in problem["detail"]
+        assert "`lesson-ledger projections rebuild`" in problem["detail"]
+        sign_in(api.client, api.tokens["admin:None"])
+        page = api.client.get("/operations").text
+        assert "No rebuild from here" in page and 'action="/operations/rebuild"' not in page
+        assert api.app.state.read_model.status()[0].rebuild is None
 
     monkeypatch.delenv("LESSON_LEDGER_CREATE_TABLES")
     for command in (("projections", "rebuild"), ("students", "encrypt-existing")):
