@@ -81,6 +81,12 @@ class LessonState:
         """How many of its students were erased (of a state opened by the ledger)."""
         return erased(self.students)
 
+    @property
+    def content_erased(self) -> bool:
+        """Whether its content was erased (of a state opened by the ledger): a generated
+        lesson always had content, so none to show means it no longer opens."""
+        return self.status == "generated" and self.content is None
+
 
 def erased(parts: Sequence[dict[str, Any] | None] | None) -> int:
     """How many of these opened students' parts are erased (opened as None)."""

@@ -320,8 +320,7 @@ def _state_json(state: LessonState) -> dict[str, Any]:
     data = state.as_dict()
     data["students"] = len(state.students) if state.students is not None else None
     data["students_erased"] = state.students_erased
-    # A generated lesson always had content: none to show means it was erased.
-    data["content_erased"] = state.status == "generated" and state.content is None
+    data["content_erased"] = state.content_erased
     data["flags"] = list(state.flags)
     return data
 

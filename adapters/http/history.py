@@ -49,9 +49,10 @@ def history(
     wait = request.app.state.settings.min_position_wait_seconds
     found = reads.history(min_position, wait, read)
     state = found.state.as_dict() if found.state else None
-    if state is not None:
+    if found.state is not None and state is not None:
         state.pop("students", None)
         state.pop("details", None)
+        state["content_erased"] = found.state.content_erased
     entries = [vars(entry) for entry in found.entries]
     checkpoint = None
     if proof:

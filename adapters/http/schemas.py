@@ -166,6 +166,8 @@ class LessonStateResponse(BaseModel):
     requested_at: datetime | None
     correlation_id: str | None
     content: dict[str, Any] | None
+    content_erased: bool = False
+    """Generated, but a student of the lesson, or its date, erased since: `content` null."""
     model: str | None
     generated_at: datetime | None
     failure_reason: str | None

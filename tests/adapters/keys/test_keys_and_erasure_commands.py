@@ -325,6 +325,8 @@ def test_the_api_says_which_lessons_content_an_erasure_took(store: Store) -> Non
         assert read(together)["status"] == "generated"
         assert (read(together)["content"], read(together)["content_erased"]) == (None, True)
         assert (read(waiting)["content"], read(waiting)["content_erased"]) == (None, False)
+        history = api.client.get(f"/v1/lessons/{together}/history", headers=admin).json()
+        assert (history["state"]["content"], history["state"]["content_erased"]) == (None, True)
         listed = api.client.get("/v1/lessons", headers=admin).json()["items"]
         assert {item["lesson_id"]: item["content_erased"] for item in listed} == {
             str(together): True,
