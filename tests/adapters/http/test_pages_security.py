@@ -11,13 +11,16 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
 from adapters.http.pages import operations, proof
 from adapters.settings import Settings
+from tests.support.command_line import cli
 from tests.support.http import OTHER_PROVIDER, PROVIDER, csrf, lesson, sign_in
+from tests.support.served import serving_process
 
 PAGES = [
     "/calendar",
@@ -257,3 +260,44 @@ def test_cors_only_for_the_origins_set_and_never_with_credentials(tmp_path: Path
         simple = client.get("/v1/lessons", headers={"Origin": allowed})
         assert simple.headers["access-control-allow-origin"] == allowed
         assert simple.status_code == 401  # CORS lets it be read; the token is still needed
+
+
+def cookie_flags(response: httpx.Response, name: str) -> tuple[str, set[str]]:
+    """A cookie the response sets: its value and its flags."""
+    header = next(h for h in response.headers.get_list("set-cookie") if h.startswith(f"{name}="))
+    flags = {part.strip().split("=")[0].lower() for part in header.split(";")[1:]}
+    return SimpleCookie(header)[name].value, flags
+
+
+def signed_in_through(base_url: str, admin: str, proto: str | None) -> set[str]:
+    """Sign in as through a proxy that says `X-Forwarded-Proto: proto`: the session
+    cookie's flags (the sign-in cookie's are checked to match)."""
+    forwarded = {"X-Forwarded-Proto": proto} if proto else {}
+    form = httpx.get(f"{base_url}/sign-in", headers=forwarded)
+    pair, pair_flags = cookie_flags(form, "ledger_sign_in")
+    signed = httpx.post(
+        f"{base_url}/sign-in",
+        data={"token": admin, "csrf_token": csrf(form.text)},
+        headers={**forwarded, "Cookie": f"ledger_sign_in={pair}"},
+    )
+    assert signed.status_code == 303, signed.text
+    _, flags = cookie_flags(signed, "ledger_session")
+    assert ("secure" in flags) == ("secure" in pair_flags)
+    return flags
+
+
+def test_behind_a_tls_proxy_the_cookies_are_secure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lesson-ledger serve` believes `X-Forwarded-Proto` from a proxy on the same host;
+    one elsewhere is named by uvicorn's FORWARDED_ALLOW_IPS (README, Audit pages)."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    admin = cli("tokens", "create", "--role", "admin", database_url=url).stdout.strip()
+    with serving_process(url, tmp_path / "serve.log") as (base_url, _):
+        assert "secure" not in signed_in_through(base_url, admin, None)
+        assert "secure" in signed_in_through(base_url, admin, "https")
+
+    # The proxy is elsewhere: a header from this host is not believed.
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.2.3")
+    with serving_process(url, tmp_path / "elsewhere.log") as (base_url, _):
+        assert "secure" not in signed_in_through(base_url, admin, "https")
