@@ -237,6 +237,10 @@ class LessonsReadModel:
             before_swap_commit=before_swap_commit,
         )
 
+    def rebuilding(self) -> bool:
+        """Whether a rebuild of the table is running now, in any process."""
+        return self.view.runner_lock(SHADOW).is_taken()
+
     def abandon_rebuild(self) -> None:
         """Drop an interrupted rebuild's shadow table (the live table is untouched).
         Raises RunnerBusy while a rebuild is running."""

@@ -26,14 +26,14 @@ class RebuildRefused(Exception):
 
 
 def start_rebuild(state: Any, database: Database, read_model: LessonsReadModel) -> bool:
-    """Begin a rebuild in the background (False: this process's rebuild is running).
+    """Begin a rebuild in the background (False: one is running, here or elsewhere).
     RebuildRefused when the database role may not."""
     refusal = rebuild_refusal(database)
     if refusal is not None:
         raise RebuildRefused(refusal)
     current: threading.Thread | None = getattr(state, "rebuild_thread", None)
-    if current is not None and current.is_alive():
-        return False
+    if (current is not None and current.is_alive()) or read_model.rebuilding():
+        return False  # this process's, or another's
     thread = threading.Thread(
         target=_rebuild, args=(read_model,), name="rebuild-lessons", daemon=True
     )

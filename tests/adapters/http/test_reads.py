@@ -11,8 +11,9 @@ from uuid import uuid4
 
 import pytest
 
+from projections.view import SHADOW
 from tests.support.http import OTHER_PROVIDER, PROVIDER, assert_problem, lesson
-from tests.support.projections import wait_until
+from tests.support.projections import read_model, wait_until
 from tests.support.served import Api, served
 from tests.support.stores import Store
 
@@ -181,6 +182,23 @@ def test_projection_status_and_a_rebuild_over_http(api: Api) -> None:
         time.sleep(0.02)
     rows = api.client.get("/v1/lessons", headers=admin).json()["items"]
     assert len(rows) == 6 and lessons["lag"] == 0
+
+
+def test_a_rebuild_asked_for_while_another_process_rebuilds_says_running(
+    api: Api, store: Store
+) -> None:
+    admin = api.auth("admin")
+    with read_model(store) as elsewhere:  # another process's rebuild holds its lock
+        lock = elsewhere.view.runner_lock(SHADOW)
+        assert lock.acquire(wait=False)
+        try:
+            asked = api.client.post("/v1/projections/lessons/rebuild", headers=admin)
+            assert (asked.status_code, asked.json()["status"]) == (202, "running")
+            assert getattr(api.app.state, "rebuild_thread", None) is None  # none begun here
+        finally:
+            lock.release()
+    again = api.client.post("/v1/projections/lessons/rebuild", headers=admin)
+    assert again.json()["status"] == "started"
 
 
 def test_a_rebuild_that_fails_in_the_background_is_one_line_in_the_log(
