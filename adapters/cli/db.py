@@ -7,25 +7,39 @@ and function: created, replaced (an earlier release's) or already there.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from adapters.cli.options import DatabaseUrl, exit_codes, out
+from adapters.cli.options import DatabaseUrl, bad_input, exit_codes, out
 from adapters.migrate import Step, for_migration, migrate
+from adapters.postgres.rights import grant
 from adapters.storage.database import redacted
 
 db_app = typer.Typer(help="The ledger's tables: migrate.", no_args_is_help=True)
 
 
 @db_app.command("migrate")
-def db_migrate(database_url: DatabaseUrl = None) -> None:
+def db_migrate(
+    database_url: DatabaseUrl = None,
+    grant_to: Annotated[
+        str | None,
+        typer.Option(
+            "--grant-to",
+            metavar="ROLE",
+            help="then grant this role the serving role's rights (PostgreSQL)",
+        ),
+    ] = None,
+) -> None:
     """Create every table and function the ledger uses that is missing, and say what was
     done; safe to run again (idempotent).
 
     Run it as the role that owns the schema (default URL: $LESSON_LEDGER_DIRECT_DATABASE_URL,
     else $LESSON_LEDGER_DATABASE_URL); the serving role then needs only the GRANTs the
-    README lists, with LESSON_LEDGER_CREATE_TABLES=false.
+    README lists (`--grant-to ROLE` grants them), with LESSON_LEDGER_CREATE_TABLES=false.
 
     Example: lesson-ledger db migrate --database-url 'postgresql://ledger_owner@db/app?schema=ledger'
+    --grant-to ledger_app
     """
 
     def show(step: Step) -> None:
@@ -33,7 +47,13 @@ def db_migrate(database_url: DatabaseUrl = None) -> None:
 
     with exit_codes():
         database = for_migration(database_url)
+        if grant_to is not None and database.kind != "postgresql":
+            raise bad_input("--grant-to", "roles are PostgreSQL's: SQLite has none")
         out.print(f"migrating {redacted(database.url)}")
         steps = migrate(database, on_step=show)
     created = sum(1 for step in steps if step.outcome != "already there")
     out.print(f"done: {created} created or replaced, {len(steps) - created} already there")
+    if grant_to is not None:
+        with exit_codes():
+            count = grant(database, grant_to)
+        out.print(f"granted {grant_to!r} the serving role's rights ({count} statements)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import cast
 
+from psycopg import sql
+
 from adapters.storage.database import Database
 from domain.errors import LedgerUnavailable
 
@@ -146,3 +148,28 @@ def rebuild_refusal(database: Database) -> str | None:
         f"the server's database role {database.user!r} {what}: rebuilds run as the role that "
         "owns the schema (`lesson-ledger projections rebuild` as it)"
     )
+
+
+def grant(database: Database, role: str) -> int:
+    """Grant `role` every right of `required()`, as the schema's owner (`db migrate
+    --grant-to`), and the lessons table's on tables the owner makes later (a rebuild's);
+    how many statements. Idempotent, in one transaction."""
+    schema, to = sql.Identifier(database.schema), sql.Identifier(role)
+    statements = [
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, to)
+        if kind == "schema"
+        else sql.SQL("GRANT {} ON {} {}.{} TO {}").format(
+            sql.SQL(privilege), sql.SQL(kind.upper()), schema, sql.Identifier(name), to
+        )
+        for kind, name, privilege in required()
+    ]
+    statements.append(
+        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT {} ON TABLES TO {}").format(
+            schema, sql.SQL(", ").join(map(sql.SQL, TABLES["lessons"])), to
+        )
+    )
+    with database.connect(autocommit=False) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    return len(statements)

@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -279,3 +280,39 @@ def test_the_owners_commands_run_by_the_serving_role_say_whose_they_are(
     for command in (("projections", "rebuild"), ("students", "encrypt-existing")):
         ran = cli(*command, database_url=owner_url)
         assert ran.exit_code == 0, ran.stderr
+
+
+def test_db_migrate_grants_a_serving_role_its_rights(
+    roles: Roles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--grant-to`: the README's block, from the same list the start checks."""
+    owner_url, app_url = roles.url(roles.owner), roles.url(roles.app)
+    for _ in range(2):  # idempotent
+        ran = cli("db", "migrate", "--grant-to", roles.app, database_url=owner_url)
+        assert ran.exit_code == 0, ran.stderr
+        assert f"granted '{roles.app}' the serving role's rights" in ran.stdout
+
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+    with served(app_url) as api:  # its start checks every right
+        created = api.client.post(
+            "/v1/lessons/requests", json=lesson(), headers=api.auth("provider", PROVIDER)
+        )
+        assert created.status_code == 201, created.text
+        erased = api.client.post(
+            "/v1/students/st-1/erasure", json={"reason": "r"}, headers=api.auth("admin")
+        )
+        assert erased.status_code == 200, erased.text
+    # A rebuild by the owner makes the lessons table anew: the role reads it still.
+    monkeypatch.delenv("LESSON_LEDGER_CREATE_TABLES")
+    assert cli("projections", "rebuild", database_url=owner_url).exit_code == 0
+    monkeypatch.setenv("LESSON_LEDGER_CREATE_TABLES", "false")
+    with served(app_url) as api:
+        listed = api.client.get("/v1/lessons", headers=api.auth("admin"))
+        assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+
+    nobody = cli("db", "migrate", "--grant-to", "nobody_here", database_url=owner_url)
+    assert nobody.exit_code == 3 and 'role "nobody_here" does not exist' in nobody.stderr
+    sqlite_file = tmp_path / "ledger.db"
+    on_sqlite = cli("db", "migrate", "--grant-to", "x", database_url=f"sqlite:///{sqlite_file}")
+    assert on_sqlite.exit_code == 2 and "--grant-to" in on_sqlite.stderr
+    assert not sqlite_file.exists()  # bad input writes nothing
