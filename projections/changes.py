@@ -11,13 +11,17 @@ reads a lesson after a change sees at least that change.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
 
 from domain.lesson import LessonSlot
 from projections.lessons import LessonRow, fold
-from projections.log import EventLog
+from projections.log import EventLog, Page
 
 PAGE_SIZE = 200
 KNOWN_LIMIT = 2_000
@@ -53,11 +57,52 @@ class ChangeFilter:
         )
 
 
+class Pages(Protocol):
+    """Where a stream reads the log's pages (an EventLog, or SharedPages over one)."""
+
+    def page(self, after: int, upto: int | None = None, page_size: int = ...) -> Page | None: ...
+
+
+class SharedPages:
+    """The log's pages as the streams of one process read them: a page read once however
+    many streams ask for it (they wake together, at the same positions, when the read
+    model moves). A page up to the read model's position never changes, so it may be
+    kept; the last few are."""
+
+    KEEP = 16
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self._lock = threading.Lock()
+        self._pages: OrderedDict[tuple[int, int, int], Future[Page | None]] = OrderedDict()
+
+    def page(self, after: int, upto: int | None = None, page_size: int = PAGE_SIZE) -> Page | None:
+        if upto is None:  # up to the log's end, which moves: nothing to share
+            return self.log.page(after, upto, page_size)
+        key = (after, upto, page_size)
+        with self._lock:
+            found = self._pages.get(key)
+            reading = found is None
+            if found is None:
+                found = self._pages[key] = Future()
+                while len(self._pages) > self.KEEP:
+                    self._pages.popitem(last=False)
+        if reading:
+            try:
+                found.set_result(self.log.page(after, upto, page_size))
+            except BaseException as error:
+                found.set_exception(error)  # those waiting meet it too; the next read again
+                with self._lock:
+                    if self._pages.get(key) is found:
+                        del self._pages[key]
+        return found.result()
+
+
 class LessonChanges:
     """The changes of one stream's rows; remembers the last row of each lesson it saw, so
     a lesson's next change is one fold, not a read of its events."""
 
-    def __init__(self, log: EventLog, events_of: EventsOf, wanted: ChangeFilter) -> None:
+    def __init__(self, log: Pages, events_of: EventsOf, wanted: ChangeFilter) -> None:
         self.log = log
         self.events_of = events_of
         self.wanted = wanted

@@ -28,7 +28,7 @@ from adapters.http.problems import ApiProblem
 from adapters.http.reads import LessonRead, readable
 from domain import FieldError, InvalidLessonRequest, LessonLedger
 from domain.keys import canonical_provider_id, canonical_school_id
-from projections.changes import ChangeFilter, LessonChanges, RowChange
+from projections.changes import ChangeFilter, LessonChanges, RowChange, SharedPages
 from projections.read_model import LessonsReadModel
 
 router = APIRouter(tags=["read model"])
@@ -102,8 +102,11 @@ def event_stream(
     watch: PositionWatch | None = getattr(request.app.state, "position_watch", None)
     if watch is None:
         watch = request.app.state.position_watch = PositionWatch(read_model)
+    pages: SharedPages | None = getattr(request.app.state, "shared_pages", None)
+    if pages is None:
+        pages = request.app.state.shared_pages = SharedPages(read_model.log)
     changes = LessonChanges(
-        read_model.log, lambda lesson_id, version: ledger.slots.events(lesson_id, version), wanted
+        pages, lambda lesson_id, version: ledger.slots.events(lesson_id, version), wanted
     )
     return EventSourceResponse(
         _events(changes, watch, ledger, read_model, start),

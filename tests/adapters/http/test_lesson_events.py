@@ -6,6 +6,7 @@ stopped and started again: every change since, none twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
@@ -190,3 +191,41 @@ def test_a_bad_start_or_filter_is_422_naming_it(
     )
     body = assert_problem(response, 422)
     assert [e["field"] for e in body["errors"]] == [field]
+
+
+def test_streams_at_one_position_read_each_page_of_the_log_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many browsers follow the same lessons: a change is read from the log once for all
+    of a server process's streams, not once a stream."""
+    with served(store.url) as api:
+        mine = api.auth("provider", PROVIDER)
+        first = request(api, "08:30-09:00", "a-1")
+        assert first.status_code == 201
+        caught_up = api.client.get(
+            "/v1/lessons", params={"min_position": first.json()["position"]}, headers=mine
+        )
+        assert caught_up.status_code == 200  # every stream starts at this position
+        log = api.app.state.read_model.log
+        reads: list[tuple[int, int | None]] = []
+        read_page = log.page
+
+        def counted(after: int, upto: int | None = None, page_size: int = 200) -> Any:
+            reads.append((after, upto))
+            return read_page(after, upto, page_size)
+
+        monkeypatch.setattr(log, "page", counted)
+        with ExitStack() as streams:
+            lives = []
+            for _ in range(5):
+                live = events(streams.enter_context(stream(api, mine)))
+                read_until(live, lambda seen: seen[0].name == "ready", 10, "ready")
+                lives.append(live)
+            second = request(api, "09:00-09:30", "a-2")
+            assert second.status_code == 201
+            seen = [
+                read_until(live, lambda seen: seen[-1].name == "lesson", 10, "the change")[-1]
+                for live in lives
+            ]
+        assert {e.id for e in seen} == {str(second.json()["position"])}
+        assert reads == [(first.json()["position"], second.json()["position"])]
