@@ -4,7 +4,8 @@ allow, each item answered in input order.
 `partial`: each item is decided on its own and the accepted ones (with the recorded
 rejections) are saved in one transaction; `atomic`: all accepted in one transaction, or
 nothing written; `dry-run`: decided, never written. Items for the same key are decided
-together on one slot: the first claims it, the later ones are `duplicate_in_batch`.
+together on one slot: the first claims it, the later ones are `duplicate_in_batch` (and,
+when the batch writes, recorded on the slot as refusals).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
 
-from domain.decisions import SlotCommand, decide, slot_of
+from domain.commands import ImportLesson
+from domain.decisions import SlotCommand, decide, metadata_of, slot_of
 from domain.errors import (
     DomainRejection,
     InvalidLessonRequest,
@@ -25,6 +27,7 @@ from domain.errors import (
 from domain.keys import LessonKey
 from domain.lesson import Decided
 from domain.ports import SlotStore
+from domain.state import Command
 
 MAX_BATCH_SIZE = 500
 MAX_SAVE_BYTES = 1024 * 1024
@@ -68,7 +71,8 @@ class _KeyGroup:
 
     key: LessonKey
     items: list[tuple[int, SlotCommand]]
-    decided: Decided | None = None
+    decided: list[Decided] = field(default_factory=list)
+    """What to save: the first item's decision, and the slot with its duplicates' rejections."""
     results: dict[int, BatchItemResult] = field(default_factory=dict)
 
 
@@ -123,7 +127,7 @@ class BatchDecider:
                 self._decide_group(
                     group, record_rejections=True, presume_new=presume_new and attempt == 0
                 )
-            positions = self.slots.save(*[g.decided for g in groups])
+            positions = self.slots.save(*[d for g in groups for d in g.decided])
             if positions is not None:
                 _set_positions(groups, positions)
                 return
@@ -149,7 +153,7 @@ class BatchDecider:
                         for i, r in group.results.items()
                     }
                 return False
-            positions = self.slots.save(*[g.decided for g in groups])
+            positions = self.slots.save(*[d for g in groups for d in g.decided])
             if positions is not None:
                 _set_positions(groups, positions)
                 return True
@@ -176,8 +180,14 @@ class BatchDecider:
                 first_index, decision.outcome, lesson_id, attempt=decision.attempt
             )
         group.results[first_index] = result
-        holder = slot_of(decided).current_holder() if duplicates else None
-        for index, _ in duplicates:
+        # A recorded rejection is only written when the batch writes at all: an atomic
+        # batch with any rejection writes nothing.
+        group.decided = [decided] if record_rejections or result.outcome == "accepted" else []
+        if not duplicates:
+            return
+        slot = slot_of(decided)
+        holder = slot.current_holder()
+        for index, command in duplicates:
             duplicate = LessonConflict(
                 f"items[{index}] asks for the same lesson as items[{first_index}] of this batch",
                 holder,
@@ -185,9 +195,16 @@ class BatchDecider:
             group.results[index] = BatchItemResult(
                 index, "duplicate_in_batch", lesson_id, error=duplicate
             )
-        # A recorded rejection is only written when the batch writes at all: an atomic
-        # batch with any rejection writes nothing.
-        group.decided = decided if record_rejections or result.outcome == "accepted" else None
+            if record_rejections:
+                # Kept as every attempt turned away is: a batch that sends one lesson twice
+                # (the incident's "identical time_slot values") shows in its history.
+                slot.turn_away(_command_name(command), metadata_of(command), duplicate)
+        if record_rejections and slot is not decided:
+            group.decided.append(slot)  # the new slot's rejections, after its opening
+
+
+def _command_name(command: SlotCommand) -> Command:
+    return "import" if isinstance(command, ImportLesson) else "request"
 
 
 def _by_size(groups: list[_KeyGroup]) -> Iterator[list[_KeyGroup]]:

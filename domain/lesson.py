@@ -342,6 +342,13 @@ class LessonSlot(Aggregate):
         )
         return Decision("accepted", self.attempt)
 
+    def turn_away(self, command: Command, by: Metadata, rejection: DomainRejection) -> None:
+        """Record a command turned away before any rule was asked: a batch's later item for
+        this slot. Once per request id: a batch sent again records its duplicates once."""
+        if by.request_id in self.refused_requests:
+            return
+        self._record_rejection(command, by, rejection)
+
     def record_generation(
         self,
         attempt: int,
@@ -487,6 +494,10 @@ class LessonSlot(Aggregate):
         )
 
     def _reject(self, command: Command, by: Metadata, rejection: DomainRejection) -> NoReturn:
+        self._record_rejection(command, by, rejection)
+        raise rejection
+
+    def _record_rejection(self, command: Command, by: Metadata, rejection: DomainRejection) -> None:
         holder = self.current_holder()
         self.trigger_event(
             self.RequestRejected,
@@ -499,7 +510,6 @@ class LessonSlot(Aggregate):
             holder_status=self.status,
             **by.fields(),
         )
-        raise rejection
 
     def _worker(self, actor: str) -> Metadata:
         """A generation result is recorded under the request id of the attempt it fulfils."""

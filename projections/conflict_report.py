@@ -25,6 +25,8 @@ from projections.log import EventLog
 
 PAGE_SIZE = 1000
 TOP = 10
+NO_BATCH = "(no batch)"
+"""The batch of requests sent on their own, in the report's collisions."""
 CAUSES = (
     "slot_already_held",
     "wrong_state",
@@ -63,7 +65,8 @@ class ContestedSlot:
 @dataclass
 class BatchCollision:
     """Requests of `batch` turned away because a request of `holder_batch` held the slot;
-    the gaps are the seconds between the holder's request and the rejected one."""
+    the gaps are the seconds between the holder's request and the rejected one. A batch
+    that is its own holder sent one lesson twice (`duplicate_in_batch`)."""
 
     batch: str
     holder_batch: str
@@ -232,7 +235,7 @@ def _collided(
     holder_batch: str | None,
     held_since: datetime,
 ) -> None:
-    pair = (rejection.correlation_id or "(no batch)", holder_batch or "(no batch)")
+    pair = (rejection.correlation_id or NO_BATCH, holder_batch or NO_BATCH)
     collision = collisions.setdefault(pair, BatchCollision(*pair))
     gap = (rejection.timestamp - held_since).total_seconds()
     collision.count += 1

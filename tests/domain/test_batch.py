@@ -81,8 +81,19 @@ def test_a_partial_batch_answers_every_item_in_input_order(ledger: LessonLedger)
         "invalid": 2,
         "aborted": 0,
     }
-    accepted = ledger.history(result.items[0].lesson_id).entries[-1]
+    accepted, duplicate = ledger.history(result.items[0].lesson_id).entries
     assert (accepted.correlation_id, accepted.request_id) == ("batch-1", "r-0")
+    # The item sent twice is kept, with the spelling it came in, as every refusal is.
+    assert (duplicate.event, duplicate.request_id, duplicate.correlation_id) == (
+        "RequestRejected",
+        "r-3",
+        "batch-1",
+    )
+    assert duplicate.as_sent is not None and duplicate.as_sent["time_slot"] == "8:30 - 9:00"
+    assert (
+        duplicate.changes["message"]
+        == "items[3] asks for the same lesson as items[0] of this batch"
+    )
     rejected = ledger.history(held.lesson_id).entries[-1]
     assert (rejected.event, rejected.request_id, rejected.correlation_id) == (
         "RequestRejected",

@@ -149,3 +149,26 @@ def test_the_report_reproduces_a_scripted_race(store: Store) -> None:
     only_school_2 = conflict_report(event_log(ledger), [], school_id="school-2")
     assert only_school_2.causes["slot_already_held"] == 0
     assert only_school_2.causes["idempotency_mismatch"] == 1
+
+
+def test_a_batch_that_sends_one_lesson_twice_is_in_the_report(store: Store) -> None:
+    """The incident's "identical time_slot values across multiple lessons": one batch
+    holding the same slot twice, spelled two ways."""
+    ledger = store.open()
+    twice = [*week_items("W", padded=False)[:2], week_items("W2", padded=True)[0]]
+    twice[2]["request_id"] = "W-again"
+
+    result = ledger.request_batch(twice, batch_id="W")
+
+    assert [item.outcome for item in result.items] == [
+        "accepted",
+        "accepted",
+        "duplicate_in_batch",
+    ]
+    report = conflict_report(event_log(ledger), [])
+    assert report.causes["slot_already_held"] == 1
+    assert [(c.batch, c.holder_batch, c.count) for c in report.collisions] == [("W", "W", 1)]
+    assert [c.lesson_id for c in report.contested] == [result.items[0].lesson_id]
+    assert [[s["time_slot"] for s in c.spellings] for c in report.spellings] == [
+        ["8:30-9:00", "08:30 - 09:00"]
+    ]

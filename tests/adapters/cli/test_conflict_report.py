@@ -6,8 +6,10 @@ school). The report, as the command prints it, reproduces every count."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,23 @@ from tests.support.stores import Store
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
 HOURS = range(7, 19)  # twelve slots both batches want
+GROUP = {
+    "students": [{"id": "st-1", "grade": 3}],
+    "subject": "Reading",
+    "subjectType": "ela",
+    "teacherRole": "resource",
+    "duration": 30,
+}
+KEY = (
+    "--provider",
+    PROVIDER,
+    "--school",
+    "school-1",
+    "--date",
+    "2025-09-05",
+    "--slot",
+    "8:30-9:00",
+)
 SINGLE_SPELLINGS = ("19:00-19:30", "19:00 - 19:30", "19:00\u201319:30", " 19:00-19:30 ")
 
 
@@ -183,3 +202,42 @@ def _squeezed(text: str) -> str:
         cells = [cell.strip() for cell in line.replace("┃", "│").split("│")]
         lines.append("     ".join(cell for cell in cells if cell))
     return "\n".join(lines)
+
+
+def test_a_batch_file_that_holds_one_lesson_twice_is_in_the_report(
+    store: Store, tmp_path: Path
+) -> None:
+    """The calendar's week sent with two groups on one slot, spelled two ways: the batch
+    answers `duplicate_in_batch`, and the report shows the batch against itself."""
+    groups = [
+        {"lessonDate": "2025-09-05", "timeSlot": slot, "schoolId": "school-1", **GROUP}
+        for slot in ("8:30-9:00", "09:00-09:30", "08:30 - 09:00")
+    ]
+    week = tmp_path / "week-36.json"
+    week.write_text(json.dumps({"batch": groups}))
+
+    sent = cli(
+        "batch",
+        str(week),
+        "--provider",
+        PROVIDER,
+        "--batch-id",
+        "week-36",
+        "--json",
+        database_url=store.url,
+    )
+
+    assert sent.exit_code == 0, sent.stderr
+    assert [i["outcome"] for i in sent.json()["items"]] == [
+        "accepted",
+        "accepted",
+        "duplicate_in_batch",
+    ]
+    table = _squeezed(cli("report", "conflicts", database_url=store.url).stdout)
+    assert "week-36     week-36 (itself: one lesson sent twice)     1" in table
+    assert "time_slot='8:30-9:00'" in table and "time_slot='08:30 - 09:00'" in table
+    history = cli("history", "--json", *KEY, database_url=store.url).json()
+    assert [(e["event"], e["request_id"]) for e in history["entries"]] == [
+        ("OpenedByRequest", "week-36-0"),
+        ("RequestRejected", "week-36-2"),
+    ]

@@ -159,9 +159,11 @@ def test_batch_in_the_calendar_shape_then_replayed(store: Store, tmp_path: Path)
     assert (requested["event"], requested["version"]) == ("OpenedByRequest", 1)
     assert (requested["request_id"], requested["correlation_id"]) == ("week-36-1", "week-36")
 
+    events = store.count_events()  # the duplicate is one of them, as a refusal
     again = cli(*args, database_url=store.url)
     assert again.exit_code == 0
     assert "2 replayed" in again.stdout and "1 duplicate_in_batch" in again.stdout
+    assert store.count_events() == events  # sent again, it writes nothing
 
 
 def test_atomic_batch_rejected_writes_nothing_and_exits_1(store: Store, tmp_path: Path) -> None:

@@ -66,6 +66,13 @@ def test_every_case_is_reported_and_a_rerun_adds_nothing(
         "replayed",
     ]
     assert store.count_events() == written
+    # Row 2's collision with row 1 is in the lesson's history once, as a held slot's is.
+    history = ledger.history(first.items[0].lesson_id)  # type: ignore[arg-type]
+    assert [(e.event, e.request_id) for e in history.entries] == [
+        ("Opened", "import-1"),
+        ("LessonImported", "import-1"),
+        ("RequestRejected", "import-2"),
+    ]
     missing_school = first.items[4].error
     assert missing_school is not None and "school_id" in str(missing_school)
 
