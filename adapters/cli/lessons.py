@@ -34,6 +34,7 @@ from adapters.cli.options import (
 from domain import (
     BatchItemResult,
     BatchResult,
+    CommandResult,
     HistoryEntry,
     InvalidLessonRequest,
     LessonConflict,
@@ -124,13 +125,7 @@ def request(
             correlation_id=correlation_id,
             source="cli",
         )
-    if as_json:
-        print_json(vars(result))
-        return
-    table = Table("lesson id", "outcome", "attempt", "position")
-    position = "" if result.position is None else str(result.position)
-    table.add_row(str(result.lesson_id), result.outcome, str(result.attempt), position)
-    out.print(table)
+    print_result(result, as_json)
 
 
 @lessons_commands.command()
@@ -198,11 +193,11 @@ def show(
     lesson-ledger show --provider 7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11 --school school-1
     --date 2025-09-05 --slot 08:30-09:00
     """
-    wanted = _lesson_id(lesson_id, provider, school, date, slot)
+    wanted = lesson_id_from(lesson_id, provider, school, date, slot)
     with opened_ledger(database_url) as ledger:
         lesson = ledger.get_lesson(wanted)
         if lesson is None:
-            raise _not_found(wanted, provider, school, date, slot)
+            raise lesson_not_found(wanted, provider, school, date, slot)
     state = _state_json(lesson)
     if as_json:
         print_json(state)
@@ -246,13 +241,13 @@ def history(
     Example: lesson-ledger history --provider 7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11
     --school school-1 --date 2025-09-05 --slot 8:30-9:00 --as-of 2025-09-05T08:00:00Z
     """
-    wanted = _lesson_id(lesson_id, provider, school, date, slot)
+    wanted = lesson_id_from(lesson_id, provider, school, date, slot)
     then = parse_timestamp("--as-of", as_of)
     with opened_ledger(database_url) as ledger:
         try:
             found = ledger.history(wanted, as_of_version=as_of_version, as_of=then)
         except LessonNotFound:
-            raise _not_found(wanted, provider, school, date, slot) from None
+            raise lesson_not_found(wanted, provider, school, date, slot) from None
     if as_json:
         print_json(_history_json(found))
         return
@@ -274,7 +269,7 @@ def _read_json_option(name: str, source: str) -> Any:
         raise bad_input(name, f"is not JSON: {error}") from None
 
 
-def _lesson_id(
+def lesson_id_from(
     lesson_id: str | None,
     provider: str | None,
     school: str | None,
@@ -299,7 +294,7 @@ def _lesson_id(
         return lesson_id_for(provider, school, date, slot)
 
 
-def _not_found(wanted: UUID, *key: str | None) -> LessonNotFound:
+def lesson_not_found(wanted: UUID, *key: str | None) -> LessonNotFound:
     """No lesson, said as the operator asked for it: by its id, or by its key's parts."""
     if key[0] is None:
         return LessonNotFound(f"no lesson has the id {wanted}")
@@ -311,6 +306,18 @@ def _not_found(wanted: UUID, *key: str | None) -> LessonNotFound:
 
 
 # Output.
+
+
+def print_result(result: CommandResult, as_json: bool) -> None:
+    """A command's answer: the lesson, the outcome, its attempt and position."""
+    if as_json:
+        print_json(vars(result))
+        return
+    table = Table("lesson id", "outcome", "attempt", "position")
+    position = "" if result.position is None else str(result.position)
+    table.add_row(str(result.lesson_id), result.outcome, str(result.attempt), position)
+    out.print(table)
+
 
 ERASED = "(erased: a student of this lesson, or its date)"
 

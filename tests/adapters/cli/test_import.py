@@ -122,12 +122,14 @@ def test_import_from_csv_reports_each_case_and_is_idempotent(store: Store, tmp_p
         ["start_only_slot"],
         "7",
     )
-    # A collision across pages is in the slot's history: who tried, and which row held it.
+    # A collision, within a page (row 2) or across pages (row 8), is in the slot's
+    # history: who tried, and which row held it.
     eight = next(case for case in first["collisions"] if case["legacy_id"] == "8")
     held = cli("history", eight["lesson_id"], "--json", database_url=store.url).json()
     rejected = [e for e in held["entries"] if e["event"] == "RequestRejected"]
     assert [(e["request_id"], e["changes"]["holder_request_id"]) for e in rejected] == [
-        ("import-8", "import-1")
+        ("import-2", "import-1"),
+        ("import-8", "import-1"),
     ]
 
 
