@@ -115,12 +115,13 @@ class LessonsReadModel:
             date_to=_checked("date_to", canonical_lesson_date, date_to),
             status=_status(status),
             after=None if cursor is None else decode_cursor(cursor),
-            limit=_limit(limit),
+            limit=_limit(limit) + 1,  # one more, to know whether there is a next page
         )
         self._require_current_shape()
         rows = self.view.list_rows(query)
-        last = rows[-1] if len(rows) == query.limit else None
-        return LessonPage(rows, None if last is None else encode_cursor(last))
+        if len(rows) <= limit:
+            return LessonPage(rows, None)
+        return LessonPage(rows[:limit], encode_cursor(rows[limit - 1]))
 
     # Positions.
 

@@ -12,6 +12,7 @@ from adapters.cli.db import db_app
 from adapters.cli.imports import import_commands
 from adapters.cli.keys import keys_app
 from adapters.cli.lesson_changes import change_commands
+from adapters.cli.lesson_list import list_commands
 from adapters.cli.lessons import lessons_commands
 from adapters.cli.projections import projections_app
 from adapters.cli.proofs import audit_app
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(projections_app, name="projections")
 app.add_typer(lessons_commands)  # request, batch, show, history
 app.add_typer(change_commands)  # regenerate, cancel
+app.add_typer(list_commands)  # lessons
 app.add_typer(audit_commands)  # report conflicts, export, verify-export
 app.add_typer(audit_app, name="audit")  # checkpoint, verify, public-key
 app.add_typer(import_commands)  # import

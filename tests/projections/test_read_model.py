@@ -169,6 +169,8 @@ def test_listing_filters_pages_and_validates(store: Store) -> None:
                 break
             cursor = page.next_cursor
         assert sum(len(p) for p in pages) == 60 and all(len(p) <= 7 for p in pages)
+        assert all(pages), "a page with a next cursor was followed by an empty one"
+        assert model.list_lessons(provider_id=provider, limit=60).next_cursor is None
         assert len({r.lesson_id for p in pages for r in p}) == 60
 
         school = model.list_lessons(school_id="school-1", provider_id=other, limit=500)

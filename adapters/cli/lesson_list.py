@@ -1,0 +1,128 @@
+"""`lesson-ledger lessons`: lessons from the read model, filtered and a page at a time, as
+`GET /v1/lessons` lists them (say, the failed lessons of a day, to regenerate them).
+
+Content is not listed (`show` opens one lesson's). The read model is kept current by a
+running server or `projections follow`; when it is behind the log, the command says so
+on stderr, since lessons changed since are not in the list yet.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from adapters.cli.options import (
+    AsJson,
+    DatabaseUrl,
+    bad_input,
+    err,
+    exit_codes,
+    out,
+    print_json,
+)
+from adapters.read_model import open_read_model
+from projections.lessons import LessonRow
+from projections.read_model import MAX_LIMIT, InvalidLessonQuery, LessonPage
+
+list_commands = typer.Typer()
+
+OPTION_OF = {"date_from": "--from", "date_to": "--to", "provider_id": "--provider"}
+"""The option behind each field the read model names in an invalid query."""
+
+
+@list_commands.command()
+def lessons(
+    provider: Annotated[str | None, typer.Option("--provider", help="provider id")] = None,
+    school: Annotated[str | None, typer.Option("--school", help="school id")] = None,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="lessons dated on or after, YYYY-MM-DD")
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="lessons dated on or before, YYYY-MM-DD")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="requested, generated, failed or cancelled")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help=f"lessons per page, 1 to {MAX_LIMIT}")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="the next page, as the last one said")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Lessons from the read model, by date and slot: id, key, status, attempt, request.
+
+    Each filter narrows the list; a full page ends with the --cursor of the next.
+
+    Example: lesson-ledger lessons --school school-1 --from 2025-09-01 --to 2025-09-05
+    --status failed
+    """
+    with exit_codes():
+        read_model = open_read_model(database_url)
+        try:
+            position, head = read_model.position(), read_model.head()
+            page = read_model.list_lessons(
+                provider_id=provider,
+                school_id=school,
+                date_from=date_from,
+                date_to=date_to,
+                status=status,
+                limit=limit,
+                cursor=cursor,
+            )
+        except InvalidLessonQuery as invalid:
+            option = OPTION_OF.get(invalid.field, f"--{invalid.field}")
+            raise bad_input(option, invalid.message) from None
+        finally:
+            read_model.close()
+    if as_json:
+        print_json(_page_json(page, position, head))
+    else:
+        _print_page(page)
+    if position < head:
+        err.print(
+            f"the read model is at position {position} of {head}: lessons changed since are "
+            "not listed yet (a running server keeps it current; or run "
+            "`lesson-ledger projections catch-up`)"
+        )
+
+
+def _row_json(row: LessonRow) -> dict[str, Any]:
+    listed = row.as_json()
+    del listed["content"]  # made from students' details: `show` opens one lesson's
+    return listed
+
+
+def _page_json(page: LessonPage, position: int, head: int) -> dict[str, Any]:
+    return {
+        "items": [_row_json(row) for row in page.items],
+        "next_cursor": page.next_cursor,
+        "position": position,
+        "head": head,
+    }
+
+
+def _print_page(page: LessonPage) -> None:
+    table = Table(
+        "lesson id", "provider", "school", "date", "slot", "status", "attempt", "request", "why"
+    )
+    for row in page.items:
+        table.add_row(
+            str(row.lesson_id),
+            row.provider_id,
+            row.school_id,
+            row.lesson_date.isoformat(),
+            row.time_slot,
+            row.status,
+            str(row.attempt),
+            row.request_id or "",
+            row.failure_reason or "",
+        )
+    if page.items:
+        out.print(table)
+    else:
+        out.print("no lessons match")
+    if page.next_cursor is not None:
+        out.print(f"more: --cursor {page.next_cursor}")
