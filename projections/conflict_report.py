@@ -27,6 +27,8 @@ PAGE_SIZE = 1000
 TOP = 10
 NO_BATCH = "(no batch)"
 """The batch of requests sent on their own, in the report's collisions."""
+ONE_BATCH = "itself: one lesson sent twice"
+"""What a collision of a batch with itself says (`BatchCollision.one_batch`)."""
 CAUSES = (
     "slot_already_held",
     "wrong_state",
@@ -75,6 +77,11 @@ class BatchCollision:
     max_gap_seconds: float = 0.0
     lessons: list[UUID] = field(default_factory=list)
     """The lessons they collided on (the first few)."""
+
+    @property
+    def one_batch(self) -> bool:
+        """The batch held the slot itself: it sent one lesson twice."""
+        return self.batch == self.holder_batch != NO_BATCH
 
 
 @dataclass

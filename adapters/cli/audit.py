@@ -48,7 +48,7 @@ from projections.audit_trail import (
     verify,
     verify_proven,
 )
-from projections.conflict_report import NO_BATCH, ConflictReport, conflict_report
+from projections.conflict_report import ONE_BATCH, ConflictReport, conflict_report
 from projections.merkle.verify import EventProof
 
 audit_commands = typer.Typer()
@@ -338,8 +338,8 @@ def _print_report(report: ConflictReport) -> None:
     for collision in report.collisions:
         gap = f"{collision.min_gap_seconds:.3f} .. {collision.max_gap_seconds:.3f}"
         holder = collision.holder_batch
-        if holder == collision.batch != NO_BATCH:
-            holder += " (itself: one lesson sent twice)"
+        if collision.one_batch:
+            holder += f" ({ONE_BATCH})"
         collisions.add_row(collision.batch, holder, str(collision.count), gap)
     _print_or_none(collisions, report.collisions)
 

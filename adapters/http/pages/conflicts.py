@@ -14,7 +14,7 @@ from adapters.http.pages.rendering import render
 from adapters.http.pages.session import SignedIn
 from adapters.storage.refused_requests import SqlInvalidRequestLog
 from domain import InvalidLessonRequest
-from projections.conflict_report import CAUSES, conflict_report
+from projections.conflict_report import CAUSES, ONE_BATCH, conflict_report
 
 router = APIRouter(include_in_schema=False)
 
@@ -52,6 +52,7 @@ def conflicts(
             "school_id": school_id or "",
         },
         "causes": CAUSES,
+        "one_batch": ONE_BATCH,
         "report": None,
     }
     if errors:

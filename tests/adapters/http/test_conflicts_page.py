@@ -1,0 +1,37 @@
+"""The conflicts page as an auditor reads it, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from tests.support.http import PROVIDER, sign_in
+from tests.support.served import served
+from tests.support.stores import Store
+
+
+def test_the_conflicts_page_shows_a_batch_that_sent_one_lesson_twice(store: Store) -> None:
+    """The calendar's week with two groups on one slot: the page names the batch as its
+    own holder and links the lesson."""
+    group = {"students": [{"id": "st-1", "grade": 2}], "subject": "Math"}
+    week = {
+        "batch": [
+            {"lessonDate": "2025-09-05", "timeSlot": slot, "schoolId": "school-1", **group}
+            for slot in ("8:30-9:00", "08:30 - 09:00")
+        ]
+    }
+    with served(store.url) as api:
+        sent = api.client.post(
+            "/v1/lessons/requests/batch",
+            json=week,
+            headers={**api.auth("provider", PROVIDER), "Idempotency-Key": "cw:batch:2025-09-05:2"},
+        )
+        assert sent.status_code == 200, sent.text
+        outcomes = [item["outcome"] for item in sent.json()["items"]]
+        assert outcomes == ["accepted", "duplicate_in_batch"]
+        lesson_id = sent.json()["items"][0]["lesson_id"]
+        api.auth("admin")
+        sign_in(api.client, api.tokens["admin:None"])
+
+        page = api.client.get("/conflicts?since=2025-01-01")
+
+    assert page.status_code == 200
+    assert "(itself: one lesson sent twice)" in page.text
+    assert f'href="/lessons/{lesson_id}"' in page.text
