@@ -173,6 +173,10 @@ class LedgerAudit:
             on_progress=on_progress,
         )
 
+    def events_after(self, position: int) -> int:
+        """Events recorded after `position`: after a verify's, those it did not check."""
+        return self.store.count_events_after(position)
+
     def reanchor(self, reason: str) -> Reanchoring | None:
         """After a migration rewrote events: the tree takes their new bytes, signed."""
         return reanchor(self.tree, self.recorder, self.signer, reason, datetime.now(UTC))

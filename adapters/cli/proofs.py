@@ -115,10 +115,17 @@ def verify(
             report = audit.verify(
                 earlier, key, on_progress=lambda done: progress.update(task, completed=done)
             )
+        later = audit.events_after(report.comparison.position)
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), "events_after": later})
     else:
         _print_report(report)
+        if later:
+            out.print(
+                f"{later} event(s) recorded after position {report.comparison.position} "
+                "are not in the tree yet, so not verified: a running server adds them "
+                "within moments; `lesson-ledger audit checkpoint` adds them now"
+            )
     if not report.ok:
         raise typer.Exit(REJECTED)
 

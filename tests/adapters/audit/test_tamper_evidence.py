@@ -103,6 +103,26 @@ def test_after_a_mixed_workload_the_log_is_intact(store: Store, audit: LedgerAud
     assert report["size"] == len(events(store)) > 100
     plain = cli("audit", "verify", database_url=store.url)
     assert f"intact: {report['size']} events" in plain.stdout
+    assert report["events_after"] == 0 and "not in the tree" not in plain.stdout
+
+
+def test_events_the_tree_does_not_hold_yet_are_said_to_be_unchecked(
+    store: Store, ledger: LessonLedger, audit: LedgerAudit
+) -> None:
+    """Without a server, the tree stops where it was last caught up: a verify checks it
+    and says what came after, which it did not check."""
+    size = audit.tree.size()
+    mixed_workload(ledger)
+    later = len(events(store)) - size
+
+    code, report = verify(store)
+    plain = cli("audit", "verify", database_url=store.url).stdout
+
+    assert code == 0 and report["size"] == size and report["events_after"] == later > 0
+    assert f"{later} event(s) recorded after position {report['position']}" in plain
+    assert "not in the tree yet, so not verified" in plain
+    assert cli("audit", "checkpoint", database_url=store.url).exit_code == 0
+    assert verify(store)[1]["events_after"] == 0
 
 
 def test_an_event_whose_state_was_changed_is_named(store: Store, audit: LedgerAudit) -> None:
