@@ -197,18 +197,20 @@ def verify(
     """
     with _read_model(database_url) as read_model:
         report = read_model.verify()
-    _print_report(report, as_json, show)
+        head = read_model.head()
+    _print_report(report, as_json, head, show)
     if not report.ok:
         raise typer.Exit(REJECTED)
 
 
-def _print_report(report: VerifyReport, as_json: bool, show: int) -> None:
+def _print_report(report: VerifyReport, as_json: bool, head: int, show: int) -> None:
     shown = report.differences if show == 0 else report.differences[:show]
     if as_json:
         out.print_json(
             json.dumps(
                 {
                     "position": report.position,
+                    "head": head,
                     "lessons": report.lessons,
                     "rows": report.rows,
                     "ok": report.ok,
@@ -229,6 +231,12 @@ def _print_report(report: VerifyReport, as_json: bool, show: int) -> None:
         f"lessons: verified at position {report.position}: {report.lessons} lessons in the "
         f"events, {report.rows} rows in the table, {len(report.differences)} differ"
     )
+    if head > report.position:
+        out.print(
+            f"  the log goes on to position {head}: the events after {report.position} are "
+            "not in the table yet, so not verified (a running server applies them within "
+            "moments; `lesson-ledger projections catch-up` now)"
+        )
     for difference in shown:
         detail = "; ".join(
             f"{name}: expected {expected!r}, found {actual!r}"

@@ -279,10 +279,15 @@ def test_status_and_the_cli(store: Store) -> None:
         assert (before.name, before.position, before.lag) == ("lessons", 0, 4)  # 4 events
         assert before.head == model.head() and not before.runner_active
         assert before.rebuild is None
+        verify = ["projections", "verify", "--database-url", store.url]
+        behind = runner.invoke(app, verify)
+        assert behind.exit_code == 0, behind.output  # what the table holds is right
+        assert f"the log goes on to position {before.head}" in behind.output
 
         result = runner.invoke(app, ["projections", "catch-up", "--database-url", store.url])
         assert result.exit_code == 0, result.output
         assert model.position() == model.head()
+        assert "the log goes on" not in runner.invoke(app, verify).output
         result = runner.invoke(
             app, ["projections", "status", "--json", "--database-url", store.url]
         )
