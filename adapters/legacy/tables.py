@@ -104,6 +104,8 @@ class CsvLessons:
             ) from None
         except (UnicodeDecodeError, csv.Error) as error:
             raise ImportSourceError("--csv", f"{str(path)!r} is not UTF-8 CSV: {error}") from None
+        if not header:
+            raise ImportSourceError("--csv", f"{str(path)!r} is empty: not even a header line")
         self.fields = _selected(header, columns, "--csv")
 
     def count(self) -> int:

@@ -11,10 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.eventstore import event_store
 from tests.support.command_line import cli
 from tests.support.stores import Store
 
+HEADER = b"id,provider_id,school_id,lesson_date,time_slot\n"
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
 COLUMNS = (
     "id", "provider_id", "school_id", "lesson_date", "time_slot", "content", "prompt",
@@ -167,6 +170,30 @@ def test_other_layouts_are_mapped_and_prompts_never_read(store: Store, tmp_path:
     assert (ran.json()["imported"], len(ran.json()["collisions"])) == (2, 1)
     both = cli("import", "--csv", str(legacy), "--postgres-table", "t", database_url=store.url)
     assert both.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty: not even a header line"),
+        (b"id,when\n1,2\n", "has no column 'provider_id'"),
+        (b"\xff\xfeid\n", "is not UTF-8 CSV"),
+        (HEADER + b"1,p,school-\xff,2025-09-05,08:30-09:00\n" * 2000, "is not UTF-8 CSV"),
+    ],
+    ids=["empty", "other-columns", "not-utf8", "not-utf8-later"],
+)
+def test_a_file_that_is_not_the_export_is_one_line(
+    store: Store, tmp_path: Path, content: bytes, said: str
+) -> None:
+    legacy = tmp_path / "lessons.csv"
+    legacy.write_bytes(content)
+    store.open()  # the ledger's tables, to count what the import wrote
+
+    ran = cli("import", "--csv", str(legacy), database_url=store.url)
+
+    assert ran.exit_code == 2 and said in ran.stderr and "Traceback" not in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+    assert store.count_events() == 0
 
 
 def test_import_straight_from_a_postgres_table(postgres_store: Store) -> None:
