@@ -208,7 +208,7 @@ def verify(
 def _parsed(text: str) -> dict[str, Any] | None:
     try:
         record = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # no line of an export is nested that deep
         return None
     return record if isinstance(record, dict) else None
 

@@ -279,7 +279,7 @@ def decode_cursor(cursor: str) -> tuple[date, str, UUID]:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         day, slot, lesson_id = json.loads(text)
         return date.fromisoformat(day), str(slot), UUID(lesson_id)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise InvalidLessonQuery("cursor", "is not a cursor this API returned") from None
 
 

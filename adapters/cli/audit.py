@@ -196,7 +196,9 @@ def verify_export(
     only = _filter(provider, school, since)
     ignored = STUDENT_DATA if except_student_data else frozenset()
     try:
-        source = file.open(encoding="utf-8")
+        # A byte that is not UTF-8 reads as U+FFFD: its line then differs from the
+        # ledger's, and is named as every altered line is.
+        source = file.open(encoding="utf-8", errors="replace")
     except OSError as error:
         raise bad_input("FILE", f"cannot read {str(file)!r}: {error.strerror or error}") from None
     if checkpoint is not None:

@@ -55,7 +55,7 @@ def read_batch(
     command's options: they fill in what the file leaves out (the options win)."""
     if not isinstance(body, Mapping):
         raise BatchFileError(
-            "file", 'must be a JSON object: {"batch": [...]} or {"lessons": [...]}'
+            "FILE", 'must be a JSON object: {"batch": [...]} or {"lessons": [...]}'
         )
     if "batch" in body:
         groups = _list(body, "batch")
@@ -79,7 +79,7 @@ def read_batch(
         ]
         file_mode = _text_or_none(body.get("mode"))
         return BatchFile(items, mode or file_mode or "partial", chosen, named is None)
-    raise BatchFileError("file", 'has neither "batch" (calendar) nor "lessons" (ledger) in it')
+    raise BatchFileError("FILE", 'has neither "batch" (calendar) nor "lessons" (ledger) in it')
 
 
 def _calendar_item(

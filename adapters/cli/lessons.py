@@ -263,8 +263,12 @@ def _read_json_option(name: str, source: str) -> Any:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as error:
         raise bad_input(name, f"cannot read {source!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise bad_input(name, f"is not UTF-8 text: {error.reason} at byte {error.start}") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise bad_input(name, "is nested too deeply to read") from None
     except ValueError as error:
         raise bad_input(name, f"is not JSON: {error}") from None
 

@@ -170,8 +170,12 @@ def checkpoint_file(option: str, path: Path) -> Checkpoint:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise bad_input(option, f"cannot read {str(path)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise bad_input(option, f"{str(path)!r} is not UTF-8 text ({error.reason})") from None
     except ValueError:
         raise bad_input(option, f"{str(path)!r} is not JSON") from None
+    except RecursionError:  # no checkpoint is nested that deep
+        raise bad_input(option, f"{str(path)!r} is not a checkpoint") from None
     if not isinstance(data, dict):
         raise bad_input(option, f"{str(path)!r} is not a checkpoint")
     try:

@@ -225,6 +225,28 @@ def test_a_checkpoint_signed_by_another_key_is_refused(
     assert bad.exit_code == 2 and "--public-key" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"{", "is not JSON"),
+        (b"[]", "is not a checkpoint"),
+        (b"\xff{}", "is not UTF-8 text (invalid start byte)"),
+        (b"[" * 100_000 + b"]" * 100_000, "is not a checkpoint"),
+    ],
+    ids=["not-json", "a-list", "not-utf8", "too-deep"],
+)
+def test_a_file_that_is_no_checkpoint_is_one_line(
+    store: Store, tmp_path: Path, content: bytes, said: str
+) -> None:
+    given = tmp_path / "checkpoint.json"
+    given.write_bytes(content)
+
+    ran = cli("audit", "verify", "--against", str(given), database_url=store.url)
+
+    assert ran.exit_code == 2
+    assert ran.stderr.strip() == f"invalid: --against: {str(given)!r} {said}"
+
+
 def _slip_in(store: Store, position: int, lesson_id: UUID, version: int) -> None:
     """Renumber the events from `position` on, one up, and put a forged event of this
     lesson there (a copy of the bytes of the event that was at `position`)."""

@@ -102,6 +102,15 @@ def test_the_export_holds_every_event_with_its_position_and_no_student_data(
     assert export(store, tmp_path / "since.jsonl", "--since", since) == lines[-2:]
 
 
+def not_utf8(path: Path, lines: list[str]) -> Path:
+    """The export with a byte that is not UTF-8 in the third line's actor."""
+    raw = [line.encode() for line in lines]
+    assert b'"actor":"' in raw[2]
+    raw[2] = raw[2].replace(b'"actor":"', b'"actor":"\xff', 1)
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return path
+
+
 def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_path: Path) -> None:
     a_small_history(store.open())
     good = tmp_path / "audit.jsonl"
@@ -143,6 +152,10 @@ def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_
         (tampered("invented.jsonl", invented), "the ledger has no event at this position"),
         (tampered("garbage.jsonl", lambda rows: [*rows[:2], "{not json", *rows[2:]]),
          "line 3: is not a line of an export"),
+        (tampered("deep.jsonl", lambda rows: [*rows[:2], "[" * 10**5 + "]" * 10**5, *rows[2:]]),
+         "line 3: is not a line of an export"),
+        (not_utf8(tmp_path / "bytes.jsonl", lines),
+         f"line 3 (position {third}): differs from the ledger in actor"),
     ):  # fmt: skip
         ran = verify(store, path)
         assert ran.exit_code == 1, (path.name, ran.stdout)

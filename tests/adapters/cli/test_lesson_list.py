@@ -4,6 +4,8 @@ log said so."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from domain import LessonLedger, lesson_id_for
@@ -11,6 +13,7 @@ from tests.support.command_line import cli
 from tests.support.stores import Store
 
 PROVIDER = "7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11"
+DEEP_CURSOR = base64.urlsafe_b64encode(b"[" * 5000).decode()
 MARKER = "MARKER-7c1e"  # in a student's details and in generated content
 
 
@@ -90,6 +93,8 @@ def test_pages_follow_the_cursor_and_filters_narrow(three_lessons: Store) -> Non
         (["--from", "2025-13-01"], "--from: is not a real calendar date"),
         (["--limit", "501"], "--limit: must be a whole number from 1 to 500"),
         (["--provider", "nobody"], "--provider"),
+        (["--cursor", "not-ours"], "--cursor: is not a cursor this API returned"),
+        (["--cursor", DEEP_CURSOR], "--cursor: is not a cursor this API returned"),
     ],
 )
 def test_a_bad_filter_is_named(store: Store, args: list[str], named: str) -> None:

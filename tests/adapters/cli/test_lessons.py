@@ -216,6 +216,43 @@ def test_bad_input_exits_2_naming_each_field(store: Store, tmp_path: Path) -> No
     assert bad_time.exit_code == 2 and "--as-of" in bad_time.stderr
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "FILE: is not JSON"),
+        (b"[]", "FILE: must be a JSON object"),
+        (b"{}", 'FILE: has neither "batch"'),
+        (b'{"batch": ["\xff"]}', "FILE: is not UTF-8 text: invalid start byte at byte 12"),
+        (b"[" * 100_000 + b"]" * 100_000, "FILE: is nested too deeply to read"),
+    ],
+    ids=["empty", "a-list", "neither-shape", "not-utf8", "too-deep"],
+)
+def test_a_batch_file_that_cannot_be_read_is_one_true_line(
+    store: Store, tmp_path: Path, content: bytes, said: str
+) -> None:
+    file = tmp_path / "week.json"
+    file.write_bytes(content)
+
+    ran = cli("batch", str(file), "--provider", PROVIDER, database_url=store.url)
+
+    assert ran.exit_code == 2
+    assert ran.stderr.strip().splitlines() == [ran.stderr.strip()]
+    assert said in ran.stderr
+
+
+def test_details_too_deep_for_a_request_are_one_line(store: Store, tmp_path: Path) -> None:
+    details = tmp_path / "details.json"
+    details.write_bytes(b'{"students": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+    ran = cli(
+        "request", *KEY, "--slot", "8:30-9:00", "--request-id", "r", "--actor", "a",
+        "--details-json", str(details), database_url=store.url,
+    )  # fmt: skip
+
+    assert ran.exit_code == 2
+    assert ran.stderr.strip() == "invalid: --details-json: is nested too deeply to read"
+
+
 def test_unknown_lesson_exits_1(store: Store) -> None:
     missing = lesson_id_for(PROVIDER, "school-9", "2025-09-05", "08:30-09:00")
     for command in ("show", "history"):
