@@ -276,6 +276,8 @@ class OpenAIGenerator:
             data = json.loads(_without_fences(content))
         except ValueError as error:
             raise ValueError(f"the content is not JSON ({type(error).__name__})") from None
+        except RecursionError:  # a model repeating itself: a malformed answer, retried
+            raise ValueError("the content is nested too deeply to read") from None
         try:
             draft = LessonDraft.model_validate(data)
         except ValidationError as invalid:

@@ -136,6 +136,8 @@ def _read(path: Path) -> dict[str, bytes] | None:
         document = json.loads(text)
     except ValueError:
         raise KeyFileError(f"key file {path} is not valid JSON") from None
+    except RecursionError:  # a key file is two levels deep
+        raise KeyFileError(f"key file {path} is nested too deeply: not a key file") from None
     stored = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(stored, dict):
         raise KeyFileError(f'key file {path} has no "keys" object')

@@ -84,6 +84,11 @@ def malformed() -> Reply:
     return Reply(content='{"lesson": {"title": "cut off in the midd')
 
 
+def stuck_in_a_loop() -> Reply:
+    """JSON nested deeper than any parser goes: a model repeating itself."""
+    return Reply(content='{"lesson": ' + "[" * 50_000 + "]" * 50_000 + "}")
+
+
 def invalid_lesson() -> Reply:
     """JSON that is not a lesson (no worksheet, no objectives)."""
     return Reply(content=json.dumps({"lesson": {"title": "Only a title", "duration": 30}}))

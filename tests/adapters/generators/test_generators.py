@@ -189,6 +189,8 @@ def test_structured_outputs_send_the_lessons_schema_strict_unless_turned_off() -
         ([fake_openai.error(503)] * 3, 3, "HTTP 503 (scripted_error) (after 3 tries)"),
         ([fake_openai.error(429)] * 3, 3, "HTTP 429"),
         ([fake_openai.malformed()] * 3, 3, "the content is not JSON"),
+        ([fake_openai.stuck_in_a_loop(), fake_openai.ok()], 2, None),
+        ([fake_openai.stuck_in_a_loop()] * 3, 3, "the content is nested too deeply to read"),
         ([fake_openai.invalid_lesson()] * 3, 3, "does not validate"),
         ([fake_openai.not_a_completion()] * 3, 3, "not a chat completion"),
         ([fake_openai.hang(0.8)] * 3, 3, "timed out"),

@@ -97,6 +97,7 @@ BROKEN: list[tuple[str, str, str]] = [
         "not base64 of 32 bytes",
     ),
     ("not base64", '{"keys": {"hash_key": "***"}}', "not base64 of 32 bytes"),
+    ("too deep", "[" * 30_000 + "]" * 30_000, "is nested too deeply: not a key file"),
 ]
 
 
