@@ -114,13 +114,20 @@ class JwksCache:
                 raise ValueError(f"it answered {response.status_code}")
             if len(response.content) > MAX_JWKS_BYTES:
                 raise ValueError(f"its answer is over {MAX_JWKS_BYTES} bytes")
-            keys = usable_keys(response.json())
+            keys = usable_keys(_document(response))
         except (httpx.HTTPError, ValueError) as error:
             kept = "keeping the last good keys" if self._keys else "no keys cached"
             log.warning("JWKS fetch from %s failed (%s); %s", self.url, error, kept)
             return
         self._keys = keys
         self._fetched_at = self._clock()
+
+
+def _document(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except RecursionError:  # no JWKS is nested that deep
+        raise ValueError("its answer is nested too deeply to be a JWKS") from None
 
 
 def usable_keys(document: Any) -> dict[str, jwt.PyJWK]:

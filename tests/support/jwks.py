@@ -94,12 +94,14 @@ class JwksServer:
     def __init__(self, *keys: SigningKey) -> None:
         self.keys = list(keys)
         self.fetches = 0
+        self.body: bytes | None = None
+        """What to answer instead of the keys' document, when set."""
         served = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 served.fetches += 1
-                body = json.dumps({"keys": [key.jwk() for key in served.keys]}).encode()
+                body = served.body or json.dumps({"keys": [k.jwk() for k in served.keys]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -72,6 +72,26 @@ def test_old_keys_are_refreshed_in_the_background_and_kept_when_the_url_is_down(
     assert cache.key("key-1") is first
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b'{"keys": 1}', b"[" * 50_000 + b"]" * 50_000],
+    ids=["not-json", "no-keys-list", "too-deep"],
+)
+def test_a_document_that_is_no_jwks_keeps_the_last_good_keys(
+    server: JwksServer, clock: Clock, body: bytes
+) -> None:
+    cache = JwksCache(server.url, refresh_seconds=60, clock=clock)
+    first = cache.key("key-1")
+    server.body = body
+    clock.now += 61
+
+    with pytest.raises(Unauthenticated, match="unknown signing key"):
+        cache.key("key-2")  # fetched again, and what came is not a JWKS
+
+    assert server.fetches == 2
+    assert cache.key("key-1") is first
+
+
 def test_no_keys_ever_fetched_is_keys_unavailable(clock: Clock) -> None:
     with JwksServer() as down:
         url = down.url
