@@ -257,6 +257,25 @@ def check_actor(value: object) -> str:
     return text
 
 
+def check_student_id(value: object) -> str:
+    """A student's id as a request's part holds it (`Student.id`): trimmed, 1 to 500
+    characters. Erasure names the student so, or it would miss an id sent with a space."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is missing: give the student's id, as requests sent it")
+    if len(value) > 500:
+        raise ValueError("must be at most 500 characters")
+    return value.strip()
+
+
+def check_erasure_reason(value: object) -> str:
+    """Why a student's data is erased: kept with the erasure's record, so never blank."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is missing: say why (kept with the erasure's record)")
+    if len(value) > 500:
+        raise ValueError("must be at most 500 characters")
+    return value.strip()
+
+
 def check_correlation_id(value: object) -> str | None:
     if value is None:
         return None

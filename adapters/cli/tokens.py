@@ -81,6 +81,6 @@ def tokens_revoke(token_id: str, database_url: DatabaseUrl = None) -> None:
     with exit_codes():
         revoked = with_tokens(database_url, lambda tokens: tokens.revoke(token_id))
     if not revoked:
-        err.print(f"no active token has the id {token_id!r}")
+        err.print(f"[red]invalid:[/red] TOKEN_ID: no active token has the id {token_id!r}")
         raise typer.Exit(BAD_INPUT)
     typer.echo(f"revoked {token_id}")

@@ -22,6 +22,7 @@ from adapters.keys.erasure_log import Erasure, ErasureKind, ErasureLog
 from adapters.keys.sealing import DATE_OWNER, Sealer
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import Cursor, SqlStore
+from domain.commands import check_actor, check_erasure_reason, check_fields, check_student_id
 from domain.errors import one_line
 
 DAY_SECONDS = 24 * 3600
@@ -42,7 +43,14 @@ class Erasures:
 
     def erase_student(self, student_id: str, *, actor: str, reason: str) -> Erasure | None:
         """Destroy the student's key; None when there is none (an unknown student, or
-        one erased before)."""
+        one erased before). InvalidLessonRequest names a blank id or reason."""
+        student_id, actor, reason = check_fields(
+            [
+                ("student_id", check_student_id, student_id),
+                ("actor", check_actor, actor),
+                ("reason", check_erasure_reason, reason),
+            ]
+        )
         owner, keys = self.sealer.student_owner(student_id), self.sealer.keys
         # The key goes with its record, or neither does: an erasure is never unrecorded.
         with self.sql.transaction() as cursor:
@@ -66,6 +74,9 @@ class Erasures:
     ) -> Erasure:
         """Destroy the keys of every lesson date before `before` (a dry run only counts
         them); `on_progress(done, total)` after each date."""
+        actor, reason = check_fields(
+            [("actor", check_actor, actor), ("reason", check_erasure_reason, reason)]
+        )
         days = {
             date.fromisoformat(owner.removeprefix(DATE_OWNER)): owner
             for owner in self.sealer.keys.owners(DATE_OWNER)

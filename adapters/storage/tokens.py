@@ -81,13 +81,18 @@ class TokenStore:
     ) -> tuple[ApiToken, str]:
         """A new token and its text, which is not stored and cannot be shown again."""
         if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+            raise ValueError(f"--role: must be one of {', '.join(ROLES)}, not {role!r}")
         if role == "provider":
             if provider_id is None:
-                raise ValueError("a provider token needs --provider-id")
-            provider_id = canonical_provider_id(provider_id)
+                raise ValueError("--provider-id: is needed: a provider token acts for one")
+            try:
+                provider_id = canonical_provider_id(provider_id)
+            except ValueError as invalid:
+                raise ValueError(f"--provider-id: {invalid}") from None
         elif provider_id is not None:
-            raise ValueError(f"only a provider token is bound to a provider, not {role!r}")
+            raise ValueError(
+                f"--provider-id: only a provider token is bound to a provider, not {role!r}"
+            )
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         token = ApiToken(

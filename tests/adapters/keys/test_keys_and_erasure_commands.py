@@ -221,6 +221,39 @@ def test_erasing_from_the_command_line(store: Store, ledger: LessonLedger) -> No
     assert "in a checkpoint" in table and "yes" in table and "not yet" in table
 
 
+def test_an_erasure_names_the_student_as_requests_do(store: Store, ledger: LessonLedger) -> None:
+    """Requests trim a student's id; so does erasure: an id given with a space (pasted
+    from a spreadsheet) erases the student, where it answered that there was no data. A
+    blank id or reason erases nothing and says which."""
+    request(ledger, "08:30-09:00", "ada")
+    blank = cli("students", "erase", "  ", "--reason", "r", database_url=store.url)
+    no_reason = cli("students", "erase", "student-ada", "--reason", " ", database_url=store.url)
+
+    erased = cli(
+        "students", "erase", " student-ada\t", "--reason", " request ", "--json",
+        database_url=store.url,
+    )  # fmt: skip
+
+    assert blank.exit_code == 2 and "invalid: student_id: is missing" in blank.stderr
+    assert no_reason.exit_code == 2 and "invalid: reason: is missing" in no_reason.stderr
+    assert erased.exit_code == 0, erased.stderr
+    assert (erased.json()["lessons"], erased.json()["reason"]) == (1, "request")
+    assert cli("students", "erasures", "--json", database_url=store.url).json()[0]["keys"] == 1
+    with served(store.url) as api:
+        request(api.app.state.ledger, "09:00-09:30", "ben")
+        spaced = api.client.post(
+            "/v1/students/%20student-ben%20/erasure",
+            json={"reason": "request"},
+            headers=api.auth("admin"),
+        )
+        nobody = api.client.post(
+            "/v1/students/%20/erasure", json={"reason": "request"}, headers=api.auth("admin")
+        )
+    assert spaced.status_code == 200 and spaced.json()["lessons"] == 1
+    assert nobody.status_code == 422
+    assert nobody.json()["errors"][0]["field"] == "student_id"
+
+
 def test_show_and_history_say_what_an_erasure_took(store: Store, ledger: LessonLedger) -> None:
     lesson = str(request(ledger, "08:30-09:00", "ada", "ben"))
     generate(ledger, UUID(lesson), *all_markers("ada", "ben"))
@@ -257,6 +290,11 @@ def test_retention_from_the_command_line_counts_the_lessons_each_run_reaches(
         assert ran.exit_code == 0, ran.stderr
         return ran
 
+    # A blank reason is refused before anything is taken.
+    blank = cli(
+        "retention", "apply", "--older-than", "300", "--reason", " ", database_url=store.url
+    )
+    assert blank.exit_code == 2 and "invalid: reason: is missing" in blank.stderr
     # A dry run names what would go, and takes nothing.
     dry = apply(300, "--dry-run")
     assert "dry run, nothing erased" in dry.stdout and "2 lessons reached" in dry.stdout
