@@ -56,3 +56,20 @@ def test_the_first_token_can_be_made_before_any_server_has_started(store: Store)
     with served(store.url) as api:
         bearer = {"Authorization": f"Bearer {made.stdout.strip()}"}
         assert api.client.get("/v1/lessons", headers=bearer).status_code == 200
+
+
+def test_a_bad_token_request_names_the_option(store: Store) -> None:
+    def create(*args: str) -> str:
+        ran = cli("tokens", "create", *args, database_url=store.url)
+        assert ran.exit_code == 2
+        return ran.stderr.strip()
+
+    assert create("--role", "provider", "--provider-id", "nope") == (
+        "invalid: --provider-id: is not a UUID: 'nope'"
+    )
+    assert create("--role", "provider").startswith("invalid: --provider-id: is needed")
+    assert create("--role", "king").startswith("invalid: --role: must be one of")
+    assert create("--role", "admin", "--provider", PROVIDER).startswith("invalid: --provider-id:")
+    unknown = cli("tokens", "revoke", "nope", database_url=store.url)
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip() == "invalid: TOKEN_ID: no active token has the id 'nope'"
