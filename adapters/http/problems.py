@@ -125,6 +125,8 @@ def validation_problem(error: RequestValidationError) -> ApiProblem:
             fields.append(FieldError(field="body", message="is not valid JSON"))
             continue
         message = str(item.get("msg", "is invalid"))
+        if kind == "value_error":  # our own check's words, without pydantic's prefix
+            message = str(item.get("ctx", {}).get("error", message))
         if kind == "extra_forbidden":
             message = "is not a known field"
         elif kind == "missing":

@@ -112,6 +112,11 @@ def test_bad_filters_are_422_naming_the_parameter(api: Api) -> None:
     assert assert_problem(response, 422)["errors"][0]["field"] == "from"
     response = api.client.get("/v1/lessons", params={"cursor": "garbage"}, headers=admin)
     assert assert_problem(response, 422)["errors"][0]["field"] == "cursor"
+    for number in ("-1", "0.0", "1e3"):
+        response = api.client.get("/v1/lessons", params={"min_position": number}, headers=admin)
+        assert assert_problem(response, 422)["errors"] == [
+            {"field": "min_position", "message": "must be a whole number"}
+        ]
 
 
 def test_a_provider_reads_only_its_own_lessons(api: Api) -> None:
