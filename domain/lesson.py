@@ -277,7 +277,10 @@ class LessonSlot(Aggregate):
         if replayed := self._replayed(by, fingerprint, "request"):
             return replayed
         if self.status not in ("new", "cancelled"):
-            self._reject("request", by, self._conflict("the slot is already held"))
+            conflict = self._conflict("the slot is already held")
+            if by.request_id in self.refused_requests:
+                raise conflict  # the same request again (a retry): recorded once
+            self._reject("request", by, conflict)
         self._start_attempt(by, details, students, fingerprint.text, reason=None)
         return Decision("accepted", self.attempt)
 

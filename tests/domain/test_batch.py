@@ -102,6 +102,31 @@ def test_a_partial_batch_answers_every_item_in_input_order(ledger: LessonLedger)
     )
 
 
+def test_a_batch_sent_again_writes_nothing_whatever_its_items_were_answered(
+    ledger: LessonLedger, store: Store
+) -> None:
+    """A retry is the same requests: accepted ones are replayed, and refusals, kept the
+    first time, are answered again and not kept twice (the conflict report counts each
+    refused request once)."""
+    ledger.request_lesson(**item("10:00-10:30", "earlier", actor="alice"))
+    items = [item("08:30-09:00", "r-0"), item("10:00-10:30", "r-1"), item("8:30-9:00", "r-2")]
+    first = ledger.request_batch(items, batch_id="b")
+    written = store.count_events()
+
+    again = ledger.request_batch(items, batch_id="b")
+
+    answered = ["conflict", "duplicate_in_batch"]
+    assert [i.outcome for i in first.items] == ["accepted", *answered]
+    assert [i.outcome for i in again.items] == ["replayed", *answered]
+    conflict = again.items[1].error
+    assert isinstance(conflict, LessonConflict) and conflict.holder is not None
+    assert conflict.holder.request_id == "earlier"
+    assert store.count_events() == written
+    # A new request for the held slot is a new refusal, and kept.
+    ledger.request_batch([item("10:00-10:30", "r-9")], batch_id="b2")
+    assert store.count_events() == written + 1
+
+
 def test_a_partial_batch_writes_its_accepted_items_in_one_transaction(
     postgres_store: Store,
 ) -> None:

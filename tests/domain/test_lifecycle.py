@@ -212,6 +212,10 @@ def test_another_request_for_a_held_slot_is_a_conflict_naming_the_holder(
     assert rejected.changes["reason"] == "conflict"
     assert rejected.changes["holder_request_id"] == "r-1"
     assert rejected.recorded_at >= holder.requested_at
+    # Sent again (a client's retry), it is the same conflict, kept once.
+    with pytest.raises(LessonConflict, match="'r-1' by 'alice'"):
+        request(ledger, request_id="r-2", actor="bob", time_slot="8:30-9:00")
+    assert events_of(ledger, first.lesson_id) == ["OpenedByRequest", "RequestRejected"]
 
 
 def test_recording_the_generation_of_the_current_attempt(ledger: LessonLedger) -> None:
