@@ -229,7 +229,8 @@ class OpenAIGenerator:
             raise GenerationError(
                 f"openai: connection failed ({kind}) (after {_calls(attempt.calls)})", usage
             ) from None
-        except (openai.APIResponseValidationError, json.JSONDecodeError):
+        except (openai.APIResponseValidationError, json.JSONDecodeError, RecursionError):
+            # RecursionError: a body nested deeper than any completion, in the package's parse
             raise ValueError("not a chat completion") from None
 
     async def _before_call(self, request: httpx2.Request) -> None:

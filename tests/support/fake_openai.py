@@ -98,6 +98,11 @@ def not_a_completion() -> Reply:
     return Reply(raw=b"<html>gateway says hello</html>")
 
 
+def nested_too_deeply() -> Reply:
+    """A body (not the message's content) nested deeper than any parser goes."""
+    return Reply(raw=b"[" * 50_000 + b"]" * 50_000)
+
+
 def hang(seconds: float) -> Reply:
     """Longer than the client's read timeout."""
     return Reply(delay=seconds)

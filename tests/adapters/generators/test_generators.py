@@ -193,6 +193,7 @@ def test_structured_outputs_send_the_lessons_schema_strict_unless_turned_off() -
         ([fake_openai.stuck_in_a_loop()] * 3, 3, "the content is nested too deeply to read"),
         ([fake_openai.invalid_lesson()] * 3, 3, "does not validate"),
         ([fake_openai.not_a_completion()] * 3, 3, "not a chat completion"),
+        ([fake_openai.nested_too_deeply()] * 3, 3, "not a chat completion"),
         ([fake_openai.hang(0.8)] * 3, 3, "timed out"),
         ([fake_openai.malformed()] * 2 + [fake_openai.error(503)], 3, "HTTP 503"),
         ([fake_openai.error(400)], 1, "HTTP 400 (scripted_error) (not retried)"),
