@@ -194,6 +194,10 @@ def _locked(path: Path) -> Iterator[None]:
     """An exclusive flock on `<key file>.lock`, across processes."""
     try:
         fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"key file {path} cannot be made: its folder {path.parent} does not exist"
+        ) from None
     except OSError as error:
         raise KeyFileError(f"key file {path} cannot be locked: {error.strerror}") from None
     try:

@@ -128,6 +128,17 @@ def test_a_key_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
         read_keys(tmp_path / "missing.json")
 
 
+def test_keys_init_in_a_folder_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "keys.json"
+
+    ran = cli("keys", "init", str(path))
+
+    assert ran.exit_code == 3
+    assert ran.stderr.strip() == (
+        f"error: key file {path} cannot be made: its folder {path.parent} does not exist"
+    )
+
+
 def test_postgresql_without_the_setting_is_one_line_naming_it(
     tmp_path: Path, no_setting: None
 ) -> None:
