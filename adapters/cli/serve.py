@@ -30,7 +30,7 @@ FOLLOW_PROJECTIONS_SETTING = "LESSON_LEDGER_FOLLOW_PROJECTIONS"
 def serve(
     database_url: DatabaseUrl = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="server processes")] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn).

@@ -12,6 +12,7 @@ import httpx
 
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
+from tests.support.command_line import cli_process
 from tests.support.project import declared_version
 from tests.support.served import serving_process
 from tests.support.stores import Store
@@ -165,3 +166,17 @@ def test_on_postgresql_the_followers_run_beside_the_request_processes(
         )
         lesson = request(base_url, "09:00-09:30")
         _wait_for("the read model and the tree current", lambda: current(base_url, lesson))
+
+
+def test_a_port_beyond_65535_is_refused_not_wrapped(tmp_path: Path) -> None:
+    """70000 was served on 4464 (70000 - 65536) while the banner said 70000."""
+    database = tmp_path / "ledger.db"
+
+    # A process of its own: refused, it ends at once; served, it would run until killed.
+    ran = cli_process(
+        "serve", "--port", "70000", "--database-url", f"sqlite:///{database}", timeout=30
+    )
+
+    assert ran.exit_code == 2
+    assert "--port" in ran.stderr and "65535" in ran.stderr
+    assert not database.exists()  # nothing started
