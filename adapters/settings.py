@@ -18,18 +18,19 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
-    port: int = 8000
-    max_body_bytes: int = 1024 * 1024
-    min_position_wait_seconds: float = 5.0
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    min_position_wait_seconds: float = Field(default=5.0, ge=0)
     log_level: str = "INFO"
     follow_projections: bool = True
-    retention_days: int | None = None
+    retention_days: int | None = Field(default=None, ge=1)
     """Erase the students' data of lessons dated more than this many days ago, daily (the
-    server does it); none: keep it until erased."""
+    server does it); none: keep it until erased. At least 1: 0 would erase every lesson
+    before today, and a negative number the coming ones."""
     checkpoint_every_seconds: float | None = Field(default=None, gt=0)
     """Sign a checkpoint of the tamper-evident log this often when it has grown (the
     server's active tree follower does it); none: only when asked."""
-    token_cache_seconds: float = 5.0
+    token_cache_seconds: float = Field(default=5.0, ge=0)
     """How long a server process remembers a token it found valid: a token revoked by
     another process (`lesson-ledger tokens revoke`) is refused within this time; 0
     checks the database on every request."""
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
     """Origins (`https://calendar.example.org`, comma-separated) whose browser pages may
     call the API and its event stream with a bearer token; none by default. Never with
     cookies: the pages' session is not accepted by the API's endpoints."""
-    session_hours: float = 8.0
+    session_hours: float = Field(default=8.0, gt=0)
     """How long a signed-in page session lasts (the cookie and the session alike)."""
 
     @field_validator("cors_origins", mode="before")

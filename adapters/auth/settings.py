@@ -3,7 +3,7 @@ only its own tokens, as before."""
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,13 +29,13 @@ class JwtSettings(BaseSettings):
     a provider unless it says the admin or worker role."""
     admin_role: str = "admin"
     worker_role: str = "worker"
-    leeway_seconds: float = 30.0
+    leeway_seconds: float = Field(default=30.0, ge=0)
     """Clock skew allowed for `exp`, `nbf` and `iat`."""
-    jwks_refresh_seconds: float = 60.0
+    jwks_refresh_seconds: float = Field(default=60.0, gt=0)
     """At most one fetch of the JWKS per this interval (an unknown `kid` asks for one)."""
-    jwks_max_age_seconds: float = 600.0
+    jwks_max_age_seconds: float = Field(default=600.0, gt=0)
     """Cached keys are refreshed in the background after this age."""
-    jwks_timeout_seconds: float = 5.0
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @property
     def enabled(self) -> bool:

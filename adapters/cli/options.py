@@ -32,6 +32,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from adapters.auth.settings import JwtSettings
 from adapters.eventstore import open_ledger
 from adapters.keys.keyfile import KeyFileError
 from adapters.storage.database import DATABASE_URL_SETTING, DatabaseUrlError
@@ -45,6 +46,7 @@ from domain.errors import (
 from projections.lessons import ProjectionError
 
 DONE, REJECTED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
+JWT_PREFIX = str(JwtSettings.model_config.get("env_prefix"))
 INTERRUPTED = 130
 
 DatabaseUrl = Annotated[
@@ -71,8 +73,9 @@ def exit_codes() -> Iterator[None]:
         raise _exit(BAD_INPUT, "invalid", error) from None
     except ValidationError as invalid:  # a setting from the environment
         first = invalid.errors(include_input=False)[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise _exit(BAD_INPUT, "invalid", f"setting {field!r}: {first['msg']}") from None
+        prefix = JWT_PREFIX if invalid.title == JwtSettings.__name__ else "LESSON_LEDGER_"
+        name = prefix + "_".join(str(part) for part in first["loc"]).upper()
+        raise _exit(BAD_INPUT, "invalid", f"setting {name}: {first['msg']}") from None
     except (LedgerUnavailable, PersistenceError, ProjectionError, KeyFileError) as error:
         raise _exit(INFRASTRUCTURE, "error", _with_hint(error)) from None
     except (psycopg.Error, sqlite3.Error, OSError) as error:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
@@ -180,3 +181,28 @@ def test_a_port_beyond_65535_is_refused_not_wrapped(tmp_path: Path) -> None:
     assert ran.exit_code == 2
     assert "--port" in ran.stderr and "65535" in ran.stderr
     assert not database.exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("LESSON_LEDGER_RETENTION_DAYS", "0", "greater than or equal to 1"),
+        ("LESSON_LEDGER_RETENTION_DAYS", "-30", "greater than or equal to 1"),
+        ("LESSON_LEDGER_TOKEN_CACHE_SECONDS", "-1", "greater than or equal to 0"),
+        ("LESSON_LEDGER_JWT_LEEWAY_SECONDS", "-5", "greater than or equal to 0"),
+    ],
+)
+def test_a_setting_out_of_its_range_stops_the_start_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, value: str, said: str
+) -> None:
+    """A retention of 0 days would erase the students' data of every lesson before today,
+    and a negative one the coming lessons' too: refused before anything starts."""
+    monkeypatch.setenv(setting, value)
+    database = tmp_path / "ledger.db"
+
+    ran = cli_process("serve", "--database-url", f"sqlite:///{database}", timeout=30)
+
+    assert ran.exit_code == 2
+    assert ran.stderr.strip().startswith(f"invalid: setting {setting}: ")
+    assert said in ran.stderr
+    assert not database.exists()
