@@ -31,9 +31,9 @@ class JwtSettings(BaseSettings):
     worker_role: str = "worker"
     leeway_seconds: float = Field(default=30.0, ge=0)
     """Clock skew allowed for `exp`, `nbf` and `iat`."""
-    jwks_refresh_seconds: float = Field(default=60.0, gt=0)
+    jwks_refresh_seconds: float = Field(default=60.0, ge=0)
     """At most one fetch of the JWKS per this interval (an unknown `kid` asks for one)."""
-    jwks_max_age_seconds: float = Field(default=600.0, gt=0)
+    jwks_max_age_seconds: float = Field(default=600.0, ge=0)
     """Cached keys are refreshed in the background after this age."""
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
 

@@ -247,7 +247,7 @@ def test_a_429_with_retry_after_holds_every_worker_process(
         (["--generator", "gpt"], {}, 2, "--generator must be template or openai"),
         (["--concurrency", "0"], {"COLUMNS": "200"}, 2, "Invalid value for '--concurrency'"),
         (["--generator", "openai"], {}, 2, "LESSON_LEDGER_OPENAI_API_KEY"),
-        ([], {"LESSON_LEDGER_OPENAI_MAX_TRIES": "many"}, 2, "openai_max_tries"),
+        ([], {"LESSON_LEDGER_OPENAI_MAX_TRIES": "many"}, 2, "LESSON_LEDGER_OPENAI_MAX_TRIES"),
     ],
 )
 def test_worker_command_errors_are_one_line_and_an_exit_code(
