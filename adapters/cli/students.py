@@ -24,6 +24,7 @@ from adapters.cli.options import (
     DatabaseUrl,
     bad_input,
     err,
+    exit_codes,
     opened_ledger,
     out,
     print_json,
@@ -39,6 +40,7 @@ from adapters.keys.sealing import sealer_of
 from adapters.storage.database import Database
 from adapters.storage.merkle_store import MerkleStore
 from adapters.storage.sqlstore import SqlStore
+from domain.commands import check_actor, check_erasure_reason, check_fields
 from projections.merkle.checkpoint import erasures_covered
 from projections.merkle.reanchor import ReanchorRefused
 
@@ -187,6 +189,8 @@ def retention_apply(
     Example: lesson-ledger retention apply --older-than 365 --dry-run
     """
     cut_off = datetime.now(UTC).date() - timedelta(days=older_than)
+    with exit_codes():  # a blank reason is refused before any progress is shown
+        check_fields([("actor", check_actor, actor), ("reason", check_erasure_reason, reason)])
     with opened_ledger(database_url) as ledger, progress_bar() as progress:
         erasures = Erasures(sealer_of(ledger), Database.from_url(database_url))
         task = progress.add_task("retention", total=None)
