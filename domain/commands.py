@@ -57,7 +57,10 @@ def _trimmed(text: str) -> str:
 
 # The length is checked as sent, the white space trimmed after: what the documented
 # limits (maxLength) refuse, the ledger refuses too.
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_trimmed)]
+TEXT_LENGTH = 500
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=TEXT_LENGTH), AfterValidator(_trimmed)
+]
 LongText = Annotated[
     str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_trimmed)
 ]
@@ -258,21 +261,22 @@ def check_actor(value: object) -> str:
 
 
 def check_student_id(value: object) -> str:
-    """A student's id as a request's part holds it (`Student.id`): trimmed, 1 to 500
-    characters. Erasure names the student so, or it would miss an id sent with a space."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("is missing: give the student's id, as requests sent it")
-    if len(value) > 500:
-        raise ValueError("must be at most 500 characters")
-    return value.strip()
+    """A student's id as a request's part holds it (`Student.id`, a `Text`). Erasure names
+    the student so, or it would miss an id sent with a space."""
+    return _text(value, "give the student's id, as requests sent it")
 
 
 def check_erasure_reason(value: object) -> str:
     """Why a student's data is erased: kept with the erasure's record, so never blank."""
+    return _text(value, "say why (kept with the erasure's record)")
+
+
+def _text(value: object, needed: str) -> str:
+    """A `Text` checked outside a model: its length as sent, trimmed, never blank."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("is missing: say why (kept with the erasure's record)")
-    if len(value) > 500:
-        raise ValueError("must be at most 500 characters")
+        raise ValueError(f"is missing: {needed}")
+    if len(value) > TEXT_LENGTH:
+        raise ValueError(f"must be at most {TEXT_LENGTH} characters")
     return value.strip()
 
 

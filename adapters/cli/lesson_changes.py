@@ -8,8 +8,7 @@ input, 3 the database cannot be reached.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Protocol
 from uuid import UUID
 
 import typer
@@ -34,7 +33,22 @@ RequestId = Annotated[
     str, typer.Option("--request-id", help="idempotency key: the same id again is replayed")
 ]
 Reason = Annotated[str | None, typer.Option("--reason", help="why, as the event records it")]
-Change = Callable[[LessonLedger, UUID], CommandResult]
+
+
+class Change(Protocol):
+    """`LessonLedger.regenerate` or `LessonLedger.cancel`: one signature."""
+
+    def __call__(
+        self,
+        ledger: LessonLedger,
+        /,
+        *,
+        lesson_id: UUID,
+        request_id: str,
+        actor: str,
+        reason: str | None,
+        source: str,
+    ) -> CommandResult: ...
 
 
 @change_commands.command()
@@ -57,13 +71,8 @@ def regenerate(
     Example: lesson-ledger regenerate 689694ac-5241-543e-b8eb-6b59aeff777a
     --request-id regen-1 --reason "the model timed out"
     """
-
-    def change(ledger: LessonLedger, wanted: UUID) -> CommandResult:
-        return ledger.regenerate(
-            lesson_id=wanted, request_id=request_id, actor=actor, reason=reason, source="cli"
-        )
-
-    _change(change, (lesson_id, provider, school, date, slot), database_url, as_json)
+    lesson = (lesson_id, provider, school, date, slot)
+    _change(LessonLedger.regenerate, lesson, request_id, actor, reason, database_url, as_json)
 
 
 @change_commands.command()
@@ -87,26 +96,28 @@ def cancel(
     --school school-1 --date 2025-09-05 --slot 8:30-9:00 --request-id cancel-1
     --reason "the student moved school"
     """
-
-    def change(ledger: LessonLedger, wanted: UUID) -> CommandResult:
-        return ledger.cancel(
-            lesson_id=wanted, request_id=request_id, actor=actor, reason=reason, source="cli"
-        )
-
-    _change(change, (lesson_id, provider, school, date, slot), database_url, as_json)
+    lesson = (lesson_id, provider, school, date, slot)
+    _change(LessonLedger.cancel, lesson, request_id, actor, reason, database_url, as_json)
 
 
 def _change(
     change: Change,
     lesson: tuple[str | None, str | None, str | None, str | None, str | None],
+    request_id: str,
+    actor: str,
+    reason: str | None,
     database_url: str | None,
     as_json: bool,
 ) -> None:
+    """The change made on the lesson given by id or by key, and its answer printed."""
     lesson_id, *key = lesson
     wanted = lesson_id_from(lesson_id, *key)
     with opened_ledger(database_url) as ledger:
         try:
-            result = change(ledger, wanted)
+            result = change(
+                ledger, lesson_id=wanted, request_id=request_id, actor=actor, reason=reason,
+                source="cli",
+            )  # fmt: skip
         except LessonNotFound:
             raise lesson_not_found(wanted, *key) from None
     print_result(result, as_json)

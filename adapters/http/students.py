@@ -75,7 +75,7 @@ def erase_student(
     them, can no longer be opened; the lessons, their keys and history stay. 404 for a
     student the ledger holds no data of (unknown, or erased before)."""
     erasures: Erasures = request.app.state.erasures
-    done = erasures.erase_student(student_id, actor=token.actor, reason=body.reason.strip())
+    done = erasures.erase_student(student_id, actor=token.actor, reason=body.reason)
     if done is None:
         raise ApiProblem(
             404,
