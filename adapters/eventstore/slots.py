@@ -27,6 +27,9 @@ from domain.lesson import Decided, LessonSlot
 
 P = ParamSpec("P")
 R = TypeVar("R")
+LAST_VERSION = 2**63 - 1
+"""The largest version the stores can hold (a 64-bit integer): a version asked for beyond
+it is beyond every slot's last event."""
 RACE_PAUSE_SECONDS = 0.002
 """A save that lost a race waits up to this long (at random) before the ledger decides
 again: the winner finishes meanwhile, and racing losers spread out."""
@@ -65,6 +68,9 @@ class EventSourcedSlots:
     def events(
         self, lesson_id: UUID, up_to_version: int | None = None
     ) -> Sequence[LessonSlot.Event]:
+        if up_to_version is not None:
+            # Not passed on as it is: SQLite and PostgreSQL refuse an integer over 64 bits.
+            up_to_version = min(up_to_version, LAST_VERSION)
         return [
             cast(LessonSlot.Event, e) for e in self.app.events.get(lesson_id, lte=up_to_version)
         ]

@@ -470,3 +470,16 @@ def test_details_over_128_kib_are_refused_naming_details(
     assert [e["field"] for e in raised.value.errors] == ["details"]
     assert "at most 131072" in raised.value.errors[0]["message"]
     assert store.count_events() == 0
+
+
+def test_history_as_of_a_version_beyond_64_bits_is_the_whole_history(
+    ledger: LessonLedger,
+) -> None:
+    lesson_id = request(ledger).lesson_id
+    ledger.record_generation(lesson_id=lesson_id, attempt=1, content=CONTENT, model="m")
+
+    # Up to a version no slot reaches: every event (SQLite raised OverflowError: a 500).
+    history = ledger.history(lesson_id, as_of_version=10**30)
+
+    assert [e.event for e in history.entries] == ["OpenedByRequest", "LessonGenerated"]
+    assert history.state is not None and history.state.status == "generated"
