@@ -23,6 +23,9 @@ from projections.read_model import LessonsReadModel
 router = APIRouter(include_in_schema=False)
 MOST = 2000
 """Lessons one week shows at most (a provider's week holds tens)."""
+FIRST_DAY = date.min + timedelta(days=7)
+LAST_DAY = date.max - timedelta(days=13)
+"""The dates whose week has a week before and after it to link to."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def calendar(
     token = browser.token
     provider = _field(errors, "provider_id", canonical_provider_id, provider_id or None)
     school = _field(errors, "school_id", canonical_school_id, school_id or None)
-    day = _field(errors, "week", date.fromisoformat, week or None) or date.today()
+    day = _field(errors, "week", _week, week or None) or date.today()
     if token.role == "provider":
         if provider is not None and provider != token.provider_id:
             errors["provider_id"] = "a provider's session shows its own provider's lessons only"
@@ -114,6 +117,15 @@ def turned_away(ledger: LessonLedger, lesson_id: UUID) -> int:
 def _slot_order(time_slot: str) -> tuple[int, str]:
     # Time slots sort as text (HH:MM-HH:MM); on-demand lessons' places come after them.
     return (1 if time_slot.startswith("on-demand-") else 0, time_slot)
+
+
+def _week(text: str) -> date:
+    """A date of the week to show; a date too near the calendar's ends is refused (its
+    neighbouring weeks' dates do not exist: it was a 500)."""
+    day = date.fromisoformat(text)
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"must be a date from {FIRST_DAY} to {LAST_DAY}, not {day}")
+    return day
 
 
 def _field(errors: dict[str, str], name: str, parse: Any, value: str | None) -> Any:
