@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +31,7 @@ from adapters.cli.options import (
     progress_bar,
 )
 from adapters.eventstore import event_store
-from adapters.keys.erasure import Erasure, Erasures
+from adapters.keys.erasure import Erasure, Erasures, retention_cut_off
 from adapters.keys.keyfile import KEY_FILE_SETTING
 from adapters.keys.migration import PAGE_SIZE, encrypt_existing
 from adapters.keys.opening import KEK_SETTING
@@ -188,7 +188,7 @@ def retention_apply(
 
     Example: lesson-ledger retention apply --older-than 365 --dry-run
     """
-    cut_off = datetime.now(UTC).date() - timedelta(days=older_than)
+    cut_off = retention_cut_off(older_than)
     with exit_codes():  # a blank reason is refused before any progress is shown
         check_fields([("actor", check_actor, actor), ("reason", check_erasure_reason, reason)])
     with opened_ledger(database_url) as ledger, progress_bar() as progress:

@@ -142,6 +142,13 @@ class Erasures:
         return sum(int(count) for day, count in rows if str(day) in wanted)
 
 
+def retention_cut_off(days: int, today: date | None = None) -> date:
+    """The first lesson date retention keeps: `days` before today; so many days that they
+    reach back past year 1 keep every date (nothing is older)."""
+    today = today or datetime.now(UTC).date()
+    return today - timedelta(days=days) if days < today.toordinal() else date.min
+
+
 class DailyRetention:
     """Retention run by the server, once at start and then once a day, in a thread of its
     own (`LESSON_LEDGER_RETENTION_DAYS`); several server processes may run it: what one
@@ -163,7 +170,7 @@ class DailyRetention:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            cut_off = datetime.now(UTC).date() - timedelta(days=self.days)
+            cut_off = retention_cut_off(self.days)
             try:
                 done = self.erasures.retention(cut_off, actor="retention", reason="daily")
                 log.info("retention applied", extra={"keys": done.keys, "before": str(cut_off)})

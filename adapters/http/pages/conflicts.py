@@ -17,6 +17,7 @@ from domain import InvalidLessonRequest
 from projections.conflict_report import CAUSES, ONE_BATCH, conflict_report
 
 router = APIRouter(include_in_schema=False)
+DAY = timedelta(days=1)
 
 
 @router.get("/conflicts")
@@ -59,7 +60,8 @@ def conflicts(
         return render(request, "conflicts.html", context, 400)
     refused = ledger.invalid_requests
     since_at = datetime.combine(start, time.min, UTC) if start else None
-    until_at = datetime.combine(end + timedelta(days=1), time.min, UTC) if end else None
+    # Up to the end of its day; to the calendar's last day: no end (the next does not exist).
+    until_at = None if end in (None, date.max) else datetime.combine(end + DAY, time.min, UTC)
     try:
         report = conflict_report(
             read_model.log,

@@ -25,7 +25,7 @@ from adapters.logs import JsonFormatter
 from domain import LedgerUnavailable, LessonLedger
 from tests.support import ROOT
 from tests.support.command_line import Ran, cli, cli_process
-from tests.support.projections import read_model, table_name
+from tests.support.projections import read_model, table_name, wait_until
 from tests.support.served import served
 from tests.support.sse import events, read_until
 from tests.support.stores import Store
@@ -275,6 +275,38 @@ def test_show_and_history_say_what_an_erasure_took(store: Store, ledger: LessonL
     assert "MARKER" not in shown.stdout + history
 
 
+def test_the_servers_daily_retention_runs_at_start(
+    store: Store, ledger: LessonLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    today = datetime.now(UTC).date()
+    old = request(ledger, SLOTS[0], "ada", day=(today - timedelta(days=400)).isoformat())
+    recent = request(ledger, SLOTS[0], "ben", day=(today - timedelta(days=10)).isoformat())
+    caplog.set_level(logging.INFO, logger="lesson_ledger.retention")
+
+    def ran() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "lesson_ledger.retention"]
+
+    with served(store.url, retention_days=30) as api:
+        wait_until(ran, what="the server's retention run")
+        records = api.client.get("/v1/students/erasures", headers=api.auth("admin")).json()
+    # So many days that they reach back past year 1: a run that erases nothing (the
+    # retention thread died of an OverflowError at start, unlogged).
+    caplog.clear()
+    with served(store.url, retention_days=10**9):
+        wait_until(ran, what="the server's retention run")
+        assert ran() == ["retention applied"]
+
+    assert [(r["kind"], r["actor"], r["reason"]) for r in records["erasures"]] == [
+        ("retention", "retention", "daily")
+    ]
+    fresh = open_ledger(store.url)  # this test's ledger may keep keys 5 s (SQLite)
+    try:
+        assert fresh.get_lesson(old).students == [None]  # type: ignore[union-attr]
+        assert fresh.get_lesson(recent).students != [None]  # type: ignore[union-attr]
+    finally:
+        fresh.close()
+
+
 def test_retention_from_the_command_line_counts_the_lessons_each_run_reaches(
     store: Store, ledger: LessonLedger
 ) -> None:
@@ -299,6 +331,10 @@ def test_retention_from_the_command_line_counts_the_lessons_each_run_reaches(
     assert blank.stderr.strip() == (
         "invalid: reason: is missing: say why (kept with the erasure's record)"
     )
+    # Days reaching back past year 1 reach nothing (it was an OverflowError traceback).
+    for days in (10**8, 10**30):
+        reached = apply(days, "--dry-run").stdout
+        assert "0 keys of lesson dates before 0001-01-01 would be destroyed" in reached
     # A dry run names what would go, and takes nothing.
     dry = apply(300, "--dry-run")
     assert "dry run, nothing erased" in dry.stdout and "2 lessons reached" in dry.stdout
