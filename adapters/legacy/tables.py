@@ -20,6 +20,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
 from adapters.storage.database import Database
 from domain import BatchResult, InvalidLessonRequest, LedgerUnavailable, LessonConflict
@@ -174,6 +175,10 @@ class PostgresLessons:
         an infrastructure failure."""
         conn = self.database.connect(autocommit=False)
         conn.read_only = True
+        # JSON columns as their text, as a CSV gives it: decoded here, a JSON string
+        # would be taken for text to decode, and refused as "not JSON".
+        for json_type in ("json", "jsonb"):
+            conn.adapters.register_loader(json_type, TextLoader)
         try:
             with conn:
                 yield conn

@@ -237,3 +237,29 @@ def test_import_straight_from_a_postgres_table(postgres_store: Store) -> None:
         database_url=store.url,
     )  # fmt: skip
     assert down.exit_code == 3
+
+
+def test_a_json_column_holding_no_object_is_named_as_such(postgres_store: Store) -> None:
+    store = postgres_store
+    table = f'"{store.database.schema}".ai_generated_lessons'
+    contents = {1: '{"title": "t"}', 2: '"a JSON string"', 3: "[1, 2]", 4: "3"}
+    with store.database.connect() as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{store.database.schema}"')
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint PRIMARY KEY, provider_id uuid, school_id text,"
+            " lesson_date date, time_slot text, content jsonb)"
+        )
+        for legacy_id, content in contents.items():
+            conn.execute(
+                f"INSERT INTO {table} VALUES (%s, %s, 'school-1', '2025-09-05', %s, %s)",
+                (legacy_id, PROVIDER, f"0{legacy_id}:00-0{legacy_id}:30", content),
+            )
+    store.open()
+
+    summary = import_json(store, "--postgres-table", table.replace('"', ""), "--dry-run")
+
+    assert summary["imported"] == 1
+    # A JSON string was "is not JSON": it is JSON, but not an object.
+    assert cases(summary, "invalid") == {
+        str(legacy_id): "content: must be a JSON object" for legacy_id in (2, 3, 4)
+    }
