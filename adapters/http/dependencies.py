@@ -29,6 +29,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (404, "Unknown lesson"),
         (409, "Conflict (names the holder) or stale"),
         (413, "Body over 1 MiB"),
+        (415, "Body not sent as JSON (its Content-Type)"),
         (422, "Invalid input, every bad field named"),
         (503, "The ledger's database is unavailable"),
     ]

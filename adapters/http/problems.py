@@ -135,6 +135,31 @@ def validation_problem(error: RequestValidationError) -> ApiProblem:
     return invalid(fields)
 
 
+def not_sent_as_json(content_type: str) -> ApiProblem:
+    """A body whose Content-Type is not JSON is not read as JSON (FastAPI hands it over as
+    bytes): that is the problem, not its shape (curl's `-d` sends a form's type)."""
+    sent = f"it came as {content_type[:80]!r}" if content_type else "it came without one"
+    message = f"send it as JSON, with Content-Type: application/json ({sent})"
+    return ApiProblem(
+        415,
+        "unsupported-media-type",
+        "Body not sent as JSON",
+        f"body: {message}",
+        errors=[FieldError(field="body", message=message)],
+    )
+
+
+def _about_the_body(error: RequestValidationError) -> bool:
+    return any(tuple(item.get("loc", ()))[:1] == ("body",) for item in error.errors())
+
+
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this Content-Type as JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    maintype, _, subtype = media.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 def unreadable_because(cause: BaseException | None) -> str:
     """Why the JSON parser gave up on a body (FastAPI answers 400 for each, the parser's
     error as the cause), said as it is."""
@@ -160,6 +185,9 @@ def install(app: Any) -> None:
 
     async def on_validation(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
+        content_type = request.headers.get("content-type", "")
+        if _about_the_body(error) and not _is_json(content_type):
+            return problem_response(not_sent_as_json(content_type), request)
         return problem_response(validation_problem(error), request)
 
     async def on_http(request: Request, error: Exception) -> JSONResponse:

@@ -146,6 +146,35 @@ def test_bad_input_is_a_4xx_problem_naming_what_was_wrong_and_writes_nothing(
     assert store.count_events() == written
 
 
+NOT_JSON_TYPES = [
+    ("application/x-www-form-urlencoded", "it came as 'application/x-www-form-urlencoded'"),
+    ("text/plain", "it came as 'text/plain'"),
+    (None, "it came without one"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "says"), NOT_JSON_TYPES)
+@pytest.mark.parametrize("path", ["/v1/lessons/requests", "/v1/lessons/requests/batch"])
+def test_a_json_body_sent_as_another_type_is_a_415_saying_so(
+    api: Api, store: Store, path: str, content_type: str | None, says: str
+) -> None:
+    body = lesson() if path.endswith("requests") else {"lessons": [lesson()]}
+    headers = api.auth("provider", PROVIDER)
+    if content_type is not None:
+        headers["content-type"] = content_type
+
+    # curl's -d without -H 'Content-Type: application/json': it was a 422 saying "body:
+    # Input should be a valid dictionary or object to extract fields from".
+    response = api.client.post(path, content=json.dumps(body), headers=headers)
+
+    problem = assert_problem(response, 415)
+    message = f"send it as JSON, with Content-Type: application/json ({says})"
+    assert problem["errors"] == [{"field": "body", "message": message}]
+    assert store.count_events() == 0
+    sent = api.client.post(path, json=body, headers=api.auth("provider", PROVIDER))
+    assert sent.status_code in (200, 201), sent.text
+
+
 def test_a_body_over_1_mib_is_413(api: Api) -> None:
     headers = {**api.auth("provider", PROVIDER), "content-type": "application/json"}
     big = b'{"schoolId": "' + b"s" * (1024 * 1024) + b'"}'
