@@ -108,11 +108,16 @@ class LessonsReadModel:
         cursor: str | None = None,
     ) -> LessonPage:
         """Lessons matching every given filter, a page at a time (see the module doc)."""
+        first = _checked("date_from", canonical_lesson_date, date_from)
+        last = _checked("date_to", canonical_lesson_date, date_to)
+        if first is not None and last is not None and last < first:
+            # Swapped dates would match nothing: said, not answered with an empty page.
+            raise InvalidLessonQuery("date_to", f"{last} is before the first date ({first})")
         query = LessonQuery(
             provider_id=_checked("provider_id", canonical_provider_id, provider_id),
             school_id=_checked("school_id", canonical_school_id, school_id),
-            date_from=_checked("date_from", canonical_lesson_date, date_from),
-            date_to=_checked("date_to", canonical_lesson_date, date_to),
+            date_from=first,
+            date_to=last,
             status=_status(status),
             after=None if cursor is None else decode_cursor(cursor),
             limit=_limit(limit) + 1,  # one more, to know whether there is a next page

@@ -87,6 +87,11 @@ def report_conflicts(
     """
     end = parse_timestamp("--until", until)
     only = _filter(provider, school, since)  # the key's parts checked, each field named
+    if end is not None and only.since is not None and end < only.since:
+        # Swapped, they would report nothing: said, not answered with an empty report.
+        raise bad_input(
+            "--until", f"{end.isoformat()} is before --since ({only.since.isoformat()})"
+        )
     with opened_ledger(database_url) as ledger:
         refused = SqlInvalidRequestLog(Database.from_url(database_url))
         try:

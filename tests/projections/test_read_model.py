@@ -186,6 +186,7 @@ def test_listing_filters_pages_and_validates(store: Store) -> None:
             ({"provider_id": "nope"}, "provider_id"),
             ({"school_id": " "}, "school_id"),
             ({"date_from": "2025-02-30"}, "date_from"),
+            ({"date_from": "2025-03-05", "date_to": "2025-03-04"}, "date_to"),
             ({"status": "done"}, "status"),
             ({"limit": 0}, "limit"),
             ({"limit": MAX_LIMIT + 1}, "limit"),

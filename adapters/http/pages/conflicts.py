@@ -35,6 +35,8 @@ def conflicts(
     errors: dict[str, str] = {}
     start = _day(errors, "since", since)
     end = _day(errors, "until", until)
+    if start is not None and end is not None and end < start:
+        errors["until"] = f"{end} is before since ({start})"
     token = browser.token
     provider = provider_id.strip() if provider_id and provider_id.strip() else None
     if token.role == "provider":

@@ -193,6 +193,15 @@ def test_the_report_narrows_to_a_school_and_a_time(store: Store) -> None:
     assert sum(future.json()["causes"].values()) == 0
     bad = cli("report", "conflicts", "--provider", "nobody", database_url=store.url)
     assert bad.exit_code == 2 and "provider_id" in bad.stderr
+    # Swapped times reported nothing, as if no request had been turned away.
+    swapped = cli(
+        "report", "conflicts", "--since", "2025-09-05", "--until", "2025-09-01",
+        database_url=store.url,
+    )  # fmt: skip
+    assert swapped.exit_code == 2
+    assert swapped.stderr.strip() == (
+        "invalid: --until: 2025-09-01T00:00:00+00:00 is before --since (2025-09-05T00:00:00+00:00)"
+    )
 
 
 def _squeezed(text: str) -> str:

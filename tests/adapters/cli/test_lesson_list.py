@@ -95,6 +95,11 @@ def test_pages_follow_the_cursor_and_filters_narrow(three_lessons: Store) -> Non
         (["--provider", "nobody"], "--provider"),
         (["--cursor", "not-ours"], "--cursor: is not a cursor this API returned"),
         (["--cursor", DEEP_CURSOR], "--cursor: is not a cursor this API returned"),
+        # Swapped dates matched nothing: "no lessons match".
+        (
+            ["--from", "2025-09-05", "--to", "2025-09-01"],
+            "--to: 2025-09-01 is before the first date (2025-09-05)",
+        ),
     ],
 )
 def test_a_bad_filter_is_named(store: Store, args: list[str], named: str) -> None:

@@ -33,8 +33,12 @@ def test_the_conflicts_page_shows_a_batch_that_sent_one_lesson_twice(store: Stor
         page = api.client.get("/conflicts?since=2025-01-01")
         # Up to the calendar's last day: no end (the day after it was an OverflowError).
         to_the_end = api.client.get("/conflicts?since=2025-01-01&until=9999-12-31")
+        swapped = api.client.get("/conflicts?since=2025-09-05&until=2025-09-01")
 
     assert page.status_code == to_the_end.status_code == 200
     assert "(itself: one lesson sent twice)" in page.text
     assert "(itself: one lesson sent twice)" in to_the_end.text
+    # Swapped dates: an empty report, as if nothing had been turned away.
+    assert swapped.status_code == 400
+    assert "2025-09-01 is before since (2025-09-05)" in swapped.text
     assert f'href="/lessons/{lesson_id}"' in page.text

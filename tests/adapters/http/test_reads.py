@@ -112,6 +112,12 @@ def test_bad_filters_are_422_naming_the_parameter(api: Api) -> None:
     assert assert_problem(response, 422)["errors"][0]["field"] == "from"
     response = api.client.get("/v1/lessons", params={"cursor": "garbage"}, headers=admin)
     assert assert_problem(response, 422)["errors"][0]["field"] == "cursor"
+    # Swapped dates: an empty page before.
+    swapped = {"from": "2025-09-05", "to": "2025-09-01"}
+    response = api.client.get("/v1/lessons", params=swapped, headers=admin)
+    assert assert_problem(response, 422)["errors"] == [
+        {"field": "to", "message": "2025-09-01 is before the first date (2025-09-05)"}
+    ]
     for number in ("-1", "0.0", "1e3"):
         response = api.client.get("/v1/lessons", params={"min_position": number}, headers=admin)
         assert assert_problem(response, 422)["errors"] == [
