@@ -14,7 +14,11 @@ from adapters.storage.database import DEFAULT_DATABASE_URL
 class Settings(BaseSettings):
     """The ledger's settings; each can be set as LESSON_LEDGER_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore")
+    # allow_inf_nan: "inf" would pass every lower bound (a session that never ends, a
+    # wait that never does) and "nan" means nothing.
+    model_config = SettingsConfigDict(
+        env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
@@ -42,8 +46,9 @@ class Settings(BaseSettings):
     """Origins (`https://calendar.example.org`, comma-separated) whose browser pages may
     call the API and its event stream with a bearer token; none by default. Never with
     cookies: the pages' session is not accepted by the API's endpoints."""
-    session_hours: float = Field(default=8.0, gt=0)
-    """How long a signed-in page session lasts (the cookie and the session alike)."""
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 366)
+    """How long a signed-in page session lasts (the cookie and the session alike), at most
+    a year."""
 
     @field_validator("cors_origins", mode="before")
     @classmethod

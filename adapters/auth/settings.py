@@ -11,7 +11,7 @@ class JwtSettings(BaseSettings):
     """How to verify the JWTs of the product's sign-in; each is LESSON_LEDGER_JWT_<NAME>."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LESSON_LEDGER_JWT_", env_file=".env", extra="ignore"
+        env_prefix="LESSON_LEDGER_JWT_", env_file=".env", extra="ignore", allow_inf_nan=False
     )
 
     jwks_url: str | None = None

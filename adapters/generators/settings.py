@@ -26,7 +26,11 @@ class GeneratorSettings(BaseSettings):
     LESSON_LEDGER_OPENAI_BASE_URL=http://localhost:11434/v1.
     """
 
-    model_config = SettingsConfigDict(env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore")
+    # allow_inf_nan: "inf" would pass every lower bound (a session that never ends, a
+    # wait that never does) and "nan" means nothing.
+    model_config = SettingsConfigDict(
+        env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     generator: GeneratorName = "template"
     openai_base_url: str = "https://api.openai.com/v1"

@@ -16,7 +16,11 @@ DEFAULT_DATABASE_URL = "sqlite:///./lesson-ledger.db"
 class DatabaseSettings(BaseSettings):
     """The database settings; each can be set as LESSON_LEDGER_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore")
+    # allow_inf_nan: "inf" would pass every lower bound (a session that never ends, a
+    # wait that never does) and "nan" means nothing.
+    model_config = SettingsConfigDict(
+        env_prefix="LESSON_LEDGER_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     """Commands, the follower and the worker; may be a transaction-mode pooler's URL."""

@@ -190,6 +190,11 @@ def test_a_port_beyond_65535_is_refused_not_wrapped(tmp_path: Path) -> None:
         ("LESSON_LEDGER_RETENTION_DAYS", "-30", "greater than or equal to 1"),
         ("LESSON_LEDGER_TOKEN_CACHE_SECONDS", "-1", "greater than or equal to 0"),
         ("LESSON_LEDGER_JWT_LEEWAY_SECONDS", "-5", "greater than or equal to 0"),
+        # "inf" passed every lower bound: a token revoked elsewhere kept working, every page
+        # was a 500 (a session of infinite hours); a session beyond 2.4e10 hours too.
+        ("LESSON_LEDGER_TOKEN_CACHE_SECONDS", "inf", "finite number"),
+        ("LESSON_LEDGER_SESSION_HOURS", "inf", "finite number"),
+        ("LESSON_LEDGER_SESSION_HOURS", "1e12", "less than or equal to 8784"),
     ],
 )
 def test_a_setting_out_of_its_range_stops_the_start_naming_it(
