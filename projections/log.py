@@ -46,6 +46,8 @@ class EventLog:
 
     def has(self, position: int) -> bool:
         """Whether the log holds an event at this position (ids have gaps)."""
+        if not 0 < position <= self.head():
+            return False  # not asked of the store: SQLite refuses an integer over 64 bits
         there = self.recorder.select_notifications(start=position, limit=1)
         return bool(there) and there[0].id == position
 

@@ -143,6 +143,11 @@ def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_
         record["position"] = 10_000
         return [*rows, json.dumps(record)]
 
+    def beyond_64_bits(rows: list[str]) -> list[str]:
+        record = json.loads(rows[-1])
+        record["position"] = 10**30  # SQLite raised OverflowError: a traceback
+        return [*rows, json.dumps(record)]
+
     third = json.loads(lines[2])["position"]  # notification ids may have gaps
     for path, expected in (
         (tampered("actor.jsonl", changed_actor),
@@ -150,6 +155,8 @@ def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_
         (tampered("students.jsonl", fewer_students), "in data.students"),
         (tampered("removed.jsonl", lambda rows: rows[:3] + rows[4:]), "missing line (position"),
         (tampered("invented.jsonl", invented), "the ledger has no event at this position"),
+        (tampered("beyond.jsonl", beyond_64_bits),
+         f"(position {10**30}): the ledger has no event at this position"),
         (tampered("garbage.jsonl", lambda rows: [*rows[:2], "{not json", *rows[2:]]),
          "line 3: is not a line of an export"),
         (tampered("deep.jsonl", lambda rows: [*rows[:2], "[" * 10**5 + "]" * 10**5, *rows[2:]]),
