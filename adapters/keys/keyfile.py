@@ -19,8 +19,9 @@ import fcntl
 import json
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,26 @@ def open_keys(
         )
     if database_path == ":memory:":  # seen by this process only, as the database is
         return LedgerKeys(None, {name: secrets.token_bytes(n) for name, n in KEY_SIZES.items()})
-    return ensure_keys(Path(f"{database_path}.keys.json"))
+    path = Path(f"{database_path}.keys.json")
+    if not path.exists() and _holds_data_keys(database_path):
+        # A database moved or copied without its key file: a new file would open none of
+        # its students' data, and would stay beside it, in the way of the right one.
+        raise KeyFileError(
+            f"key file {path} does not exist, but {database_path} holds data keys made with "
+            f"one: put its key file there, or set {KEY_FILE_SETTING} to it"
+        )
+    return ensure_keys(path)
+
+
+def _holds_data_keys(database_path: str) -> bool:
+    """Whether the SQLite database holds data keys (read only: nothing is made)."""
+    if not Path(database_path).exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
+    except sqlite3.Error:  # no key table: a new database, or one from before sealing
+        return False
 
 
 def read_keys(path: Path) -> LedgerKeys:

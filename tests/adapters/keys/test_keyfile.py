@@ -63,6 +63,31 @@ def test_serve_says_once_that_it_made_the_key_file(tmp_path: Path, no_setting: N
     assert not said_again.startswith("Created the ledger's key file")
 
 
+def test_a_database_moved_without_its_key_file_is_one_line_and_makes_none(
+    tmp_path: Path, no_setting: None
+) -> None:
+    made = tmp_path / "made" / "ledger.db"
+    made.parent.mkdir()
+    assert cli("projections", "status", database_url=f"sqlite:///{made}").exit_code == 0
+    moved = tmp_path / "moved" / "ledger.db"
+    moved.parent.mkdir()
+    moved.write_bytes(made.read_bytes())  # the database alone, not its key file
+    url = f"sqlite:///{moved}"
+
+    # It made a new key file beside the moved database, then said the key-encryption
+    # key does not open its data keys; the new file stayed, in the right one's way.
+    ran = cli("projections", "status", database_url=url)
+
+    assert ran.exit_code == 3
+    assert ran.stderr.strip() == (
+        f"error: key file {moved}.keys.json does not exist, but {moved} holds data keys made "
+        f"with one: put its key file there, or set {KEY_FILE_SETTING} to it"
+    )
+    assert not Path(f"{moved}.keys.json").exists()
+    Path(f"{moved}.keys.json").write_bytes(Path(f"{made}.keys.json").read_bytes())
+    assert cli("projections", "status", database_url=url).exit_code == 0
+
+
 def _start_together(path: str, barrier: Any, answers: Any) -> None:
     barrier.wait()
     answers.put(base64.b64encode(ensure_keys(Path(path))["hash_key"]).decode())
