@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ import uvicorn
 
 from adapters.audit.signing import open_signer, public_key_text
 from adapters.auth.jwt_tokens import JwtVerifier
-from adapters.cli.options import DatabaseUrl, exit_codes
+from adapters.cli.options import DatabaseUrl, bad_input, exit_codes
 from adapters.cli.tokens import with_tokens
 from adapters.eventstore import open_ledger
 from adapters.followers import following_apart
@@ -43,6 +44,7 @@ def serve(
     Example: lesson-ledger serve --workers 4 --database-url postgresql://postgres@127.0.0.1/ledger
     """
     with exit_codes():
+        _check_listening(host, port)  # a port in use is one line, before anything starts
         settings = Settings()
         url = database_url or settings.database_url
         database = Database.from_url(url)  # a wrong URL is one line, before anything starts
@@ -82,6 +84,24 @@ def serve(
             workers=workers,
             log_config=None,
         )
+
+
+def _check_listening(host: str, port: int) -> None:
+    """Bind the address as uvicorn will, and let go: a host this machine does not have is
+    bad input, a port in use one line (uvicorn said so in a log line after the ledger had
+    started and the banner said it was serving)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        message = f"{host!r} is not an address to listen on: {error.strerror}"
+        raise bad_input("--host", message) from None
+    family, kind, protocol, _, address = found[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 @contextmanager

@@ -4,6 +4,7 @@ first admin token created and printed once, and `/metrics` over several processe
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -181,6 +182,37 @@ def test_a_port_beyond_65535_is_refused_not_wrapped(tmp_path: Path) -> None:
     assert ran.exit_code == 2
     assert "--port" in ran.stderr and "65535" in ran.stderr
     assert not database.exists()  # nothing started
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """The banner said it was serving, the ledger started, then uvicorn's log line said
+    the address was in use."""
+    database = tmp_path / "ledger.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        ran = cli_process(
+            "serve", "--port", str(port), "--database-url", f"sqlite:///{database}", timeout=30
+        )
+
+    assert ran.exit_code == 3
+    assert ran.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "Serving" not in ran.stdout
+    assert not database.exists()  # nothing started
+
+
+def test_a_host_that_is_no_address_is_named(tmp_path: Path) -> None:
+    database = tmp_path / "ledger.db"
+
+    ran = cli_process(
+        "serve", "--host", "999.1.1.1", "--database-url", f"sqlite:///{database}", timeout=30
+    )
+
+    assert ran.exit_code == 2
+    assert ran.stderr.startswith("invalid: --host: '999.1.1.1' is not an address to listen on")
+    assert not database.exists()
 
 
 @pytest.mark.parametrize(
