@@ -180,8 +180,8 @@ def verify(
         record = _parsed(text)
         if record is not None:
             record.pop("proof", None)  # an export with proofs: `verify_proven` checks them
-        position = record.get("position") if record is not None else None
-        if record is None or not isinstance(position, int):
+        position = _position(record)
+        if record is None or position is None:
             found.differences.append(Difference(number, None, "is not a line of an export"))
             continue
         if position <= found.last_position:
@@ -232,13 +232,34 @@ def _absent(log: EventLog, position: int) -> str:
 
 
 def changed_fields(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """The fields whose JSON differs. As JSON, not as Python values: Python finds `true`
+    equal to `1`, and `1.0` too, so an altered line read as unchanged."""
+    if _json(expected) == _json(actual):
+        return []  # the usual line: one comparison
     names = sorted(set(expected) | set(actual))
-    changed = [n for n in names if n != "data" and expected.get(n) != actual.get(n)]
+    changed = [n for n in names if n != "data" and not _same(expected.get(n), actual.get(n))]
     data, sent = expected.get("data") or {}, actual.get("data")
     if not isinstance(sent, dict):
-        return [*changed, "data"] if data != sent else changed
-    changed += [f"data.{n}" for n in sorted(set(data) | set(sent)) if data.get(n) != sent.get(n)]
+        return [*changed, "data"] if not _same(data, sent) else changed
+    changed += [
+        f"data.{n}" for n in sorted(set(data) | set(sent)) if not _same(data.get(n), sent.get(n))
+    ]
     return changed
+
+
+def _same(expected: object, actual: object) -> bool:
+    return _json(expected) == _json(actual)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _position(record: dict[str, Any] | None) -> int | None:
+    """A line's position, if it has one (`true` is no position, though Python takes it
+    for 1)."""
+    position = None if record is None else record.get("position")
+    return position if isinstance(position, int) and not isinstance(position, bool) else None
 
 
 def verify_proven(
@@ -263,10 +284,10 @@ def verify_proven(
             continue
         found.lines += 1
         record = _parsed(text)
-        if record is None or not isinstance(record.get("position"), int):
+        position = _position(record)
+        if record is None or position is None:
             found.differences.append(Difference(number, None, "is not a line of an export"))
             continue
-        position = record["position"]
         found.last_position = max(found.last_position, position)
         problem = _unproven(record, checkpoint, public_key, decode, ignored)
         if problem is not None:

@@ -143,6 +143,13 @@ def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_
         record["position"] = 10_000
         return [*rows, json.dumps(record)]
 
+    def as_other_json(rows: list[str]) -> list[str]:
+        # Python takes true for 1 and 1.0 for 1: these lines read as unchanged.
+        first, third = json.loads(rows[0]), json.loads(rows[2])
+        assert first["position"] == 1
+        first["position"], third["version"] = True, float(third["version"])
+        return [json.dumps(first), rows[1], json.dumps(third), *rows[3:]]
+
     def beyond_64_bits(rows: list[str]) -> list[str]:
         record = json.loads(rows[-1])
         record["position"] = 10**30  # SQLite raised OverflowError: a traceback
@@ -155,6 +162,9 @@ def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_
         (tampered("students.jsonl", fewer_students), "in data.students"),
         (tampered("removed.jsonl", lambda rows: rows[:3] + rows[4:]), "missing line (position"),
         (tampered("invented.jsonl", invented), "the ledger has no event at this position"),
+        (tampered("true.jsonl", as_other_json), "line 1: is not a line of an export"),
+        (tampered("float.jsonl", as_other_json),
+         f"line 3 (position {third}): differs from the ledger in version"),
         (tampered("beyond.jsonl", beyond_64_bits),
          f"(position {10**30}): the ledger has no event at this position"),
         (tampered("garbage.jsonl", lambda rows: [*rows[:2], "{not json", *rows[2:]]),
