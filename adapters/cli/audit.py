@@ -29,6 +29,7 @@ from adapters.cli.options import (
     bad_input,
     err,
     exit_codes,
+    id_column,
     opened_ledger,
     out,
     parse_timestamp,
@@ -314,7 +315,7 @@ def _print_report(report: ConflictReport) -> None:
     out.print(causes)
 
     contested = Table(
-        "lesson id",
+        id_column("lesson id"),
         "provider",
         "school",
         "date",

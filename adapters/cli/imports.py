@@ -20,6 +20,7 @@ from adapters.cli.options import (
     DatabaseUrl,
     bad_input,
     exit_codes,
+    id_column,
     opened_ledger,
     out,
     print_json,
@@ -147,7 +148,11 @@ def _print_cases(title: str, cases: list[ImportCase]) -> None:
     if not cases:
         return
     table = Table(
-        "legacy id", "school date slot", "what", "lesson id", title=f"{title} ({len(cases)})"
+        "legacy id",
+        "school date slot",
+        "what",
+        id_column("lesson id"),
+        title=f"{title} ({len(cases)})",
     )
     for case in cases:
         table.add_row(case.legacy_id, case.key, case.detail, case.lesson_id or "")

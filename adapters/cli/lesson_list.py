@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from adapters.cli.options import (
     AsJson,
@@ -19,6 +19,7 @@ from adapters.cli.options import (
     bad_input,
     err,
     exit_codes,
+    id_column,
     out,
     print_json,
 )
@@ -106,7 +107,15 @@ def _page_json(page: LessonPage, position: int, head: int) -> dict[str, Any]:
 
 def _print_page(page: LessonPage) -> None:
     table = Table(
-        "lesson id", "provider", "school", "date", "slot", "status", "attempt", "request", "why"
+        id_column("lesson id"),
+        "provider",
+        "school",
+        Column("date", no_wrap=True, min_width=10),
+        Column("slot", no_wrap=True, min_width=11),
+        Column("status", no_wrap=True, min_width=9),
+        Column("attempt", no_wrap=True, min_width=7),
+        "request",
+        "why",
     )
     for row in page.items:
         table.add_row(

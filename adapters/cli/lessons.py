@@ -26,6 +26,7 @@ from adapters.cli.options import (
     DatabaseUrl,
     bad_input,
     exit_codes,
+    id_column,
     opened_ledger,
     out,
     parse_timestamp,
@@ -317,7 +318,7 @@ def print_result(result: CommandResult, as_json: bool) -> None:
     if as_json:
         print_json(vars(result))
         return
-    table = Table("lesson id", "outcome", "attempt", "position")
+    table = Table(id_column("lesson id"), "outcome", "attempt", "position")
     position = "" if result.position is None else str(result.position)
     table.add_row(str(result.lesson_id), result.outcome, str(result.attempt), position)
     out.print(table)
@@ -452,7 +453,7 @@ def _batch_json(result: BatchResult) -> dict[str, Any]:
 
 
 def _print_batch(result: BatchResult, generated_batch_id: bool) -> None:
-    table = Table("#", "outcome", "lesson id", "attempt", "position", "detail")
+    table = Table("#", "outcome", id_column("lesson id"), "attempt", "position", "detail")
     for item in result.items:
         table.add_row(
             str(item.index),

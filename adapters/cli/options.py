@@ -31,6 +31,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from adapters.auth.settings import JwtSettings
 from adapters.eventstore import open_ledger
@@ -59,6 +60,16 @@ DatabaseUrl = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+ID_WIDTH = 36
+"""A lesson id (a UUID) as text."""
+
+
+def id_column(header: str) -> Column:
+    """A table's column of ids, never cut short (`lesson-ledger regenerate ID` takes
+    what an operator copies from it): the other columns give way."""
+    return Column(header, no_wrap=True, min_width=ID_WIDTH)
+
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)

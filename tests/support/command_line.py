@@ -33,10 +33,14 @@ class Ran:
         return json.loads(self.stdout)
 
 
-def cli(*args: str, database_url: str | None = None, stdin: str | None = None) -> Ran:
-    """Run `lesson-ledger ARGS` in this process (with `--database-url` when given)."""
+def cli(
+    *args: str, database_url: str | None = None, stdin: str | None = None, columns: int = 250
+) -> Ran:
+    """Run `lesson-ledger ARGS` in this process (with `--database-url` when given), in a
+    terminal `columns` wide."""
     argv = [*args, *(("--database-url", database_url) if database_url else ())]
-    result = CliRunner().invoke(app, argv, input=stdin, env=WIDE, catch_exceptions=False)
+    env = {**WIDE, "COLUMNS": str(columns)}
+    result = CliRunner().invoke(app, argv, input=stdin, env=env, catch_exceptions=False)
     return Ran(result.exit_code, result.stdout, result.stderr)
 
 
