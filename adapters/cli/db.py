@@ -13,7 +13,7 @@ import typer
 
 from adapters.cli.options import DatabaseUrl, bad_input, exit_codes, out
 from adapters.migrate import Step, for_migration, migrate
-from adapters.postgres.rights import grant
+from adapters.postgres.rights import grant, role_exists
 from adapters.storage.database import redacted
 
 db_app = typer.Typer(help="The ledger's tables: migrate.", no_args_is_help=True)
@@ -49,6 +49,9 @@ def db_migrate(
         database = for_migration(database_url)
         if grant_to is not None and database.kind != "postgresql":
             raise bad_input("--grant-to", "roles are PostgreSQL's: SQLite has none")
+        if grant_to is not None and not role_exists(database, grant_to):
+            # Before migrating: it was an error after it, as if the database had failed.
+            raise bad_input("--grant-to", f"there is no role {grant_to!r} (CREATE ROLE it first)")
         out.print(f"migrating {redacted(database.url)}")
         steps = migrate(database, on_step=show)
     created = sum(1 for step in steps if step.outcome != "already there")

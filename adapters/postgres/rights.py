@@ -173,3 +173,10 @@ def grant(database: Database, role: str) -> int:
             conn.execute(statement)
         conn.commit()
     return len(statements)
+
+
+def role_exists(database: Database, role: str) -> bool:
+    """Whether the server has this role (to grant it rights)."""
+    with database.connect() as conn:
+        found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    return found is not None
