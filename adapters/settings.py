@@ -24,14 +24,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
-    min_position_wait_seconds: float = Field(default=5.0, ge=0)
+    min_position_wait_seconds: float = Field(default=5.0, ge=0, le=300)
     log_level: str = "INFO"
     follow_projections: bool = True
     retention_days: int | None = Field(default=None, ge=1)
     """Erase the students' data of lessons dated more than this many days ago, daily (the
     server does it); none: keep it until erased. At least 1: 0 would erase every lesson
     before today, and a negative number the coming ones."""
-    checkpoint_every_seconds: float | None = Field(default=None, gt=0)
+    checkpoint_every_seconds: float | None = Field(default=None, gt=0, le=31 * 86400)
     """Sign a checkpoint of the tamper-evident log this often when it has grown (the
     server's active tree follower does it); none: only when asked."""
     token_cache_seconds: float = Field(default=5.0, ge=0)

@@ -70,17 +70,17 @@ class WorkerSettings(GeneratorSettings):
     """Threads for the ledger's (synchronous) database calls, shared by all attempts
     (each call takes a millisecond or two: 4 keep up with hundreds of lessons a second,
     and each process holds few of PostgreSQL's connections)."""
-    worker_poll_seconds: float = Field(default=0.1, gt=0)
+    worker_poll_seconds: float = Field(default=0.1, gt=0, le=60)
     """How often an idle worker looks at the log where it cannot LISTEN: SQLite, and
     PostgreSQL through a transaction pooler without a direct URL."""
     worker_lease_seconds: float = Field(default=10.0, gt=0, le=3600)
     """PostgreSQL: how long a claimed job stays a process's without being renewed (it is
     renewed every third of this while the attempt runs): a killed process's jobs are
     taken up by the others this long after it died."""
-    worker_claim_poll_seconds: float = Field(default=1.0, gt=0)
+    worker_claim_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     """PostgreSQL: how often a process looks for jobs besides being notified (for
     leases that ran out)."""
-    worker_stop_grace_seconds: float = Field(default=10.0, ge=0)
+    worker_stop_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
     """On stop, how long attempts in flight may take to finish before they are cancelled
     (they are then generated again by the next worker)."""
     worker_daily_token_cap: int | None = Field(default=None, ge=1)

@@ -227,6 +227,10 @@ def test_a_host_that_is_no_address_is_named(tmp_path: Path) -> None:
         ("LESSON_LEDGER_TOKEN_CACHE_SECONDS", "inf", "finite number"),
         ("LESSON_LEDGER_SESSION_HOURS", "inf", "finite number"),
         ("LESSON_LEDGER_SESSION_HOURS", "1e12", "less than or equal to 8784"),
+        # Waits past threading's TIMEOUT_MAX (9.2e9 s) raised OverflowError in the thread
+        # waiting: a read with min_position a 500, the checkpointing thread dead.
+        ("LESSON_LEDGER_MIN_POSITION_WAIT_SECONDS", "1e10", "less than or equal to 300"),
+        ("LESSON_LEDGER_CHECKPOINT_EVERY_SECONDS", "1e10", "less than or equal to 2678400"),
     ],
 )
 def test_a_setting_out_of_its_range_stops_the_start_naming_it(
