@@ -18,12 +18,14 @@ from adapters.cli.options import DatabaseUrl, bad_input, exit_codes
 from adapters.cli.tokens import with_tokens
 from adapters.eventstore import open_ledger
 from adapters.followers import following_apart
+from adapters.generators import check_generator
 from adapters.http.app import ledger_keys
 from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.postgres.rights import check_rights
 from adapters.release import VERSION
 from adapters.settings import Settings
 from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
+from adapters.worker import WorkerSettings
 
 FOLLOW_PROJECTIONS_SETTING = "LESSON_LEDGER_FOLLOW_PROJECTIONS"
 
@@ -54,6 +56,10 @@ def serve(
         verifier = JwtVerifier.from_settings(settings.jwt)
         if verifier is not None:
             verifier.close()
+        if settings.model_copy(update={"database_url": url}).runs_worker():
+            # The worker's settings too, when this server generates (SQLite): they were a
+            # traceback in a log line after the banner.
+            check_generator(WorkerSettings())
         open_ledger(url).close()  # so are a wrong key and an unreachable database
         check_rights(database)  # and, with table creation off, a grant missing
         public_key = public_key_text(open_signer(database).public_key)

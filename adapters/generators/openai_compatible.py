@@ -92,6 +92,24 @@ class _Attempt:
 _current: ContextVar[_Attempt | None] = ContextVar("lesson_ledger_attempt", default=None)
 
 
+def checked_endpoint(settings: GeneratorSettings) -> tuple[str, str]:
+    """The endpoint's base URL and key; GeneratorConfigError, one line, when the settings
+    cannot call it."""
+    base_url = settings.openai_base_url.rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise GeneratorConfigError(
+            f"LESSON_LEDGER_OPENAI_BASE_URL must be an http(s) URL, not {base_url!r}"
+        )
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    if not key and urlsplit(base_url).hostname == _OPENAI_HOST:
+        raise GeneratorConfigError(
+            "the openai generator needs LESSON_LEDGER_OPENAI_API_KEY for api.openai.com"
+        )
+    if not settings.openai_model.strip():
+        raise GeneratorConfigError("LESSON_LEDGER_OPENAI_MODEL is empty")
+    return base_url, key
+
+
 class OpenAIGenerator:
     """Generates lessons with an OpenAI-compatible endpoint; many attempts at once, in
     one event loop."""
@@ -103,18 +121,7 @@ class OpenAIGenerator:
         limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        base_url = settings.openai_base_url.rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise GeneratorConfigError(
-                f"LESSON_LEDGER_OPENAI_BASE_URL must be an http(s) URL, not {base_url!r}"
-            )
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-        if not key and urlsplit(base_url).hostname == _OPENAI_HOST:
-            raise GeneratorConfigError(
-                "the openai generator needs LESSON_LEDGER_OPENAI_API_KEY for api.openai.com"
-            )
-        if not settings.openai_model.strip():
-            raise GeneratorConfigError("LESSON_LEDGER_OPENAI_MODEL is empty")
+        base_url, key = checked_endpoint(settings)
         self.settings = settings
         self.limiter = limiter
         self._clock = clock or (lambda: datetime.now(UTC))

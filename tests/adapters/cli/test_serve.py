@@ -231,6 +231,10 @@ def test_a_host_that_is_no_address_is_named(tmp_path: Path) -> None:
         # waiting: a read with min_position a 500, the checkpointing thread dead.
         ("LESSON_LEDGER_MIN_POSITION_WAIT_SECONDS", "1e10", "less than or equal to 300"),
         ("LESSON_LEDGER_CHECKPOINT_EVERY_SECONDS", "1e10", "less than or equal to 2678400"),
+        # The worker's, where the server generates (SQLite): a traceback in a log line,
+        # after the banner said it was serving.
+        ("LESSON_LEDGER_WORKER_POLL_SECONDS", "1e10", "less than or equal to 60"),
+        ("LESSON_LEDGER_OPENAI_TEMPERATURE", "5", "less than or equal to 2"),
     ],
 )
 def test_a_setting_out_of_its_range_stops_the_start_naming_it(
@@ -246,4 +250,22 @@ def test_a_setting_out_of_its_range_stops_the_start_naming_it(
     assert ran.exit_code == 2
     assert ran.stderr.strip().startswith(f"invalid: setting {setting}: ")
     assert said in ran.stderr
+    assert not database.exists()
+
+
+def test_a_generator_that_cannot_be_made_stops_the_start_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server generates on SQLite: its generator's settings are checked as the
+    worker's are (it was a traceback in a log line after the banner)."""
+    monkeypatch.setenv("LESSON_LEDGER_GENERATOR", "openai")
+    monkeypatch.delenv("LESSON_LEDGER_OPENAI_API_KEY", raising=False)
+    database = tmp_path / "ledger.db"
+
+    ran = cli_process("serve", "--database-url", f"sqlite:///{database}", timeout=30)
+
+    assert ran.exit_code == 2
+    assert ran.stderr.strip() == (
+        "invalid: the openai generator needs LESSON_LEDGER_OPENAI_API_KEY for api.openai.com"
+    )
     assert not database.exists()
