@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -9,6 +10,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.auth.settings import JwtSettings
 from adapters.storage.database import DEFAULT_DATABASE_URL
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 
 class Settings(BaseSettings):
@@ -26,6 +30,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     min_position_wait_seconds: float = Field(default=5.0, ge=0, le=300)
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
     follow_projections: bool = True
     retention_days: int | None = Field(default=None, ge=1)
     """Erase the students' data of lessons dated more than this many days ago, daily (the
@@ -54,8 +59,21 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+            value = [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        for origin in value if isinstance(value, list) else []:
+            # A browser sends scheme://host[:port]: anything else would match no page.
+            if origin != "*" and not _ORIGIN.fullmatch(str(origin)):
+                raise ValueError(
+                    f"{origin!r} is not an origin such as https://calendar.example.org"
+                )
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+        return value.upper()
 
     key_file: str | None = None
     """The ledger's key file (adapters/keys/keyfile.py): required on PostgreSQL; on SQLite

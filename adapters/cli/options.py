@@ -86,7 +86,10 @@ def exit_codes() -> Iterator[None]:
         first = invalid.errors(include_input=False)[0]
         prefix = JWT_PREFIX if invalid.title == JwtSettings.__name__ else "LESSON_LEDGER_"
         name = prefix + "_".join(str(part) for part in first["loc"]).upper()
-        raise _exit(BAD_INPUT, "invalid", f"setting {name}: {first['msg']}") from None
+        message = first["msg"]
+        if first["type"] == "value_error":  # our own check's words, without pydantic's prefix
+            message = str(first.get("ctx", {}).get("error", message))
+        raise _exit(BAD_INPUT, "invalid", f"setting {name}: {message}") from None
     except (LedgerUnavailable, PersistenceError, ProjectionError, KeyFileError) as error:
         raise _exit(INFRASTRUCTURE, "error", _with_hint(error)) from None
     except (psycopg.Error, sqlite3.Error, OSError) as error:
