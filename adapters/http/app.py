@@ -56,6 +56,8 @@ from adapters.worker import start_worker_in_background
 from projections.active_runner import ActiveRunner
 
 log = logging.getLogger("lesson_ledger.http")
+UNROUTED = "(no route)"
+"""Logged for a request no route took: its path may hold anything, a student's id too."""
 COMMAND_THREADS = 40
 """Threads that run commands (as many as the thread pool a plain endpoint would use)."""
 
@@ -240,8 +242,9 @@ class RequestContext:
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
-                    # The route, not the path: a path may hold a student's id.
-                    "path": getattr(scope.get("route"), "path", scope["path"]),
+                    # The route, not the path: a path may hold a student's id. A path no
+                    # route took is not logged either (`/v1/student/ada/erasure`, a typo).
+                    "path": getattr(scope.get("route"), "path_format", UNROUTED),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },

@@ -67,13 +67,16 @@ def list_erasures(request: Request, token: Admin) -> ErasureList:
     )
 
 
-@router.post("/{student_id}/erasure", responses=PROBLEMS)
+# `:path`: a school's student id may hold a slash (`2024/123`), as requests take it; sent
+# as %2F it arrives decoded, and a plain segment left it unrouted (a bare 404).
+@router.post("/{student_id:path}/erasure", responses=PROBLEMS)
 def erase_student(
     student_id: str, body: ErasureBody, request: Request, token: Admin
 ) -> ErasureRecord:
     """Erase a student's data: their details in every lesson, and every content made for
     them, can no longer be opened; the lessons, their keys and history stay. 404 for a
-    student the ledger holds no data of (unknown, or erased before)."""
+    student the ledger holds no data of (unknown, or erased before). A student id with a
+    slash is sent as it is or as %2F."""
     erasures: Erasures = request.app.state.erasures
     done = erasures.erase_student(student_id, actor=token.actor, reason=body.reason)
     if done is None:
