@@ -101,13 +101,21 @@ def _check_listening(host: str, port: int) -> None:
     except socket.gaierror as error:
         message = f"{host!r} is not an address to listen on: {error.strerror}"
         raise bad_input("--host", message) from None
-    family, kind, protocol, _, address = found[0]
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    bound = False
+    for family, kind, protocol, _, address in found:  # every one, as asyncio binds them
         try:
-            probe.bind(address)
-        except OSError as error:
-            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+            probe = socket.socket(family, kind, protocol)
+        except OSError:
+            continue  # a family this machine lacks (IPv6 off): skipped, as asyncio does
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        bound = True
+    if not bound:
+        raise OSError(f"cannot listen on {host}:{port}: no address of it can be used")
 
 
 @contextmanager
