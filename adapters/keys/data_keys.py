@@ -7,12 +7,12 @@ each process: for `cache_seconds` (5 s), so that a key destroyed by another proc
 opening data there within that time; or, while a listener hears every destruction
 announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
 `TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision record 0054). While it
-listens, the process also holds the table's wrapped keys (its directory, up to
-`DIRECTORY_KEYS`, by owner and by id), read again after every erasure heard of: a student
-it meets for the first time, or an event it opens of one, costs an unwrap, not a round
-trip (decision record 0055). Keys made are announced too (`made_channel`, their ids),
-and read into the directory, so it holds the keys made since it was read (decision
-record 0057).
+listens, the process also holds the table's keys, unwrapped as they are read (its
+directory, up to `DIRECTORY_KEYS`, by owner and by id), read again after every erasure
+heard of: a student it meets for the first time, or an event it opens of one, costs a
+look in memory, not a round trip (decision record 0055). Keys made are announced too
+(`made_channel`, their ids), and read into the directory, so it holds the keys made
+since it was read (decision record 0057).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ _OWNERS_PER_STATEMENT = 190
 TOLD_CACHE_SECONDS = 600.0
 """How long keys are remembered while every erasure is heard of (memory's sake alone)."""
 DIRECTORY_KEYS = 50_000
-"""At most this many wrapped keys held (about 23 MB); a database with more has none."""
+"""At most this many keys held in the directory (about 20 MB); a database with more has
+none."""
 _MADE_PER_NOTICE = 200
 """Key ids announced in one notification (33 bytes each: PostgreSQL takes 8,000)."""
 _CHECK_OWNER = "kek-check"
@@ -63,31 +64,28 @@ class DataKey:
 
 @dataclass
 class _Directory:
-    """Every stored key, wrapped, as read while erasures were heard of: by owner (key id,
-    wrapped) and by id (owner, wrapped)."""
+    """Every stored key, as read while erasures were heard of: by owner and by id."""
 
-    by_owner: dict[str, tuple[str, bytes]]
-    by_id: dict[str, tuple[str, bytes]]
+    by_owner: dict[str, DataKey]
+    by_id: dict[str, DataKey]
     complete: bool = True
     """Whether it holds every key made since the read too (none refused for room)."""
 
     @classmethod
-    def of(cls, rows: Iterable[Sequence[str]]) -> _Directory:
-        """From the key table's (owner, key id, wrapped as base64) rows."""
+    def of(cls, keys: Iterable[DataKey]) -> _Directory:
+        """Holding these keys."""
         directory = cls({}, {})
-        directory.add(rows)
+        directory.add(keys)
         return directory
 
-    def add(self, rows: Iterable[Sequence[str]]) -> None:
-        """Keys from the key table's (owner, key id, wrapped as base64) rows: as read, or
-        made since."""
-        for owner, key_id, wrapped in rows:
+    def add(self, keys: Iterable[DataKey]) -> None:
+        """These keys too: as read, or made since."""
+        for key in keys:
             if len(self.by_owner) >= DIRECTORY_KEYS:
                 self.complete = False
                 continue
-            data = base64.b64decode(wrapped)
-            self.by_owner[owner] = (key_id, data)
-            self.by_id[key_id] = (owner, data)
+            self.by_owner[key.owner] = key
+            self.by_id[key.key_id] = key
 
 
 class KeyFileKeys(Protocol):
@@ -164,7 +162,7 @@ class DataKeys:
 
     def keys_for(self, owners: Iterable[str]) -> dict[str, DataKey]:
         """Each owner's key, made (and stored) on first use: those not remembered are
-        unwrapped from the directory, or else looked up together, and those missing made
+        taken from the directory, or else looked up together, and those missing made
         together (a batch's dozens of students and dates cost a round trip or three, not
         three each)."""
         now, generation = time.monotonic(), self._generation
@@ -179,8 +177,9 @@ class DataKeys:
                 unknown.append(owner)
         if unknown:
             unknown = list(dict.fromkeys(unknown))  # each once
-            stored = self._known(unknown)
-            unknown = [owner for owner in unknown if owner not in stored]
+            # Held by the directory as long as it is: no need to remember them too.
+            found.update(self._known(unknown))
+            unknown = [owner for owner in unknown if owner not in found]
         if unknown and self.makes_first:
             # The directory holds every key but those made a moment ago: an owner not in
             # it most likely has none yet. Made first, it costs one round trip, not two.
@@ -208,12 +207,14 @@ class DataKeys:
         cached = self._by_id.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = self._wrapped_by_id(key_id)
-        key = None
-        if found is not None:
-            owner, wrapped = found
-            raw = self._unwrap_bytes(key_id, wrapped)
-            key = DataKey(key_id, raw, AESGCM(raw), owner)
+        directory = self._directory
+        key = None if directory is None else directory.by_id.get(key_id)
+        if key is not None:
+            return key
+        rows = self.sql.run(
+            f"SELECT owner, key_id, wrapped FROM {self.table} WHERE key_id = %s", (key_id,)
+        )
+        key = self._opened_row(*rows[0]) if rows else None
         with self._lock:
             if generation == self._generation:
                 self._by_id[key_id] = (self._until(now), key)
@@ -308,28 +309,34 @@ class DataKeys:
             f"SELECT owner, key_id, wrapped FROM {self.table} WHERE key_id = ANY(%s)",
             (announced.split(),),
         )
+        keys = self._opened_rows(rows)
         with self._lock:
             # Not after a forgetting meanwhile: the read may have come before an erasure.
             if generation == self._generation and self._directory is not None:
-                self._directory.add(rows)
+                self._directory.add(keys)
 
     @property
     def directory_size(self) -> int | None:
-        """How many wrapped keys the directory holds; None while it holds none."""
+        """How many keys the directory holds; None while it holds none."""
         directory = self._directory
         return None if directory is None else len(directory.by_owner)
 
     def read_directory(self) -> bool:
-        """Read every stored key, wrapped, into the directory, while erasures are heard of
+        """Read every stored key into the directory, unwrapped, while erasures are heard of
         (the reader: the listener's). Not kept if anything was forgotten meanwhile (an
         erasure heard of may have come after the read), nor beyond DIRECTORY_KEYS."""
         generation = self._generation
         if not self._told:
             return False
+        held = self._directory
         rows = self.sql.run(
             f"SELECT owner, key_id, wrapped FROM {self.table} LIMIT %s", (DIRECTORY_KEYS + 1,)
         )
-        directory = _Directory.of(rows) if len(rows) <= DIRECTORY_KEYS else None
+        directory = None
+        if len(rows) <= DIRECTORY_KEYS:
+            # A key's bytes never change (a rotation rewraps them): those the directory
+            # held when the read began, and still stored, need no unwrap again.
+            directory = _Directory.of(self._opened_rows(rows, {} if held is None else held.by_id))
         with self._lock:
             if generation != self._generation or not self._told:
                 return False
@@ -337,31 +344,36 @@ class DataKeys:
         return directory is not None
 
     def _known(self, owners: Sequence[str]) -> dict[str, DataKey]:
-        """The keys of these owners that the directory holds, unwrapped."""
+        """The keys of these owners that the directory holds."""
         directory = self._directory
         if directory is None:
             return {}
         keys = {}
         for owner in owners:
-            entry = directory.by_owner.get(owner)
-            if entry is not None:
-                key_id, wrapped = entry
-                raw = self._unwrap_bytes(key_id, wrapped)
-                keys[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
+            key = directory.by_owner.get(owner)
+            if key is not None:
+                keys[owner] = key
         return keys
 
-    def _wrapped_by_id(self, key_id: str) -> tuple[str, bytes] | None:
-        """The owner and wrapped bytes of the key with this id: from the directory, or
-        else looked up; None when it is not stored (destroyed)."""
-        directory = self._directory
-        found = None if directory is None else directory.by_id.get(key_id)
-        if found is not None:
-            return found
-        rows = self.sql.run(f"SELECT owner, wrapped FROM {self.table} WHERE key_id = %s", (key_id,))
-        if not rows:
-            return None
-        owner, wrapped = rows[0]
-        return owner, base64.b64decode(wrapped)
+    def _opened_row(self, owner: str, key_id: str, wrapped: str) -> DataKey:
+        """The key of a key table's row, unwrapped."""
+        raw = self._unwrap(key_id, wrapped)
+        return DataKey(key_id, raw, AESGCM(raw), owner)
+
+    def _opened_rows(
+        self, rows: Iterable[Sequence[str]], held: dict[str, DataKey] | None = None
+    ) -> list[DataKey]:
+        """The keys of the key table's (owner, key id, wrapped) rows that the key-encryption
+        keys open, taken from `held` (by id) where it has them. One that none opens is left
+        out: asked for, it is looked up, and refused there with KeyEncryptionKeyError."""
+        keys = []
+        for owner, key_id, wrapped in rows:
+            key = None if held is None else held.get(key_id)
+            try:
+                keys.append(key or self._opened_row(owner, key_id, wrapped))
+            except KeyEncryptionKeyError:
+                continue
+        return keys
 
     def _forget_all(self) -> None:
         self._generation += 1
@@ -394,8 +406,7 @@ class DataKeys:
                 chunk,
             )
             for owner, key_id, wrapped in rows:
-                raw = self._unwrap(key_id, wrapped)
-                keys[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
+                keys[owner] = self._opened_row(owner, key_id, wrapped)
         return keys
 
     def _created(self, owners: Sequence[str]) -> dict[str, DataKey]:

@@ -1,7 +1,7 @@
-"""The keys' directory (decision record 0055): a process that hears of erasures also
-holds every stored key, wrapped, so a student it meets for the first time costs an
-unwrap rather than a look-up; an erasure heard of empties it until it is read again,
-and a read that an erasure overtook is not kept."""
+"""The keys' directory (decision records 0055, 0062): a process that hears of erasures
+also holds every stored key, unwrapped as it is read, so a student it meets for the
+first time costs no look-up; an erasure heard of empties it until it is read again, and
+a read that an erasure overtook is not kept."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from adapters.keys import data_keys
-from adapters.keys.data_keys import DataKeys
+from adapters.keys.data_keys import DataKeys, KeyEncryptionKeyError
 from adapters.keys.sealing import sealer_of
 from adapters.storage.sqlstore import SqlStore
 from domain import LessonLedger
@@ -375,3 +375,34 @@ def _told_by_hand(store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[Lesson
     assert keys.read_directory()
     monkeypatch.setattr(data_keys, "TOLD_CACHE_SECONDS", 0.0)
     return ledger, keys
+
+
+def test_a_key_the_key_encryption_key_does_not_open_is_left_out_of_the_directory(
+    postgres_store: Store,
+) -> None:
+    """The directory's keys are unwrapped as they are read. A stored key that does not
+    open (wrapped by a key-encryption key this process never had) is left out: the read
+    keeps every other key, and asking for that one is refused in one line, as without a
+    directory."""
+    ledger = postgres_store.open()
+    request(ledger, "08:00-08:30", "ada")
+    keys = listening(ledger)
+    stranger = DataKeys.__new__(DataKeys)
+    stranger._use(bytes(range(32)), None)
+    wrapped, kek_id = stranger._wrap("not-ours", bytes(32))
+    keys.sql.run(
+        f"INSERT INTO {keys.table} (key_id, owner, wrapped, kek_id, created_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        ("not-ours", "student:not-ours", wrapped, kek_id, "2026-12-04T00:00:00+00:00"),
+    )
+    held = keys.directory_size
+    keys.heard()  # as after an erasure: the directory is read again
+
+    assert keys.read_directory()
+    assert keys.directory_size == held  # every key but the stranger's
+    statements = Statements(keys)
+    assert parts(ledger, request(ledger, "08:30-09:00", "ada")) == ["student-ada"]
+    assert statements.seen == []
+    with pytest.raises(KeyEncryptionKeyError, match="does not open") as refused:
+        keys.key_for("student:not-ours")
+    assert "\n" not in str(refused.value)
