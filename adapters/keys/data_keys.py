@@ -10,7 +10,7 @@ announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
 listens, the process also holds the table's keys, unwrapped as they are read (its
 directory, up to `DIRECTORY_KEYS`, by owner and by id), read again after every erasure
 heard of: a student it meets for the first time, or an event it opens of one, costs a
-look in memory, not a round trip (decision record 0055). Keys made are announced too
+look in memory, not a round trip (decision records 0055, 0062). Keys made are announced too
 (`made_channel`, their ids), and read into the directory, so it holds the keys made
 since it was read (decision record 0057).
 """
