@@ -14,6 +14,7 @@ import typer
 from rich.table import Column, Table
 
 from adapters.cli.options import (
+    OPTION_OF,
     AsJson,
     DatabaseUrl,
     bad_input,
@@ -28,9 +29,6 @@ from projections.lessons import LessonRow
 from projections.read_model import MAX_LIMIT, InvalidLessonQuery, LessonPage
 
 list_commands = typer.Typer()
-
-OPTION_OF = {"date_from": "--from", "date_to": "--to", "provider_id": "--provider"}
-"""The option behind each field the read model names in an invalid query."""
 
 
 @list_commands.command()

@@ -94,12 +94,52 @@ def exit_codes() -> Iterator[None]:
         raise _exit(INFRASTRUCTURE, "error", _with_hint(error)) from None
     except (psycopg.Error, sqlite3.Error, OSError) as error:
         raise _exit(INFRASTRUCTURE, "error", _with_hint(error)) from None
-    except (InvalidLessonRequest, ValueError) as error:
+    except InvalidLessonRequest as invalid:
+        raise _exit(BAD_INPUT, "invalid", in_options(invalid)) from None
+    except ValueError as error:
         raise _exit(BAD_INPUT, "invalid", error) from None
     except LessonNotFound as missing:
         raise _exit(REJECTED, "not found", missing) from None
     except DomainRejection as error:
         raise _exit(REJECTED, "rejected", error) from None
+
+
+OPTION_OF = {
+    "provider_id": "--provider",
+    "school_id": "--school",
+    "lesson_date": "--date",
+    "time_slot": "--slot",
+    "kind": "--kind",
+    "request_id": "--request-id",
+    "correlation_id": "--correlation-id",
+    "actor": "--actor",
+    "reason": "--reason",
+    "mode": "--mode",
+    "batch_id": "--batch-id",
+    "date_from": "--from",
+    "date_to": "--to",
+    "student_id": "STUDENT_ID",
+    "details": "--details-json",
+}
+"""The option (or argument) behind each field the ledger names in a refusal."""
+_OPTION_WORDS = (("send kind: ", "give --kind "),)
+"""The API's words in the ledger's messages, and the command line's."""
+
+
+def in_options(invalid: InvalidLessonRequest) -> str:
+    """A refusal in the command line's words: each field named as its option (`--slot`,
+    not `time_slot`; a field of `--details-json` after it), as the user typed it."""
+    named = []
+    for error in invalid.errors:
+        field, message = error["field"], error["message"]
+        head, _, rest = field.partition(".")
+        option = OPTION_OF.get(head)
+        if option is not None:
+            field = f"{option}: {rest}" if rest else option
+        for api, cli in _OPTION_WORDS:
+            message = message.replace(api, cli)
+        named.append(f"{field}: {message}")
+    return "; ".join(named)
 
 
 OWNER_ONLY = (

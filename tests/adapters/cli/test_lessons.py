@@ -197,8 +197,10 @@ def test_bad_input_exits_2_naming_each_field(store: Store, tmp_path: Path) -> No
     )  # fmt: skip
     assert ran.exit_code == 2
     assert len(ran.stderr.strip().splitlines()) == 1
-    for field in ("provider_id", "school_id", "lesson_date", "time_slot"):
-        assert f"{field}:" in ran.stderr
+    # Each named as the option it came from, not as the API's field.
+    for option in ("--provider", "--school", "--date", "--slot"):
+        assert f"{option}: " in ran.stderr
+    assert "provider_id" not in ran.stderr and "time_slot" not in ran.stderr
     assert cli("show", "nope", database_url=store.url).exit_code == 2
     partial_key = cli("show", "--provider", PROVIDER, database_url=store.url)
     assert partial_key.exit_code == 2 and "--school" in partial_key.stderr
@@ -251,6 +253,27 @@ def test_details_too_deep_for_a_request_are_one_line(store: Store, tmp_path: Pat
 
     assert ran.exit_code == 2
     assert ran.stderr.strip() == "invalid: --details-json: is nested too deeply to read"
+
+
+def test_a_refused_request_speaks_in_the_command_lines_options(
+    store: Store, tmp_path: Path
+) -> None:
+    """What to change is said as the option to change: a missing slot points to `--kind
+    on_demand`, a bad field of the details file is named after `--details-json`."""
+    no_slot = cli("request", *KEY, "--request-id", "r", "--actor", "a", database_url=store.url)
+    details = tmp_path / "details.json"
+    details.write_text(json.dumps({"students": [{"id": "st-1", "grade": 3}], "subjekt": "x"}))
+    misspelt = cli(
+        "request", *KEY, "--slot", "8:30-9:00", "--request-id", "r", "--actor", "a",
+        "--details-json", str(details), database_url=store.url,
+    )  # fmt: skip
+
+    assert no_slot.exit_code == 2
+    assert no_slot.stderr.startswith("invalid: --slot: time slot missing")
+    assert "give --kind on_demand" in no_slot.stderr and "kind:" not in no_slot.stderr
+    assert misspelt.exit_code == 2
+    assert "--details-json: subjekt: is not a known field" in misspelt.stderr
+    assert cli("history", *KEY, "--slot", "8:30-9:00", database_url=store.url).exit_code == 1
 
 
 def test_unknown_lesson_exits_1(store: Store) -> None:

@@ -234,8 +234,8 @@ def test_an_erasure_names_the_student_as_requests_do(store: Store, ledger: Lesso
         database_url=store.url,
     )  # fmt: skip
 
-    assert blank.exit_code == 2 and "invalid: student_id: is missing" in blank.stderr
-    assert no_reason.exit_code == 2 and "invalid: reason: is missing" in no_reason.stderr
+    assert blank.exit_code == 2 and "invalid: STUDENT_ID: is missing" in blank.stderr
+    assert no_reason.exit_code == 2 and "invalid: --reason: is missing" in no_reason.stderr
     assert erased.exit_code == 0, erased.stderr
     assert (erased.json()["lessons"], erased.json()["reason"]) == (1, "request")
     assert cli("students", "erasures", "--json", database_url=store.url).json()[0]["keys"] == 1
@@ -329,7 +329,7 @@ def test_retention_from_the_command_line_counts_the_lessons_each_run_reaches(
     )
     assert blank.exit_code == 2
     assert blank.stderr.strip() == (
-        "invalid: reason: is missing: say why (kept with the erasure's record)"
+        "invalid: --reason: is missing: say why (kept with the erasure's record)"
     )
     # Days reaching back past year 1 reach nothing (it was an OverflowError traceback).
     for days in (10**8, 10**30):
