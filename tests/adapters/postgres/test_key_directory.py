@@ -176,7 +176,8 @@ def test_an_erasure_heard_of_empties_the_directory_until_it_is_read_again(
 ) -> None:
     """This process never met Ada, but its directory holds her key. Another process
     erases her: once heard of, the directory holds nothing (its next read held back),
-    so her next lesson is sealed under a new key; read again, it holds one key less."""
+    so her next lesson is sealed under a new key; read again, it holds one key less, and
+    opens nothing with the destroyed one."""
     theirs = postgres_store.open()
     request(theirs, "08:00-08:30", "ada")
     ours = postgres_store.open()
@@ -191,7 +192,9 @@ def test_an_erasure_heard_of_empties_the_directory_until_it_is_read_again(
     assert keys.key_for(owner).key_id not in destroyed
     statements.release.set()
     wait_until(lambda: keys.directory_size == held, 10, "the directory to be read again")
-    # One key less (Ada's), one more (her new one).
+    # One key less (Ada's), one more (her new one): the read took the keys it found
+    # still stored from the directory dropped, never the destroyed one.
+    assert keys.key(destroyed[0]) is None
 
 
 class ErasedDuringTheRead(Statements):
