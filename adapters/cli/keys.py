@@ -18,7 +18,15 @@ keys_app = typer.Typer(
 
 @keys_app.command("init")
 def keys_init(
-    path: Annotated[Path, typer.Argument(help=f"the key file ({KEY_FILE_SETTING} names it)")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help=f"the key file (default: the one {KEY_FILE_SETTING} names)",
+            metavar="PATH",
+            envvar=KEY_FILE_SETTING,
+            show_envvar=False,
+        ),
+    ],
 ) -> None:
     """Create the key file (mode 0600) or add the keys it lacks; existing keys never change.
 

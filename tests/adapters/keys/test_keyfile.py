@@ -217,6 +217,23 @@ def test_keys_init_makes_a_file_and_changes_no_key(tmp_path: Path) -> None:
     assert read_keys(path)["hash_key"] == key
 
 
+def test_keys_init_makes_the_file_the_setting_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys init` with no PATH makes the file every process will read (the setting's)."""
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv(KEY_FILE_SETTING, str(path))
+
+    made = cli("keys", "init")
+
+    assert made.exit_code == 0, made.stderr
+    assert made.stdout.startswith(f"created {path} with the keys")
+    assert len(read_keys(path)["key_encryption_key"]) == 32
+    monkeypatch.delenv(KEY_FILE_SETTING)
+    neither = cli("keys", "init")
+    assert neither.exit_code == 2 and "PATH" in neither.stderr
+
+
 def test_an_in_memory_database_has_keys_in_memory() -> None:
     keys = open_keys(key_file=None, database_kind="sqlite", database_path=":memory:")
     assert keys.path is None and len(keys["hash_key"]) == 32
