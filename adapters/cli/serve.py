@@ -24,7 +24,12 @@ from adapters.http.metrics import MULTIPROCESS_DIR
 from adapters.postgres.rights import check_rights
 from adapters.release import VERSION
 from adapters.settings import Settings
-from adapters.storage.database import DATABASE_URL_SETTING, Database, redacted
+from adapters.storage.database import (
+    DATABASE_URL_SETTING,
+    Database,
+    redacted,
+    unused_on_sqlite,
+)
 from adapters.worker import WorkerSettings
 
 FOLLOW_PROJECTIONS_SETTING = "LESSON_LEDGER_FOLLOW_PROJECTIONS"
@@ -77,6 +82,8 @@ def serve(
         )
     if first_admin:
         typer.echo(f"Created the first admin token (shown once, keep it): {first_admin}")
+    for setting in unused_on_sqlite(database):
+        typer.echo(f"Not used: {setting} (the database is SQLite; it is PostgreSQL's)")
     typer.echo(f"Checkpoints are signed by the public key {public_key} (give it to auditors)")
     typer.echo(
         f"Serving lesson-ledger {VERSION} on http://{host}:{port} (database {redacted(url)})"

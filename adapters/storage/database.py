@@ -374,6 +374,20 @@ class Database:
         )
 
 
+def unused_on_sqlite(database: Database, settings: DatabaseSettings | None = None) -> list[str]:
+    """The direct and read URL settings given for a SQLite database: it has neither (they
+    are PostgreSQL's), so they are not used; said at `serve`'s start, not refused (a copy
+    of a database opened with a PostgreSQL deployment's `.env` must still open)."""
+    if database.kind != "sqlite":
+        return []
+    settings = settings or DatabaseSettings()
+    given = (
+        (DIRECT_URL_SETTING, settings.direct_database_url),
+        (READ_URL_SETTING, settings.read_database_url),
+    )
+    return [setting for setting, url in given if url]
+
+
 def redacted(url: str) -> str:
     """The URL with its password (if any, also as a `password=` option) as `***`: safe
     to log or print."""

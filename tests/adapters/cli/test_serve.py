@@ -272,3 +272,25 @@ def test_a_generator_that_cannot_be_made_stops_the_start_on_sqlite(
         "invalid: the openai generator needs LESSON_LEDGER_OPENAI_API_KEY for api.openai.com"
     )
     assert not database.exists()
+
+
+def test_a_replica_url_given_to_a_sqlite_ledger_is_said_not_to_be_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has no replica or direct session: such URLs are not used, and the start says
+    so (it said nothing, and reads a school thought went to a replica came from the file),
+    but still serves: a copy of a database is opened with a deployment's settings."""
+    monkeypatch.setenv("LESSON_LEDGER_READ_DATABASE_URL", "postgresql://ledger@replica/ledger")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    with serving_process(url, tmp_path / "serve.log") as (base_url, process):
+        assert process.stdout is not None
+        banner = [process.stdout.readline()]
+        while banner[-1] and not banner[-1].startswith("Serving lesson-ledger"):
+            banner.append(process.stdout.readline())  # the banner, in full once served
+        assert httpx.get(f"{base_url}/health").status_code == 200
+
+    said = [line for line in banner if line.startswith("Not used")]
+    assert said == [
+        "Not used: LESSON_LEDGER_READ_DATABASE_URL (the database is SQLite; it is PostgreSQL's)\n"
+    ]
