@@ -22,9 +22,10 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -353,12 +354,7 @@ class DataKeys:
         directory = self._directory
         if directory is None:
             return {}
-        keys = {}
-        for owner in owners:
-            key = directory.by_owner.get(owner)
-            if key is not None:
-                keys[owner] = key
-        return keys
+        return {owner: key for owner in owners if (key := directory.by_owner.get(owner))}
 
     def _opened_row(self, owner: str, key_id: str, wrapped: str) -> DataKey:
         """The key of a key table's row, unwrapped."""
@@ -366,16 +362,15 @@ class DataKeys:
         return DataKey(key_id, raw, AESGCM(raw), owner)
 
     def _opened_rows(
-        self, rows: Iterable[Sequence[str]], held: dict[str, DataKey] | None = None
+        self, rows: Iterable[Sequence[str]], held: Mapping[str, DataKey] = MappingProxyType({})
     ) -> list[DataKey]:
         """The keys of the key table's (owner, key id, wrapped) rows that the key-encryption
         keys open, taken from `held` (by id) where it has them. One that none opens is left
         out: asked for, it is looked up, and refused there with KeyEncryptionKeyError."""
         keys = []
         for owner, key_id, wrapped in rows:
-            key = None if held is None else held.get(key_id)
             try:
-                keys.append(key or self._opened_row(owner, key_id, wrapped))
+                keys.append(held.get(key_id) or self._opened_row(owner, key_id, wrapped))
             except KeyEncryptionKeyError:
                 continue
         return keys
