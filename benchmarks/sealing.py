@@ -20,7 +20,8 @@ unwraps them from it, as when a process meets a student for the first time.
 `single_uncached` does the same in a process that holds no directory (no erasures heard
 of: SQLite, a pooler with no direct URL; or after the cache's 5 s there, decision record
 0054): every request looks them up. `single_new` names two students new to the ledger
-in each request: every request makes their keys (one statement, decision record 0057).
+in each request: every request makes their keys, stored by the request's own append
+(decision record 0064).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def single_uncached(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]
 
 def single_new(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
     """As `single`, each request naming two students new to the ledger, in a process
-    whose directory holds every key: every request makes theirs."""
+    whose directory holds every key: every request makes theirs, which its append
+    stores."""
     return _single(spec, "sealing-new", count, rounds, students="new")
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from adapters.keys.data_keys import DataKey, DataKeys
+from adapters.keys.data_key import DataKey
+from adapters.keys.data_keys import DataKeys
 from benchmarks import sealing, writes
 from benchmarks.stores import create_store, drop_store
 from benchmarks.workload import requests
@@ -218,24 +219,26 @@ def test_the_new_students_measurement_makes_two_keys_a_request_without_looking_u
     tmp_path: Path,
 ) -> None:
     """Its sealed side names two students new to the ledger a request, in a process whose
-    directory holds every key: each request makes their two keys, and looks none up."""
+    directory holds every key: each request makes their two keys, which its append
+    stores (decision record 0064); it looks none up, nor stores them on their own."""
     require_postgres()
     spec = create_store("postgresql", POSTGRES_URL)
-    calls: list[tuple[str, int]] = []  # (made or looked up, how many students' keys)
-    created, stored = DataKeys._created, DataKeys._stored
+    calls: list[tuple[str, int]] = []  # (what, how many students' keys)
+    made, created, stored = DataKeys._made, DataKeys._created, DataKeys._stored
 
     def counted(name: str, call: Any) -> Any:
-        def counting(keys: DataKeys, owners: Sequence[str]) -> dict[str, DataKey]:
+        def counting(keys: DataKeys, owners: Sequence[str]) -> Any:
             students = sum(owner.startswith("student:") for owner in owners)
             if students:
                 calls.append((name, students))
-            return call(keys, owners)  # type: ignore[no-any-return]
+            return call(keys, owners)
 
         return counting
 
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(DataKeys, "_created", counted("made", created))
+            patch.setattr(DataKeys, "_made", counted("made", made))
+            patch.setattr(DataKeys, "_created", counted("stored on their own", created))
             patch.setattr(DataKeys, "_stored", counted("looked up", stored))
             rates = sealing.single_new(spec, 6, 2)
     finally:

@@ -19,6 +19,7 @@ from adapters.eventstore.application import LedgerApplication
 from adapters.eventstore.slots import EventSourcedSlots
 from adapters.keys.opening import open_sealer
 from adapters.postgres.leases import LEASES_TABLE, create_leases_table_sql
+from adapters.postgres.recorder import LedgerApplicationRecorder
 from adapters.postgres.schema import EventsTable
 from adapters.storage.database import APPLICATION_NAME, Database, redacted
 from adapters.storage.refused_requests import SqlInvalidRequestLog
@@ -57,6 +58,11 @@ def open_ledger(url: str | Database | None = None) -> LessonLedger:
     except BaseException:
         EventSourcedSlots(app).close()
         raise
+    keys, recorder = sealer.keys.unsaved, app.recorder
+    if keys is not None and isinstance(recorder, LedgerApplicationRecorder):
+        # A student's key made while sealing is stored by the append of the events
+        # sealed under it: one commit (adapters/keys/unsaved.py).
+        recorder.keys, sealer.keys_with_events = keys, True
     return LessonLedger(EventSourcedSlots(app), sealer, SqlInvalidRequestLog(database))
 
 

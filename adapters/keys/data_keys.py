@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -31,7 +31,9 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.keys.data_key import DataKey, UnsavedKey
 from adapters.keys.nonces import NONCE_BYTES, NONCES
+from adapters.keys.unsaved import BESIDE, MADE_PER_NOTICE, UnsavedKeys
 from adapters.storage.sqlstore import Cursor, SqlStore
 from domain.errors import LedgerUnavailable
 
@@ -43,24 +45,12 @@ TOLD_CACHE_SECONDS = 600.0
 DIRECTORY_KEYS = 50_000
 """At most this many keys held in the directory (about 20 MB); a database with more has
 none."""
-_MADE_PER_NOTICE = 200
-"""Key ids announced in one notification (33 bytes each: PostgreSQL takes 8,000)."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
 
 
 class KeyEncryptionKeyError(LedgerUnavailable):
     """The key-encryption key does not open this database's data keys."""
-
-
-@dataclass(frozen=True)
-class DataKey:
-    """An owner's key: its id (stored with what it seals) and its bytes."""
-
-    key_id: str
-    key: bytes = field(repr=False)  # never in a log or a test's failure
-    cipher: AESGCM = field(repr=False)
-    owner: str
 
 
 @dataclass
@@ -82,10 +72,11 @@ class _Directory:
     def add(self, keys: Iterable[DataKey]) -> None:
         """These keys too: as read, or made since."""
         for key in keys:
-            if len(self.by_owner) >= DIRECTORY_KEYS:
+            if len(self.by_id) >= DIRECTORY_KEYS:
                 self.complete = False
                 continue
-            self.by_owner[key.owner] = key
+            if BESIDE not in key.owner:  # one stored beside the owner's is found by id
+                self.by_owner[key.owner] = key
             self.by_id[key.key_id] = key
 
 
@@ -134,6 +125,12 @@ class DataKeys:
         """The keys of the directory last dropped, by id: never used to seal or open, only
         to spare the next read unwrapping again those it finds still stored."""
         self._lock = threading.Lock()
+        self.unsaved = (
+            None
+            if self.made_channel is None
+            else UnsavedKeys(self.table, self.made_channel, self._remember_stored)
+        )
+        """Keys made for this thread's next append to store (PostgreSQL)."""
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
             " key_id TEXT PRIMARY KEY, owner TEXT NOT NULL UNIQUE, wrapped TEXT NOT NULL,"
@@ -164,11 +161,12 @@ class DataKeys:
         """The owner's key, made (and stored) on first use."""
         return self.keys_for((owner,))[owner]
 
-    def keys_for(self, owners: Iterable[str]) -> dict[str, DataKey]:
+    def keys_for(self, owners: Iterable[str], *, unsaved: bool = False) -> dict[str, DataKey]:
         """Each owner's key, made (and stored) on first use: those not remembered are
         taken from the directory, or else looked up together, and those missing made
         together (a batch's dozens of students and dates cost a round trip or three, not
-        three each)."""
+        three each). `unsaved`: keys made first (`makes_first`) are not stored here but
+        held for this thread's next append to store (`unsaved`, decision record 0064)."""
         now, generation = time.monotonic(), self._generation
         found: dict[str, DataKey] = {}
         stored: dict[str, DataKey] = {}
@@ -184,7 +182,11 @@ class DataKeys:
             # Held by the directory as long as it is: no need to remember them too.
             found.update(self._known(unknown))
             unknown = [owner for owner in unknown if owner not in found]
-        if unknown and self.makes_first:
+        held: list[UnsavedKey] = []
+        if unknown and self.makes_first and unsaved and self.unsaved is not None:
+            held = self._made(unknown)
+            found.update((made.key.owner, made.key) for made in held)
+        elif unknown and self.makes_first:
             # The directory holds every key but those made a moment ago: an owner not in
             # it most likely has none yet. Made first, it costs one round trip, not two.
             stored.update(self._created(unknown))
@@ -193,6 +195,8 @@ class DataKeys:
             missing = [owner for owner in unknown if owner not in stored]
             if missing:
                 stored.update(self._created(missing))
+        if unsaved and self.unsaved is not None:
+            self.unsaved.hold(held, generation)
         if stored:
             self._remember(stored.values(), now, generation)
             found.update(stored)
@@ -231,13 +235,23 @@ class DataKeys:
         self.forget(owners, destroyed)
         return destroyed
 
-    def destroying(self, cursor: Cursor, owners: list[str]) -> list[str]:
+    def destroying(self, cursor: Cursor, owners: list[str], *, beside: bool = True) -> list[str]:
         """Within a transaction: delete these owners' keys, announced as it commits; the
-        ids of those that existed. `forget` them once it has committed."""
+        ids of those that existed. `forget` them once it has committed. `beside`: those
+        stored beside theirs too (adapters/keys/unsaved.py; PostgreSQL alone has them, and
+        only for owners whose keys appends store: a student's, never a day's)."""
         destroyed: list[str] = []
         for owner in owners:
             rows = cursor.run(
                 f"DELETE FROM {self.table} WHERE owner = %s RETURNING key_id", (owner,)
+            )
+            destroyed += [row[0] for row in rows]
+        if beside and self.unsaved is not None and owners:
+            # No index finds them (the owner's name begins theirs): one scan for all.
+            rows = cursor.run(
+                f"DELETE FROM {self.table} WHERE strpos(owner, %s) > 0"
+                f" AND split_part(owner, %s, 1) = ANY(%s) RETURNING key_id",
+                (BESIDE, BESIDE, owners),
             )
             destroyed += [row[0] for row in rows]
         if destroyed and self.channel is not None:
@@ -413,20 +427,15 @@ class DataKeys:
 
     def _created(self, owners: Sequence[str]) -> dict[str, DataKey]:
         """New keys for these owners; where another process made one first, that one."""
-        self._follow_rotation()
         created_at = datetime.now(UTC).isoformat()
         made: dict[str, DataKey] = {}
         # In one order everywhere: two writers making the same keys then wait for each
         # other on the owners' index, never in a circle (a deadlock).
-        in_order = sorted(owners)
-        for start in range(0, len(in_order), _OWNERS_PER_STATEMENT):
-            rows: list[object] = []
-            new: dict[str, DataKey] = {}
-            for owner in in_order[start : start + _OWNERS_PER_STATEMENT]:
-                key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
-                new[owner] = DataKey(key_id, raw, AESGCM(raw), owner)
-                rows += [key_id, owner, *self._wrap(key_id, raw), created_at]
-            values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(rows) // 5))
+        new = self._made(sorted(owners))
+        for start in range(0, len(new), _OWNERS_PER_STATEMENT):
+            chunk = new[start : start + _OWNERS_PER_STATEMENT]
+            rows = [value for key in chunk for value in (*key.row, created_at)]
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
             insert = (
                 f"INSERT INTO {self.table} (key_id, owner, wrapped, kek_id, created_at)"
                 f" VALUES {values} ON CONFLICT (owner) DO NOTHING"
@@ -435,11 +444,26 @@ class DataKeys:
                 self.sql.run(insert, rows)
             else:
                 inserted = self.sql.run(self._announced(insert), [*rows, self.made_channel])
-                made.update((owner, new[owner]) for (owner,) in inserted)
+                of = {key.key.owner: key.key for key in chunk}
+                made.update((owner, of[owner]) for (owner,) in inserted)
         others = [owner for owner in owners if owner not in made]
         stored = {**self._stored(others), **made} if others else made
         assert len(stored) == len(owners), "a key was just made for each owner"
         return stored
+
+    def _made(self, owners: Sequence[str]) -> list[UnsavedKey]:
+        """A new key for each owner, wrapped for its row, not stored."""
+        self._follow_rotation()
+        made = []
+        for owner in owners:
+            key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+            wrapped, kek_id = self._wrap(key_id, raw)
+            made.append(UnsavedKey(DataKey(key_id, raw, AESGCM(raw), owner), wrapped, kek_id))
+        return made
+
+    def _remember_stored(self, keys: Sequence[DataKey], generation: int) -> None:
+        """Remember keys an append stored, made at `generation`."""
+        self._remember(keys, time.monotonic(), generation)
 
     @staticmethod
     def _announced(insert: str) -> str:
@@ -450,7 +474,7 @@ class DataKeys:
         return (
             f"WITH made AS ({insert} RETURNING owner, key_id),"
             " lines AS (SELECT owner, key_id,"
-            f" (row_number() OVER ()) / {_MADE_PER_NOTICE} AS notice FROM made),"
+            f" (row_number() OVER ()) / {MADE_PER_NOTICE} AS notice FROM made),"
             " told AS (SELECT notice, pg_notify(%s, string_agg(key_id, chr(10)))"
             " FROM lines GROUP BY notice)"
             # Read from `told`, so that it runs (a CTE no one reads is not).

@@ -103,7 +103,7 @@ def _sealed(event: Any, slots: EventSourcedSlots, sealer: Sealer) -> Any | None:
     if students and any(PLAIN in part for part in students):
         lesson = _slot(slots, event.originator_id, event.originator_version)
         plain = [p[PLAIN] for p in students if PLAIN in p]
-        sealed = sealer.seal_students([(lesson.key, plain)])[0]
+        sealed = sealer.seal_students([(lesson.key, plain)], keys_stored_now=True)[0]
         changes["students"] = _merged(students, sealed)
     content = fields.get("content")
     if isinstance(content, dict) and PLAIN in content:

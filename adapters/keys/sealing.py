@@ -29,7 +29,8 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from adapters.keys.data_keys import DataKey, DataKeys
+from adapters.keys.data_key import DataKey
+from adapters.keys.data_keys import DataKeys
 from adapters.keys.nonces import NONCE_BYTES, NONCES
 from domain.digests import KeyedHash
 from domain.keys import LessonKey
@@ -70,6 +71,10 @@ class Sealer:
         self._days: dict[date, str] = {}
         """The key owners of the days whose keys this process has made, or found made
         (every day of a month at once)."""
+        self.keys_with_events = False
+        """Whether students' keys made while sealing are stored by the append of the
+        events sealed under them (set by `open_ledger`, whose recorder stores them:
+        adapters/keys/unsaved.py)."""
 
     @property
     def print_key(self) -> bytes:
@@ -91,15 +96,25 @@ class Sealer:
 
     # Students' parts.
 
-    def seal_students(self, requests: Sequence[tuple[LessonKey, list[Part]]]) -> list[list[Part]]:
+    def seal_students(
+        self, requests: Sequence[tuple[LessonKey, list[Part]]], *, keys_stored_now: bool = False
+    ) -> list[list[Part]]:
         """Each request's students' parts sealed under the student's key, then the day's;
-        every key they need is found at once."""
+        every key they need is found at once.
+
+        A single request's new student gets a key that this thread's next append stores
+        (`keys_with_events`), unless `keys_stored_now` (events written otherwise: the
+        migration's). A batch's keys are stored at once, by a statement of their own: one
+        commit for dozens of requests, and batches of one roster racing would each store
+        a key for every student. So is a day's key: retention destroys it alone."""
         day_of = self._day_owners({key.lesson_date for key, _ in requests})
         student_of = {
             student_id: self.student_owner(student_id)
             for student_id in {str(part["id"]) for _, parts in requests for part in parts}
         }
-        keys = self.keys.keys_for([*day_of.values(), *student_of.values()])
+        keys = self.keys.keys_for(day_of.values())
+        with_events = self.keys_with_events and not keys_stored_now and len(requests) == 1
+        keys.update(self.keys.keys_for(student_of.values(), unsaved=with_events))
         nonces = iter(NONCES.take(2 * sum(len(parts) for _, parts in requests)))
         sealed: list[list[Part]] = []
         for lesson, parts in requests:

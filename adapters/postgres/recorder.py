@@ -35,7 +35,7 @@ from adapters.postgres.notifications import Notifier
 from adapters.postgres.reads import SettledReads
 from adapters.postgres.schema import EventsTable
 from adapters.postgres.subscription import LedgerSubscription
-from adapters.postgres.writes import PreparedAppend, WriteSessions
+from adapters.postgres.writes import KeysWithEvents, PreparedAppend, WriteSessions
 
 
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
@@ -74,6 +74,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._notifier = Notifier(self.datastore, self.channel_name)
         self._writers = WriteSessions(self.datastore, pooled=pooled)
         self._upgraded = False
+        self.keys: KeysWithEvents | None = None
+        """Data keys made for the events a thread appends next, stored by its append
+        (set by `open_ledger`: adapters/keys/unsaved.py)."""
 
     # Schema.
 
@@ -108,8 +111,11 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return None
         self._ensure_upgraded()
+        keys = self.keys
         with self._writers.session() as conn:
             ids = self._append(conn, stored_events)
+        if keys is not None:
+            keys.stored()
         self._notifier.notify()
         return ids
 
@@ -121,8 +127,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
     ) -> list[int]:
         """Append the events in the connection's current transaction (autocommit: one of
-        its own); their notification ids, in order (see `PreparedAppend.send`)."""
-        return self._appends.send(conn, stored_events)
+        its own), and the keys this thread made for them; their notification ids, in
+        order (see `PreparedAppend.send`)."""
+        return self._appends.send(conn, stored_events, self.keys)
 
     # Reading.
 

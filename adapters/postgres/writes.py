@@ -21,7 +21,8 @@ import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -45,6 +46,7 @@ from psycopg.pq.abc import PGresult
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Literal
 
+from adapters.keys.unsaved import BESIDE, MADE_PER_NOTICE
 from adapters.postgres.schema import EventsTable
 
 _BINARY4 = (1, 1, 1, 1)
@@ -178,6 +180,24 @@ class WriteSessions:
         return conn
 
 
+class KeysWithEvents(Protocol):
+    """Data keys made for the events this thread appends next, for the append to store
+    in its own transaction (adapters/keys/unsaved.py, decision record 0064)."""
+
+    table: str
+    """The key table, as statements spell it."""
+    channel: str
+    """Where keys made are announced (their ids)."""
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """This thread's keys: (key id, owner, wrapped key, key-encryption key id)."""
+        ...
+
+    def stored(self) -> None:
+        """The append that stored this thread's keys committed."""
+        ...
+
+
 class PreparedAppend:
     """The append functions of one events table, called with binary parameters: through
     statements prepared once in each session (libpq connection), or, `pooled`, through
@@ -196,17 +216,28 @@ class PreparedAppend:
             b"ll_append_", b"ll_append1_"
         )
         self._uuid_ids = table.originator_id_type == "uuid"
+        self._keyed: bytes | None = None
+        self._keyed_name = self._append_statement_name.replace(b"ll_append_", b"ll_append_k_")
+        self._keyed_in: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def send(
-        self, conn: psycopg.Connection[Any], stored_events: Sequence[StoredEvent]
+        self,
+        conn: psycopg.Connection[Any],
+        stored_events: Sequence[StoredEvent],
+        keys: KeysWithEvents | None = None,
     ) -> list[int]:
         """Append the events in the connection's current transaction (autocommit: one of
-        its own); their notification ids, in order.
+        its own); their notification ids, in order. `keys`: data keys made for them, stored
+        by the same statement (`send_with_keys`) when this thread holds any.
 
         Straight through libpq (psycopg's `pgconn`, and its own non-blocking wait, which
         cancels the statement on Ctrl-C): one prepared statement of four binary arrays,
         built here; one event goes as four plain values to the function of one."""
         pgconn = conn.pgconn
+        rows = [] if keys is None else keys.rows()
+        if rows:
+            assert keys is not None
+            return self._send_with_keys(conn, stored_events, keys, rows)
         if self._pooled:
             return self._send_unnamed(conn, stored_events)
         if pgconn not in self._prepared_in:
@@ -274,6 +305,79 @@ class PreparedAppend:
             assert value is not None
             return [int(value)]
         return _bigint_list(value)
+
+    def _send_with_keys(
+        self,
+        conn: psycopg.Connection[Any],
+        stored_events: Sequence[StoredEvent],
+        keys: KeysWithEvents,
+        rows: list[tuple[str, str, str, str]],
+    ) -> list[int]:
+        """The events and their keys in one statement (`_keyed_statement`), the keys
+        announced at commit. Prepared once per session; unnamed, with its lock_timeout,
+        through a pooler."""
+        if self._keyed is None:
+            self._keyed = self._keyed_statement(keys).as_bytes(conn)
+        pgconn = conn.pgconn
+        if not conn.autocommit and pgconn.transaction_status == _IDLE:
+            pgconn.send_query(b"BEGIN")
+            _result(conn, _COMMAND_OK)
+        columns = [[row[n].encode() for row in rows] for n in range(4)]
+        params = [
+            *_append_params(stored_events, self._uuid_ids),
+            *[_binary_array(_TEXT_OID, column) for column in columns],
+            datetime.now(UTC).isoformat().encode(),
+            keys.channel.encode(),
+        ]
+        formats = (1,) * len(params)
+        if self._pooled:
+            pgconn.send_query_params(self._keyed, params, param_formats=formats)
+        else:
+            if pgconn not in self._keyed_in:
+                pgconn.send_prepare(self._keyed_name, self._keyed)
+                _result(conn, _COMMAND_OK)
+                self._keyed_in.add(pgconn)
+            pgconn.send_query_prepared(self._keyed_name, params, formats)
+        return _bigint_list(_result(conn, _TUPLES_OK).get_value(0, 0))
+
+    def _keyed_statement(self, keys: KeysWithEvents) -> Composed:
+        """The append of events ($1-$4) with their keys' rows ($5-$8: ids, owners, wrapped
+        keys, key-encryption key ids; $9 when made; $10 the channel that announces them).
+
+        The events go first (the append must be its transaction's first write: decision
+        record 0001); the keys' rows are read beside its result, so stored after it, in
+        one order of owners everywhere (two writers never wait for each other's keys in
+        a circle). A key whose owner has one already (stored by another process a moment
+        ago) is stored beside it, as `<owner>+<key id>`: the events sealed under it stay
+        readable, and erasing the owner destroys both."""
+        limit: SQL | Composed = SQL("")
+        if self._pooled and self._lock_timeout:
+            limit = SQL(" WHERE set_config('lock_timeout', {}, true) IS NOT NULL").format(
+                Literal(f"{self._lock_timeout}s")
+            )
+        return SQL(
+            "WITH appended AS (SELECT {function}($1, $2, $3, $4) AS ids{limit}),"
+            " made AS (SELECT k.* FROM appended,"
+            " unnest($5::text[], $6::text[], $7::text[], $8::text[])"
+            " AS k(key_id, owner, wrapped, kek_id)),"
+            " first AS (INSERT INTO {table} (key_id, owner, wrapped, kek_id, created_at)"
+            " SELECT key_id, owner, wrapped, kek_id, $9 FROM made ORDER BY owner"
+            " ON CONFLICT (owner) DO NOTHING RETURNING key_id),"
+            " beside AS (INSERT INTO {table} (key_id, owner, wrapped, kek_id, created_at)"
+            " SELECT key_id, owner || {beside} || key_id, wrapped, kek_id, $9 FROM made"
+            " WHERE key_id NOT IN (SELECT key_id FROM first) RETURNING key_id),"
+            " stored AS (SELECT key_id FROM first UNION ALL SELECT key_id FROM beside),"
+            " lines AS (SELECT key_id, (row_number() OVER ()) / {n} AS notice FROM stored),"
+            " told AS (SELECT notice, pg_notify($10, string_agg(key_id, chr(10)))"
+            " FROM lines GROUP BY notice)"
+            " SELECT ids FROM appended WHERE (SELECT count(*) FROM told) >= 0"
+        ).format(
+            function=self._table.function_sql,
+            limit=limit,
+            table=SQL(keys.table),
+            beside=Literal(BESIDE),
+            n=Literal(MADE_PER_NOTICE),
+        )
 
 
 _ERRORS: list[tuple[type[psycopg.Error], type[PersistenceError]]] = [

@@ -258,20 +258,6 @@ MAKE = "INSERT INTO"
 """What the statement that makes keys says."""
 
 
-def test_a_student_new_to_the_ledger_costs_one_statement(postgres_store: Store) -> None:
-    """A process whose directory holds every key makes a new student's key at once,
-    without looking it up first: one statement, and the part reads back."""
-    ledger = postgres_store.open()
-    request(ledger, "08:00-08:30", "ada")  # the month's date keys, made
-    statements = Statements(listening(ledger))
-
-    lesson = request(ledger, "08:30-09:00", "ben")
-
-    assert statements.look_ups() == 0
-    assert statements.look_ups(MAKE) == 1
-    assert parts(ledger, lesson) == ["student-ben"]
-
-
 def test_a_key_missing_from_the_directory_is_found_not_made_again(
     postgres_store: Store,
 ) -> None:

@@ -31,6 +31,8 @@ from adapters.storage.database import (
 )
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
+from tests.adapters.postgres.test_key_erasures import parts
+from tests.adapters.postgres.test_keys_with_events import key_rows, opening_tx
 from tests.support import fake_openai
 from tests.support.calendar_race import (
     PROVIDER,
@@ -59,6 +61,7 @@ from tests.support.race_checks import (
 from tests.support.racing import Plan, race_in_processes, race_in_threads
 from tests.support.served import serving_process
 from tests.support.stores import POSTGRES_URL, Store, require_postgres
+from tests.support.student_data import request
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -220,6 +223,26 @@ def test_an_erasure_through_the_pooler_reaches_another_process(pooled: Store) ->
 
     wait_until(lambda: keys.key(destroyed) is None, 10, "the erasure to reach the other ledger")
     assert keys.key_for(owner).key_id != destroyed
+
+
+def test_a_new_students_key_through_the_pooler_is_stored_with_their_lesson(
+    pooled: Store,
+) -> None:
+    """With a direct URL (a keys' directory), the append through the pooler stores a new
+    student's key in the lesson's own transaction (decision record 0064); through the
+    pooler alone the key is looked up, then stored on its own. Either way the part reads
+    back in another process."""
+    ledger = pooled.open()
+    request(ledger, "08:00-08:30", "ada")  # the month's date keys, made
+    with_events = DIRECT_URL_SETTING in os.environ
+    if with_events:
+        wait_until(lambda: sealer_of(ledger).keys.makes_first, 10, "the keys' directory")
+
+    lesson = request(ledger, "08:30-09:00", "ben")
+
+    [(_, stored_in)] = key_rows(pooled, ledger, "student-ben")
+    assert (stored_in == opening_tx(pooled, lesson)) is with_events
+    assert parts(pooled.open(), lesson) == ["student-ben"]
 
 
 # The races.
