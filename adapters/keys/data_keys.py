@@ -31,9 +31,10 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.keys.announcing import MADE_PER_NOTICE, Announcer
 from adapters.keys.data_key import DataKey, UnsavedKey
 from adapters.keys.nonces import NONCE_BYTES, NONCES
-from adapters.keys.unsaved import BESIDE, MADE_PER_NOTICE, UnsavedKeys
+from adapters.keys.unsaved import BESIDE, UnsavedKeys
 from adapters.storage.sqlstore import Cursor, SqlStore
 from domain.errors import LedgerUnavailable
 
@@ -128,7 +129,7 @@ class DataKeys:
         self.unsaved = (
             None
             if self.made_channel is None
-            else UnsavedKeys(self.table, self.made_channel, self._remember_stored)
+            else UnsavedKeys(self.table, self._remember_stored, Announcer(sql, self.made_channel))
         )
         """Keys made for this thread's next append to store (PostgreSQL)."""
         sql.create_tables(
@@ -137,6 +138,12 @@ class DataKeys:
             " kek_id TEXT NOT NULL, created_at TEXT NOT NULL)"
         )
         self.check()
+
+    def close(self) -> None:
+        """Announce keys stored by appends and not announced yet; free the connections."""
+        if self.unsaved is not None:
+            self.unsaved.close()
+        self.sql.close()
 
     def check(self) -> None:
         """Raise KeyEncryptionKeyError, one line, unless the key-encryption key opens this

@@ -83,7 +83,7 @@ class Sealer:
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
-        self.keys.sql.close()
+        self.keys.close()
 
     def student_owner(self, student_id: str) -> str:
         """The owner name of a student's key: a keyed hash of the id, never the id."""

@@ -46,7 +46,7 @@ from psycopg.pq.abc import PGresult
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Literal
 
-from adapters.keys.unsaved import BESIDE, MADE_PER_NOTICE
+from adapters.keys.unsaved import BESIDE
 from adapters.postgres.schema import EventsTable
 
 _BINARY4 = (1, 1, 1, 1)
@@ -186,8 +186,6 @@ class KeysWithEvents(Protocol):
 
     table: str
     """The key table, as statements spell it."""
-    channel: str
-    """Where keys made are announced (their ids)."""
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """This thread's keys: (key id, owner, wrapped key, key-encryption key id)."""
@@ -313,9 +311,8 @@ class PreparedAppend:
         keys: KeysWithEvents,
         rows: list[tuple[str, str, str, str]],
     ) -> list[int]:
-        """The events and their keys in one statement (`_keyed_statement`), the keys
-        announced at commit. Prepared once per session; unnamed, with its lock_timeout,
-        through a pooler."""
+        """The events and their keys in one statement (`_keyed_statement`). Prepared
+        once per session; unnamed, with its lock_timeout, through a pooler."""
         if self._keyed is None:
             self._keyed = self._keyed_statement(keys).as_bytes(conn)
         pgconn = conn.pgconn
@@ -327,7 +324,6 @@ class PreparedAppend:
             *_append_params(stored_events, self._uuid_ids),
             *[_binary_array(_TEXT_OID, column) for column in columns],
             datetime.now(UTC).isoformat().encode(),
-            keys.channel.encode(),
         ]
         formats = (1,) * len(params)
         if self._pooled:
@@ -342,14 +338,15 @@ class PreparedAppend:
 
     def _keyed_statement(self, keys: KeysWithEvents) -> Composed:
         """The append of events ($1-$4) with their keys' rows ($5-$8: ids, owners, wrapped
-        keys, key-encryption key ids; $9 when made; $10 the channel that announces them).
+        keys, key-encryption key ids; $9 when made).
 
         The events go first (the append must be its transaction's first write: decision
         record 0001); the keys' rows are read beside its result, so stored after it, in
         one order of owners everywhere (two writers never wait for each other's keys in
         a circle). A key whose owner has one already (stored by another process a moment
         ago) is stored beside it, as `<owner>+<key id>`: the events sealed under it stay
-        readable, and erasing the owner destroys both."""
+        readable, and erasing the owner destroys both. (A statement in WITH that writes
+        runs to its end whether or not anything reads it.)"""
         limit: SQL | Composed = SQL("")
         if self._pooled and self._lock_timeout:
             limit = SQL(" WHERE set_config('lock_timeout', {}, true) IS NOT NULL").format(
@@ -365,18 +362,13 @@ class PreparedAppend:
             " ON CONFLICT (owner) DO NOTHING RETURNING key_id),"
             " beside AS (INSERT INTO {table} (key_id, owner, wrapped, kek_id, created_at)"
             " SELECT key_id, owner || {beside} || key_id, wrapped, kek_id, $9 FROM made"
-            " WHERE key_id NOT IN (SELECT key_id FROM first) RETURNING key_id),"
-            " stored AS (SELECT key_id FROM first UNION ALL SELECT key_id FROM beside),"
-            " lines AS (SELECT key_id, (row_number() OVER ()) / {n} AS notice FROM stored),"
-            " told AS (SELECT notice, pg_notify($10, string_agg(key_id, chr(10)))"
-            " FROM lines GROUP BY notice)"
-            " SELECT ids FROM appended WHERE (SELECT count(*) FROM told) >= 0"
+            " WHERE key_id NOT IN (SELECT key_id FROM first))"
+            " SELECT ids FROM appended"
         ).format(
             function=self._table.function_sql,
             limit=limit,
             table=SQL(keys.table),
             beside=Literal(BESIDE),
-            n=Literal(MADE_PER_NOTICE),
         )
 
 

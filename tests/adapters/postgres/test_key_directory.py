@@ -376,6 +376,8 @@ def test_a_key_the_key_encryption_key_does_not_open_is_left_out_of_the_directory
     ledger = postgres_store.open()
     request(ledger, "08:00-08:30", "ada")
     keys = listening(ledger)
+    stored = postgres_store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
+    wait_until(lambda: keys.directory_size == stored, 10, "Ada's key to be heard of")
     stranger = DataKeys.__new__(DataKeys)
     stranger._use(bytes(range(32)), None)
     wrapped, kek_id = stranger._wrap("not-ours", bytes(32))

@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from adapters.keys.data_keys import DataKeys
 from adapters.keys.erasure import Erasures
 from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
 from tests.adapters.postgres.test_key_directory import LOOK_UP_BY_ID, MAKE, Statements
 from tests.adapters.postgres.test_key_erasures import listening, parts
+from tests.support.projections import wait_until
 from tests.support.stores import Store
 from tests.support.student_data import PROVIDER, request
 from tests.support.together import in_threads_together
@@ -56,6 +58,42 @@ def test_a_new_students_key_is_stored_by_the_append_of_their_lesson(
     assert parts(ledger, lesson) == ["student-ben"]
     assert parts(postgres_store.open(), lesson) == ["student-ben"]
     assert statements.look_ups(LOOK_UP_BY_ID) == 0  # remembered once stored
+
+
+def test_a_key_an_append_stored_reaches_another_processs_directory(
+    postgres_store: Store,
+) -> None:
+    """Announced a moment after its append, by a thread of the process that stored it:
+    the other process then seals the student's next lesson under that key, with no
+    statement of the keys' own. Announced too when the process closes at once."""
+    ours, theirs = postgres_store.open(), postgres_store.open()
+    for ledger in (ours, theirs):
+        listening(ledger)
+    request(ours, "08:00-08:30", "ada")  # the month's date keys, made
+    keys = sealer_of(theirs).keys
+    statements = Statements(keys)
+
+    for name, slot, later in (
+        ("ben", "08:30-09:00", "10:30-11:00"),
+        ("cy", "09:00-09:30", "11:00-11:30"),
+    ):
+        request(ours, slot, name)
+        owner = sealer_of(ours).student_owner(f"student-{name}")
+        [(stored, _)] = key_rows(postgres_store, ours, f"student-{name}")
+        assert stored == owner
+        if name == "cy":
+            ours.close()  # before the announcement's pause is over
+        wait_until(lambda: holds_every_key(postgres_store, keys), 10, f"{name}'s key heard of")
+        lesson = request(theirs, later, name)
+
+        assert parts(theirs, lesson) == [f"student-{name}"]
+        assert statements.look_ups(MAKE) == 0 and statements.look_ups() == 0
+        assert len(key_rows(postgres_store, theirs, f"student-{name}")) == 1
+
+
+def holds_every_key(store: Store, keys: DataKeys) -> bool:
+    """Whether a process's directory holds every key stored (none beside another here)."""
+    return keys.directory_size == store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
 
 
 def test_a_key_stored_elsewhere_a_moment_before_is_met_by_one_beside_it(
