@@ -13,7 +13,9 @@ up by id to open what they sealed, and meet their student with a key stored besi
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 
 from adapters.storage.sqlstore import SqlStore
 from domain.errors import LedgerUnavailable
@@ -41,6 +43,8 @@ class Announcer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._closing = threading.Event()
+        forget = weakref.WeakMethod(self._forget_parents)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
 
     def announce(self, key_ids: list[str]) -> None:
         """Announce these ids soon (not in this thread)."""
@@ -49,7 +53,6 @@ class Announcer:
                 return
             self._waiting += key_ids
             # Started here, not at opening: most processes never store a key this way.
-            # A forked child starts its own (its parent's thread is not its).
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="key-news", daemon=True)
                 self._thread.start()
@@ -81,6 +84,12 @@ class Announcer:
             with self._changed:
                 waiting, self._waiting = self._waiting, []
             self._send(waiting)
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's thread, lock and waiting ids are the parent's
+        (its lock may have been held at the fork); the child starts its own thread."""
+        self._waiting, self._thread = [], None
+        self._changed = threading.Condition()
 
     def _send(self, key_ids: list[str]) -> None:
         for start in range(0, len(key_ids), MADE_PER_NOTICE):

@@ -5,11 +5,11 @@ A process that holds every stored key (its directory) takes a student it has not
 one new to the ledger, and makes the key in memory. Storing it on its own cost a
 statement and a commit (a disk flush) before the events' own; held here until this
 thread's next append, it is stored by that append's statement: one commit, and the key
-exists exactly when the first event sealed under it does. It is announced a moment later
-(adapters/keys/announcing.py). If another process stored a key
-for that student meanwhile, this one is stored beside it, as the student's too (an
-owner of its own, `<owner>+<key id>`), so the events sealed under it stay readable and an
-erasure of the student destroys both.
+exists exactly when the first event sealed under it does. It is announced a moment
+later (adapters/keys/announcing.py). If another process stored a key for that student
+meanwhile, this one is stored beside it, as the student's too (an owner of its own,
+`<owner>+<key id>`), so the events sealed under it stay readable and an erasure of the
+student destroys both.
 """
 
 from __future__ import annotations
