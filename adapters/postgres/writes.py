@@ -226,7 +226,7 @@ class PreparedAppend:
     ) -> list[int]:
         """Append the events in the connection's current transaction (autocommit: one of
         its own); their notification ids, in order. `keys`: data keys made for them, stored
-        by the same statement (`send_with_keys`) when this thread holds any.
+        by the same statement (`_keyed_statement`) when this thread holds any.
 
         Straight through libpq (psycopg's `pgconn`, and its own non-blocking wait, which
         cancels the statement on Ctrl-C): one prepared statement of four binary arrays,
