@@ -1,5 +1,6 @@
 """Data keys: one random AES-256 key per owner (a student, a lesson date), kept in the
-ledger's database (`data_keys`) wrapped by the key-encryption key, which never is.
+ledger's database (`data_keys`) wrapped by the key-encryption key, which never is
+(adapters/keys/wrapping.py).
 
 Destroying an owner's key is how its data is erased: whatever was sealed under it can no
 longer be opened, by anyone, with any key that remains. Unwrapped keys are remembered by
@@ -17,8 +18,6 @@ since it was read (decision record 0057).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import threading
 import time
 import uuid
@@ -26,19 +25,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.keys.announcing import MADE_PER_NOTICE, Announcer
 from adapters.keys.data_key import DataKey, UnsavedKey
-from adapters.keys.nonces import NONCE_BYTES, NONCES
 from adapters.keys.unsaved import BESIDE, UnsavedKeys
+from adapters.keys.wrapping import KEY_BYTES, KeyEncryptionKeyError, KeyFileKeys, Wrapping
 from adapters.storage.sqlstore import Cursor, SqlStore
-from domain.errors import LedgerUnavailable
 
-KEY_BYTES = 32
 _OWNERS_PER_STATEMENT = 190
 """Owners named in one statement (five parameters each: older SQLite builds take 999)."""
 TOLD_CACHE_SECONDS = 600.0
@@ -48,10 +43,6 @@ DIRECTORY_KEYS = 50_000
 none."""
 _CHECK_OWNER = "kek-check"
 """A key of no data, kept so that a wrong key-encryption key is noticed at start."""
-
-
-class KeyEncryptionKeyError(LedgerUnavailable):
-    """The key-encryption key does not open this database's data keys."""
 
 
 @dataclass
@@ -81,15 +72,6 @@ class _Directory:
             self.by_id[key.key_id] = key
 
 
-class KeyFileKeys(Protocol):
-    """The current and previous key-encryption keys where they are kept."""
-
-    def read(self) -> tuple[bytes, bytes | None]: ...
-
-    def changed(self) -> tuple[bytes, bytes | None] | None:
-        """The keys, read again if they may have changed since the last read."""
-
-
 class DataKeys:
     """The data keys of one database, wrapped by `kek`."""
 
@@ -108,8 +90,7 @@ class DataKeys:
         self.sql = sql
         self._postgres = sql.database.kind == "postgresql"
         self.table = sql.table("data_keys")
-        self._use(kek, previous)
-        self._reread = reread
+        self.wrapping = Wrapping(kek, previous, reread)
         self.cache_seconds = cache_seconds
         self.channel = f"{sql.database.schema}_data_keys" if self._postgres else None
         """Where destroying keys is announced (PostgreSQL)."""
@@ -156,7 +137,7 @@ class DataKeys:
             return
         key_id, wrapped, kek_id = found[0]
         try:
-            self._unwrap(key_id, wrapped)
+            self.wrapping.unwrap(key_id, wrapped)
         except KeyEncryptionKeyError:
             raise KeyEncryptionKeyError(
                 f"the key-encryption key ({self.kek_id}) does not open this database's data "
@@ -277,17 +258,30 @@ class DataKeys:
     def rewrap(self, new_kek: bytes) -> int:
         """Wrap every key with a new key-encryption key instead (no data changes); how many.
         This process wraps with it from now on, and opens with the one before too."""
-        new = DataKeys.__new__(DataKeys)
-        new._use(new_kek, None)
+        new, wrapping = Wrapping(new_kek), self.wrapping
         with self.sql.transaction() as cursor:
             rows = cursor.run(f"SELECT key_id, wrapped FROM {self.table}")
             for key_id, wrapped in rows:
                 cursor.run(
                     f"UPDATE {self.table} SET wrapped = %s, kek_id = %s WHERE key_id = %s",
-                    (*new._wrap(key_id, self._unwrap(key_id, wrapped)), key_id),
+                    (*new.wrap(key_id, wrapping.unwrap(key_id, wrapped)), key_id),
                 )
-        self._use(new_kek, self.kek if new_kek != self.kek else self.previous)
+        wrapping.use(new_kek, wrapping.kek if new_kek != wrapping.kek else wrapping.previous)
         return len(rows)
+
+    @property
+    def kek(self) -> bytes:
+        """The key-encryption key that wraps keys made here."""
+        return self.wrapping.kek
+
+    @property
+    def kek_id(self) -> str:
+        return self.wrapping.kek_id
+
+    @property
+    def previous(self) -> bytes | None:
+        """The key-encryption key before the last rotation (it still opens keys)."""
+        return self.wrapping.previous
 
     def forget(self, owners: list[str], key_ids: list[str]) -> None:
         """Drop remembered keys (after destroying them)."""
@@ -379,7 +373,7 @@ class DataKeys:
 
     def _opened_row(self, owner: str, key_id: str, wrapped: str) -> DataKey:
         """The key of a key table's row, unwrapped."""
-        raw = self._unwrap(key_id, wrapped)
+        raw = self.wrapping.unwrap(key_id, wrapped)
         return DataKey(key_id, raw, AESGCM(raw), owner)
 
     def _opened_rows(
@@ -460,11 +454,11 @@ class DataKeys:
 
     def _made(self, owners: Sequence[str]) -> list[UnsavedKey]:
         """A new key for each owner, wrapped for its row, not stored."""
-        self._follow_rotation()
+        self.wrapping.follow_rotation()
         made = []
         for owner in owners:
             key_id, raw = uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8)
-            wrapped, kek_id = self._wrap(key_id, raw)
+            wrapped, kek_id = self.wrapping.wrap(key_id, raw)
             made.append(UnsavedKey(DataKey(key_id, raw, AESGCM(raw), owner), wrapped, kek_id))
         return made
 
@@ -488,64 +482,6 @@ class DataKeys:
             " SELECT owner FROM lines WHERE notice IN (SELECT notice FROM told)"
         )
 
-    def _use(self, kek: bytes, previous: bytes | None) -> None:
-        """Wrap with `kek` from now on; open with it, or else with `previous`."""
-        if len(kek) != KEY_BYTES:
-            raise KeyEncryptionKeyError(
-                f"the key-encryption key must be {KEY_BYTES} bytes, not {len(kek)}"
-            )
-        kek_id = hashlib.sha256(kek).hexdigest()[:12]
-        # One assignment: a thread wrapping meanwhile takes the key and its id together.
-        self._wrapping = (AESGCM(kek), kek_id)
-        self._openers = (self._wrapping[0], *([AESGCM(previous)] if previous else []))
-        self.kek, self.kek_id, self.previous = kek, kek_id, previous
-
-    def _wrap(self, key_id: str, raw: bytes) -> tuple[str, str]:
-        """The key wrapped, and the id of the key-encryption key that wrapped it."""
-        kek, kek_id = self._wrapping
-        nonce = NONCES.one()
-        wrapped = base64.b64encode(nonce + kek.encrypt(nonce, raw, key_id.encode())).decode()
-        return wrapped, kek_id
-
-    def _unwrap(self, key_id: str, wrapped: str) -> bytes:
-        return self._unwrap_bytes(key_id, base64.b64decode(wrapped))
-
-    def _unwrap_bytes(self, key_id: str, data: bytes) -> bytes:
-        """The key, opened with the current key-encryption key or the one before; when
-        neither opens it, the key file is read again once (rotated since this process
-        started). KeyEncryptionKeyError, one line, if it still does not open."""
-        opened = _opened(self._openers, key_id, data)
-        if opened is None and self._reread_file():
-            opened = _opened(self._openers, key_id, data)
-        if opened is not None:
-            return opened
-        raise KeyEncryptionKeyError(
-            f"data key {key_id} does not open with the key-encryption key ({self.kek_id}) or "
-            "the one before it: check LESSON_LEDGER_KEY_FILE or LESSON_LEDGER_KEY_ENCRYPTION_KEY"
-        )
-
-    def _reread_file(self) -> bool:
-        """Whether the key file, read again, holds another current key-encryption key
-        (then used from now on)."""
-        if self._reread is None:
-            return False
-        return self._take(self._reread.read())
-
-    def _follow_rotation(self) -> None:
-        """Before wrapping new keys: a rotation since the key file was last read is taken
-        up. Wrapped with the key before, they would be lost at the next rotation but one
-        (which drops that key from the file) if this process opened no key meanwhile."""
-        if self._reread is not None and (found := self._reread.changed()) is not None:
-            self._take(found)
-
-    def _take(self, found: tuple[bytes, bytes | None]) -> bool:
-        """Whether these keys hold another current key-encryption key (then used)."""
-        kek, previous = found
-        if kek == self.kek:
-            return False
-        self._use(kek, previous)
-        return True
-
     def opens_only_with_previous(self) -> bool:
         """Whether the keys open with the previous key-encryption key but not with the
         current (a rotation interrupted before its rewrap)."""
@@ -555,15 +491,4 @@ class DataKeys:
         if not found or self.previous is None:
             return False
         key_id, wrapped = found[0]
-        data = base64.b64decode(wrapped)
-        return _opened(self._openers[:1], key_id, data) is None
-
-
-def _opened(openers: Sequence[AESGCM], key_id: str, data: bytes) -> bytes | None:
-    """A wrapped key opened with the first of these key-encryption keys that opens it."""
-    for opener in openers:
-        try:
-            return opener.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
-        except InvalidTag:
-            continue
-    return None
+        return not self.wrapping.opens_with_current(key_id, wrapped)

@@ -13,8 +13,9 @@ import pytest
 from psycopg import sql
 
 from adapters.keys import data_keys
-from adapters.keys.data_keys import DataKeys, KeyEncryptionKeyError
+from adapters.keys.data_keys import DataKeys
 from adapters.keys.sealing import sealer_of
+from adapters.keys.wrapping import KeyEncryptionKeyError, Wrapping
 from adapters.storage.sqlstore import SqlStore
 from domain import LessonLedger
 from tests.adapters.postgres.test_key_erasures import listening, parts
@@ -378,9 +379,7 @@ def test_a_key_the_key_encryption_key_does_not_open_is_left_out_of_the_directory
     keys = listening(ledger)
     stored = postgres_store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
     wait_until(lambda: keys.directory_size == stored, 10, "Ada's key to be heard of")
-    stranger = DataKeys.__new__(DataKeys)
-    stranger._use(bytes(range(32)), None)
-    wrapped, kek_id = stranger._wrap("not-ours", bytes(32))
+    wrapped, kek_id = Wrapping(bytes(range(32))).wrap("not-ours", bytes(32))
     keys.sql.run(
         f"INSERT INTO {keys.table} (key_id, owner, wrapped, kek_id, created_at)"
         " VALUES (%s, %s, %s, %s, %s)",
