@@ -17,6 +17,7 @@ from adapters.storage.sqlstore import SqlStore
 from tests.support.stores import POSTGRES_URL, require_postgres
 
 DEADLINE = 10.0
+Listener = psycopg.Connection[tuple[object, ...]]
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def channel() -> str:
 
 
 @pytest.fixture
-def listener(channel: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def listener(channel: str) -> Iterator[Listener]:
     require_postgres()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"LISTEN {channel}")
@@ -33,13 +34,16 @@ def listener(channel: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 
 
 @pytest.fixture
-def sql() -> Iterator[SqlStore]:
-    store = SqlStore(Database.from_url(POSTGRES_URL), pool_size=2)
-    yield store
-    store.close()
+def announcer(channel: str) -> Iterator[Announcer]:
+    require_postgres()
+    sql = SqlStore(Database.from_url(POSTGRES_URL), pool_size=2)
+    announcer = Announcer(sql, channel)
+    yield announcer
+    announcer.close()
+    sql.close()
 
 
-def heard(conn: psycopg.Connection[tuple[object, ...]], count: int) -> list[list[str]]:
+def heard(conn: Listener, count: int) -> list[list[str]]:
     """The next `count` notifications' ids (fails at the deadline)."""
     found: list[list[str]] = []
     for notice in conn.notifies(timeout=DEADLINE, stop_after=count):
@@ -49,22 +53,17 @@ def heard(conn: psycopg.Connection[tuple[object, ...]], count: int) -> list[list
 
 
 def test_ids_announced_in_one_moment_go_in_one_notification(
-    sql: SqlStore, channel: str, listener: psycopg.Connection[tuple[object, ...]]
+    announcer: Announcer, listener: Listener
 ) -> None:
-    announcer = Announcer(sql, channel)
     announcer.announce(["a", "b"])
     announcer.announce(["c"])  # within the pause the first opened
 
     assert heard(listener, 1) == [["a", "b", "c"]]
     announcer.announce(["d"])
     assert heard(listener, 1) == [["d"]]
-    announcer.close()
 
 
-def test_ids_waiting_at_close_are_announced_by_it(
-    sql: SqlStore, channel: str, listener: psycopg.Connection[tuple[object, ...]]
-) -> None:
-    announcer = Announcer(sql, channel)
+def test_ids_waiting_at_close_are_announced_by_it(announcer: Announcer, listener: Listener) -> None:
     announcer.announce(["a"])
     announcer.close()  # within the pause
     announcer.announce(["after"])  # closed: nothing more
@@ -79,10 +78,9 @@ def _announce_in_child(announcer: Announcer) -> None:
 
 
 def test_a_forked_child_announces_its_own_ids_alone(
-    sql: SqlStore, channel: str, listener: psycopg.Connection[tuple[object, ...]]
+    announcer: Announcer, listener: Listener
 ) -> None:
     """The parent's ids, waiting when it forks, are the parent's to announce."""
-    announcer = Announcer(sql, channel)
     announcer.announce(["parent"])
     child = multiprocessing.get_context("fork").Process(
         target=_announce_in_child, args=(announcer,)
@@ -92,4 +90,3 @@ def test_a_forked_child_announces_its_own_ids_alone(
 
     assert child.exitcode == 0
     assert sorted(heard(listener, 2)) == [["child"], ["parent"]]
-    announcer.close()
