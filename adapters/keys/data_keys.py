@@ -170,8 +170,9 @@ class DataKeys:
             # Held by the directory as long as it is: no need to remember them too.
             found.update(self._known(unknown))
             unknown = [owner for owner in unknown if owner not in found]
+        holds = self.unsaved if unsaved else None
         held: list[UnsavedKey] = []
-        if unknown and self.makes_first and unsaved and self.unsaved is not None:
+        if unknown and self.makes_first and holds is not None:
             held = self._made(unknown)
             found.update((made.key.owner, made.key) for made in held)
         elif unknown and self.makes_first:
@@ -183,8 +184,8 @@ class DataKeys:
             missing = [owner for owner in unknown if owner not in stored]
             if missing:
                 stored.update(self._created(missing))
-        if unsaved and self.unsaved is not None:
-            self.unsaved.hold(held, generation)
+        if holds is not None:
+            holds.hold(held, generation)
         if stored:
             self._remember(stored.values(), now, generation)
             found.update(stored)

@@ -231,19 +231,14 @@ class PreparedAppend:
         Straight through libpq (psycopg's `pgconn`, and its own non-blocking wait, which
         cancels the statement on Ctrl-C): one prepared statement of four binary arrays,
         built here; one event goes as four plain values to the function of one."""
-        pgconn = conn.pgconn
-        rows = [] if keys is None else keys.rows()
-        if rows:
-            assert keys is not None
+        if keys is not None and (rows := keys.rows()):
             return self._send_with_keys(conn, stored_events, keys, rows)
+        pgconn = conn.pgconn
         if self._pooled:
             return self._send_unnamed(conn, stored_events)
         if pgconn not in self._prepared_in:
             self._prepare(conn)
-        if not conn.autocommit and pgconn.transaction_status == _IDLE:
-            # Outside autocommit psycopg begins a transaction first: so does this.
-            pgconn.send_query(b"BEGIN")
-            _result(conn, _COMMAND_OK)
+        _begun(conn)
         if len(stored_events) == 1:
             pgconn.send_query_prepared(
                 self._append_one_statement_name,
@@ -289,10 +284,8 @@ class PreparedAppend:
                     composed, Literal(f"{self._lock_timeout}s")
                 )
             statement = self._unnamed[one] = composed.as_bytes(conn)
+        _begun(conn)
         pgconn = conn.pgconn
-        if not conn.autocommit and pgconn.transaction_status == _IDLE:
-            pgconn.send_query(b"BEGIN")
-            _result(conn, _COMMAND_OK)
         if one:
             params = _append_one_params(stored_events[0], self._uuid_ids)
         else:
@@ -315,10 +308,8 @@ class PreparedAppend:
         once per session; unnamed, with its lock_timeout, through a pooler."""
         if self._keyed is None:
             self._keyed = self._keyed_statement(keys).as_bytes(conn)
+        _begun(conn)
         pgconn = conn.pgconn
-        if not conn.autocommit and pgconn.transaction_status == _IDLE:
-            pgconn.send_query(b"BEGIN")
-            _result(conn, _COMMAND_OK)
         columns = [[row[n].encode() for row in rows] for n in range(4)]
         params = [
             *_append_params(stored_events, self._uuid_ids),
@@ -390,6 +381,13 @@ def persistence_error(error: psycopg.Error) -> PersistenceError:
         if isinstance(error, driver_class):
             return library_class(str(error))
     return PersistenceError(str(error))
+
+
+def _begun(conn: psycopg.Connection[Any]) -> None:
+    """Outside autocommit psycopg begins a transaction before a statement: so does this."""
+    if not conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+        conn.pgconn.send_query(b"BEGIN")
+        _result(conn, _COMMAND_OK)
 
 
 def _result(conn: psycopg.Connection[Any], expected: psycopg.pq.ExecStatus) -> PGresult:

@@ -29,6 +29,11 @@ LOOK_UP_BY_ID = "WHERE key_id = %s"
 """What the statement that looks a key up by its id says (to open what it sealed)."""
 
 
+def holds_every_key(store: Store, keys: DataKeys) -> bool:
+    """Whether a process's directory holds every key stored (none beside another here)."""
+    return keys.directory_size == store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
+
+
 class Statements:
     """The keys' statements, run on their real store and kept for the test to count;
     with `hold_reads`, a read of the directory waits until `release` is set."""
@@ -377,8 +382,7 @@ def test_a_key_the_key_encryption_key_does_not_open_is_left_out_of_the_directory
     ledger = postgres_store.open()
     request(ledger, "08:00-08:30", "ada")
     keys = listening(ledger)
-    stored = postgres_store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
-    wait_until(lambda: keys.directory_size == stored, 10, "Ada's key to be heard of")
+    wait_until(lambda: holds_every_key(postgres_store, keys), 10, "Ada's key to be heard of")
     wrapped, kek_id = Wrapping(bytes(range(32))).wrap("not-ours", bytes(32))
     keys.sql.run(
         f"INSERT INTO {keys.table} (key_id, owner, wrapped, kek_id, created_at)"

@@ -8,11 +8,15 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from adapters.keys.data_keys import DataKeys
 from adapters.keys.erasure import Erasures
 from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
-from tests.adapters.postgres.test_key_directory import LOOK_UP_BY_ID, MAKE, Statements
+from tests.adapters.postgres.test_key_directory import (
+    LOOK_UP_BY_ID,
+    MAKE,
+    Statements,
+    holds_every_key,
+)
 from tests.adapters.postgres.test_key_erasures import listening, parts
 from tests.support.projections import wait_until
 from tests.support.stores import Store
@@ -89,11 +93,6 @@ def test_a_key_an_append_stored_reaches_another_processs_directory(
         assert parts(theirs, lesson) == [f"student-{name}"]
         assert statements.look_ups(MAKE) == 0 and statements.look_ups() == 0
         assert len(key_rows(postgres_store, theirs, f"student-{name}")) == 1
-
-
-def holds_every_key(store: Store, keys: DataKeys) -> bool:
-    """Whether a process's directory holds every key stored (none beside another here)."""
-    return keys.directory_size == store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
 
 
 def test_a_key_stored_elsewhere_a_moment_before_is_met_by_one_beside_it(
