@@ -18,9 +18,11 @@ since it was read (decision record 0057).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,6 +115,8 @@ class DataKeys:
             else UnsavedKeys(self.table, self._remember_stored, Announcer(sql, self.made_channel))
         )
         """Keys made for this thread's next append to store (PostgreSQL)."""
+        forget = weakref.WeakMethod(self._forget_parents)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
             " key_id TEXT PRIMARY KEY, owner TEXT NOT NULL UNIQUE, wrapped TEXT NOT NULL,"
@@ -311,6 +315,14 @@ class DataKeys:
         with self._lock:
             self._told = listening
             self._forget_all()
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's listener stays with the parent, so erasures go
+        unheard here. Nothing inherited is trusted (the lock may have been held at the
+        fork), and keys are remembered for the short cache, as without a listener."""
+        self._lock = threading.Lock()
+        self._told = False
+        self._forget_all()
 
     def heard(self) -> None:
         """Another process destroyed keys: forget every key remembered (erasures are rare,

@@ -9,10 +9,16 @@ prepared statement would meet other sessions, or outlive its own), and skip the
 library's `SET idle_in_transaction_session_timeout` on connect (a SET outside a
 transaction lands on whichever server session the pooler picked; the pooler's own
 `idle_transaction_timeout` is the place for it).
+
+A process forked after the pool opened (a server preloading the ledger, then forking its
+workers) gets a pool of its own, opened at its first use: the inherited pool's sessions
+are the parent's (two processes on one session corrupt it).
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,19 +41,36 @@ class LedgerPostgresFactory(PostgresFactory):
         options = dict(
             parse_qsl(self.env.get(self.POSTGRES_LIBPQ_OPTIONS) or "", keep_blank_values=True)
         )
-        self.datastore.pool = _pool(self.datastore, options, self.pooled)
+        self._pool_settings = _pool_settings(self.datastore, options, self.pooled)
+        self.datastore.pool = ConnectionPool(**self._pool_settings)
+        forget = weakref.WeakMethod(self._forget_parents)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def _forget_parents(self) -> None:
+        """In a forked child: an open pool's sessions and threads are the parent's; the
+        datastore opens a new one at its first use (a closed one stays closed)."""
+        inherited = self.datastore.pool
+        if not inherited.closed:
+            _INHERITED_POOLS.append(inherited)  # never closed here: it holds the parent's
+            self.datastore.pool = ConnectionPool(**self._pool_settings)
 
 
-def _pool(datastore: PostgresDatastore, options: dict[str, str], pooled: bool) -> Any:
-    """The library's pool (not opened yet) made again, the same but for the options and,
-    when pooled, the configure step and psycopg's prepare."""
+_INHERITED_POOLS: list[ConnectionPool[Any]] = []
+"""The parent's pools, as a forked child found them open."""
+
+
+def _pool_settings(
+    datastore: PostgresDatastore, options: dict[str, str], pooled: bool
+) -> dict[str, Any]:
+    """The library's pool (not opened yet) as the ledger makes it again: the same but for
+    the options and, when pooled, the configure step and psycopg's prepare."""
     built = datastore.pool
     assert isinstance(built.kwargs, dict)  # as PostgresDatastore builds it
     kwargs: dict[str, Any] = {**built.kwargs, **options}
     if pooled:
         kwargs["prepare_threshold"] = None
     built.close()  # never opened: nothing to close but its bookkeeping
-    return ConnectionPool(
+    return dict(
         get_password_func=built.get_password_func,
         connection_class=Connection[DictRow],
         kwargs=kwargs,

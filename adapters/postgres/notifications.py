@@ -14,6 +14,7 @@ import time
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Literal
+from psycopg_pool import PoolClosed
 
 log = logging.getLogger("lesson_ledger.postgres_recorder")
 
@@ -62,6 +63,10 @@ class Notifier:
 
     def _run(self) -> None:
         pool = self._datastore.pool
+        try:
+            pool.open()  # a forked child's opens at its first use, which may be this
+        except PoolClosed:
+            return  # the recorder has closed
         failing = False
         while not pool.closed:
             if not self._pending.wait(self.IDLE_SECONDS):

@@ -9,6 +9,7 @@ import re
 import select
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -25,6 +26,9 @@ Row = tuple[Any, ...]
 _INHERITED: list[sqlite3.Connection] = []
 """SQLite connections a forked child found open: kept from being closed (and so
 touched) in the child."""
+_INHERITED_POOLS: list[ConnectionPool[Any]] = []
+"""PostgreSQL pools a forked child found open, kept likewise: their sessions are the
+parent's."""
 
 
 class _SqliteSession(threading.local):
@@ -54,6 +58,7 @@ class SqlStore:
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
         self._sqlite = _SqliteSession()
         self._epoch = 0
+        self._pool_kwargs: dict[str, Any] = {}
         if database.kind == "postgresql":
             database.connect().close()  # one clear error now rather than a pool timeout later
             kwargs = database.connect_kwargs()  # the URL's libpq options too
@@ -61,20 +66,48 @@ class SqlStore:
                 # Beside the URL's own; a pooler may refuse start-up options, so there the
                 # sessions go without (they are tuning, never needed for correctness).
                 kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), session_options]))
-            self._pool = ConnectionPool(
-                conninfo="",
-                kwargs={
-                    **kwargs,
-                    "prepare_threshold": database.prepare_threshold(),
-                    # One statement is a transaction of its own (one round trip); a
-                    # block of several opens one explicitly (`transaction()`).
-                    "autocommit": True,
-                },
-                min_size=1,
-                max_size=pool_size,
-                open=True,
-                timeout=10,
-            )
+            self._pool_kwargs = {
+                **kwargs,
+                "prepare_threshold": database.prepare_threshold(),
+                # One statement is a transaction of its own (one round trip); a block
+                # of several opens one explicitly (`transaction()`).
+                "autocommit": True,
+            }
+            self._pool = self._new_pool(pool_size, opened=True)
+        self._opens_in_child, self._opening = False, threading.Lock()
+        forget = weakref.WeakMethod(self._forget_parents)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def _new_pool(self, size: int, *, opened: bool) -> ConnectionPool[psycopg.Connection[Row]]:
+        return ConnectionPool(
+            conninfo="",
+            kwargs=self._pool_kwargs,
+            min_size=1,
+            max_size=size,
+            open=opened,
+            timeout=10,
+        )
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's pooled sessions are the parent's (two processes
+        on one session corrupt it, and the pool's threads stayed with the parent); the
+        child opens a pool of its own when it first runs a statement."""
+        if self._pool is None or self._pool.closed:
+            return
+        _INHERITED_POOLS.append(self._pool)
+        self._pool = self._new_pool(self._pool.max_size, opened=False)
+        self._opens_in_child, self._opening = True, threading.Lock()
+
+    def _pooled(self) -> ConnectionPool[psycopg.Connection[Row]]:
+        """The pool, opened here in a forked child (not at the fork: most children never
+        use it)."""
+        assert self._pool is not None
+        if self._opens_in_child:
+            with self._opening:
+                if self._opens_in_child:
+                    self._pool.open()
+                    self._opens_in_child = False
+        return self._pool
 
     def table(self, name: str) -> str:
         """The table's name as statements must spell it (schema-qualified on PostgreSQL)."""
@@ -85,7 +118,7 @@ class SqlStore:
         ask whether a runner's lock is taken)."""
         if self._pool is None:
             raise TypeError("only a PostgreSQL store lends connections")
-        return self._pool.connection()
+        return self._pooled().connection()
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
@@ -139,14 +172,14 @@ class SqlStore:
     def _open_connection(self) -> Iterator[psycopg.Connection[Row]]:
         """A pooled connection the server has not closed: after a restart each pooled
         connection is found closed here and replaced, rather than failing a statement."""
-        assert self._pool is not None
-        for _ in range(self._pool.max_size):
-            with self._pool.connection() as conn:
+        pool = self._pooled()
+        for _ in range(pool.max_size):
+            with pool.connection() as conn:
                 if not _closed_by_server(conn):
                     yield conn
                     return
                 conn.close()  # the pool makes a new one in its place
-        with self._pool.connection() as conn:
+        with pool.connection() as conn:
             yield conn
 
     @contextmanager

@@ -84,6 +84,43 @@ def test_an_erasure_in_another_process_is_heard_before_the_next_request(
     assert parts(ledger, later) == ["student-ada"]
 
 
+_FORKED: dict[str, Any] = {}
+
+
+def _parts_in_child(results: Any, erased: Any) -> None:  # runs in a forked child
+    try:
+        assert erased.wait(60), "the parent never erased"
+        results.put(parts(_FORKED["ledger"], _FORKED["lesson"]))
+    except BaseException as error:
+        results.put(repr(error))
+
+
+def test_a_forked_child_hears_of_erasures_after_the_fork(postgres_store: Store) -> None:
+    """A server forking workers after opening the ledger: the parent's listener stays
+    with the parent, so the child trusts no key it inherited and keeps keys only for the
+    short cache. Ada erased after the fork: the child reads her part as erased."""
+    import multiprocessing
+
+    ledger = postgres_store.open()
+    keys = listening(ledger)
+    lesson = request(ledger, "08:30-09:00", "ada", "ben")
+    _FORKED.update(ledger=ledger, lesson=lesson)
+    context = multiprocessing.get_context("fork")
+    results, erased = context.Queue(), context.Event()
+    try:
+        child = context.Process(target=_parts_in_child, args=(results, erased))
+        child.start()
+        assert keys.destroy([sealer_of(ledger).student_owner("student-ada")])
+        erased.set()
+        in_child = results.get(timeout=60)
+        child.join(60)
+    finally:
+        _FORKED.clear()
+
+    assert in_child == [None, "student-ben"]
+    assert parts(ledger, lesson) == [None, "student-ben"]
+
+
 class ErasedDuringTheRead:
     """The data keys' statements, but the first read of `owner`'s key returns only after
     another ledger has destroyed that key and this process has heard of it."""

@@ -415,6 +415,88 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
         ledger.close()
 
 
+def _read_in_child(results: Any) -> None:  # runs in a forked child
+    try:
+        datastore = event_store(_FORKED["ledger"]).recorder.datastore
+        with datastore.get_connection() as conn:
+            row = conn.execute(_SESSION_STARTED).fetchone()
+        assert row is not None
+        results.put(("ok", row["backend_start"]))
+    except BaseException as error:
+        results.put(("error", repr(error)))
+
+
+_SESSION_STARTED = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+
+
+def test_a_forked_child_reads_through_sessions_of_its_own(
+    schema_case: PostgresSchemaCase,
+) -> None:
+    """The library's pool, open in the parent, holds the parent's sessions: a forked
+    child reads through sessions opened after the fork, and the parent's go on."""
+    import multiprocessing
+
+    ledger = open_ledger(schema_case.database.url)
+    try:
+        datastore = event_store(ledger).recorder.datastore
+        with datastore.get_connection() as conn:
+            row = conn.execute("SELECT clock_timestamp() AS now").fetchone()
+        assert row is not None
+        forked_at = row["now"]
+        _FORKED.update(ledger=ledger)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=_read_in_child, args=(results,))
+        child.start()
+        outcome, started = results.get(timeout=60)
+        child.join(60)
+
+        assert outcome == "ok", started
+        assert started > forked_at
+        with datastore.get_connection() as conn:
+            row = conn.execute(_SESSION_STARTED).fetchone()
+        assert row is not None and row["backend_start"] < forked_at
+    finally:
+        _FORKED.clear()
+        ledger.close()
+
+
+def _save_in_child(results: Any, heard: Any) -> None:  # runs in a forked child
+    try:
+        # A save with no read before it: the child's pool is first opened by its notifier.
+        event_store(_FORKED["ledger"]).recorder.insert_events(_events(1))
+        results.put("ok")
+        heard.wait(60)  # alive while its notifier sends
+    except BaseException as error:
+        results.put(repr(error))
+
+
+def test_a_forked_child_notifies_listeners_of_its_saves(schema_case: PostgresSchemaCase) -> None:
+    import multiprocessing
+
+    ledger = open_ledger(schema_case.database.url)
+    try:
+        recorder = event_store(ledger).recorder
+        recorder.max_notification_id()  # the parent's pool open at the fork
+        _FORKED.update(ledger=ledger)
+        with schema_case.database.connect() as listener:
+            listener.execute(f'LISTEN "{recorder.channel_name}"')
+            context = multiprocessing.get_context("fork")
+            results, heard = context.Queue(), context.Event()
+            child = context.Process(target=_save_in_child, args=(results, heard))
+            child.start()
+            assert results.get(timeout=60) == "ok"
+            notified = list(listener.notifies(timeout=10, stop_after=1))
+            heard.set()
+            child.join(60)
+
+        assert notified, "no NOTIFY after the child's save"
+        assert child.exitcode == 0
+    finally:
+        _FORKED.clear()
+        ledger.close()
+
+
 # The ledger's wiring.
 
 
