@@ -421,6 +421,7 @@ def _read_in_child(results: Any) -> None:  # runs in a forked child
         with datastore.get_connection() as conn:
             row = conn.execute(_SESSION_STARTED).fetchone()
         assert row is not None
+        _FORKED["ledger"].close()  # as a worker does at its end
         results.put(("ok", row["backend_start"]))
     except BaseException as error:
         results.put(("error", repr(error)))
@@ -433,7 +434,8 @@ def test_a_forked_child_reads_through_sessions_of_its_own(
     schema_case: PostgresSchemaCase,
 ) -> None:
     """The library's pool, open in the parent, holds the parent's sessions: a forked
-    child reads through sessions opened after the fork, and the parent's go on."""
+    child reads through sessions opened after the fork, and the parent's go on, also
+    once the child has closed the ledger it inherited."""
     import multiprocessing
 
     ledger = open_ledger(schema_case.database.url)
