@@ -4,6 +4,7 @@ direct URL, or a URL that is not pooled)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -24,13 +25,15 @@ class ListenWakeup(Wakeup):
         self._database = database
         self._channel = channel
         self._conn: psycopg.Connection[Any] | None = None
+        self._pid = 0
+        """The process that opened the connection."""
         self._woken = threading.Event()
 
     def _listening(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             conn = self._database.connect()
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-            self._conn = conn
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def open(self) -> None:
@@ -64,5 +67,7 @@ class ListenWakeup(Wakeup):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        # A forked child's is the parent's session: let go, never closed (that would end
+        # it for the parent, decision record 0065).
+        if conn is not None and self._pid == os.getpid():
             conn.close()
