@@ -196,6 +196,12 @@ class DataKeys:
         return found
 
     @property
+    def generation(self) -> int:
+        """Counts what was forgotten (a destruction, heard of or made here; a listener's
+        start or end): a key found before a change of it may be destroyed."""
+        return self._generation
+
+    @property
     def makes_first(self) -> bool:
         """Whether keys not in the directory are made before they are looked up: while it
         holds every stored key, as heard of (PostgreSQL)."""

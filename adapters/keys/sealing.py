@@ -20,7 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 from uuid import UUID
@@ -47,6 +48,19 @@ def day_owner(day: date) -> str:
     return DATE_OWNER + day.isoformat()
 
 
+_FOUND_KEYS = 100_000
+"""At most this many keys kept by student id and lesson date."""
+
+
+@dataclass
+class _Found:
+    """Keys found while every erasure was heard of, in the data keys' `generation`:
+    usable while it lasts (an erasure heard of, or a listener's end, changes it)."""
+
+    generation: int
+    keys: dict[str | date, DataKey] = field(default_factory=dict)
+
+
 class Closable(Protocol):
     def close(self) -> None: ...
 
@@ -71,6 +85,11 @@ class Sealer:
         self._days: dict[date, str] = {}
         """The key owners of the days whose keys this process has made, or found made
         (every day of a month at once)."""
+        self._found = _Found(-1)
+        """The keys sealing found, by student id and lesson date: a request of students
+        met before finds its keys in a look-up each, not through their owners' names and
+        the data keys' cache (a fifth of what sealing cost a request, measured). Only
+        while erasures are heard of: otherwise each key has its own short time."""
         self.keys_with_events = False
         """Whether students' keys made while sealing are stored by the append of the
         events sealed under them (set by `open_ledger`, whose recorder stores them:
@@ -107,26 +126,71 @@ class Sealer:
         migration's). A batch's keys are stored at once, by a statement of their own: one
         commit for dozens of requests, and batches of one roster racing would each store
         a key for every student. So is a day's key: retention destroys it alone."""
-        day_of = self._day_owners({key.lesson_date for key, _ in requests})
-        student_of = {
-            student_id: self.student_owner(student_id)
-            for student_id in {str(part["id"]) for _, parts in requests for part in parts}
-        }
-        keys = self.keys.keys_for(day_of.values())
         with_events = self.keys_with_events and not keys_stored_now and len(requests) == 1
-        keys.update(self.keys.keys_for(student_of.values(), unsaved=with_events))
+        keys = self._found_before(requests, with_events)
+        if keys is None:
+            keys = self._keys_of(requests, with_events)
         nonces = iter(NONCES.take(2 * sum(len(parts) for _, parts in requests)))
         sealed: list[list[Part]] = []
         for lesson, parts in requests:
-            day, aad = keys[day_of[lesson.lesson_date]], lesson.lesson_id.bytes
+            day, aad = keys[lesson.lesson_date], lesson.lesson_id.bytes
             sealed_parts: list[Part] = []
             for part in parts:
-                student = keys[student_of[str(part["id"])]]
+                student = keys[str(part["id"])]
                 inner = _seal_with(student.cipher, orjson.dumps(part), aad, next(nonces))
                 outer = _seal_with(day.cipher, inner, aad, next(nonces))
                 sealed_parts.append({"keys": [student.key_id, day.key_id], "sealed": _text(outer)})
             sealed.append(sealed_parts)
         return sealed
+
+    def _found_before(
+        self, requests: Sequence[tuple[LessonKey, list[Part]]], with_events: bool
+    ) -> Mapping[str | date, DataKey] | None:
+        """Every key these requests need, by student id and lesson date, as sealing found
+        them before (nothing forgotten since); None when one is missing."""
+        found = self._found
+        if found.generation != self.keys.generation:
+            return None
+        keys = found.keys
+        for lesson, parts in requests:
+            if lesson.lesson_date not in keys or any(str(p["id"]) not in keys for p in parts):
+                return None
+        if with_events and self.keys.unsaved is not None:
+            # As `keys_for` does: keys held for a command that saved nothing are let go.
+            self.keys.unsaved.hold((), found.generation)
+        return keys
+
+    def _keys_of(
+        self, requests: Sequence[tuple[LessonKey, list[Part]]], with_events: bool
+    ) -> dict[str | date, DataKey]:
+        """Every key these requests need, by student id and lesson date, found (or made)
+        by the data keys; kept for the next requests unless one is not stored yet."""
+        generation = self.keys.generation
+        day_of = self._day_owners({key.lesson_date for key, _ in requests})
+        student_of = {
+            student_id: self.student_owner(student_id)
+            for student_id in {str(part["id"]) for _, parts in requests for part in parts}
+        }
+        by_owner = self.keys.keys_for(day_of.values())
+        by_owner.update(self.keys.keys_for(student_of.values(), unsaved=with_events))
+        keys: dict[str | date, DataKey] = {day: by_owner[owner] for day, owner in day_of.items()}
+        keys.update((student_id, by_owner[owner]) for student_id, owner in student_of.items())
+        held = with_events and self.keys.unsaved is not None and self.keys.unsaved.rows()
+        if not held:  # a key made for this thread's append is kept once it is stored
+            self._keep(keys, generation)
+        return keys
+
+    def _keep(self, keys: Mapping[str | date, DataKey], generation: int) -> None:
+        """Keep keys found at `generation` for the next requests, while every erasure is
+        heard of and nothing was forgotten since (they may have been read before a
+        destruction; and told since, the generation would have changed)."""
+        if generation != self.keys.generation or not self.keys.told_of_erasures:
+            return
+        found = self._found
+        if found.generation != generation:
+            found = self._found = _Found(generation)
+        if len(found.keys) < _FOUND_KEYS:
+            found.keys.update(keys)
 
     def _day_owners(self, dates: set[date]) -> dict[date, str]:
         """The key owners of these days. The first time this process meets a month, the

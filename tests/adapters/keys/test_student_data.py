@@ -21,7 +21,7 @@ from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
 from projections.audit_trail import TrailFilter, export_line, trail
 from projections.generation.port import GenerationRequest
-from tests.support.projections import read_model
+from tests.support.projections import read_model, wait_until
 from tests.support.stores import Store
 from tests.support.student_data import (
     all_markers,
@@ -195,3 +195,28 @@ def test_retention_erases_the_students_of_lessons_before_the_cut_off(
     assert ledger.get_lesson(old).students == [None]  # type: ignore[union-attr]
     assert ledger.get_lesson(recent).students[0]["id"] == "student-ada"  # type: ignore[union-attr,index]
     assert [e.kind for e in erasures(ledger, store).records()] == ["retention"]
+
+
+def test_a_student_erased_elsewhere_is_sealed_under_a_new_key_once_known(store: Store) -> None:
+    """Ada's keys are kept by this ledger's sealer after her lessons; another process
+    erases her. Once this one knows (told at once on PostgreSQL, after its short cache on
+    SQLite) her next lesson is sealed under a new key, and reads back in a new ledger."""
+    ours = store.open()
+    keys = sealer_of(ours).keys
+    keys.cache_seconds = 0.5
+    if store.kind == "postgresql":
+        wait_until(lambda: keys.told_of_erasures, 10, "the key erasure listener")
+    request(ours, "08:00-08:30", "ada")
+    request(ours, "08:30-09:00", "ada")  # her keys are found, and kept, again
+    theirs = store.open()
+    assert sealer_of(theirs).keys.destroy([sealer_of(theirs).student_owner("student-ada")])
+    later = (  # on her lessons' day: that day's key is kept too
+        f"{hour:02d}:{minute:02d}-{hour:02d}:{minute + 5:02d}"
+        for hour in range(9, 18)
+        for minute in range(0, 55, 5)
+    )
+
+    def sealed_anew() -> bool:
+        return first_student(store, request(ours, next(later), "ada")) is not None
+
+    wait_until(sealed_anew, 10, "a lesson of Ada's sealed under a key not destroyed")

@@ -5,12 +5,14 @@ destroys both."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 from uuid import UUID
 
 from adapters.keys.erasure import Erasures
 from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
+from domain.keys import LessonKey
 from tests.adapters.postgres.test_key_directory import (
     LOOK_UP_BY_ID,
     MAKE,
@@ -20,7 +22,7 @@ from tests.adapters.postgres.test_key_directory import (
 from tests.adapters.postgres.test_key_erasures import listening, parts
 from tests.support.projections import wait_until
 from tests.support.stores import Store
-from tests.support.student_data import PROVIDER, request
+from tests.support.student_data import PROVIDER, request, student
 from tests.support.together import in_threads_together
 
 
@@ -125,6 +127,28 @@ def test_a_key_stored_elsewhere_a_moment_before_is_met_by_one_beside_it(
     assert key_rows(postgres_store, reader, "student-ada") == []
     for ledger in (postgres_store.open(), reader):
         assert [parts(ledger, lesson) for lesson in (first, second)] == [[None]] * 2
+
+
+def test_a_key_made_for_events_never_appended_seals_nothing_after(
+    postgres_store: Store,
+) -> None:
+    """Cy's key, made while sealing a command whose events never reach an append (the
+    database failed it, say), was never stored: Ada's next lesson does not store it
+    either, and Cy's next lessons get a key their append stores, and read back in
+    another process."""
+    ledger = postgres_store.open()
+    request(ledger, "08:00-08:30", "ada")
+    listening(ledger)
+    request(ledger, "08:30-09:00", "ada")  # her key found, and kept, again
+    slot = LessonKey(PROVIDER, "school-1", date(2025, 9, 8), "09:00-09:30")
+    sealer_of(ledger).seal_students([(slot, [student("cy")])])  # no append follows
+
+    request(ledger, "09:00-09:30", "ada")
+    assert key_rows(postgres_store, ledger, "student-cy") == []
+    lessons = [request(ledger, time, "cy") for time in ("09:30-10:00", "10:00-10:30")]
+
+    reader = postgres_store.open()
+    assert [parts(reader, lesson) for lesson in lessons] == [["student-cy"]] * 2
 
 
 def test_writers_meeting_the_same_new_students_at_once_keep_every_part_readable(
