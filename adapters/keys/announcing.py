@@ -13,10 +13,9 @@ up by id to open what they sealed, and meet their student with a key stored besi
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 
+from adapters.forking import in_forked_children
 from adapters.storage.sqlstore import SqlStore
 from domain.errors import LedgerUnavailable
 
@@ -43,8 +42,7 @@ class Announcer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._closing = threading.Event()
-        forget = weakref.WeakMethod(self._forget_parents)
-        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        in_forked_children(self._forget_parents)
 
     def announce(self, key_ids: list[str]) -> None:
         """Announce these ids soon (not in this thread)."""

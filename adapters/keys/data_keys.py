@@ -18,11 +18,9 @@ since it was read (decision record 0057).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +28,7 @@ from types import MappingProxyType
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.forking import in_forked_children
 from adapters.keys.announcing import MADE_PER_NOTICE, Announcer
 from adapters.keys.data_key import DataKey, UnsavedKey
 from adapters.keys.unsaved import BESIDE, UnsavedKeys
@@ -115,8 +114,7 @@ class DataKeys:
             else UnsavedKeys(self.table, self._remember_stored, Announcer(sql, self.made_channel))
         )
         """Keys made for this thread's next append to store (PostgreSQL)."""
-        forget = weakref.WeakMethod(self._forget_parents)
-        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        in_forked_children(self._forget_parents)
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
             " key_id TEXT PRIMARY KEY, owner TEXT NOT NULL UNIQUE, wrapped TEXT NOT NULL,"

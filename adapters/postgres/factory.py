@@ -17,8 +17,6 @@ are the parent's (two processes on one session corrupt it).
 
 from __future__ import annotations
 
-import os
-import weakref
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +24,8 @@ from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFa
 from eventsourcing.utils import Environment, EnvType, strtobool
 from psycopg import Connection
 from psycopg.rows import DictRow
+
+from adapters.forking import in_forked_children, left_to_the_parent
 
 
 class LedgerPostgresFactory(PostgresFactory):
@@ -43,20 +43,15 @@ class LedgerPostgresFactory(PostgresFactory):
         )
         self._pool_settings = _pool_settings(self.datastore, options, self.pooled)
         self.datastore.pool = ConnectionPool(**self._pool_settings)
-        forget = weakref.WeakMethod(self._forget_parents)
-        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        in_forked_children(self._forget_parents)
 
     def _forget_parents(self) -> None:
         """In a forked child: an open pool's sessions and threads are the parent's; the
         datastore opens a new one at its first use (a closed one stays closed)."""
         inherited = self.datastore.pool
         if not inherited.closed:
-            _INHERITED_POOLS.append(inherited)  # never closed here: it holds the parent's
+            left_to_the_parent(inherited)
             self.datastore.pool = ConnectionPool(**self._pool_settings)
-
-
-_INHERITED_POOLS: list[ConnectionPool[Any]] = []
-"""The parent's pools, as a forked child found them open."""
 
 
 def _pool_settings(

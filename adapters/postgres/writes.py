@@ -14,7 +14,6 @@ in one round trip) and sets `lock_timeout` for its own transaction
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 import weakref
@@ -46,6 +45,7 @@ from psycopg.pq.abc import PGresult
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Literal
 
+from adapters.forking import in_forked_children
 from adapters.keys.unsaved import BESIDE
 from adapters.postgres.schema import EventsTable
 
@@ -77,8 +77,7 @@ class WriteSessions:
         self._limit = max(1, datastore.pool.max_size)
         self._changed = threading.Condition()
         self._closed = False
-        forget = weakref.WeakMethod(self._forget_parents)
-        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        in_forked_children(self._forget_parents)
 
     def take(self) -> psycopg.Connection[Any]:
         try:

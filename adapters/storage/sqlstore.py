@@ -9,7 +9,6 @@ import re
 import select
 import sqlite3
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -17,18 +16,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from adapters.forking import in_forked_children, left_to_the_parent
 from adapters.storage.database import DDL_LOCK_SQL, Database
 from domain.errors import LedgerUnavailable
 
 Row = tuple[Any, ...]
-
-
-_INHERITED: list[sqlite3.Connection] = []
-"""SQLite connections a forked child found open: kept from being closed (and so
-touched) in the child."""
-_INHERITED_POOLS: list[ConnectionPool[Any]] = []
-"""PostgreSQL pools a forked child found open, kept likewise: their sessions are the
-parent's."""
 
 
 class _SqliteSession(threading.local):
@@ -75,8 +67,7 @@ class SqlStore:
             }
             self._pool = self._new_pool(pool_size, opened=True)
         self._opens_in_child, self._opening = False, threading.Lock()
-        forget = weakref.WeakMethod(self._forget_parents)
-        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        in_forked_children(self._forget_parents)
 
     def _new_pool(self, size: int, *, opened: bool) -> ConnectionPool[psycopg.Connection[Row]]:
         return ConnectionPool(
@@ -94,7 +85,7 @@ class SqlStore:
         child opens a pool of its own when it first runs a statement."""
         if self._pool is None or self._pool.closed:
             return
-        _INHERITED_POOLS.append(self._pool)
+        left_to_the_parent(self._pool)
         self._pool = self._new_pool(self._pool.max_size, opened=False)
         self._opens_in_child, self._opening = True, threading.Lock()
 
@@ -151,7 +142,7 @@ class SqlStore:
                 session.conn.close()
             elif session.conn is not None:
                 # The parent's, through a fork: never used, nor closed (SQLite's advice).
-                _INHERITED.append(session.conn)
+                left_to_the_parent(session.conn)
             session.conn, session.pid, session.epoch = None, os.getpid(), self._epoch
             session.conn = self._sqlite_connect()
         session.busy = True
