@@ -6,6 +6,7 @@ listens again."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
@@ -99,8 +100,6 @@ def test_a_forked_child_hears_of_erasures_after_the_fork(postgres_store: Store) 
     """A server forking workers after opening the ledger: the parent's listener stays
     with the parent, so the child trusts no key it inherited and keeps keys only for the
     short cache. Ada erased after the fork: the child reads her part as erased."""
-    import multiprocessing
-
     ledger = postgres_store.open()
     keys = listening(ledger)
     lesson = request(ledger, "08:30-09:00", "ada", "ben")
