@@ -49,6 +49,7 @@ TABLES = (
     "idempotency_keys",
     "invalid_requests",
     "data_keys",
+    "data_key_destructions",
     "erasures",
     "erasure_positions",
     "generation_jobs",

@@ -17,9 +17,10 @@ The workload's requests all name the same two students, whose keys stay in the
 process's cache. `single_known` names two students of its own in each request, whose
 keys are in the process's keys' directory (decision records 0055, 0057): every request
 unwraps them from it, as when a process meets a student for the first time.
-`single_uncached` does the same in a process that holds no directory (no erasures heard
-of: SQLite, a pooler with no direct URL; or after the cache's 5 s there, decision record
-0054): every request looks them up. `single_new` names two students new to the ledger
+`single_uncached` does the same in a process that holds no directory and hears of no
+erasure (a forked child, or a listener's session lost; on SQLite or through a pooler
+alone, the first meeting of each student in a process, decision records 0054, 0067):
+every request looks them up. `single_new` names two students new to the ledger
 in each request: every request makes their keys, stored by the request's own append
 (decision record 0064).
 """

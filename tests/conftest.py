@@ -13,7 +13,7 @@ import pytest
 from adapters.keys.keyfile import KEY_FILE_SETTING, ensure_keys
 from domain import LessonLedger
 from tests.support.browser import require_browser
-from tests.support.stores import Store, postgres_store
+from tests.support.stores import Store, postgres_store, sqlite_store
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,11 +35,15 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Each test that takes `store` runs once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
-        store = Store("sqlite", f"sqlite:///{tmp_path / 'ledger.db'}")
-        yield store
-        store.close()
+        yield from sqlite_store(tmp_path)
         return
     yield from postgres_store()
+
+
+@pytest.fixture(name="sqlite_store")
+def sqlite_only_store(tmp_path: Path) -> Iterator[Store]:
+    """A SQLite-only store, for what only SQLite shows (no session can LISTEN there)."""
+    yield from sqlite_store(tmp_path)
 
 
 @pytest.fixture(name="postgres_store")

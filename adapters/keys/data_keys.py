@@ -6,8 +6,9 @@ Destroying an owner's key is how its data is erased: whatever was sealed under i
 longer be opened, by anyone, with any key that remains. Unwrapped keys are remembered by
 each process: for `cache_seconds` (5 s), so that a key destroyed by another process stops
 opening data there within that time; or, while a listener hears every destruction
-announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), for
-`TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision record 0054). While it
+announced on PostgreSQL (`channel`, adapters/postgres/key_erasures.py), or where no
+session can listen a poller reads every destruction's count (adapters/keys/destructions.py),
+for `TOLD_CACHE_SECONDS`, dropped as soon as one is heard (decision records 0054, 0067). While it
 listens, the process also holds the table's keys, unwrapped as they are read (its
 directory, up to `DIRECTORY_KEYS`, by owner and by id), read again after every erasure
 heard of: a student it meets for the first time, or an event it opens of one, costs a
@@ -31,6 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from adapters.forking import in_forked_children
 from adapters.keys.announcing import MADE_PER_NOTICE, Announcer
 from adapters.keys.data_key import DataKey, UnsavedKey
+from adapters.keys.destructions import TABLE as DESTRUCTIONS
+from adapters.keys.destructions import counting, created
 from adapters.keys.unsaved import BESIDE, UnsavedKeys
 from adapters.keys.wrapping import KEY_BYTES, KeyEncryptionKeyError, KeyFileKeys, Wrapping
 from adapters.storage.sqlstore import Cursor, SqlStore
@@ -91,6 +94,7 @@ class DataKeys:
         self.sql = sql
         self._postgres = sql.database.kind == "postgresql"
         self.table = sql.table("data_keys")
+        self.destructions_table = sql.table(DESTRUCTIONS)
         self.wrapping = Wrapping(kek, previous, reread)
         self.cache_seconds = cache_seconds
         self.channel = f"{sql.database.schema}_data_keys" if self._postgres else None
@@ -118,7 +122,8 @@ class DataKeys:
         sql.create_tables(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
             " key_id TEXT PRIMARY KEY, owner TEXT NOT NULL UNIQUE, wrapped TEXT NOT NULL,"
-            " kek_id TEXT NOT NULL, created_at TEXT NOT NULL)"
+            " kek_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+            created(self.destructions_table),
         )
         self.check()
 
@@ -251,6 +256,8 @@ class DataKeys:
                 (BESIDE, BESIDE, owners),
             )
             destroyed += [row[0] for row in rows]
+        if destroyed:
+            counting(cursor, self.destructions_table)  # what processes that cannot listen read
         if destroyed and self.channel is not None:
             # Delivered at commit, to every process listening (a pooler passes it on).
             cursor.run("SELECT pg_notify(%s, '')", (self.channel,))

@@ -8,6 +8,7 @@ import binascii
 import os
 
 from adapters.keys.data_keys import DataKeys
+from adapters.keys.destructions import KeyErasurePoller
 from adapters.keys.keyfile import KEY_FILE_SETTING, KeyFileError, KeyFileNotConfigured, open_keys
 from adapters.keys.rotation import PREVIOUS, KeyFileWatch, opened
 from adapters.keys.sealing import Sealer
@@ -47,11 +48,15 @@ def open_sealer(database: Database) -> Sealer:
     except BaseException:
         sql.close()
         raise
-    listener = None
+    # Erasures elsewhere are heard of (LISTEN on a session of its own, or else polled
+    # through the pool): keys are kept until then.
     session = database.session
-    if session is not None:  # erasures elsewhere are heard of: keys are kept until then
+    listener: KeyErasureListener | KeyErasurePoller
+    if session is not None:
         listener = KeyErasureListener(session, data_keys)
-        listener.start()
+    else:
+        listener = KeyErasurePoller(data_keys)
+    listener.start()
     return Sealer(
         data_keys,
         print_key=keys["print_key"],

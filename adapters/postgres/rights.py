@@ -30,6 +30,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "runner_leases": _ALL,
     "projection_rebuilds": ("SELECT",),
     "data_keys": _ALL,
+    "data_key_destructions": _READ_ADD_CHANGE,
     "generation_jobs": _ALL,
     "generation_rate_calls": _ALL,
     "erasures": _READ_ADD,

@@ -233,6 +233,12 @@ class SqlStore:
         if self._pool is not None:
             self._pool.close()
         self._epoch += 1
+        self.leave_thread()
+
+    def leave_thread(self) -> None:
+        """Close this thread's SQLite connection (a thread of the store's ending): left
+        to the garbage collector, it could stay open past the store's close, and the WAL
+        unmerged into the database file."""
         session = self._sqlite
         if session.conn is not None and session.pid == os.getpid() and not session.busy:
             session.conn.close()

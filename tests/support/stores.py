@@ -9,6 +9,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -108,6 +109,15 @@ class Store:
     def close(self) -> None:
         for ledger in self._opened:
             ledger.close()
+
+
+def sqlite_store(folder: Path) -> Iterator[Store]:
+    """A store in a new SQLite file in `folder`."""
+    store = Store("sqlite", f"sqlite:///{folder / 'ledger.db'}")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def postgres_store() -> Iterator[Store]:
