@@ -59,6 +59,13 @@ def request(ledger: LessonLedger, slot: str, *names: str, day: str = "2025-09-08
     return result.lesson_id
 
 
+def parts(ledger: LessonLedger, lesson_id: UUID) -> list[object]:
+    """The student ids of a lesson's parts, as read: None for an erased one."""
+    state = ledger.get_lesson(lesson_id)
+    assert state is not None and state.students is not None
+    return [part and part["id"] for part in state.students]
+
+
 def generate(ledger: LessonLedger, lesson_id: UUID, *quoting: str) -> None:
     """The lesson generated, its content quoting these markers (as a model might)."""
     state = ledger.get_lesson(lesson_id)

@@ -7,7 +7,6 @@ Every destruction moves the count, also when erasures race."""
 from __future__ import annotations
 
 import threading
-from uuid import UUID
 
 from adapters.keys.data_keys import DataKeys
 from adapters.keys.destructions import destructions
@@ -16,7 +15,7 @@ from domain import LessonLedger
 from tests.support.command_line import cli_process
 from tests.support.projections import wait_until
 from tests.support.stores import Store
-from tests.support.student_data import request
+from tests.support.student_data import parts, request
 
 FOR_EVER = 3600.0
 """A cache this long: only a poll can make a process forget a key in a test."""
@@ -27,12 +26,6 @@ def polling(ledger: LessonLedger) -> DataKeys:
     keys = sealer_of(ledger).keys
     wait_until(lambda: keys.told_of_erasures, 10, "the first poll of key destructions")
     return keys
-
-
-def parts(ledger: LessonLedger, lesson_id: UUID) -> list[object]:
-    state = ledger.get_lesson(lesson_id)
-    assert state is not None and state.students is not None
-    return [part and part["id"] for part in state.students]
 
 
 def test_a_key_is_kept_past_the_short_cache_while_destructions_are_polled(

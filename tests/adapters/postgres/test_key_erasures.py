@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -24,7 +23,7 @@ from tests.support.clusters import cluster_folder, new_cluster
 from tests.support.command_line import cli_process
 from tests.support.projections import wait_until
 from tests.support.stores import Store, require_postgres
-from tests.support.student_data import request
+from tests.support.student_data import parts, request
 
 FOR_EVER = 3600.0
 """A cache this long: only an announcement can make a process forget a key in a test."""
@@ -36,12 +35,6 @@ def listening(ledger: LessonLedger) -> DataKeys:
     wait_until(lambda: keys.told_of_erasures, 10, "the key erasure listener")
     wait_until(lambda: keys.directory_size is not None, 10, "the keys' directory")
     return keys
-
-
-def parts(ledger: LessonLedger, lesson_id: UUID) -> list[object]:
-    state = ledger.get_lesson(lesson_id)
-    assert state is not None and state.students is not None
-    return [part and part["id"] for part in state.students]
 
 
 def test_a_key_is_kept_past_the_short_cache_while_erasures_are_heard(
