@@ -20,10 +20,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from adapters.eventstore import event_store
 from adapters.keys.keyfile import KEY_FILE_SETTING, read_keys
 from adapters.keys.nonces import NONCE_BYTES
+from adapters.keys.sealing import sealer_of
 from domain import LessonLedger
 from domain.keys import LessonKey
 from domain.ports import Part
 from domain.sealed import PLAIN, plain_content, plain_parts
+from tests.support.command_line import cli_process
+from tests.support.projections import wait_until
 from tests.support.stores import POSTGRES_URL, Store
 
 PROVIDER = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"
@@ -64,6 +67,27 @@ def parts(ledger: LessonLedger, lesson_id: UUID) -> list[object]:
     state = ledger.get_lesson(lesson_id)
     assert state is not None and state.students is not None
     return [part and part["id"] for part in state.students]
+
+
+def erased_by_the_cli_while_kept(ledger: LessonLedger, url: str) -> None:
+    """The CLI erases Ada while `ledger`'s process has her key in memory (for an hour):
+    once it knows, her earlier lesson reads as erased, Ben's part of it stays, and her
+    next lesson is sealed under a new key and reads back."""
+    keys = sealer_of(ledger).keys
+    keys.cache_seconds = 3600.0  # only hearing of the erasure can make it forget the key
+    earlier = request(ledger, "08:30-09:00", "ada", "ben")
+    assert parts(ledger, earlier) == ["student-ada", "student-ben"]
+    ada_key = keys.key_for(sealer_of(ledger).student_owner("student-ada")).key_id
+
+    erased = cli_process(
+        "students", "erase", "student-ada", "--reason", "request", "--database-url", url
+    )
+
+    assert erased.exit_code == 0, erased.stderr
+    wait_until(lambda: keys.key(ada_key) is None, 10, "the erasure to be heard of")
+    assert parts(ledger, earlier) == [None, "student-ben"]
+    later = request(ledger, "09:00-09:30", "ada")
+    assert parts(ledger, later) == ["student-ada"]
 
 
 def generate(ledger: LessonLedger, lesson_id: UUID, *quoting: str) -> None:
