@@ -229,7 +229,9 @@ class SqlStore:
 
     def close(self) -> None:
         """Close the pool (PostgreSQL), or this thread's connection; another thread's is
-        replaced at its next use, and closed when its thread ends."""
+        replaced at its next use, and closed when that thread calls `leave_thread`, or
+        else when the collector takes it (which a reference cycle may put off until the
+        process ends, the WAL unmerged meanwhile)."""
         if self._pool is not None:
             self._pool.close()
         self._epoch += 1
