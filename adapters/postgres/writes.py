@@ -213,9 +213,9 @@ class PreparedAppend:
             b"ll_append_", b"ll_append1_"
         )
         self._uuid_ids = table.originator_id_type == "uuid"
-        # The keyed statements, by (whether they store keys beside others', whether
-        # they append one event), and the sessions each is prepared in.
-        self._keyed: dict[tuple[bool, bool], bytes] = {}
+        # The keyed statements and their names, by (whether they store keys beside
+        # others', whether they append one event), and the sessions each is prepared in.
+        self._keyed: dict[tuple[bool, bool], tuple[bytes, bytes]] = {}
         self._keyed_in: dict[tuple[bool, bool], weakref.WeakSet[Any]] = {}
 
     def send(
@@ -339,19 +339,21 @@ class PreparedAppend:
     ) -> list[int]:
         """Run a keyed statement of this kind (beside, one): prepared once per session;
         unnamed, with its lock_timeout, through a pooler."""
-        statement = self._keyed.get(kind)
-        if statement is None:
-            statement = self._keyed[kind] = self._keyed_statement(keys, *kind).as_bytes(conn)
+        if kind not in self._keyed:
+            beside, one = kind
+            prefix = b"ll_append_k" + (b"b" if beside else b"") + (b"1" if one else b"") + b"_"
+            self._keyed[kind] = (
+                self._keyed_statement(keys, beside, one).as_bytes(conn),
+                self._append_statement_name.replace(b"ll_append_", prefix),
+            )
             self._keyed_in[kind] = weakref.WeakSet()
+        statement, name = self._keyed[kind]
         _begun(conn)
         pgconn = conn.pgconn
         formats = (1,) * len(params)
         if self._pooled:
             pgconn.send_query_params(statement, params, param_formats=formats)
         else:
-            beside, one = kind
-            prefix = b"ll_append_k" + (b"b" if beside else b"") + (b"1" if one else b"") + b"_"
-            name = self._append_statement_name.replace(b"ll_append_", prefix)
             if pgconn not in self._keyed_in[kind]:
                 pgconn.send_prepare(name, statement)
                 _result(conn, _COMMAND_OK)
