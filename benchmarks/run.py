@@ -46,6 +46,7 @@ TARGETS = {
     "sealing_single_new_drop": ("<=", 0.05),
     "sealing_threads_drop": ("<=", 0.05),
     "sealing_batch_drop": ("<=", 0.05),
+    "sealing_generation_drop": ("<=", 0.05),
     "upcasting_catchup_ratio": (">=", 0.9),  # the oldest version's log within 10%
     "upcasting_rebuild_ratio": (">=", 0.9),
     "catchup_events_per_s": (">=", 20_000),
@@ -256,6 +257,10 @@ def measure(spec: Any, args: argparse.Namespace, figures: dict[str, Any]) -> Non
             sealing.figures(
                 "batch", sealing.batches(apart, 10 * args.requests, args.batch_size, args.rounds)
             )
+        )
+        step("the cost of sealing: generation, a lesson read and its result recorded")
+        figures.update(
+            sealing.figures("generation", sealing.generation(apart, args.requests, args.rounds))
         )
     finally:
         drop_store(apart)

@@ -1,5 +1,5 @@
-"""What sealing students' details costs the command path (issue 13's target: no ratio
-drops by more than 0.05).
+"""What sealing students' details costs the command path and generation (issue 13's
+target: no ratio drops by more than 0.05).
 
 The ledger as it runs (every student's part sealed, prints keyed) against the same
 ledger with sealing taken out: the parts kept as sent and the prints unkeyed, as the
@@ -23,6 +23,9 @@ alone, the first meeting of each student in a process, decision records 0054, 00
 every request looks them up. `single_new` names two students new to the ledger
 in each request: every request makes their keys, stored by the request's own append
 (decision record 0064).
+
+`generation` is the ledger's part of the worker's: each lesson read, its students' parts
+opened for the prompt, and its result recorded, the content sealed.
 """
 
 from __future__ import annotations
@@ -178,6 +181,73 @@ def batches(spec: StoreSpec, count: int, size: int, rounds: int) -> dict[str, Ra
     return _alternating(spec, "sealing-batch", count, turns_of(count, 5 * size, rounds), sends)
 
 
+def generation(spec: StoreSpec, count: int, rounds: int) -> dict[str, Rate]:
+    """The ledger's part of generating a lesson, one at a time, as the worker does it: the
+    lesson read (its students' parts opened for the prompt), then the result recorded (the
+    content sealed under a key of its own, wrapped by each student's and the day's). The
+    lessons are requested before the turns; the model's part (the template's lesson, the
+    same for every lesson) is made before them too. The baseline is `single`'s INSERTs."""
+    generated: dict[str, Any] = {}
+
+    def prepare(clients: dict[str, Any], work: dict[str, list[Request]]) -> None:
+        for side in ("plain", "sealed"):
+            ledger = clients[side]
+            _ledger_batches(ledger, work[side], 100)
+            if not generated:
+                generated.update(_template_lesson(ledger, work[side][0]))
+
+    def recorder(ledger: Any) -> Send:
+        return lambda work: _record_generated(ledger, work, generated)
+
+    def sends(clients: dict[str, Any]) -> dict[str, Send]:
+        return {
+            "baseline": lambda work: _baseline_single(clients["baseline"][0], work),
+            "plain": recorder(clients["plain"]),
+            "sealed": recorder(clients["sealed"]),
+        }
+
+    turns = turns_of(count, TURN_REQUESTS, rounds)
+    return _alternating(spec, "sealing-generation", count, turns, sends, prepare=prepare)
+
+
+def _template_lesson(ledger: Any, request: Request) -> dict[str, Any]:
+    """The template generator's lesson for a requested lesson: its content and model."""
+    from adapters.generators.template import TemplateGenerator
+    from projections.generation.port import GenerationRequest
+
+    state = ledger.get_lesson(_lesson_id(request))
+    lesson = TemplateGenerator().build(GenerationRequest.from_state(state))
+    return {"content": lesson.content(), "model": lesson.metadata.model}
+
+
+def _record_generated(
+    ledger: Any, work: Sequence[Request], generated: dict[str, Any]
+) -> Counter[str]:
+    """Each requested lesson read, then its generated lesson recorded."""
+    outcomes: Counter[str] = Counter()
+    content, model = generated["content"], generated["model"]
+    for request in work:
+        lesson_id = _lesson_id(request)
+        try:
+            state = ledger.get_lesson(lesson_id)
+            result = ledger.record_generation(
+                lesson_id=lesson_id, attempt=state.attempt, content=content, model=model
+            )
+            outcomes[result.outcome] += 1
+        except Exception as error:  # counted and reported, never hidden
+            outcomes[f"error: {type(error).__name__}: {str(error)[:80]}"] += 1
+    return outcomes
+
+
+def _lesson_id(request: Request) -> UUID:
+    from domain import lesson_id_for
+
+    item = request.as_ledger_item()
+    return lesson_id_for(
+        item["provider_id"], item["school_id"], item["lesson_date"], item["time_slot"]
+    )
+
+
 def _alternating(
     spec: StoreSpec,
     run: str,
@@ -186,12 +256,14 @@ def _alternating(
     sends_of: Callable[[dict[str, Any]], dict[str, Send]],
     writers: int = 1,
     students: str = "",
+    prepare: Callable[[dict[str, Any], dict[str, list[Request]]], None] | None = None,
 ) -> dict[str, Rate]:
     """`count` requests per side in `turns` turns, each led by the next side.
     The baseline's side is `writers` connections, each ledger's one ledger. With
     `students` ("known", "uncached" or "new"), each request names two students of its
     own, whose keys the sealed ledger has made and forgotten (but for its directory), or
-    has not made ("new")."""
+    has not made ("new"). `prepare` is given the clients and every request each side
+    will send (its warm-up's first) before any is sent."""
     baseline = [BaselineWriter(spec) for _ in range(writers)]
     clients: dict[str, Any] = {
         "baseline": baseline,
@@ -207,10 +279,14 @@ def _alternating(
         return made
 
     work = {side: _chunks(work_of(side), turns) for side in SIDES}
+    warm_up = {side: requests(f"{run}-{side}-warm-up", 0, 100) for side in SIDES}
     try:
+        if prepare is not None:
+            every = {side: [r for turn in work[side] for r in turn] for side in SIDES}
+            prepare(clients, {side: warm_up[side] + every[side] for side in SIDES})
         sends = sends_of(clients)
         for side, send in sends.items():
-            send(requests(f"{run}-{side}-warm-up", 0, 100))  # connect, prepare, make keys
+            send(warm_up[side])  # connect, prepare, make keys
         if students == "new":
             _directory_read(clients["sealed"].student_data.keys)
         elif students:
@@ -277,6 +353,7 @@ def table_rows(f: dict[str, Any], target: Callable[[str], str]) -> list[tuple[st
         "single_new": "single requests, students new to the ledger (keys made)",
         "threads": f"{f['clients']} threads",
         "batch": f"batches of {f['batch_size']}",
+        "generation": "generation, a lesson read and its result recorded",
     }
     for name, label in labels.items():
         if f"sealing_{name}_drop" not in f:

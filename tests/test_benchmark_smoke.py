@@ -32,6 +32,7 @@ KEYS = (
     "sealing_single_uncached_drop",
     "sealing_threads_drop",
     "sealing_batch_drop",
+    "sealing_generation_drop",
     "catchup_events_per_s",
     "rebuild_s",
     "rebuild_peak_rss_mb",
@@ -73,8 +74,11 @@ def _run(tmp_path: Path, *options: str) -> dict[str, object]:
     assert figures["single_ledger_outcomes"] == {"accepted": 50}
     # Sealing's cost: every side's requests accepted (inserted): 2 x 50 single (the same
     # two students, and two students of its own each), 4 x 50 from two threads, 10 x 50
-    # batched.
-    sizes = (("single", 100), ("single_uncached", 100), ("threads", 200), ("batch", 500))
+    # batched; and 50 generated lessons recorded.
+    sizes = (
+        ("single", 100), ("single_uncached", 100), ("threads", 200), ("batch", 500),
+        ("generation", 50),
+    )  # fmt: skip
     for name, count in sizes:
         assert figures[f"sealing_{name}_outcomes"] == {
             "baseline": {"inserted": count}, "plain": {"accepted": count},
@@ -159,6 +163,31 @@ def test_the_ledger_without_sealing_keeps_parts_plain_and_prints_unkeyed(tmp_pat
     assert events["plain"].fingerprint.startswith("2:")
     assert all(set(part) == {"keys", "sealed"} for part in events["sealed"].students)
     assert events["sealed"].fingerprint.startswith("4:")
+
+
+def test_the_generation_measurement_records_each_lesson_sealed_on_one_side_only(
+    tmp_path: Path,
+) -> None:
+    """Each side's lessons are requested first; the timed turns read each one and record
+    its generated lesson, whose content the sealed side seals and the other keeps plain."""
+    spec = create_store("sqlite", str(tmp_path))
+    rates = sealing.generation(spec, 6, 2)
+    assert {side: dict(rate.outcomes) for side, rate in rates.items()} == {
+        "baseline": {"inserted": 6}, "plain": {"accepted": 6}, "sealed": {"accepted": 6},
+    }  # fmt: skip
+    ledger = sealing._ledger(spec, sealed=True)
+    try:
+        for side in ("plain", "sealed"):
+            for request in requests(f"sealing-generation-{side}", 0, 6):
+                events = ledger.slots.events(sealing._lesson_id(request))
+                assert [type(event).__name__ for event in events] == [
+                    "OpenedByRequest", "LessonGenerated",
+                ], side  # fmt: skip
+                content = events[-1].content
+                assert set(content) == ({"plain"} if side == "plain" else {"keys", "key", "sealed"})
+                assert ledger.get_lesson(events[-1].originator_id).content["lesson"]["title"]
+    finally:
+        ledger.close()
 
 
 def _students() -> list[dict[str, object]]:
