@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
 from datetime import UTC
-from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -31,6 +29,7 @@ from adapters.cli.options import (
     out,
     parse_timestamp,
     print_json,
+    read_json,
 )
 from domain import (
     BatchItemResult,
@@ -112,7 +111,7 @@ def request(
     --school school-1 --date 2025-09-05 --slot 8:30-9:00 --request-id req-1 --actor alice
     --details-json details.json
     """
-    details = _read_json_option("--details-json", details_json) if details_json else None
+    details = read_json("--details-json", details_json) if details_json else None
     with opened_ledger(database_url) as ledger:
         result = ledger.request_lesson(
             provider_id=provider,
@@ -162,7 +161,7 @@ def batch(
     Example: lesson-ledger batch week-36.json --provider
     7f1c1a52-2b7e-4d57-9a7e-5f0e0c7d1e11 --batch-id week-36 --mode atomic
     """
-    body = _read_json_option("FILE", file)
+    body = read_json("FILE", file)
     try:
         parsed = read_batch(body, provider_id=provider, batch_id=batch_id, mode=mode, actor=actor)
     except BatchFileError as wrong:
@@ -256,22 +255,6 @@ def history(
 
 
 # Reading input.
-
-
-def _read_json_option(name: str, source: str) -> Any:
-    """JSON from a file, or from stdin for `-`; a bad file is exit 2 naming the option."""
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as error:
-        raise bad_input(name, f"cannot read {source!r}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise bad_input(name, f"is not UTF-8 text: {error.reason} at byte {error.start}") from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise bad_input(name, "is nested too deeply to read") from None
-    except ValueError as error:
-        raise bad_input(name, f"is not JSON: {error}") from None
 
 
 def lesson_id_from(

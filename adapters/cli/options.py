@@ -1,5 +1,5 @@
 """What every command shares: the `--database-url` and `--json` options, the exit codes,
-one place that turns failures into them, progress bars, and JSON output.
+one place that turns failures into them, JSON files read, progress bars, and JSON output.
 
 Exit codes: 0 done, 1 rejected by the domain (a conflict, an unknown lesson, an export
 that differs), 2 bad input or usage (the field named; a malformed database URL too),
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -182,6 +184,24 @@ def bad_input(field: str, message: str) -> typer.Exit:
     """One line naming the bad option or field, and exit code 2 (raise the result)."""
     err.print(f"[red]invalid:[/red] {field}: {message}")
     return typer.Exit(BAD_INPUT)
+
+
+def read_json(option: str, source: str) -> Any:
+    """JSON from a file, or from stdin for `-`; one that cannot be read is exit 2, naming
+    the option and what is wrong with it."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise bad_input(option, f"cannot read {source!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        where = f"{error.reason} at byte {error.start}"
+        raise bad_input(option, f"is not UTF-8 text: {where}") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise bad_input(option, "is nested too deeply to read") from None
+    except ValueError as error:
+        raise bad_input(option, f"is not JSON: {error}") from None
 
 
 def parse_timestamp(field: str, text: str | None) -> datetime | None:

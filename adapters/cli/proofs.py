@@ -27,6 +27,7 @@ from adapters.cli.options import (
     out,
     print_json,
     progress_bar,
+    read_json,
 )
 from adapters.storage.database import Database
 from projections.merkle.audit import AuditReport
@@ -166,18 +167,9 @@ def _print_report(report: AuditReport) -> None:
 
 
 def checkpoint_file(option: str, path: Path) -> Checkpoint:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise bad_input(option, f"cannot read {str(path)!r}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise bad_input(option, f"{str(path)!r} is not UTF-8 text ({error.reason})") from None
-    except ValueError:
-        raise bad_input(option, f"{str(path)!r} is not JSON") from None
-    except RecursionError:  # no checkpoint is nested that deep
-        raise bad_input(option, f"{str(path)!r} is not a checkpoint") from None
+    data = read_json(option, str(path))
     if not isinstance(data, dict):
-        raise bad_input(option, f"{str(path)!r} is not a checkpoint")
+        raise bad_input(option, "is not a checkpoint")
     try:
         return Checkpoint.from_json(data)
     except ValueError as error:
