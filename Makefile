@@ -18,7 +18,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check domain projections adapters tests benchmarks
 	$(BIN)/ruff format --check domain projections adapters tests benchmarks
-	$(BIN)/mypy --strict domain projections adapters benchmarks
+	$(BIN)/mypy --strict domain projections adapters benchmarks tests
 	$(BIN)/python -m tests.support.layers
 
 test: lint

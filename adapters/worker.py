@@ -42,7 +42,6 @@ from adapters.storage.tables import create_missing
 from adapters.storage.usage import SqlUsageStore
 from domain.errors import LedgerUnavailable, one_line
 from domain.ledger import LessonLedger
-from projections.active_runner import ActiveRunner
 from projections.generation.budget import Budget
 from projections.generation.port import LessonGenerator
 from projections.generation.queue import Claimer, JobFeeder
@@ -120,7 +119,7 @@ class RunningWorker:
         settings: WorkerSettings,
         closers: list[Any],
     ) -> None:
-        self.worker: ActiveRunner = worker
+        self.worker: GenerationWorker | JobFeeder = worker
         self.claimer = claimer
         self.runtime = runtime
         self.generator = generator

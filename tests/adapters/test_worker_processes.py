@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_a_killed_worker_is_replaced_and_every_lesson_is_generated_once(
         try:
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
             head = event_store(ledger).recorder.max_notification_id()
+            assert head is not None
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
         finally:
             second.send_signal(signal.SIGTERM)
@@ -124,6 +126,7 @@ def test_four_worker_processes_share_the_work_and_a_killed_ones_attempts_are_tak
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
             taken_up_in = time.monotonic() - killed_at
             head = event_store(ledger).recorder.max_notification_id()
+            assert head is not None
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
             peak = fake.peak_in_flight
         calls = fake.calls_by_attempt()
@@ -139,14 +142,14 @@ def test_four_worker_processes_share_the_work_and_a_killed_ones_attempts_are_tak
         key(i): position for i, position in zip(ids, _positions(store, jobs, ids), strict=True)
     }
     assert twice <= {k for k, position in by_id.items() if position in orphans}
-    claims = dict(store.query(f"SELECT notification_id, claims FROM {jobs}"))  # type: ignore[arg-type]
+    claims = dict(store.query(f"SELECT notification_id, claims FROM {jobs}"))
     assert all(claims[position] == 2 for position in orphans)  # claimed again, once
     assert sum(claims.values()) == len(ids) + len(orphans)  # nothing else claimed twice
     # Taken up within seconds: the lease, then the first claimer to look.
     assert taken_up_in < lease + 15
     # The work was shared: every live process generated, and more ran at once than
     # one process's concurrency.
-    finishers = dict(store.query(f"SELECT claimed_by, count(*) FROM {jobs} GROUP BY 1"))  # type: ignore[arg-type]
+    finishers = dict(store.query(f"SELECT claimed_by, count(*) FROM {jobs} GROUP BY 1"))
     assert {h for h in holders[1:]} <= set(finishers)
     assert peak > 4
     _assert_logs_keep_secrets(*logs)
@@ -297,13 +300,13 @@ def _in_flight_by(store: Store, jobs: str) -> dict[str, list[int]]:
         "WHERE finished_at IS NULL AND claimed_by IS NOT NULL"
     )
     for holder, position in rows:
-        found.setdefault(str(holder), []).append(int(position))  # type: ignore[call-overload]
+        found.setdefault(str(holder), []).append(int(position))
     return found
 
 
-def _positions(store: Store, jobs: str, ids: list[object]) -> list[int]:
+def _positions(store: Store, jobs: str, ids: Sequence[object]) -> list[int]:
     rows = dict(store.query(f"SELECT lesson_id, notification_id FROM {jobs} WHERE attempt = 1"))
-    return [int(rows[i]) for i in ids]  # type: ignore[call-overload]
+    return [int(rows[i]) for i in ids]
 
 
 def _states(log: Path) -> list[str]:

@@ -81,7 +81,9 @@ def test_a_partial_batch_answers_every_item_in_input_order(ledger: LessonLedger)
         "invalid": 2,
         "aborted": 0,
     }
-    accepted, duplicate = ledger.history(result.items[0].lesson_id).entries
+    first_lesson = result.items[0].lesson_id
+    assert first_lesson is not None
+    accepted, duplicate = ledger.history(first_lesson).entries
     assert (accepted.correlation_id, accepted.request_id) == ("batch-1", "r-0")
     # The item sent twice is kept, with the spelling it came in, as every refusal is.
     assert (duplicate.event, duplicate.request_id, duplicate.correlation_id) == (

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from domain.commands import LessonDetails, validate_request
 from tests.support import A_REQUEST
 
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 WORDS = TEXT.filter(lambda text: bool(text.strip()))
 STUDENTS = st.lists(
     st.fixed_dictionaries(

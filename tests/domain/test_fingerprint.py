@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import orjson
 from hypothesis import example, given
@@ -21,7 +22,7 @@ notes = st.text(min_size=0, max_size=9000)
 @example("x" * 2020)
 @example("x" * 4100)
 def test_the_unkeyed_recipe_is_the_sha256_of_the_sorted_compact_json(note: str) -> None:
-    parts = ["request", "alice", {"subject": "Reading", "note": note}, None]
+    parts: list[Any] = ["request", "alice", {"subject": "Reading", "note": note}, None]
     expected = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
     assert Fingerprint.of(*parts).text == "2:" + expected
 
@@ -29,7 +30,7 @@ def test_the_unkeyed_recipe_is_the_sha256_of_the_sorted_compact_json(note: str) 
 @given(notes)
 @example("é" * 3000)
 def test_the_first_recipe_is_the_sha256_of_json_dumps_sorted(note: str) -> None:
-    parts = ["request", "alice", {"note": note, "subject": "Reading"}, None]
+    parts: list[Any] = ["request", "alice", {"note": note, "subject": "Reading"}, None]
     expected = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     printed = Fingerprint.of(*parts)
     assert printed.first_recipe == expected
@@ -43,7 +44,7 @@ KEY = bytes(range(32))
 @example("x" * 2020)
 @example("x" * 4100)
 def test_the_keyed_recipe_is_the_keyed_blake2b_of_the_sorted_compact_json(note: str) -> None:
-    parts = ["request", "alice", {"subject": "Reading", "note": note}, None]
+    parts: list[Any] = ["request", "alice", {"subject": "Reading", "note": note}, None]
     data = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     expected = hashlib.blake2b(data, key=KEY, digest_size=32).hexdigest()
     printed = Fingerprint.of(*parts, key=KEY)
@@ -56,7 +57,7 @@ def test_the_keyed_recipe_is_the_keyed_blake2b_of_the_sorted_compact_json(note: 
 def test_a_print_of_the_first_keyed_release_still_matches(note: str) -> None:
     """`3:`: HMAC-SHA256 under the print key of the SHA-256 of the sorted compact JSON,
     as events written from the first keyed release until the BLAKE2b recipe hold it."""
-    parts = ["request", "alice", {"subject": "Reading", "note": note}, None]
+    parts: list[Any] = ["request", "alice", {"subject": "Reading", "note": note}, None]
     digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).digest()
     stored = "3:" + hmac.new(KEY, digest, hashlib.sha256).hexdigest()
     assert Fingerprint.of(*parts, key=KEY).matches(stored)
@@ -67,7 +68,7 @@ def test_a_print_of_the_first_keyed_release_still_matches(note: str) -> None:
 def test_a_keyed_print_confirms_no_guess_without_the_key() -> None:
     """Whoever holds the events but not the key cannot test a guess of what a command
     carried: neither an unkeyed digest nor another key's print equals it."""
-    parts = ["request", "alice", {"iep_goals": ["decode CVC words"]}, None]
+    parts: list[Any] = ["request", "alice", {"iep_goals": ["decode CVC words"]}, None]
     keyed = Fingerprint.of(*parts, key=KEY).text
     assert keyed.startswith("4:")
     unkeyed = Fingerprint.of(*parts).text

@@ -19,7 +19,7 @@ from adapters.eventstore import event_store
 from adapters.worker import WorkerSettings, open_worker
 from domain import LedgerUnavailable, LessonLedger
 from projections.generation.port import GeneratedLesson
-from projections.generation.worker import Window
+from projections.generation.window import Window
 from projections.view import Wakeup
 from tests.support import fake_openai
 from tests.support.fake_openai import FakeOpenAI
@@ -72,6 +72,7 @@ def test_every_attempt_ends_generated_or_failed_once_as_scripted(
         with running_worker(store.url, settings, ledger) as worker:
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson decided")
             head = event_store(ledger).recorder.max_notification_id()
+            assert head is not None
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
 
     for lesson_id, (_, calls, reason) in zip(ids, scripts, strict=True):
@@ -169,6 +170,7 @@ def test_a_restarted_worker_neither_skips_nor_repeats_finished_attempts(store: S
         with running_worker(store.url, settings, ledger):
             wait_for(all_decided(ledger, first), DEADLINE, "the first lessons")
             head = event_store(ledger).recorder.max_notification_id()
+            assert head is not None
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
         with running_worker(store.url, settings, ledger) as again:
             wait_for(
@@ -202,6 +204,7 @@ def test_the_position_only_moves_past_finished_attempts(tmp_path: Path) -> None:
             release.set()
             wait_for(all_decided(ledger, [slow.lesson_id]), DEADLINE, "the slow lesson")
             head = event_store(ledger).recorder.max_notification_id()
+            assert head is not None
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
     store.close()
 
@@ -239,6 +242,7 @@ def test_the_feeders_position_never_passes_an_attempt_without_a_job(
             ids = [r.lesson_id for r in requested]
             wait_for(all_decided(ledger, ids), DEADLINE, "every lesson generated")
             head = event_store(ledger).recorder.max_notification_id()
+            assert head is not None
             wait_for(lambda: tracked_position(store) >= head, DEADLINE, "the position at the head")
         finally:
             assert worker.stop(timeout=20)

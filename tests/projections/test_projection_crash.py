@@ -12,10 +12,12 @@ the first is killed.
 from __future__ import annotations
 
 import uuid
+from uuid import UUID
 
 from adapters.eventstore import event_store
 from domain import LessonLedger
 from projections.read_model import LessonsReadModel
+from projections.status import ProjectionStatus
 from projections.view import SHADOW
 from tests.support.projections import (
     ProjectionProcess,
@@ -27,7 +29,7 @@ from tests.support.projections import (
 )
 from tests.support.stores import Store
 
-PAUSE = "0.02"
+PAUSE = 0.02
 
 
 def varied_log(ledger: LessonLedger) -> None:
@@ -36,7 +38,7 @@ def varied_log(ledger: LessonLedger) -> None:
     provider = str(uuid.uuid4())
     write_requests(ledger, 1000, provider=provider)
     notifications = event_store(ledger).recorder.select_notifications(start=1, limit=2000)
-    lesson_ids = list(dict.fromkeys(n.originator_id for n in notifications))[:60]
+    lesson_ids = list(dict.fromkeys(UUID(str(n.originator_id)) for n in notifications))[:60]
     for index, lesson_id in enumerate(lesson_ids):
         if index % 3 == 0:
             ledger.record_generation(
@@ -96,12 +98,13 @@ def test_a_rebuild_killed_mid_way_then_resumed(store: Store) -> None:
         shadow_at = model.view.position(SHADOW)
         assert shadow_at is not None and 0 < shadow_at < model.head()
         assert table_rows(store) == live and model.position() == live_position
-        status = wait_until(
-            lambda: (s := model.status()[0]).rebuild and not s.rebuild.running and s,
-            10,
-            "the killed rebuild's lock to go",
-        )
-        assert status.rebuild.position == shadow_at
+
+        def rebuild_stopped() -> ProjectionStatus | None:
+            status = model.status()[0]
+            return status if status.rebuild and not status.rebuild.running else None
+
+        status = wait_until(rebuild_stopped, 10, "the killed rebuild's lock to go")
+        assert status.rebuild is not None and status.rebuild.position == shadow_at
 
         write_requests(ledger, 30, prefix="meanwhile")  # the log moves on
         model.catch_up()

@@ -80,7 +80,7 @@ def peak_kib(store: Store) -> tuple[int, int, int]:
 
 def log_bytes(store: Store) -> int:
     size = "length(state)" if store.kind == "sqlite" else "octet_length(state)"
-    return int(store.query(f"SELECT sum({size}) FROM {store.database.events_table}")[0][0])  # type: ignore[call-overload]
+    return int(store.query(f"SELECT sum({size}) FROM {store.database.events_table}")[0][0])
 
 
 def forget_the_table(store: Store) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
+from collections.abc import Generator
 from datetime import date, timedelta
 from uuid import UUID
 
@@ -193,7 +194,7 @@ def test_listing_filters_pages_and_validates(store: Store) -> None:
             ({"cursor": "not-a-cursor"}, "cursor"),
         ):
             with pytest.raises(InvalidLessonQuery) as invalid:
-                model.list_lessons(**bad)  # type: ignore[arg-type]
+                model.list_lessons(**bad)
             assert invalid.value.field == field
         with pytest.raises(InvalidLessonQuery):
             model.get_lesson("123")
@@ -454,6 +455,7 @@ def test_reading_ahead_stops_with_its_reader_and_skips_nothing(store: Store) -> 
     write_requests(ledger, 450)
     with read_model(store, ledger) as model:
         pages = model.log.pages(after=0, page_size=100)
+        assert isinstance(pages, Generator)  # closed below, as a reader that stops early
         first = next(pages)
         pages.close()
         assert not [t for t in threading.enumerate() if t.name.startswith("event-log-read-ahead")]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from adapters.cli import app
 from projections.read_model import LessonsReadModel
 from projections.runner import RunnerBusy
-from projections.view import SHADOW
+from projections.view import SHADOW, Target
 from tests.support.projections import (
     MONDAY,
     batch_items,
@@ -136,7 +136,7 @@ def readers_waiting(store: Store) -> int:
         "WHERE c.relname = 'lessons' AND n.nspname = %s)",
         (store.database.schema,),
     )
-    return int(rows[0][0])  # type: ignore[call-overload]
+    return int(rows[0][0])
 
 
 class Interrupted(Exception):
@@ -233,7 +233,7 @@ def test_a_rebuild_that_ends_while_its_status_is_read_is_not_shown_interrupted(
         assert swapping.wait(10), "the rebuild did not reach its swap"
         read_position = model.view.position
 
-        def position(table: str) -> int | None:
+        def position(table: Target) -> int | None:
             found = read_position(table)
             if table == SHADOW and threading.current_thread() is not rebuilding:
                 go_on.set()  # the rebuild swaps and lets go of its lock now

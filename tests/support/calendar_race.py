@@ -115,7 +115,7 @@ def assert_one_request_per_slot(
     assert {row["status"] for row in rows} <= {"requested", "generated"}
 
 
-def serving_pids(*logs: Path) -> set[int]:
+def serving_pids(*logs: Path) -> set[int | None]:
     """The processes whose JSON log lines show they served a batch."""
     entries = (entry for log in logs for entry in log_entries(log))
     return {e.get("pid") for e in entries if e.get("path") == "/v1/lessons/requests/batch"}

@@ -64,7 +64,7 @@ Step = tuple[str, dict[str, Any]]
 """A ledger call: its method's name and keyword arguments (ids as text)."""
 
 
-def key(slot: str, school: str = "corpus-school") -> dict[str, Any]:
+def key(slot: str | None, school: str = "corpus-school") -> dict[str, Any]:
     return {
         "provider_id": PROVIDER,
         "school_id": school,
@@ -234,7 +234,9 @@ def _rows(url: str, ledger: Any) -> dict[str, Any]:
     try:
         from adapters.read_model import open_read_model
     except ImportError:  # releases before the adapters were arranged in packages
-        from adapters.lessons_view import open_read_model  # type: ignore[import-not-found]
+        from adapters.lessons_view import (  # type: ignore[import-not-found,no-redef]
+            open_read_model,
+        )
     model = open_read_model(url, ledger=ledger)
     try:
         model.catch_up()
@@ -280,7 +282,8 @@ def postgres_corpus() -> Any:
 
     def keys() -> list[tuple[Any, ...]]:
         with psycopg.connect(POSTGRES_URL) as conn:
-            if not conn.execute("SELECT to_regclass(%s)", (f"{schema}.data_keys",)).fetchone()[0]:
+            found = conn.execute("SELECT to_regclass(%s)", (f"{schema}.data_keys",)).fetchone()
+            if found is None or not found[0]:
                 return []
             return conn.execute(f'SELECT {DATA_KEY_COLUMNS} FROM "{schema}".data_keys').fetchall()
 

@@ -154,7 +154,7 @@ def tracked_position(store: Any) -> int:
             "WHERE application_name = %s",
             ("generation_worker",),
         )
-    return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+    return int(rows[0][0]) if rows else 0
 
 
 def worker_env(base_url: str, **extra: str) -> dict[str, str]:

@@ -33,8 +33,9 @@ T = TypeVar("T")
 MONDAY = date(2025, 3, 3)
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+def wait_until(condition: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds.
+    (None is never returned, so it is no part of the result's type.)"""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

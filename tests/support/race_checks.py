@@ -5,6 +5,7 @@ answer counted, one winner per slot, losers told the winner, histories that show
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import Any, cast
 
 from domain import LessonLedger
 from tests.support.racing import TIME_SLOTS, Call, lesson_id, shared_details
@@ -171,7 +172,7 @@ def assert_one_accepted_rest_replayed(
         state = ledger.get_lesson(lesson_id(slot))
         assert state is not None
         assert (state.status, state.attempt, state.request_id) == ("requested", 1, shared)
-        students = [student["id"] for student in state.students or []]
+        students = [cast(dict[str, Any], student)["id"] for student in state.students or []]
         assert students == [s["id"] for s in shared_details(slot)["students"]], (
             f"{slot}: the lesson keeps the request's students"
         )

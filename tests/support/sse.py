@@ -20,7 +20,8 @@ class Event:
 
 def events(response: httpx.Response) -> Iterator[Event]:
     """The stream's events as they come (comments, such as pings, skipped)."""
-    name, event_id, data = "message", None, []
+    data: list[str] = []
+    name, event_id = "message", None
     for line in response.iter_lines():
         if not line:
             if data:

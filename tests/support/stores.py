@@ -10,6 +10,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -61,7 +62,7 @@ class Store:
     def count_events(self) -> int:
         return int(self.query(f"SELECT count(*) FROM {self.database.events_table}")[0][0])
 
-    def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Read the database directly, as an operator would."""
         if self.kind == "sqlite":
             with sqlite3.connect(self.database.path) as conn:

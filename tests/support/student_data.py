@@ -211,4 +211,4 @@ class PlainStudentData:
 def as_before_sealing(ledger: LessonLedger) -> LessonLedger:
     """The same store, written as the release before sealing wrote it."""
     event_store(ledger)  # an opened ledger
-    return LessonLedger(ledger.slots, PlainStudentData())  # type: ignore[arg-type]
+    return LessonLedger(ledger.slots, PlainStudentData())

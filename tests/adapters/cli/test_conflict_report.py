@@ -101,7 +101,7 @@ def race(store: Store) -> dict[str, Any]:
 
 def refuse_the_suspects(store: Store) -> None:
     ledger = store.open()
-    suspects = [
+    suspects: list[dict[str, str | None]] = [
         {"time_slot": "structured"},
         {"time_slot": None},
         {"school_id": None},

@@ -73,7 +73,8 @@ def import_json(store: Store, *source: str) -> dict[str, Any]:
         database_url=store.url,
     )  # fmt: skip
     assert ran.exit_code == 0, ran.stderr
-    return ran.json()
+    summary: dict[str, Any] = ran.json()
+    return summary
 
 
 def cases(summary: dict[str, Any], name: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,13 +23,14 @@ DETAILS = {
 }
 
 
-def request(store: Store, request_id: str, actor: str, slot: str, *extra: str) -> dict:
+def request(store: Store, request_id: str, actor: str, slot: str, *extra: str) -> dict[str, Any]:
     ran = cli(
         "request", *KEY, "--slot", slot, "--request-id", request_id, "--actor", actor,
         "--json", *extra, database_url=store.url,
     )  # fmt: skip
     assert ran.exit_code == 0, ran.stderr
-    return ran.json()
+    answer: dict[str, Any] = ran.json()
+    return answer
 
 
 def test_history_by_id_and_by_key_shows_every_event_and_rejected_attempt(

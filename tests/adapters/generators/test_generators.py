@@ -164,6 +164,7 @@ def test_structured_outputs_send_the_lessons_schema_strict_unless_turned_off() -
             lambda g: g.generate(request()),
         )
     structured, json_mode, plain = (call.body.get("response_format") for call in fake.calls)
+    assert structured is not None
     assert structured["type"] == "json_schema"
     assert structured["json_schema"]["strict"] is True
     schema = structured["json_schema"]["schema"]
@@ -282,7 +283,7 @@ def test_no_student_id_in_the_prompt_and_nothing_sensitive_in_logs(
             "accommodations": None,
         },
     ]
-    from domain.lesson import LessonState
+    from domain import LessonState
 
     state = LessonState(
         lesson_id=uuid.uuid4(),

@@ -37,7 +37,7 @@ def test_every_request_the_calendar_sends_gets_its_documented_answer(
                 entry["method"],
                 entry["path"],
                 content=json.dumps(entry["body"]),
-                headers={**as_sent(entry["headers"]), **provider},
+                headers={**as_sent(entry["headers"]), **provider},  # type: ignore[arg-type]
             )
             check(entry, response, answers)
             assert store.count_events() - before == entry["writes"], entry["name"]

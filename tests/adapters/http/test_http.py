@@ -482,7 +482,7 @@ def test_log_lines_are_json_with_a_request_id_and_no_token(
         other = api.client.post(
             "/v1/lessons/requests",
             json=lesson(request_id=f"r-{len(unfit)}"),
-            headers={**headers, "X-Request-ID": unfit.encode()},
+            headers={**headers, "X-Request-ID": unfit.encode()},  # type: ignore[arg-type]
         )
         assert re.fullmatch(r"[0-9a-f]{32}", other.headers["x-request-id"]), unfit
     kept = api.client.get("/health", headers={"X-Request-ID": "a" * 128})

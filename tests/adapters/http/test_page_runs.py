@@ -93,7 +93,7 @@ def test_a_run_whose_process_ended_shows_interrupted_and_may_start_again(
     run_id = here.start("verify", 100)  # begun, and then its process was killed
     assert run_id is not None
     here.beat("verify", run_id, 40)
-    assert latest(there).running and not start_run(there, "verify", lambda count: 1, dict)
+    assert latest(there).running and not start_run(there, "verify", lambda count: 1, lambda _: {})
 
     long_ago = (datetime.now(UTC) - timedelta(seconds=STALE_SECONDS + 1)).isoformat()
     store.execute(f"UPDATE {here.table} SET beat_at = %s", (long_ago,))

@@ -99,7 +99,12 @@ def test_an_auditor_reads_a_week_a_lesson_and_its_history_and_watches_it_generat
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         dialogs: list[str] = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+        def dismissed(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", dismissed)
         sign_in(page, api.base_url, token)
 
         # The week: every slot with its status and attempt, and the turned-away mark.

@@ -9,11 +9,13 @@ import hashlib
 import hmac
 import os
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.keys.data_key import DataKey
 from adapters.keys.data_keys import DataKeys
 from adapters.keys.keyfile import KEY_FILE_SETTING, read_keys
 from adapters.keys.sealing import sealer_of
@@ -99,7 +101,7 @@ def test_writers_making_the_same_keys_at_once_share_one_key_each(
     writers = 6
     ledgers = [postgres_store.open() for _ in range(writers)]
     for ledger in ledgers:  # each makes keys first (its directory holds every key)
-        wait_until(lambda ledger=ledger: sealer_of(ledger).keys.makes_first, 10, "directory")
+        wait_until(partial(_makes_first, ledger), 10, "directory")
 
     def write(number: int) -> Any:
         items = week(students=160, writer=number, each=8)
@@ -134,9 +136,7 @@ def test_two_writers_making_the_same_keys_in_opposite_orders_never_deadlock(
     keys = [_writer(postgres_store, first) for first in made_first]
     for round_ in range(100):
         owners = [f"student:round-{round_}-{n:03d}" for n in range(190)]
-        found = in_threads_together(
-            lambda n, owners=owners: keys[n].keys_for(owners if n == 0 else owners[::-1]), 2
-        )
+        found = in_threads_together(partial(_made_in_order, keys, owners), 2)
         assert {o: k.key_id for o, k in found[0].items()} == {
             o: k.key_id for o, k in found[1].items()
         }
@@ -161,3 +161,12 @@ def test_a_data_keys_text_names_it_and_shows_no_key(store: Store) -> None:
     shown = repr(key)
     assert key.key_id in shown and "student:shown" in shown
     assert repr(key.key) not in shown and key.key.hex() not in shown
+
+
+def _makes_first(ledger: LessonLedger) -> bool:
+    return sealer_of(ledger).keys.makes_first
+
+
+def _made_in_order(keys: list[DataKeys], owners: list[str], n: int) -> dict[str, DataKey]:
+    """Writer 0 meets the owners in order, writer 1 in the opposite order."""
+    return keys[n].keys_for(owners if n == 0 else owners[::-1])

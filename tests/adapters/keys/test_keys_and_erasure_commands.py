@@ -36,7 +36,7 @@ SLOTS = ("08:30-09:00", "09:00-09:30")
 
 def events_digest(store: Store) -> str:
     rows = store.query(f"SELECT state FROM {store.database.events_table} ORDER BY 1")
-    return hashlib.sha256(b"".join(bytes(r[0]) for r in rows)).hexdigest()  # type: ignore[arg-type]
+    return hashlib.sha256(b"".join(bytes(r[0]) for r in rows)).hexdigest()
 
 
 def test_a_wrong_key_encryption_key_stops_the_ledger_at_start(

@@ -18,10 +18,10 @@ from adapters.keys.sealing import sealer_of
 from adapters.keys.wrapping import KeyEncryptionKeyError, Wrapping
 from adapters.storage.sqlstore import SqlStore
 from domain import LessonLedger
-from tests.adapters.postgres.test_key_erasures import listening, parts
+from tests.adapters.postgres.test_key_erasures import listening
 from tests.support.projections import wait_until
 from tests.support.stores import Store
-from tests.support.student_data import request
+from tests.support.student_data import parts, request
 
 LOOK_UP = "WHERE owner IN"
 """What the statements that look keys up by owner say."""
@@ -31,7 +31,7 @@ LOOK_UP_BY_ID = "WHERE key_id = %s"
 
 def holds_every_key(store: Store, keys: DataKeys) -> bool:
     """Whether a process's directory holds every key stored (none beside another here)."""
-    return keys.directory_size == store.query(f"SELECT count(*) FROM {keys.table}")[0][0]
+    return bool(keys.directory_size == store.query(f"SELECT count(*) FROM {keys.table}")[0][0])
 
 
 class Statements:
@@ -70,6 +70,7 @@ def test_a_student_met_for_the_first_time_is_sealed_without_a_look_up(
     ours = postgres_store.open()
     keys = listening(ours)
     held = keys.directory_size
+    assert held is not None
     statements = Statements(keys)
 
     lesson = request(ours, "08:30-09:00", "ada")
@@ -213,7 +214,12 @@ class ErasedDuringTheRead(Statements):
         self.heard = threading.Event()
         self.armed = True
         hear = keys.heard
-        keys.heard = lambda: (hear(), self.heard.set())  # type: ignore[method-assign]
+
+        def heard() -> None:
+            hear()
+            self.heard.set()
+
+        keys.heard = heard  # type: ignore[method-assign]
 
     def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         rows = super().run(statement, params)

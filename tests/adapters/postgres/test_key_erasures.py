@@ -106,7 +106,12 @@ class ErasedDuringTheRead:
         self.heard = threading.Event()
         self.armed = True
         hear = keys.heard
-        keys.heard = lambda: (hear(), self.heard.set())  # type: ignore[method-assign]
+
+        def heard() -> None:
+            hear()
+            self.heard.set()
+
+        keys.heard = heard  # type: ignore[method-assign]
 
     def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         rows = self.store.run(statement, params)

@@ -19,10 +19,10 @@ from tests.adapters.postgres.test_key_directory import (
     Statements,
     holds_every_key,
 )
-from tests.adapters.postgres.test_key_erasures import listening, parts
+from tests.adapters.postgres.test_key_erasures import listening
 from tests.support.projections import wait_until
 from tests.support.stores import Store
-from tests.support.student_data import PROVIDER, request, student
+from tests.support.student_data import PROVIDER, parts, request, student
 from tests.support.together import in_threads_together
 
 

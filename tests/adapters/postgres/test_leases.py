@@ -26,7 +26,7 @@ def _lease_left(store: Store, name: str) -> float:
         ".runner_leases WHERE name = %s",
         (name,),
     )
-    return float(rows[0][0]) if rows else 0.0  # type: ignore[arg-type]
+    return float(rows[0][0]) if rows else 0.0
 
 
 def test_one_holder_at_a_time_and_a_lease_let_go_is_taken_at_once(postgres_store: Store) -> None:
@@ -68,9 +68,12 @@ def test_a_holder_that_cannot_renew_stops_before_another_can_take_over(
                 ("job",),
             )
             stop = threading.Event()
-            taker = threading.Thread(
-                target=lambda: other.acquire(wait=True, stop=stop) and taken.append(time.time())
-            )
+
+            def take() -> None:
+                if other.acquire(wait=True, stop=stop):
+                    taken.append(time.time())
+
+            taker = threading.Thread(target=take)
             taker.start()
             wait_until(lambda: not holder.held, 5, "the holder to stop")
             stopped = time.time()

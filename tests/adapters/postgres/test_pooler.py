@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from adapters.eventstore import event_store, open_ledger
 from adapters.keys.sealing import sealer_of
@@ -31,7 +32,6 @@ from adapters.storage.database import (
 )
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
-from tests.adapters.postgres.test_key_erasures import parts
 from tests.adapters.postgres.test_keys_with_events import key_rows, opening_tx
 from tests.support import fake_openai
 from tests.support.calendar_race import (
@@ -61,7 +61,7 @@ from tests.support.race_checks import (
 from tests.support.racing import Plan, race_in_processes, race_in_threads
 from tests.support.served import serving_process
 from tests.support.stores import POSTGRES_URL, Store, require_postgres
-from tests.support.student_data import request
+from tests.support.student_data import parts, request
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -124,7 +124,7 @@ def _lease_left(store: Store, name: str) -> float:
         ".runner_leases WHERE name = %s",
         (name,),
     )
-    return max(0.0, float(rows[0][0])) if rows else 0.0  # type: ignore[arg-type]
+    return max(0.0, float(rows[0][0])) if rows else 0.0
 
 
 # What the pooler is, as the ledger sees it.
@@ -179,6 +179,7 @@ def test_a_failed_append_through_the_pooler_leaves_no_lock_on_the_shared_session
     A save of one event and a save of several go through different functions."""
     ledger = pooled.open()
     recorder = event_store(ledger).recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
     recorder.insert_events(_events(2))
     sequence = f'"{pooled.database.schema}"."{recorder.events_table_name}_notification_id_seq"'
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # room for all but the last

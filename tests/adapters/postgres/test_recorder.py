@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -56,10 +56,18 @@ def _events(count: int) -> list[StoredEvent]:
     return [StoredEvent(uuid.uuid4(), version, "topic", b"{}") for version in range(1, count + 1)]
 
 
+def _recorder_of(ledger: Any) -> LedgerApplicationRecorder:
+    """The ledger's recorder, which `open_ledger` makes the ledger's own on PostgreSQL."""
+    recorder = event_store(ledger).recorder
+    assert isinstance(recorder, LedgerApplicationRecorder)
+    return recorder
+
+
 def _committed_ids(case: PostgresSchemaCase, recorder: LedgerApplicationRecorder) -> list[int]:
     table = f'"{case.schema}"."{recorder.events_table_name}"'
     with case.database.connect() as conn:
-        return [row[0] for row in conn.execute(f"SELECT notification_id FROM {table} ORDER BY 1")]
+        rows = conn.execute(f"SELECT notification_id FROM {table} ORDER BY 1")
+        return [cast(int, row[0]) for row in rows]
 
 
 def test_readers_never_skip_an_event_that_commits_late(schema_case: PostgresSchemaCase) -> None:
@@ -173,7 +181,7 @@ def _visible_above(case: PostgresSchemaCase, table: str, ids: list[int]) -> bool
             (ids, ids[-1]),
         ).fetchone()
     assert row is not None
-    return row[0] == 0 and row[1] > 0
+    return row[0] == 0 and cast(int, row[1]) > 0
 
 
 # The write path's guards.
@@ -231,7 +239,7 @@ def test_an_interruption_inside_the_lock_releases_it(schema_case: PostgresSchema
         )
         raise _Interrupted
 
-    recorder._append = interrupted  # type: ignore[method-assign]
+    recorder._append = interrupted  # type: ignore[method-assign,assignment]
     with pytest.raises(_Interrupted):
         recorder.insert_events(_events(1))
     recorder._append = append  # type: ignore[method-assign]
@@ -377,7 +385,7 @@ def _write_in_child(results: Any) -> None:  # runs in a forked child
     try:
         ledger = _FORKED["ledger"]
         result = ledger.request_lesson(**_FORKED["request"], request_id="in-child")
-        results.put(("ok", result.position, _session_backend(event_store(ledger).recorder)))
+        results.put(("ok", result.position, _session_backend(_recorder_of(ledger))))
     except BaseException as error:
         results.put(("error", repr(error), 0))
 
@@ -396,7 +404,7 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
             "actor": "parent",
         }
         ledger.request_lesson(**request, time_slot="8:00-8:30", request_id="before-fork")
-        parent_backend = _session_backend(event_store(ledger).recorder)
+        parent_backend = _session_backend(_recorder_of(ledger))
         _FORKED.update(ledger=ledger, request={**request, "time_slot": "9:00-9:30"})
         context = multiprocessing.get_context("fork")
         results = context.Queue()
@@ -409,7 +417,7 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
         after = ledger.request_lesson(**request, time_slot="8:30-9:00", request_id="after-fork")
         assert after.outcome == "accepted" and after.position is not None
         assert after.position > position
-        assert _session_backend(event_store(ledger).recorder) == parent_backend
+        assert _session_backend(_recorder_of(ledger)) == parent_backend
     finally:
         _FORKED.clear()
         ledger.close()
@@ -417,7 +425,7 @@ def test_a_forked_child_opens_sessions_of_its_own(schema_case: PostgresSchemaCas
 
 def _read_in_child(results: Any) -> None:  # runs in a forked child
     try:
-        datastore = event_store(_FORKED["ledger"]).recorder.datastore
+        datastore = _recorder_of(_FORKED["ledger"]).datastore
         with datastore.get_connection() as conn:
             row = conn.execute(_SESSION_STARTED).fetchone()
         assert row is not None
@@ -440,7 +448,7 @@ def test_a_forked_child_reads_through_sessions_of_its_own(
 
     ledger = open_ledger(schema_case.database.url)
     try:
-        datastore = event_store(ledger).recorder.datastore
+        datastore = _recorder_of(ledger).datastore
         with datastore.get_connection() as conn:
             row = conn.execute("SELECT clock_timestamp() AS now").fetchone()
         assert row is not None
@@ -466,7 +474,7 @@ def test_a_forked_child_reads_through_sessions_of_its_own(
 def _save_in_child(results: Any, heard: Any) -> None:  # runs in a forked child
     try:
         # A save with no read before it: the child's pool is first opened by its notifier.
-        event_store(_FORKED["ledger"]).recorder.insert_events(_events(1))
+        _recorder_of(_FORKED["ledger"]).insert_events(_events(1))
         results.put("ok")
         heard.wait(60)  # alive while its notifier sends
     except BaseException as error:
@@ -478,7 +486,7 @@ def test_a_forked_child_notifies_listeners_of_its_saves(schema_case: PostgresSch
 
     ledger = open_ledger(schema_case.database.url)
     try:
-        recorder = event_store(ledger).recorder
+        recorder = _recorder_of(ledger)
         recorder.max_notification_id()  # the parent's pool open at the fork
         _FORKED.update(ledger=ledger)
         with schema_case.database.connect() as listener:
@@ -507,7 +515,7 @@ def test_the_ledger_uses_it_and_notifies_listeners(schema_case: PostgresSchemaCa
     try:
         assert type(event_store(ledger).recorder) is LedgerApplicationRecorder
         with schema_case.database.connect() as listener:
-            listener.execute(f'LISTEN "{event_store(ledger).recorder.channel_name}"')
+            listener.execute(f'LISTEN "{_recorder_of(ledger).channel_name}"')
             result = ledger.request_lesson(
                 provider_id=str(uuid.uuid4()),
                 school_id="school-1",
@@ -518,7 +526,7 @@ def test_the_ledger_uses_it_and_notifies_listeners(schema_case: PostgresSchemaCa
             )
             notified = list(listener.notifies(timeout=5, stop_after=1))
         assert notified, "no NOTIFY after a save"
-        assert event_store(ledger).recorder.max_notification_id() == result.position
+        assert _recorder_of(ledger).max_notification_id() == result.position
     finally:
         ledger.close()
 
@@ -582,7 +590,7 @@ def test_a_notify_whose_session_was_cut_is_sent_again(
     once, and the hint is sent again on a fresh session, not lost; the log says so."""
     caplog.set_level(logging.INFO, logger="lesson_ledger.postgres_recorder")
     ledger = open_ledger(schema_case.database.url)
-    recorder = event_store(ledger).recorder
+    recorder = _recorder_of(ledger)
     request = {"school_id": "school-1", "lesson_date": "2025-09-05", "actor": "alice"}
     try:
         with schema_case.database.connect() as listener:
