@@ -165,7 +165,6 @@ def query_latencies(spec: StoreSpec, lessons: int, samples: int) -> dict[str, La
     model), for random lessons and weeks of the population, one at a time."""
     from adapters.eventstore import open_ledger
     from adapters.read_model import open_read_model
-    from domain import lesson_id_for
 
     rng = random.Random(7)
     ledger = open_ledger(spec.ledger_url)
@@ -175,7 +174,7 @@ def query_latencies(spec: StoreSpec, lessons: int, samples: int) -> dict[str, La
         def history() -> Any:
             number = rng.randrange(lessons)
             r = requests(POPULATION, number, 1, per_provider=LESSONS_PER_PROVIDER)[0]
-            lesson_id = lesson_id_for(r.provider_id, r.school_id, r.lesson_date, r.time_slot)
+            lesson_id = r.lesson_id
             return lambda: ledger.history(lesson_id)
 
         providers = max(1, -(-lessons // LESSONS_PER_PROVIDER))

@@ -215,7 +215,7 @@ def _template_lesson(ledger: Any, request: Request) -> dict[str, Any]:
     from adapters.generators.template import TemplateGenerator
     from projections.generation.port import GenerationRequest
 
-    state = ledger.get_lesson(_lesson_id(request))
+    state = ledger.get_lesson(request.lesson_id)
     lesson = TemplateGenerator().build(GenerationRequest.from_state(state))
     return {"content": lesson.content(), "model": lesson.metadata.model}
 
@@ -227,7 +227,7 @@ def _record_generated(
     outcomes: Counter[str] = Counter()
     content, model = generated["content"], generated["model"]
     for request in work:
-        lesson_id = _lesson_id(request)
+        lesson_id = request.lesson_id
         try:
             state = ledger.get_lesson(lesson_id)
             result = ledger.record_generation(
@@ -237,15 +237,6 @@ def _record_generated(
         except Exception as error:  # counted and reported, never hidden
             outcomes[f"error: {type(error).__name__}: {str(error)[:80]}"] += 1
     return outcomes
-
-
-def _lesson_id(request: Request) -> UUID:
-    from domain import lesson_id_for
-
-    item = request.as_ledger_item()
-    return lesson_id_for(
-        item["provider_id"], item["school_id"], item["lesson_date"], item["time_slot"]
-    )
 
 
 def _alternating(
@@ -278,11 +269,11 @@ def _alternating(
             made = [replace(r, students=(f"{r.request_id}/a", f"{r.request_id}/b")) for r in made]
         return made
 
-    work = {side: _chunks(work_of(side), turns) for side in SIDES}
+    every = {side: work_of(side) for side in SIDES}
+    work = {side: _chunks(every[side], turns) for side in SIDES}
     warm_up = {side: requests(f"{run}-{side}-warm-up", 0, 100) for side in SIDES}
     try:
         if prepare is not None:
-            every = {side: [r for turn in work[side] for r in turn] for side in SIDES}
             prepare(clients, {side: warm_up[side] + every[side] for side in SIDES})
         sends = sends_of(clients)
         for side, send in sends.items():

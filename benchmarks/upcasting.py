@@ -104,8 +104,6 @@ def write_oldest(spec: StoreSpec, template: dict[str, Any], lessons: int) -> Non
 def _oldest_states(
     template: dict[str, Any], first: int, count: int
 ) -> Iterator[tuple[UUID, bytes]]:
-    from domain import lesson_id_for
-
     now = time.time()
     for number, r in enumerate(
         requests(POPULATION, first, count, per_provider=LESSONS_PER_PROVIDER), first
@@ -125,8 +123,7 @@ def _oldest_states(
             "correlation_id": None,
             "as_sent": key,
         }
-        lesson_id = lesson_id_for(r.provider_id, r.school_id, r.lesson_date, r.time_slot)
-        yield lesson_id, json.dumps(state, separators=(",", ":")).encode()
+        yield r.lesson_id, json.dumps(state, separators=(",", ":")).encode()
 
 
 def _iso(seconds: float) -> str:

@@ -42,6 +42,13 @@ class Request:
     students: tuple[str, ...] = ()
     """Ids of the request's students in place of DETAILS' two, when given."""
 
+    @property
+    def lesson_id(self) -> uuid.UUID:
+        """The id the ledger gives the lesson of this request's key."""
+        from domain import lesson_id_for
+
+        return lesson_id_for(self.provider_id, self.school_id, self.lesson_date, self.time_slot)
+
     def as_ledger_item(self, actor: str = "bench") -> dict[str, Any]:
         """Keyword arguments of `ledger.request_lesson`, or an item of `request_batch`."""
         details = DETAILS

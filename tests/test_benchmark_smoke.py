@@ -179,7 +179,7 @@ def test_the_generation_measurement_records_each_lesson_sealed_on_one_side_only(
     try:
         for side in ("plain", "sealed"):
             for request in requests(f"sealing-generation-{side}", 0, 6):
-                events = ledger.slots.events(sealing._lesson_id(request))
+                events = ledger.slots.events(request.lesson_id)
                 assert [type(event).__name__ for event in events] == [
                     "OpenedByRequest", "LessonGenerated",
                 ], side  # fmt: skip
