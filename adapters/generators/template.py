@@ -119,13 +119,18 @@ def _lesson(request: GenerationRequest) -> LessonPlan:
         materials.append("a picture book")
     elif request.subject_type == "ela":
         materials.append("short leveled passage")
+    # Without a topic the subject stands in for it, and is not named twice.
+    title = f"{request.duration}-minute {request.subject} lesson ({grades})"
+    title, on_topic = (
+        (f"{topic}: a {title}", f" on {topic}") if request.topic else (f"A {title}", "")
+    )
     return LessonPlan(
-        title=f"{topic}: a {request.duration}-minute {request.subject} lesson ({grades})",
+        title=title,
         duration=request.duration,
         objectives=objectives,
         materials=materials,
         overview=(
-            f"A {request.duration}-minute {place} lesson in {request.subject} on {topic} "
+            f"A {request.duration}-minute {place} lesson in {request.subject}{on_topic} "
             f"for {grades}, taught {manner}."
             + (f" Focus skills: {', '.join(skills)}." if skills else "")
         ),

@@ -103,6 +103,13 @@ def test_template_uses_duration_subject_grades_topic_and_role() -> None:
     assert kindergarten.lesson.introduction.duration + kindergarten.lesson.activity.duration == 5
 
 
+def test_template_without_a_topic_names_the_subject_once() -> None:
+    lesson = TemplateGenerator().build(request(topic=None)).lesson
+    assert lesson.title == "A 45-minute Math lesson (grades 3 and 5)"
+    assert lesson.overview.startswith("A 45-minute resource room lesson in Math for grades 3 and 5")
+    assert all("Math" in objective for objective in lesson.objectives)
+
+
 @pytest.mark.parametrize("subject_type", ["math", "ela", None])
 @pytest.mark.parametrize("role", ["resource", "ot", "speech", "counseling", None])
 def test_template_output_validates_and_keeps_student_data_out(
