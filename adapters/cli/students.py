@@ -205,8 +205,8 @@ def retention_apply(
         print_json(vars(done))
     elif dry_run:
         out.print(
-            f"retention (dry run, nothing erased): {done.keys} keys of lesson dates before "
-            f"{cut_off} would be destroyed, {done.lessons} lessons reached"
+            f"retention (dry run, nothing erased): {_count(done.keys, 'key')} of lesson dates "
+            f"before {cut_off} would be destroyed, {_count(done.lessons, 'lesson')} reached"
         )
     elif not done.erasure_id:
         out.print(f"retention: nothing to erase, no key of a lesson date before {cut_off} left")
@@ -227,7 +227,7 @@ def rotate_key(database_url: DatabaseUrl = None) -> None:
         key_file = os.environ.get(KEY_FILE_SETTING) or f"{database.path}.keys.json"
         sealer = sealer_of(ledger)
         count = rotate(sealer.keys, Path(key_file), sealer.keys.kek)
-    err.print(f"rewrapped {count} data keys with a new key-encryption key in {key_file}")
+    err.print(f"rewrapped {_count(count, 'data key')} with a new key-encryption key in {key_file}")
 
 
 def _print_erasure(done: Erasure, as_json: bool) -> None:
@@ -235,6 +235,11 @@ def _print_erasure(done: Erasure, as_json: bool) -> None:
         print_json(vars(done))
         return
     out.print(
-        f"{done.kind} erasure {done.erasure_id}: {done.keys} keys destroyed, "
-        f"{done.lessons} lessons reached"
+        f"{done.kind} erasure {done.erasure_id}: {_count(done.keys, 'key')} destroyed, "
+        f"{_count(done.lessons, 'lesson')} reached"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    """`1 key`, `2 keys`."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -33,6 +33,11 @@ class Ran:
         return json.loads(self.stdout)
 
 
+ANY_PORT = ("--port", "0")
+"""For a `serve` that must stop before it serves: a port of the system's choosing, so a
+server already on the default port (`make run` beside `make test`) cannot stop it first."""
+
+
 def cli(
     *args: str, database_url: str | None = None, stdin: str | None = None, columns: int = 250
 ) -> Ran:

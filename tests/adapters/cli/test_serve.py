@@ -14,7 +14,7 @@ import pytest
 
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
-from tests.support.command_line import cli_process
+from tests.support.command_line import ANY_PORT, cli_process
 from tests.support.project import declared_version
 from tests.support.served import serving_process
 from tests.support.stores import Store
@@ -248,7 +248,7 @@ def test_a_setting_out_of_its_range_stops_the_start_naming_it(
     monkeypatch.setenv(setting, value)
     database = tmp_path / "ledger.db"
 
-    ran = cli_process("serve", "--database-url", f"sqlite:///{database}", timeout=30)
+    ran = cli_process("serve", *ANY_PORT, "--database-url", f"sqlite:///{database}", timeout=30)
 
     assert ran.exit_code == 2
     assert ran.stderr.strip().startswith(f"invalid: setting {setting}: ")
@@ -265,7 +265,7 @@ def test_a_generator_that_cannot_be_made_stops_the_start_on_sqlite(
     monkeypatch.delenv("LESSON_LEDGER_OPENAI_API_KEY", raising=False)
     database = tmp_path / "ledger.db"
 
-    ran = cli_process("serve", "--database-url", f"sqlite:///{database}", timeout=30)
+    ran = cli_process("serve", *ANY_PORT, "--database-url", f"sqlite:///{database}", timeout=30)
 
     assert ran.exit_code == 2
     assert ran.stderr.strip() == (

@@ -25,7 +25,7 @@ from adapters.keys.keyfile import (
     read_keys,
 )
 from adapters.settings import Settings
-from tests.support.command_line import cli
+from tests.support.command_line import ANY_PORT, cli
 from tests.support.served import serving_process
 from tests.support.stores import POSTGRES_URL
 
@@ -135,7 +135,7 @@ def test_a_key_file_that_cannot_serve_is_one_line_and_exit_3(
     monkeypatch.setenv(KEY_FILE_SETTING, str(path))
     database = tmp_path / "ledger.db"
 
-    ran = cli("serve", database_url=f"sqlite:///{database}")
+    ran = cli("serve", *ANY_PORT, database_url=f"sqlite:///{database}")
 
     assert ran.exit_code == 3, ran
     [line] = ran.stderr.strip().splitlines()
@@ -169,7 +169,7 @@ def test_postgresql_without_the_setting_is_one_line_naming_it(
 ) -> None:
     with pytest.raises(KeyFileNotConfigured, match=KEY_FILE_SETTING):
         open_keys(key_file=None, database_kind="postgresql")
-    ran = cli("serve", database_url=POSTGRES_URL)
+    ran = cli("serve", *ANY_PORT, database_url=POSTGRES_URL)
     assert ran.exit_code == 2
     assert len(ran.stderr.strip().splitlines()) == 1 and KEY_FILE_SETTING in ran.stderr
 

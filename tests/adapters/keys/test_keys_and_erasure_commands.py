@@ -24,7 +24,7 @@ from adapters.keys.opening import KEK_SETTING
 from adapters.logs import JsonFormatter
 from domain import LedgerUnavailable, LessonLedger
 from tests.support import ROOT
-from tests.support.command_line import Ran, cli, cli_process
+from tests.support.command_line import ANY_PORT, Ran, cli, cli_process
 from tests.support.projections import read_model, table_name, wait_until
 from tests.support.served import served
 from tests.support.sse import events, read_until
@@ -49,7 +49,7 @@ def test_a_wrong_key_encryption_key_stops_the_ledger_at_start(
     with pytest.raises(LedgerUnavailable, match="does not open this database's data keys"):
         open_ledger(store.url)
     served = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "serve", "--database-url", store.url],
+        [sys.executable, "-m", "adapters.cli", "serve", *ANY_PORT, "--database-url", store.url],
         cwd=ROOT,
         env={**os.environ, KEK_SETTING: other},
         capture_output=True,
@@ -212,6 +212,7 @@ def test_erasing_from_the_command_line(store: Store, ledger: LessonLedger) -> No
     request(ledger, "09:00-09:30", "ben")
     ben = cli("students", "erase", "student-ben", "--reason", "r", database_url=store.url)
     assert ben.exit_code == 0, ben.stderr
+    assert ben.stdout.endswith(": 1 key destroyed, 1 lesson reached\n")
     listed = cli("students", "erasures", "--json", database_url=store.url)
     assert [(e["reason"], e["covered"]) for e in listed.json()] == [
         ("request", True),

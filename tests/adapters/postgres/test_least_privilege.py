@@ -19,7 +19,7 @@ from adapters.migrate import TABLES
 from adapters.postgres import rights
 from adapters.worker import WorkerSettings, start_worker_in_background
 from tests.support import ROOT
-from tests.support.command_line import cli
+from tests.support.command_line import ANY_PORT, cli
 from tests.support.http import PROVIDER, assert_problem, csrf, lesson, sign_in
 from tests.support.projections import wait_until
 from tests.support.served import served
@@ -188,7 +188,7 @@ def test_a_role_that_owns_only_its_schema_runs_the_ledger_in_it(roles: Roles) ->
         assert read.status_code == 200
 
 
-@pytest.mark.parametrize("command", [("projections", "status"), ("serve",), ("worker",)])
+@pytest.mark.parametrize("command", [("projections", "status"), ("serve", *ANY_PORT), ("worker",)])
 def test_with_table_creation_off_a_missing_table_is_one_line_at_start(
     roles: Roles, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
 ) -> None:
@@ -221,7 +221,7 @@ def test_the_readme_grants_what_a_serving_role_is_checked_for(roles: Roles) -> N
     assert set(rights.TABLES) == set(TABLES)
 
 
-@pytest.mark.parametrize("command", [("serve",), ("worker",)], ids=["serve", "worker"])
+@pytest.mark.parametrize("command", [("serve", *ANY_PORT), ("worker",)], ids=["serve", "worker"])
 def test_with_table_creation_off_a_missing_grant_is_one_line_at_start(
     roles: Roles, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
 ) -> None:
