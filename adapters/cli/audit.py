@@ -27,6 +27,7 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
+    counted,
     err,
     exit_codes,
     id_column,
@@ -161,7 +162,10 @@ def export(
                 lines += 1
         if prove is not None:
             prove.close()
-    err.print(f"exported {lines} events (log head {head})" + (f" to {output}" if output else ""))
+    err.print(
+        f"exported {counted(lines, 'event')} (log head {head})"
+        + (f" to {output}" if output else "")
+    )
 
 
 @audit_commands.command("verify-export")
@@ -230,8 +234,9 @@ def verify_export(
         against = "the ledger" if checkpoint is None else "its proofs"
         verdict = f"matches {against}" if not found.differences else f"DIFFERS from {against}"
         out.print(
-            f"{file}: {found.lines} lines up to position {found.last_position}: {verdict}"
-            + (f" ({len(found.differences)} differences)" if found.differences else "")
+            f"{file}: {counted(found.lines, 'line')} up to position {found.last_position}: "
+            f"{verdict}"
+            + (f" ({counted(len(found.differences), 'difference')})" if found.differences else "")
         )
     if found.differences:
         raise typer.Exit(REJECTED)

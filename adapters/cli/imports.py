@@ -19,6 +19,7 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
+    counted,
     exit_codes,
     id_column,
     opened_ledger,
@@ -122,7 +123,7 @@ def import_lessons(
 
 def _print_summary(summary: ImportSummary, source: str, run_id: str) -> None:
     verb = "would be imported (dry run: nothing written)" if summary.dry_run else "imported"
-    table = Table("", "rows", title=f"{source}: {summary.rows} rows, batch {run_id}")
+    table = Table("", "rows", title=f"{source}: {counted(summary.rows, 'row')}, batch {run_id}")
     for label, count in (
         (verb, summary.imported),
         ("already imported (replayed)", summary.replayed),

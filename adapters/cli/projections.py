@@ -26,6 +26,7 @@ from adapters.cli.options import (
     REJECTED,
     AsJson,
     DatabaseUrl,
+    counted,
     err,
     exit_codes,
     out,
@@ -121,7 +122,9 @@ def catch_up(database_url: DatabaseUrl = None, page_size: PageSize = DEFAULT_PAG
             progress.update(task, completed=max(head - start, 0))
     seconds = time.monotonic() - started
     rate = f", {result.events / seconds:,.0f} events/s" if result.events and seconds else ""
-    err.print(f"lessons: at position {result.position} (applied {result.events} events{rate})")
+    err.print(
+        f"lessons: at position {result.position} (applied {counted(result.events, 'event')}{rate})"
+    )
 
 
 @projections_app.command()
@@ -180,7 +183,7 @@ def rebuild(
         )
     rate = f", {result.events / result.seconds:,.0f} events/s" if result.seconds else ""
     err.print(
-        f"lessons: rebuilt ({result.events} events in {result.seconds:.1f} s{rate}); "
+        f"lessons: rebuilt ({counted(result.events, 'event')} in {result.seconds:.1f} s{rate}); "
         f"swapped in at position {result.position}"
     )
 
@@ -228,8 +231,9 @@ def _print_report(report: VerifyReport, as_json: bool, head: int, show: int) -> 
         )
         return
     out.print(
-        f"lessons: verified at position {report.position}: {report.lessons} lessons in the "
-        f"events, {report.rows} rows in the table, {len(report.differences)} differ"
+        f"lessons: verified at position {report.position}: "
+        f"{counted(report.lessons, 'lesson')} in the events, "
+        f"{counted(report.rows, 'row')} in the table, {len(report.differences)} differ"
     )
     if head > report.position:
         out.print(

@@ -21,6 +21,7 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
+    counted,
     err,
     exit_codes,
     opened_ledger,
@@ -84,7 +85,7 @@ def checkpoint(
         out.print(text, end="", highlight=False, soft_wrap=True)
     else:
         _write(output, text)
-        err.print(f"checkpoint of {made.size} events written to {output}")
+        err.print(f"checkpoint of {counted(made.size, 'event')} written to {output}")
 
 
 @audit_app.command("verify")
@@ -161,9 +162,9 @@ def _print_report(report: AuditReport) -> None:
     if report.checkpoint is not None:
         cp = report.checkpoint.record
         verdict = "holds" if report.checkpoint.problem is None else report.checkpoint.problem
-        out.print(f"checkpoint of {cp.size} events ({cp.time.isoformat()}): {verdict}")
+        out.print(f"checkpoint of {counted(cp.size, 'event')} ({cp.time.isoformat()}): {verdict}")
     if report.ok:
-        out.print(f"intact: {found.size} events, up to position {found.position}")
+        out.print(f"intact: {counted(found.size, 'event')}, up to position {found.position}")
 
 
 def checkpoint_file(option: str, path: Path) -> Checkpoint:

@@ -23,6 +23,7 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
+    counted,
     err,
     exit_codes,
     opened_ledger,
@@ -159,12 +160,15 @@ def encrypt_existing_events(
         try:
             record = audit.reanchor(REANCHOR_REASON)
         except ReanchorRefused as refused:
-            err.print(f"sealed {done.sealed} events (positions {done.start} to {done.position})")
+            err.print(
+                f"sealed {counted(done.sealed, 'event')} "
+                f"(positions {done.start} to {done.position})"
+            )
             err.print(f"[red]not re-anchored:[/red] {refused}")
             raise typer.Exit(REJECTED) from None
         finally:
             audit.close()
-    err.print(f"sealed {done.sealed} events (positions {done.start} to {done.position})")
+    err.print(f"sealed {counted(done.sealed, 'event')} (positions {done.start} to {done.position})")
     if record is not None:
         err.print(
             f"re-anchored the log's tree: {len(record.changes)} event(s) rewritten, "
@@ -205,8 +209,8 @@ def retention_apply(
         print_json(vars(done))
     elif dry_run:
         out.print(
-            f"retention (dry run, nothing erased): {_count(done.keys, 'key')} of lesson dates "
-            f"before {cut_off} would be destroyed, {_count(done.lessons, 'lesson')} reached"
+            f"retention (dry run, nothing erased): {counted(done.keys, 'key')} of lesson dates "
+            f"before {cut_off} would be destroyed, {counted(done.lessons, 'lesson')} reached"
         )
     elif not done.erasure_id:
         out.print(f"retention: nothing to erase, no key of a lesson date before {cut_off} left")
@@ -227,7 +231,7 @@ def rotate_key(database_url: DatabaseUrl = None) -> None:
         key_file = os.environ.get(KEY_FILE_SETTING) or f"{database.path}.keys.json"
         sealer = sealer_of(ledger)
         count = rotate(sealer.keys, Path(key_file), sealer.keys.kek)
-    err.print(f"rewrapped {_count(count, 'data key')} with a new key-encryption key in {key_file}")
+    err.print(f"rewrapped {counted(count, 'data key')} with a new key-encryption key in {key_file}")
 
 
 def _print_erasure(done: Erasure, as_json: bool) -> None:
@@ -235,11 +239,6 @@ def _print_erasure(done: Erasure, as_json: bool) -> None:
         print_json(vars(done))
         return
     out.print(
-        f"{done.kind} erasure {done.erasure_id}: {_count(done.keys, 'key')} destroyed, "
-        f"{_count(done.lessons, 'lesson')} reached"
+        f"{done.kind} erasure {done.erasure_id}: {counted(done.keys, 'key')} destroyed, "
+        f"{counted(done.lessons, 'lesson')} reached"
     )
-
-
-def _count(number: int, noun: str) -> str:
-    """`1 key`, `2 keys`."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

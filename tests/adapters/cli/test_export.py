@@ -111,6 +111,17 @@ def not_utf8(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def test_a_count_of_one_is_said_in_the_singular(store: Store, tmp_path: Path) -> None:
+    store.open().request_lesson(
+        provider_id=PROVIDER, school_id="school-1", lesson_date="2025-09-05",
+        time_slot="08:30-09:00", request_id="r-1", actor="alice",
+    )  # fmt: skip
+    path = tmp_path / "audit.jsonl"
+    exported = cli("export", "--output", str(path), database_url=store.url)
+    assert "exported 1 event (log head 1)" in exported.stderr, exported.stderr
+    assert verify(store, path).stdout.endswith(": 1 line up to position 1: matches the ledger\n")
+
+
 def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_path: Path) -> None:
     a_small_history(store.open())
     good = tmp_path / "audit.jsonl"
