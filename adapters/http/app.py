@@ -193,6 +193,22 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+def logged_path(scope: Scope) -> str:
+    """The route a request took, not its path: a path may hold a student's id. A path no
+    route took is not logged either (`/v1/student/ada/erasure`, a typo)."""
+    route = scope.get("route")  # the API's routes (FastAPI's) say which they are
+    if route is not None:
+        return str(route.path_format)
+    # Starlette's own (the OpenAPI document, the docs, the static files) only their
+    # endpoint: found among the app's routes (few requests come this way).
+    endpoint, app = scope.get("endpoint"), scope.get("app")
+    if endpoint is not None and app is not None:
+        for candidate in app.router.routes:
+            if endpoint in (getattr(candidate, "endpoint", None), getattr(candidate, "app", None)):
+                return str(candidate.path_format)
+    return UNROUTED
+
+
 CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """A caller's X-Request-ID is kept when short and plain; otherwise the server makes one."""
 
@@ -242,9 +258,7 @@ class RequestContext:
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
-                    # The route, not the path: a path may hold a student's id. A path no
-                    # route took is not logged either (`/v1/student/ada/erasure`, a typo).
-                    "path": getattr(scope.get("route"), "path_format", UNROUTED),
+                    "path": logged_path(scope),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },

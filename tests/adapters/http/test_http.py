@@ -26,6 +26,7 @@ from tests.support.http import (
     lesson,
 )
 from tests.support.project import declared_version
+from tests.support.projections import wait_until
 from tests.support.served import Api, served
 from tests.support.stores import Store
 
@@ -493,6 +494,39 @@ def test_log_lines_are_json_with_a_request_id_and_no_token(
     token = headers["Authorization"].split()[1]
     assert all(token not in json.dumps(line) for line in lines)
     assert all("st-1" not in json.dumps(line) for line in lines)
+
+
+def test_a_log_line_names_the_route_taken_never_the_path_sent(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette's own routes (the OpenAPI document, the docs, the pages' static files) are
+    named as the API's are; a path no route takes is not logged as sent."""
+    taken = {
+        "/openapi.json": (200, "/openapi.json"),
+        "/docs": (200, "/docs"),
+        "/static/ledger.css": (200, "/static/{path}"),
+        "/v1/student/st-1/erasure": (404, "(no route)"),
+    }
+    with caplog.at_level(logging.INFO):
+        for number, path in enumerate(taken):
+            answer = api.client.get(path, headers={"X-Request-ID": f"route-{number}"})
+            assert answer.status_code == taken[path][0], path
+
+        def logged() -> dict[str, str] | None:
+            # A line is written once the response is sent: the client may see it first.
+            lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+            paths = {
+                line["request_id"]: line["path"]
+                for line in lines
+                if line.get("message") == "request"
+                and str(line.get("request_id")).startswith("route-")
+            }
+            return paths if len(paths) == len(taken) else None
+
+        paths = wait_until(logged, timeout=10, what="a log line for each request")
+    assert [paths[f"route-{number}"] for number in range(len(taken))] == [
+        route for _, route in taken.values()
+    ]
 
 
 def test_a_log_line_is_one_json_object_whatever_its_fields_hold() -> None:
