@@ -8,7 +8,6 @@ field named), 3 the database cannot be reached.
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import UTC
 from typing import Annotated, Any
@@ -25,6 +24,7 @@ from adapters.cli.options import (
     bad_input,
     exit_codes,
     id_column,
+    login_name,
     opened_ledger,
     out,
     parse_timestamp,
@@ -61,17 +61,13 @@ LessonIdArgument = Annotated[
 ]
 
 
-def _default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (some containers)
-        return "cli"
-
-
 Actor = Annotated[
     str,
     typer.Option(
-        "--actor", help="who is asking, as the events record it", default_factory=_default_actor
+        "--actor",
+        help="who is asking, as the events record it",
+        default_factory=login_name,
+        show_default="your login name",
     ),
 ]
 

@@ -8,6 +8,7 @@ that differs), 2 bad input or usage (the field named; a malformed database URL t
 
 from __future__ import annotations
 
+import getpass
 import json
 import sqlite3
 import sys
@@ -75,6 +76,14 @@ def id_column(header: str) -> Column:
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def login_name() -> str:
+    """Who runs the command, as the events record it unless --actor says otherwise."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers)
+        return "cli"
 
 
 def counted(number: int, noun: str) -> str:

@@ -8,7 +8,6 @@ input, 3 the database or the keys cannot be used.
 
 from __future__ import annotations
 
-import getpass
 import os
 from datetime import UTC
 from pathlib import Path
@@ -26,6 +25,7 @@ from adapters.cli.options import (
     counted,
     err,
     exit_codes,
+    login_name,
     opened_ledger,
     out,
     print_json,
@@ -55,14 +55,15 @@ retention_app = typer.Typer(help="Retention: erase students' data older than a c
 REANCHOR_REASON = "students encrypt-existing: students' details and lesson content sealed"
 
 
-def _who() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
-
-
-Actor = Annotated[str, typer.Option("--actor", help="recorded as who erased", default_factory=_who)]
+Actor = Annotated[
+    str,
+    typer.Option(
+        "--actor",
+        help="recorded as who erased",
+        default_factory=login_name,
+        show_default="your login name",
+    ),
+]
 Reason = Annotated[str, typer.Option("--reason", help="why (kept with the erasure's record)")]
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.main
+from typer.core import TyperGroup
 
+from adapters.cli import app
 from domain import lesson_id_for
 from tests.support.command_line import cli, cli_process
 from tests.support.stores import Store
@@ -313,6 +316,28 @@ def test_unreachable_database_exits_3_with_one_line(args: list[str]) -> None:
 def test_a_malformed_database_url_is_usage() -> None:
     ran = cli("show", "bc6d9951-98a0-5f69-bb51-784a7571209c", database_url="mysql://x/y")
     assert ran.exit_code == 2 and "unknown scheme" in ran.stderr
+
+
+def commands(group: TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command of the command line, as the words that run it."""
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            found += commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_option_says_what_its_default_is() -> None:
+    """A default made when the command runs (`--actor`: the login name) is said in words,
+    not as typer's "(dynamic)"."""
+    every = commands(typer.main.get_group(app))
+    assert ("students", "erase") in every and ("request",) in every
+    for command in every:
+        ran = cli(*command, "--help")
+        assert ran.exit_code == 0, command
+        assert "(dynamic)" not in ran.stdout, command
 
 
 def test_every_command_explains_itself_with_an_example() -> None:
