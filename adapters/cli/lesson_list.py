@@ -3,14 +3,17 @@
 
 Content is not listed (`show` opens one lesson's). The read model is kept current by a
 running server or `projections follow`; when it is behind the log, the command says so
-on stderr, since lessons changed since are not in the list yet.
+on stderr, since lessons changed since are not in the list yet. In a terminal too narrow
+for the whole table, columns give way (`GIVES_WAY`), and it says which on stderr.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
+from rich.measure import Measurement
 from rich.table import Column, Table
 
 from adapters.cli.options import (
@@ -103,33 +106,52 @@ def _page_json(page: LessonPage, position: int, head: int) -> dict[str, Any]:
     }
 
 
+def _table(rows: Sequence[LessonRow], left_out: tuple[str, ...]) -> Table:
+    """The page as a table, without the columns left out."""
+    columns: list[tuple[str | Column, Callable[[LessonRow], str]]] = [
+        (id_column("lesson id"), lambda row: str(row.lesson_id)),
+        ("provider", lambda row: row.provider_id),
+        ("school", lambda row: row.school_id),
+        (Column("date", no_wrap=True, min_width=10), lambda row: row.lesson_date.isoformat()),
+        (Column("slot", no_wrap=True, min_width=11), lambda row: row.time_slot),
+        (Column("status", no_wrap=True, min_width=9), lambda row: row.status),
+        (Column("attempt", no_wrap=True, min_width=7), lambda row: str(row.attempt)),
+        ("request", lambda row: row.request_id or ""),
+        ("why", lambda row: row.failure_reason or ""),
+    ]
+    kept = [(column, cell) for column, cell in columns if column not in left_out]
+    table = Table(*(column for column, _ in kept))
+    for row in rows:
+        table.add_row(*(cell(row) for _, cell in kept))
+    return table
+
+
+def _too_wide(table: Table) -> bool:
+    """Whether the table is wider than the terminal even with its text wrapped (measured
+    as if the terminal were wide: a measure never exceeds the width it is given)."""
+    unbounded = out.options.update(width=10_000)
+    return Measurement.get(out, unbounded, table).minimum > out.width
+
+
+GIVES_WAY = ("provider", "why", "request", "school")
+"""Columns left out, in this order, when the terminal is too narrow for the table whole:
+rich would squeeze them to nothing, with no mark (`--json` has every field)."""
+
+
 def _print_page(page: LessonPage) -> None:
-    table = Table(
-        id_column("lesson id"),
-        "provider",
-        "school",
-        Column("date", no_wrap=True, min_width=10),
-        Column("slot", no_wrap=True, min_width=11),
-        Column("status", no_wrap=True, min_width=9),
-        Column("attempt", no_wrap=True, min_width=7),
-        "request",
-        "why",
-    )
-    for row in page.items:
-        table.add_row(
-            str(row.lesson_id),
-            row.provider_id,
-            row.school_id,
-            row.lesson_date.isoformat(),
-            row.time_slot,
-            row.status,
-            str(row.attempt),
-            row.request_id or "",
-            row.failure_reason or "",
-        )
-    if page.items:
-        out.print(table)
-    else:
+    if not page.items:
         out.print("no lessons match")
+    else:
+        left_out: tuple[str, ...] = ()
+        table = _table(page.items, left_out)
+        while len(left_out) < len(GIVES_WAY) and _too_wide(table):
+            left_out = GIVES_WAY[: len(left_out) + 1]
+            table = _table(page.items, left_out)
+        out.print(table)
+        if left_out:
+            err.print(
+                f"left out to fit {out.width} columns: {', '.join(left_out)} "
+                "(a wider terminal, or --json, has them)"
+            )
     if page.next_cursor is not None:
         out.print(f"more: --cursor {page.next_cursor}")

@@ -68,11 +68,17 @@ def test_the_failed_lessons_of_a_day(three_lessons: Store) -> None:
     for listed in (failed.stdout, table, cli("lessons", "--json", database_url=url).stdout):
         assert MARKER not in listed
     # In a terminal 120 wide the ids, dates, slots and statuses are whole (the ids were cut
-    # short: the one thing `regenerate` needs); the provider gives way.
-    narrow = cli("lessons", database_url=url, columns=120).stdout
+    # short: the one thing `regenerate` needs); the provider gives way, and is said to
+    # (it was squeezed to nothing, with no mark, as were the school and the request).
+    narrow = cli("lessons", database_url=url, columns=120)
     for row in cli("lessons", "--json", database_url=url).json()["items"]:
         whole = [row["lesson_id"], row["lesson_date"], row["time_slot"], row["status"]]
-        assert all(text in narrow for text in whole), (whole, narrow)
+        whole.append(row["school_id"])
+        assert all(text in narrow.stdout for text in whole), (whole, narrow.stdout)
+        assert row["provider_id"] not in narrow.stdout
+    assert narrow.stderr.startswith("left out to fit 120 columns: provider, why, request (")
+    wide = cli("lessons", database_url=url, columns=250)
+    assert PROVIDER in wide.stdout and "left out" not in wide.stderr
 
 
 def test_pages_follow_the_cursor_and_filters_narrow(three_lessons: Store) -> None:
