@@ -45,6 +45,7 @@ from domain.ledger import LessonLedger
 from projections.audit_trail import (
     STUDENT_DATA,
     TrailFilter,
+    Verification,
     export_line,
     trail,
     verify,
@@ -232,14 +233,20 @@ def verify_export(
         for difference in found.differences:
             out.print(str(difference))
         against = "the ledger" if checkpoint is None else "its proofs"
-        verdict = f"matches {against}" if not found.differences else f"DIFFERS from {against}"
-        out.print(
-            f"{file}: {counted(found.lines, 'line')} up to position {found.last_position}: "
-            f"{verdict}"
-            + (f" ({counted(len(found.differences), 'difference')})" if found.differences else "")
-        )
+        out.print(f"{file}: {_verdict(found, against)}")
     if found.differences:
         raise typer.Exit(REJECTED)
+
+
+def _verdict(found: Verification, against: str) -> str:
+    """What a check of an export found, in a line."""
+    if not found.lines and not found.differences:
+        # "Matches" would read as a pass of a file that holds nothing.
+        return f"holds no event, nothing compared with {against}"
+    lines = f"{counted(found.lines, 'line')} up to position {found.last_position}"
+    if not found.differences:
+        return f"{lines}: matches {against}"
+    return f"{lines}: DIFFERS from {against} ({counted(len(found.differences), 'difference')})"
 
 
 class _Prover:

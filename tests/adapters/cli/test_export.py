@@ -122,6 +122,18 @@ def test_a_count_of_one_is_said_in_the_singular(store: Store, tmp_path: Path) ->
     assert verify(store, path).stdout.endswith(": 1 line up to position 1: matches the ledger\n")
 
 
+def test_an_empty_file_is_not_said_to_match(store: Store, tmp_path: Path) -> None:
+    """It "matched the ledger", 0 lines up to position 0: true, and read as a pass."""
+    a_small_history(store.open())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    nothing = verify(store, empty)
+    assert nothing.exit_code == 0
+    assert nothing.stdout.endswith(
+        "empty.jsonl: holds no event, nothing compared with the ledger\n"
+    )
+
+
 def test_verify_passes_a_good_export_and_fails_a_tampered_one(store: Store, tmp_path: Path) -> None:
     a_small_history(store.open())
     good = tmp_path / "audit.jsonl"
