@@ -120,10 +120,9 @@ def _lesson(request: GenerationRequest) -> LessonPlan:
     elif request.subject_type == "ela":
         materials.append("short leveled passage")
     # Without a topic the subject stands in for it, and is not named twice.
-    title = f"{request.duration}-minute {request.subject} lesson ({grades})"
-    title, on_topic = (
-        (f"{topic}: a {title}", f" on {topic}") if request.topic else (f"A {title}", "")
-    )
+    lesson = f"{request.duration}-minute {request.subject} lesson ({grades})"
+    title = f"{topic}: a {lesson}" if request.topic else f"A {lesson}"
+    on_topic = f" on {topic}" if request.topic else ""
     return LessonPlan(
         title=title,
         duration=request.duration,
