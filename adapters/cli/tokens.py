@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from adapters.cli.options import BAD_INPUT, DatabaseUrl, err, exit_codes, out
+from adapters.cli.options import REJECTED, DatabaseUrl, err, exit_codes, out
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import ROLES, TokenStore
@@ -74,13 +74,14 @@ def tokens_list(database_url: DatabaseUrl = None) -> None:
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: str, database_url: DatabaseUrl = None) -> None:
-    """Revoke a token by its id.
+    """Revoke a token by its id. Exit 1 when no active token has it (an unknown id, or
+    one revoked before), as `students erase` of an unknown student.
 
     Example: lesson-ledger tokens revoke 3fa85f64a1b2
     """
     with exit_codes():
         revoked = with_tokens(database_url, lambda tokens: tokens.revoke(token_id))
     if not revoked:
-        err.print(f"[red]invalid:[/red] TOKEN_ID: no active token has the id {token_id!r}")
-        raise typer.Exit(BAD_INPUT)
+        err.print(f"[yellow]not found:[/yellow] no active token has the id {token_id!r}")
+        raise typer.Exit(REJECTED)
     typer.echo(f"revoked {token_id}")
