@@ -30,6 +30,7 @@ from adapters.cli.options import (
     counted,
     err,
     exit_codes,
+    flag,
     id_column,
     opened_ledger,
     out,
@@ -177,7 +178,7 @@ def verify_export(
     since: Since = None,
     except_student_data: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--except-student-data",
             help="let lesson content differ (sealed since, by students encrypt-existing)",
         ),

@@ -21,6 +21,7 @@ from adapters.cli.options import (
     bad_input,
     counted,
     exit_codes,
+    flag,
     id_column,
     opened_ledger,
     out,
@@ -65,7 +66,7 @@ def import_lessons(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="decide every row, print it, write nothing")
+        bool, flag("--dry-run", help="decide every row, print it, write nothing")
     ] = False,
     actor: Annotated[str, typer.Option("--actor", help="recorded as who imported")] = "import",
     batch_id: Annotated[

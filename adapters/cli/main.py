@@ -59,6 +59,7 @@ def main(
             callback=_show_version,
             is_eager=True,
             help="Print the release's version and exit.",
+            metavar="",  # a switch (adapters/cli/options.py, `flag`)
         ),
     ] = False,
 ) -> None:

@@ -62,7 +62,15 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def flag(name: str, help: str) -> Any:
+    """A switch, which takes no value: shown without the `<bool>` typer gives it, which
+    reads as if it took one (`--json <bool>`)."""
+    return typer.Option(name, help=help, metavar="")
+
+
+AsJson = Annotated[bool, flag("--json", help="print JSON instead of a table")]
 
 ID_WIDTH = 36
 """A lesson id (a UUID) as text."""

@@ -29,6 +29,7 @@ from adapters.cli.options import (
     counted,
     err,
     exit_codes,
+    flag,
     out,
     progress_bar,
 )
@@ -159,7 +160,7 @@ def follow(
 def rebuild(
     database_url: DatabaseUrl = None,
     restart: Annotated[
-        bool, typer.Option("--restart", help="drop an interrupted rebuild instead of resuming it")
+        bool, flag("--restart", help="drop an interrupted rebuild instead of resuming it")
     ] = False,
     page_size: PageSize = REBUILD_PAGE_SIZE,
 ) -> None:

@@ -25,6 +25,7 @@ from adapters.cli.options import (
     counted,
     err,
     exit_codes,
+    flag,
     login_name,
     opened_ledger,
     out,
@@ -183,8 +184,8 @@ def retention_apply(
         int, typer.Option("--older-than", min=1, help="erase lessons dated more than DAYS ago")
     ],
     actor: Actor,
-    reason: Annotated[str, typer.Option("--reason")] = "retention",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="count, erase nothing")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="recorded as why")] = "retention",
+    dry_run: Annotated[bool, flag("--dry-run", help="count, erase nothing")] = False,
     database_url: DatabaseUrl = None,
     as_json: AsJson = False,
 ) -> None:

@@ -5,6 +5,7 @@ version and by time, and the documented exit codes."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -329,15 +330,21 @@ def commands(group: TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, .
     return found
 
 
-def test_every_option_says_what_its_default_is() -> None:
+def test_every_option_says_what_its_default_is_and_whether_it_takes_a_value() -> None:
     """A default made when the command runs (`--actor`: the login name) is said in words,
-    not as typer's "(dynamic)"."""
+    not as typer's "(dynamic)"; a switch shows no `<bool>`, as if it took a value (typer's
+    own `--help` aside)."""
     every = commands(typer.main.get_group(app))
     assert ("students", "erase") in every and ("request",) in every
+    switches = 0
     for command in every:
         ran = cli(*command, "--help")
         assert ran.exit_code == 0, command
         assert "(dynamic)" not in ran.stdout, command
+        rows = [row for row in ran.stdout.splitlines() if "--" in row and "--help" not in row]
+        assert not [row for row in rows if "<bool>" in row], command
+        switches += sum(1 for row in rows if re.search(r"--(json|dry-run|restart)\s", row))
+    assert switches > 10  # the switches were among the rows read
 
 
 def test_every_command_explains_itself_with_an_example() -> None:
