@@ -4,7 +4,8 @@
 Content is not listed (`show` opens one lesson's). The read model is kept current by a
 running server or `projections follow`; when it is behind the log, the command says so
 on stderr, since lessons changed since are not in the list yet. In a terminal too narrow
-for the whole table, columns give way (`GIVES_WAY`), and it says which on stderr.
+for the whole table, columns give way (`GIVES_WAY`), and it says which on stderr; in one
+narrower still (80 columns), the borders go too (`COMPACT`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.measure import Measurement
 from rich.table import Column, Table
 
@@ -106,8 +108,8 @@ def _page_json(page: LessonPage, position: int, head: int) -> dict[str, Any]:
     }
 
 
-def _table(rows: Sequence[LessonRow], left_out: tuple[str, ...]) -> Table:
-    """The page as a table, without the columns left out."""
+def _table(rows: Sequence[LessonRow], left_out: tuple[str, ...], *, compact: bool = False) -> Table:
+    """The page as a table, without the columns left out; `COMPACT`, if asked."""
     columns: list[tuple[str | Column, Callable[[LessonRow], str]]] = [
         (id_column("lesson id"), lambda row: str(row.lesson_id)),
         ("provider", lambda row: row.provider_id),
@@ -120,7 +122,7 @@ def _table(rows: Sequence[LessonRow], left_out: tuple[str, ...]) -> Table:
         ("why", lambda row: row.failure_reason or ""),
     ]
     kept = [(column, cell) for column, cell in columns if column not in left_out]
-    table = Table(*(column for column, _ in kept))
+    table = Table(*(column for column, _ in kept), **(COMPACT if compact else {}))
     for row in rows:
         table.add_row(*(cell(row) for _, cell in kept))
     return table
@@ -137,6 +139,10 @@ GIVES_WAY = ("provider", "why", "request", "school")
 """Columns left out, in this order, when the terminal is too narrow for the table whole:
 rich would squeeze them to nothing, with no mark (`--json` has every field)."""
 
+COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": 0}
+"""The table without borders and padding, a space between columns: the id, date, slot,
+status and attempt in 77 characters, where the boxed table takes 89."""
+
 
 def _print_page(page: LessonPage) -> None:
     if not page.items:
@@ -147,6 +153,8 @@ def _print_page(page: LessonPage) -> None:
         while len(left_out) < len(GIVES_WAY) and _too_wide(table):
             left_out = GIVES_WAY[: len(left_out) + 1]
             table = _table(page.items, left_out)
+        if _too_wide(table):
+            table = _table(page.items, left_out, compact=True)
         out.print(table)
         if left_out:
             err.print(

@@ -5,6 +5,7 @@ log said so."""
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -79,6 +80,15 @@ def test_the_failed_lessons_of_a_day(three_lessons: Store) -> None:
     assert narrow.stderr.startswith("left out to fit 120 columns: provider, why, request (")
     wide = cli("lessons", database_url=url, columns=250)
     assert PROVIDER in wide.stdout and "left out" not in wide.stderr
+    # In 80 columns (a terminal's default) the table's borders go too: each line fits,
+    # rather than the terminal breaking every line of a table 89 wide.
+    smallest = cli("lessons", database_url=url, columns=80)
+    assert max(len(line) for line in smallest.stdout.splitlines()) <= 80, smallest.stdout
+    for row in cli("lessons", "--json", database_url=url).json()["items"]:
+        whole = [row["lesson_id"], row["lesson_date"], row["time_slot"], row["status"]]
+        line = r"\s+".join(re.escape(str(text)) for text in [*whole, row["attempt"]])
+        assert re.search(line, smallest.stdout), smallest.stdout
+    assert smallest.stderr.startswith("left out to fit 80 columns: provider, why, request, school")
 
 
 def test_pages_follow_the_cursor_and_filters_narrow(three_lessons: Store) -> None:
