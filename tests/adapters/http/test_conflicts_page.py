@@ -42,3 +42,32 @@ def test_the_conflicts_page_shows_a_batch_that_sent_one_lesson_twice(store: Stor
     assert swapped.status_code == 400
     assert "2025-09-01 is before since (2025-09-05)" in swapped.text
     assert f'href="/lessons/{lesson_id}"' in page.text
+
+
+def test_the_conflicts_page_lists_every_request_refused_as_invalid(store: Store) -> None:
+    """A request with no slot and one with a slot and a school but no students: both are
+    refused as invalid, under a heading that is true of both."""
+    base = {
+        "provider_id": PROVIDER,
+        "school_id": "school-1",
+        "lesson_date": "2025-09-05",
+        "details": {"subject": "Math", "students": [{"id": "st-1", "grade": 2}]},
+    }
+    with served(store.url) as api:
+        headers = api.auth("admin")
+        sign_in(api.client, api.tokens["admin:None"])
+        empty = api.client.get("/conflicts?since=2025-01-01")
+        no_slot = {**base, "time_slot": "structured", "request_id": "r-no-slot"}
+        no_students = {**base, "time_slot": "08:30-09:00", "request_id": "r-no-students"}
+        no_students["details"] = {"subject": "Math"}
+        for body in (no_slot, no_students):
+            sent = api.client.post("/v1/lessons/requests", json=body, headers=headers)
+            assert sent.status_code == 422, sent.text
+        page = api.client.get("/conflicts?since=2025-01-01")
+
+    assert "No request was refused as invalid." in empty.text
+    assert "<h2>Requests refused as invalid</h2>" in page.text
+    section = page.text.split("<h2>Requests refused as invalid</h2>")[1]
+    assert "r-no-slot" in section and "time_slot=structured" in section
+    assert "r-no-students" in section and "details.students: Field required" in section
+    assert "without a slot or a school" not in page.text
