@@ -116,6 +116,8 @@ def test_an_auditor_reads_a_week_a_lesson_and_its_history_and_watches_it_generat
         expect(contested).to_contain_text("attempt 1")
         expect(contested).to_contain_text("⚠ 1 turned away")
         screenshot(page, "calendar", tmp_path)
+        # The provider's id whole in its field (its last character was cut off).
+        assert page.locator("#provider_id").evaluate("e => e.scrollWidth <= e.clientWidth")
 
         # The week at a phone's width: still every lesson, one below the other.
         phone = context.new_page()  # the same session
@@ -242,6 +244,29 @@ def test_an_admin_watches_a_rebuild_and_a_verify(api: Api, chromium: str, tmp_pa
         page.get_by_role("button", name="Start a verify").click()
         expect(page.get_by_text(re.compile("✓ Verified at position 4"))).to_be_visible()
         screenshot(page, "operations", tmp_path)
+
+
+def test_an_admin_on_a_phone_reaches_every_page_without_scrolling_sideways(
+    api: Api, chromium: str
+) -> None:
+    """An admin's five links wrap at a phone's width (they ran 42-45 pixels off the screen,
+    so every page scrolled sideways); each page fits."""
+    from playwright.sync_api import expect
+
+    seed(api)
+    api.auth("admin")
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.set_default_timeout(WAIT_MS)
+        sign_in(page, api.base_url, api.tokens["admin:None"])
+        nav = page.get_by_role("navigation", name="Pages")
+        for name in ("Calendar", "Conflicts", "Proof", "Operations", "Erasures"):
+            link = nav.get_by_role("link", name=name)
+            box = link.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 390, (name, box)
+            link.click()
+            expect(page.get_by_role("heading", level=1)).to_be_visible()
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
 
 
 def test_an_admin_finds_a_students_erasure_and_a_retention_run(
