@@ -27,7 +27,6 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
-    counted,
     err,
     exit_codes,
     flag,
@@ -39,6 +38,7 @@ from adapters.cli.options import (
     progress_bar,
 )
 from adapters.cli.proofs import PublicKey, checkpoint_file, parsed_public_key
+from adapters.counts import counted
 from adapters.eventstore import event_log, standalone_mapper
 from adapters.storage.database import Database
 from adapters.storage.refused_requests import SqlInvalidRequestLog

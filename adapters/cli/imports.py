@@ -19,7 +19,6 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
-    counted,
     exit_codes,
     flag,
     id_column,
@@ -28,6 +27,7 @@ from adapters.cli.options import (
     print_json,
     progress_bar,
 )
+from adapters.counts import counted
 from adapters.legacy.tables import (
     PAGE_SIZE,
     CsvLessons,

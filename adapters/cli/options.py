@@ -94,11 +94,6 @@ def login_name() -> str:
         return "cli"
 
 
-def counted(number: int, noun: str) -> str:
-    """`1 event`, `2 events`."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 @contextmanager
 def exit_codes() -> Iterator[None]:
     """Turn the ledger's failures into one line on stderr and the documented exit code."""

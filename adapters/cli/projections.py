@@ -26,13 +26,13 @@ from adapters.cli.options import (
     REJECTED,
     AsJson,
     DatabaseUrl,
-    counted,
     err,
     exit_codes,
     flag,
     out,
     progress_bar,
 )
+from adapters.counts import counted
 from adapters.read_model import open_read_model
 from adapters.sqlite.lessons_view import DEFAULT_POLL_INTERVAL
 from projections.log import DEFAULT_PAGE_SIZE, Page

@@ -21,7 +21,6 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
-    counted,
     err,
     exit_codes,
     opened_ledger,
@@ -30,6 +29,7 @@ from adapters.cli.options import (
     progress_bar,
     read_json,
 )
+from adapters.counts import counted
 from adapters.storage.database import Database
 from projections.merkle.audit import AuditReport
 from projections.merkle.checkpoint import Checkpoint
@@ -124,9 +124,10 @@ def verify(
         _print_report(report)
         if later:
             out.print(
-                f"{later} event(s) recorded after position {report.comparison.position} "
-                "are not in the tree yet, so not verified: a running server adds them "
-                "within moments; `lesson-ledger audit checkpoint` adds them now"
+                f"{counted(later, 'event')} recorded after position "
+                f"{report.comparison.position}: not in the tree yet, so not verified (a "
+                "running server adds new events within moments; `lesson-ledger audit "
+                "checkpoint` adds them now)"
             )
     if not report.ok:
         raise typer.Exit(REJECTED)
@@ -149,7 +150,7 @@ def _print_report(report: AuditReport) -> None:
         data = record.record.as_json()
         state = "accepted" if record.problem is None else f"REFUSED: {record.problem}"
         out.print(
-            f"re-anchoring {data['time']}: {data['changed_events']} event(s) rewritten "
+            f"re-anchoring {data['time']}: {counted(data['changed_events'], 'event')} rewritten "
             f"({data['reason']}): {state}",
             highlight=False,
         )

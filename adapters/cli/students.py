@@ -22,7 +22,6 @@ from adapters.cli.options import (
     AsJson,
     DatabaseUrl,
     bad_input,
-    counted,
     err,
     exit_codes,
     flag,
@@ -32,6 +31,7 @@ from adapters.cli.options import (
     print_json,
     progress_bar,
 )
+from adapters.counts import counted
 from adapters.eventstore import event_store
 from adapters.keys.erasure import Erasure, Erasures, retention_cut_off
 from adapters.keys.keyfile import KEY_FILE_SETTING
@@ -173,7 +173,7 @@ def encrypt_existing_events(
     err.print(f"sealed {counted(done.sealed, 'event')} (positions {done.start} to {done.position})")
     if record is not None:
         err.print(
-            f"re-anchored the log's tree: {len(record.changes)} event(s) rewritten, "
+            f"re-anchored the log's tree: {counted(len(record.changes), 'event')} rewritten, "
             f"root {record.old_root.hex()[:16]}... -> {record.new_root.hex()[:16]}..."
         )
 

@@ -11,6 +11,8 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
+from adapters.counts import counted
+
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 STATIC = Path(__file__).parent / "static"
 
@@ -44,6 +46,7 @@ def when(value: datetime | str | None) -> str:
 
 
 TEMPLATES.env.filters["when"] = when
+TEMPLATES.env.filters["counted"] = counted
 TEMPLATES.env.globals["STATUS_LABELS"] = STATUS_LABELS
 
 

@@ -135,3 +135,5 @@ def test_a_verify_started_on_one_server_process_shows_on_another(store: Store) -
             30,
             "the read model's verify, started by the other, to show on the first",
         )
+        # One lesson, one row: counted in the singular.
+        assert ": 1 lesson, 1 row, no difference" in one.client.get("/operations").text

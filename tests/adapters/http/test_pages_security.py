@@ -213,6 +213,7 @@ def test_values_from_requests_are_shown_as_text(client: TestClient) -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in conflicts.text
     assert "&lt;i&gt;p&lt;/i&gt;" in bad_filter.text
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in erasures.text
+    assert "1 erasure, newest first" in erasures.text  # not "1 erasure(s)"
     assert "st-1" not in erasures.text
 
 
