@@ -331,8 +331,9 @@ def _print_history(found: LessonHistory, as_of_version: int | None, as_of: str |
     table.add_column("v", justify="right", no_wrap=True)
     table.add_column("recorded at (UTC)", no_wrap=True)
     table.add_column("event", no_wrap=True)
-    table.add_column("who (source), request, batch")
-    table.add_column("what changed", ratio=1)
+    # Folded, never cut short with an ellipsis: an auditor reads every id and value whole.
+    table.add_column("who (source), request, batch", overflow="fold")
+    table.add_column("what changed", ratio=1, overflow="fold")
     # The canonical key, from the first event (an Opened, or an OpenedByRequest), to show
     # where a caller spelled it otherwise.
     key = {k: str(v) for k, v in found.entries[0].changes.items()} if found.entries else {}

@@ -84,6 +84,14 @@ def test_history_by_id_and_by_key_shows_every_event_and_rejected_attempt(
     for seen in ("RequestRejected", "bob", "req-2", "week-36", "held by req-1 (alice)"):
         assert seen in table.stdout
     assert "sent as time_slot='08:30 - 09:00'" in table.stdout
+    # In a terminal 80 wide, values fold onto the next line rather than end in "…" (the
+    # provider id, the date and the slot were cut short).
+    narrow = cli("history", str(lesson_id), database_url=store.url, columns=80)
+    assert narrow.exit_code == 0 and "…" not in narrow.stdout
+    changed = "".join(line.split("│")[-2] for line in narrow.stdout.splitlines() if "│" in line)
+    squeezed = re.sub(r"\s", "", changed)
+    for whole in (f"provider_id={PROVIDER}", "lesson_date=2025-09-05", "time_slot=08:30-09:00"):
+        assert whole in squeezed, narrow.stdout
 
 
 def test_time_travel_by_version_and_by_time(store: Store) -> None:
