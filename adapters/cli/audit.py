@@ -35,6 +35,7 @@ from adapters.cli.options import (
     out,
     parse_timestamp,
     print_json,
+    print_table,
     progress_bar,
 )
 from adapters.cli.proofs import PublicKey, checkpoint_file, parsed_public_key
@@ -325,7 +326,7 @@ def _print_report(report: ConflictReport) -> None:
     causes = Table("cause", "rejected attempts", title="Why requests were turned away")
     for cause, count in report.causes.items():
         causes.add_row(cause.replace("_", " "), str(count))
-    out.print(causes)
+    print_table(causes)
 
     contested = Table(
         id_column("lesson id"),
@@ -382,6 +383,6 @@ def _spellings(spellings: list[dict[str, str]]) -> str:
 
 def _print_or_none(table: Table, rows: list[Any]) -> None:
     if rows:
-        out.print(table)
+        print_table(table)
     else:
         out.print(f"{table.title}: none")

@@ -23,8 +23,8 @@ from adapters.cli.options import (
     flag,
     id_column,
     opened_ledger,
-    out,
     print_json,
+    print_table,
     progress_bar,
 )
 from adapters.counts import counted
@@ -135,7 +135,7 @@ def _print_summary(summary: ImportSummary, source: str, run_id: str) -> None:
         ("other invalid (refused)", len(summary.invalid)),
     ):
         table.add_row(label, str(count))
-    out.print(table)
+    print_table(table)
     for title, cases in (
         ("On-demand lessons", summary.on_demand),
         ("Start time only, flagged", summary.start_only),
@@ -158,4 +158,4 @@ def _print_cases(title: str, cases: list[ImportCase]) -> None:
     )
     for case in cases:
         table.add_row(case.legacy_id, case.key, case.detail, case.lesson_id or "")
-    out.print(table)
+    print_table(table)

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.measure import Measurement
 from rich.table import Column, Table
 
 from adapters.cli.options import (
@@ -28,6 +27,7 @@ from adapters.cli.options import (
     id_column,
     out,
     print_json,
+    too_wide,
 )
 from adapters.read_model import open_read_model
 from projections.lessons import LessonRow
@@ -128,13 +128,6 @@ def _table(rows: Sequence[LessonRow], left_out: tuple[str, ...], *, compact: boo
     return table
 
 
-def _too_wide(table: Table) -> bool:
-    """Whether the table is wider than the terminal even with its text wrapped (measured
-    as if the terminal were wide: a measure never exceeds the width it is given)."""
-    unbounded = out.options.update(width=10_000)
-    return Measurement.get(out, unbounded, table).minimum > out.width
-
-
 GIVES_WAY = ("provider", "why", "request", "school")
 """Columns left out, in this order, when the terminal is too narrow for the table whole:
 rich would squeeze them to nothing, with no mark (`--json` has every field)."""
@@ -150,10 +143,10 @@ def _print_page(page: LessonPage) -> None:
     else:
         left_out: tuple[str, ...] = ()
         table = _table(page.items, left_out)
-        while len(left_out) < len(GIVES_WAY) and _too_wide(table):
+        while len(left_out) < len(GIVES_WAY) and too_wide(table):
             left_out = GIVES_WAY[: len(left_out) + 1]
             table = _table(page.items, left_out)
-        if _too_wide(table):
+        if too_wide(table):
             table = _table(page.items, left_out, compact=True)
         out.print(table)
         if left_out:

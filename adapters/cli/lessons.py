@@ -29,6 +29,7 @@ from adapters.cli.options import (
     out,
     parse_timestamp,
     print_json,
+    print_table,
     read_json,
 )
 from domain import (
@@ -207,7 +208,7 @@ def show(
     for name, value in state.items():
         if value not in (None, "", [], ()):
             table.add_row(name, _cell(value))
-    out.print(table)
+    print_table(table)
 
 
 @lessons_commands.command()
@@ -300,7 +301,7 @@ def print_result(result: CommandResult, as_json: bool) -> None:
     table = Table(id_column("lesson id"), "outcome", "attempt", "position")
     position = "" if result.position is None else str(result.position)
     table.add_row(str(result.lesson_id), result.outcome, str(result.attempt), position)
-    out.print(table)
+    print_table(table)
 
 
 ERASED = "(erased: a student of this lesson, or its date)"
@@ -331,9 +332,8 @@ def _print_history(found: LessonHistory, as_of_version: int | None, as_of: str |
     table.add_column("v", justify="right", no_wrap=True)
     table.add_column("recorded at (UTC)", no_wrap=True)
     table.add_column("event", no_wrap=True)
-    # Folded, never cut short with an ellipsis: an auditor reads every id and value whole.
-    table.add_column("who (source), request, batch", overflow="fold")
-    table.add_column("what changed", ratio=1, overflow="fold")
+    table.add_column("who (source), request, batch")
+    table.add_column("what changed", ratio=1)
     # The canonical key, from the first event (an Opened, or an OpenedByRequest), to show
     # where a caller spelled it otherwise.
     key = {k: str(v) for k, v in found.entries[0].changes.items()} if found.entries else {}
@@ -348,7 +348,7 @@ def _print_history(found: LessonHistory, as_of_version: int | None, as_of: str |
             who,
             _changes(entry, key),
         )
-    out.print(table)
+    print_table(table)
     if found.state is None:
         out.print("The lesson did not exist yet at that point.")
         return
@@ -443,7 +443,7 @@ def _print_batch(result: BatchResult, generated_batch_id: bool) -> None:
             "" if item.position is None else str(item.position),
             _item_detail(item),
         )
-    out.print(table)
+    print_table(table)
     summary = ", ".join(f"{count} {outcome}" for outcome, count in result.summary.items() if count)
     written = "written" if result.written else "nothing written"
     out.print(f"batch {result.batch_id} ({result.mode}, {written}): {summary or 'empty'}")

@@ -25,6 +25,7 @@ import typer
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,7 +35,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Column
+from rich.table import Column, Table
 
 from adapters.auth.settings import JwtSettings
 from adapters.eventstore import open_ledger
@@ -74,6 +75,21 @@ AsJson = Annotated[bool, flag("--json", help="print JSON instead of a table")]
 
 ID_WIDTH = 36
 """A lesson id (a UUID) as text."""
+
+
+def print_table(table: Table) -> None:
+    """Print a table whole: a cell too wide for its column folds onto further lines, never
+    cut short with '…' (an operator or auditor reads every id, time and name)."""
+    for column in table.columns:
+        column.overflow = "fold"
+    out.print(table)
+
+
+def too_wide(table: Table) -> bool:
+    """Whether the table is wider than the terminal even with its text wrapped (measured
+    as if the terminal were wide: a measure never exceeds the width it is given)."""
+    unbounded = out.options.update(width=10_000)
+    return Measurement.get(out, unbounded, table).minimum > out.width
 
 
 def id_column(header: str) -> Column:

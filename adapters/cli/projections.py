@@ -30,6 +30,7 @@ from adapters.cli.options import (
     exit_codes,
     flag,
     out,
+    print_table,
     progress_bar,
 )
 from adapters.counts import counted
@@ -95,7 +96,7 @@ def status(
                 f" of {rebuild.head} ({rebuild.fraction:.0%})"
             ),
         )
-    out.print(table)
+    print_table(table)
 
 
 @projections_app.command("catch-up")

@@ -29,6 +29,7 @@ from adapters.cli.options import (
     opened_ledger,
     out,
     print_json,
+    print_table,
     progress_bar,
 )
 from adapters.counts import counted
@@ -119,7 +120,7 @@ def erasures(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
             str(record.lessons),
             "yes" if n < covered else "not yet",
         )
-    out.print(table)
+    print_table(table)
 
 
 def _covered(database: Database) -> int:

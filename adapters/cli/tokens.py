@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from adapters.cli.options import REJECTED, DatabaseUrl, err, exit_codes, out
+from adapters.cli.options import REJECTED, DatabaseUrl, err, exit_codes, print_table
 from adapters.storage.database import Database
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import ROLES, TokenStore
@@ -69,7 +69,7 @@ def tokens_list(database_url: DatabaseUrl = None) -> None:
             token.created_at,
             token.revoked_at or "",
         )
-    out.print(table)
+    print_table(table)
 
 
 @tokens_app.command("revoke")

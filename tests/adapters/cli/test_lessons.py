@@ -364,3 +364,44 @@ def test_every_command_explains_itself_with_an_example() -> None:
         assert ran.exit_code == 0
         assert "Example: lesson-ledger" in ran.stdout, command
         assert "--database-url" in ran.stdout, command
+
+
+def test_no_table_cuts_a_value_short_in_an_80_column_terminal(store: Store, tmp_path: Path) -> None:
+    """A terminal's default width: every table folds a long value onto further lines
+    rather than end it in '…' (token times, erasure ids, who erased, the contested slot's
+    provider, date and slot were cut short)."""
+    details = tmp_path / "details.json"
+    details.write_text(json.dumps(DETAILS))
+    first = request(store, "req-1", "alice", "08:30-09:00", "--details-json", str(details))
+    turned_away = cli(
+        "request", *KEY, "--slot", "8:30-9:00", "--request-id", "req-2", "--actor", "bob",
+        "--correlation-id", "week-36", database_url=store.url,
+    )  # fmt: skip
+    assert turned_away.exit_code == 1
+    batch = tmp_path / "week.json"
+    items = [{"lessonDate": "2025-09-08", "timeSlot": "10:00-10:30", "schoolId": "school-1"}]
+    batch.write_text(json.dumps({"batch": [{**item, **DETAILS} for item in items]}))
+    made = cli("tokens", "create", "--role", "provider", "--provider-id", PROVIDER,
+               "--name", "calendar-integration", database_url=store.url)  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    erased = cli("students", "erase", "st-1", "--reason", "a parent's request of 2025-09-10",
+                 "--actor", "district-privacy-officer", database_url=store.url)  # fmt: skip
+    assert erased.exit_code == 0, erased.stderr
+
+    commands = [
+        ("show", first["lesson_id"]),
+        ("history", first["lesson_id"]),
+        ("batch", str(batch), "--provider", PROVIDER, "--batch-id", "week-37"),
+        ("tokens", "list"),
+        ("students", "erasures"),
+        ("report", "conflicts"),
+        ("projections", "status"),
+    ]
+    for command in commands:
+        ran = cli(*command, database_url=store.url, columns=80)
+        assert ran.exit_code == 0, (command, ran.stderr)
+        assert "…" not in ran.stdout, (command, ran.stdout)
+        assert max(len(line) for line in ran.stdout.splitlines()) <= 80, command
+    erasures = cli("students", "erasures", database_url=store.url, columns=80).stdout
+    who = "".join(line.split("│")[4].strip() for line in erasures.splitlines() if "│" in line)
+    assert who == "district-privacy-officer", erasures  # whole, over several lines
