@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.measure import Measurement
 from rich.table import Column, Table
 
 from adapters.cli.options import (
@@ -27,7 +28,7 @@ from adapters.cli.options import (
     id_column,
     out,
     print_json,
-    too_wide,
+    print_table,
 )
 from adapters.read_model import open_read_model
 from projections.lessons import LessonRow
@@ -128,6 +129,13 @@ def _table(rows: Sequence[LessonRow], left_out: tuple[str, ...], *, compact: boo
     return table
 
 
+def _too_wide(table: Table) -> bool:
+    """Whether the table is wider than the terminal even with its text wrapped (measured
+    as if the terminal were wide: a measure never exceeds the width it is given)."""
+    unbounded = out.options.update(width=10_000)
+    return Measurement.get(out, unbounded, table).minimum > out.width
+
+
 GIVES_WAY = ("provider", "why", "request", "school")
 """Columns left out, in this order, when the terminal is too narrow for the table whole:
 rich would squeeze them to nothing, with no mark (`--json` has every field)."""
@@ -143,12 +151,12 @@ def _print_page(page: LessonPage) -> None:
     else:
         left_out: tuple[str, ...] = ()
         table = _table(page.items, left_out)
-        while len(left_out) < len(GIVES_WAY) and too_wide(table):
+        while len(left_out) < len(GIVES_WAY) and _too_wide(table):
             left_out = GIVES_WAY[: len(left_out) + 1]
             table = _table(page.items, left_out)
-        if too_wide(table):
+        if _too_wide(table):
             table = _table(page.items, left_out, compact=True)
-        out.print(table)
+        print_table(table)
         if left_out:
             err.print(
                 f"left out to fit {out.width} columns: {', '.join(left_out)} "

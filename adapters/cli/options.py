@@ -25,7 +25,6 @@ import typer
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
-from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -83,13 +82,6 @@ def print_table(table: Table) -> None:
     for column in table.columns:
         column.overflow = "fold"
     out.print(table)
-
-
-def too_wide(table: Table) -> bool:
-    """Whether the table is wider than the terminal even with its text wrapped (measured
-    as if the terminal were wide: a measure never exceeds the width it is given)."""
-    unbounded = out.options.update(width=10_000)
-    return Measurement.get(out, unbounded, table).minimum > out.width
 
 
 def id_column(header: str) -> Column:

@@ -42,7 +42,7 @@ def test_encrypt_existing_re_anchors_the_tree_and_audit_verify_accepts_it(
     migrated = cli("students", "encrypt-existing", database_url=store.url)
 
     assert migrated.exit_code == 0, migrated.stderr
-    assert "re-anchored the log's tree: 6 event(s) rewritten" in migrated.stderr
+    assert "re-anchored the log's tree: 6 events rewritten" in migrated.stderr
     code, report = verify(store, "--against", str(saved))
     assert code == 0, report
     (record,) = report["reanchorings"]
@@ -50,7 +50,7 @@ def test_encrypt_existing_re_anchors_the_tree_and_audit_verify_accepts_it(
     assert "encrypt-existing" in record["reason"]
     assert report["checkpoint"]["ok"]  # the log as it was then still makes its root
     shown = cli("audit", "verify", database_url=store.url).stdout
-    assert "re-anchoring" in shown and "6 event(s) rewritten" in shown and "accepted" in shown
+    assert "re-anchoring" in shown and "6 events rewritten" in shown and "accepted" in shown
     again = cli("students", "encrypt-existing", database_url=store.url)
     assert again.exit_code == 0 and "re-anchored" not in again.stderr  # nothing left to do
 
