@@ -51,20 +51,21 @@ def serve(
     Example: lesson-ledger serve --workers 4 --database-url postgresql://postgres@127.0.0.1/ledger
     """
     with exit_codes():
-        _check_listening(host, port)  # a port in use is one line, before anything starts
         settings = Settings()
         url = database_url or settings.database_url
         database = Database.from_url(url)  # a wrong URL is one line, before anything starts
-        # So are a missing or broken key file and unsafe JWT settings; the server
-        # processes find the key file made here.
-        keys = ledger_keys(settings, database)
+        # So are unsafe JWT settings, and the worker's when this server generates (SQLite):
+        # they were a traceback in a log line after the banner.
         verifier = JwtVerifier.from_settings(settings.jwt)
         if verifier is not None:
             verifier.close()
         if settings.model_copy(update={"database_url": url}).runs_worker():
-            # The worker's settings too, when this server generates (SQLite): they were a
-            # traceback in a log line after the banner.
             check_generator(WorkerSettings())
+        # A port in use too, once the settings are known good and before anything is
+        # made (the key file, the first admin token shown once).
+        _check_listening(host, port)
+        # So is a missing or broken key file; the server processes find the one made here.
+        keys = ledger_keys(settings, database)
         open_ledger(url).close()  # so are a wrong key and an unreachable database
         check_rights(database)  # and, with table creation off, a grant missing
         public_key = public_key_text(open_signer(database).public_key)

@@ -203,6 +203,26 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> Non
     assert not database.exists()  # nothing started
 
 
+def test_a_bad_setting_is_named_before_a_port_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both wrong: the setting is said first (it was said only once the port was free)."""
+    monkeypatch.setenv("LESSON_LEDGER_LOG_LEVEL", "bogus")
+    database = tmp_path / "ledger.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        ran = cli_process(
+            "serve", "--port", str(port), "--database-url", f"sqlite:///{database}", timeout=30
+        )
+
+    assert ran.exit_code == 2
+    assert ran.stderr.strip().startswith("invalid: setting LESSON_LEDGER_LOG_LEVEL: ")
+    assert not database.exists()
+
+
 def test_a_host_that_is_no_address_is_named(tmp_path: Path) -> None:
     database = tmp_path / "ledger.db"
 
