@@ -10,14 +10,15 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
 from adapters.audit.ledger_audit import LedgerAudit, open_audit
 from domain import LessonLedger
 from tests.support.command_line import cli
-from tests.support.projections import details, mixed_workload
+from tests.support.generation import request_lessons
+from tests.support.projections import mixed_workload
 from tests.support.stores import Store
 
 
@@ -124,15 +125,7 @@ def test_events_the_tree_does_not_hold_yet_are_said_to_be_unchecked(
     assert cli("audit", "checkpoint", database_url=store.url).exit_code == 0
     assert verify(store)[1]["events_after"] == 0
     # One more event (a lesson requested) is said in the singular.
-    ledger.request_lesson(
-        provider_id=str(uuid4()),
-        school_id="school-a",
-        lesson_date="2025-03-03",
-        time_slot="08:30-09:00",
-        request_id="one-more",
-        actor="teacher",
-        details=details(),
-    )
+    request_lessons(ledger, 1, prefix="one-more")
     one = cli("audit", "verify", database_url=store.url).stdout
     at = verify(store)[1]["position"]
     assert f"1 event recorded after position {at}: not in the tree yet" in one

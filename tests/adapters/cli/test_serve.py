@@ -14,7 +14,7 @@ import pytest
 
 from adapters.storage.sqlstore import SqlStore
 from adapters.storage.tokens import TokenStore
-from tests.support.command_line import ANY_PORT, cli_process
+from tests.support.command_line import ANY_PORT, Ran, cli_process
 from tests.support.project import declared_version
 from tests.support.served import serving_process
 from tests.support.stores import Store
@@ -184,18 +184,24 @@ def test_a_port_beyond_65535_is_refused_not_wrapped(tmp_path: Path) -> None:
     assert not database.exists()  # nothing started
 
 
-def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
-    """The banner said it was serving, the ledger started, then uvicorn's log line said
-    the address was in use."""
-    database = tmp_path / "ledger.db"
+def serve_on_a_port_in_use(database: Path) -> tuple[Ran, int]:
+    """`serve` told to listen on a port another socket listens on; the port."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-
         ran = cli_process(
             "serve", "--port", str(port), "--database-url", f"sqlite:///{database}", timeout=30
         )
+    return ran, port
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """The banner said it was serving, the ledger started, then uvicorn's log line said
+    the address was in use."""
+    database = tmp_path / "ledger.db"
+
+    ran, port = serve_on_a_port_in_use(database)
 
     assert ran.exit_code == 3
     assert ran.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
@@ -209,14 +215,8 @@ def test_a_bad_setting_is_named_before_a_port_in_use(
     """Both wrong: the setting is said first (it was said only once the port was free)."""
     monkeypatch.setenv("LESSON_LEDGER_LOG_LEVEL", "bogus")
     database = tmp_path / "ledger.db"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
 
-        ran = cli_process(
-            "serve", "--port", str(port), "--database-url", f"sqlite:///{database}", timeout=30
-        )
+    ran, _ = serve_on_a_port_in_use(database)
 
     assert ran.exit_code == 2
     assert ran.stderr.strip().startswith("invalid: setting LESSON_LEDGER_LOG_LEVEL: ")

@@ -11,6 +11,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,17 @@ def sign_in(page: Any, base_url: str, token: str) -> None:
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/calendar"))
+
+
+@contextmanager
+def admin_page(api: Api, chromium: str, width: int = 1280, height: int = 800) -> Iterator[Any]:
+    """A page of a headless Chromium with the admin signed in."""
+    api.auth("admin")
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(WAIT_MS)
+        sign_in(page, api.base_url, api.tokens["admin:None"])
+        yield page
 
 
 @pytest.fixture
@@ -231,10 +243,7 @@ def test_an_admin_watches_a_rebuild_and_a_verify(api: Api, chromium: str, tmp_pa
 
     seed(api)
     api.auth("admin")
-    with launched(chromium) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.set_default_timeout(WAIT_MS)
-        sign_in(page, api.base_url, api.tokens["admin:None"])
+    with admin_page(api, chromium) as page:
         page.get_by_role("link", name="Operations").click()
         expect(page.get_by_role("row", name=re.compile("^lessons"))).to_contain_text("4")
         page.get_by_role("button", name="Start a verify").click()
@@ -255,10 +264,7 @@ def test_an_admin_on_a_phone_reaches_every_page_without_scrolling_sideways(
 
     seed(api)
     api.auth("admin")
-    with launched(chromium) as browser:
-        page = browser.new_page(viewport={"width": 390, "height": 844})
-        page.set_default_timeout(WAIT_MS)
-        sign_in(page, api.base_url, api.tokens["admin:None"])
+    with admin_page(api, chromium, width=390, height=844) as page:
         nav = page.get_by_role("navigation", name="Pages")
         for name in ("Calendar", "Conflicts", "Proof", "Operations", "Erasures"):
             link = nav.get_by_role("link", name=name)
@@ -281,10 +287,7 @@ def test_an_admin_finds_a_students_erasure_and_a_retention_run(
     assert erased.status_code == 200, erased.text
     api.app.state.audit.checkpoint()  # covers the student's erasure, not the retention run
     api.app.state.erasures.retention(date(2025, 9, 9), actor="retention", reason="daily")
-    with launched(chromium) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.set_default_timeout(WAIT_MS)
-        sign_in(page, api.base_url, api.tokens["admin:None"])
+    with admin_page(api, chromium) as page:
         page.get_by_role("link", name="Erasures").click()
         rows = page.get_by_role("table").get_by_role("row")
         expect(rows).to_have_count(3)  # the header, then newest first
@@ -313,10 +316,7 @@ def test_an_admin_signs_a_checkpoint_verifies_the_log_and_sees_an_edit_named(
     api.auth("admin")
     audit = api.app.state.audit
     wait_until(lambda: audit.tree.size() == 4, 10, "the tree to take the seeded events")
-    with launched(chromium) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.set_default_timeout(WAIT_MS)
-        sign_in(page, api.base_url, api.tokens["admin:None"])
+    with admin_page(api, chromium) as page:
         page.get_by_role("link", name="Proof").click()
         expect(page.get_by_text("none signed yet")).to_be_visible()
         page.get_by_role("button", name="Sign a checkpoint now").click()
