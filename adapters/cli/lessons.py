@@ -273,8 +273,9 @@ def lesson_id_from(
     missing = [name for name, value in parts.items() if value is None]
     if len(missing) == len(parts):
         raise bad_input("LESSON_ID", "give the lesson id, or --provider --school --date --slot")
-    if missing:
-        raise bad_input(missing[0], "is missing: the key needs all four parts")
+    if missing:  # each named, not the first alone
+        verb = "is" if len(missing) == 1 else "are"
+        raise bad_input(", ".join(missing), f"{verb} missing: the key needs all four parts")
     with exit_codes():
         return lesson_id_for(provider, school, date, slot)
 

@@ -322,6 +322,17 @@ def test_unreachable_database_exits_3_with_one_line(args: list[str]) -> None:
     assert ran.stdout == ""
 
 
+def test_a_key_with_parts_missing_names_each(store: Store) -> None:
+    one = cli("history", *KEY, database_url=store.url)
+    three = cli("show", "--provider", PROVIDER, database_url=store.url)
+
+    assert one.exit_code == three.exit_code == 2
+    assert one.stderr.strip() == "invalid: --slot: is missing: the key needs all four parts"
+    assert three.stderr.strip() == (
+        "invalid: --school, --date, --slot: are missing: the key needs all four parts"
+    )
+
+
 def test_a_malformed_database_url_is_usage() -> None:
     ran = cli("show", "bc6d9951-98a0-5f69-bb51-784a7571209c", database_url="mysql://x/y")
     assert ran.exit_code == 2 and "unknown scheme" in ran.stderr
