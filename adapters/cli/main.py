@@ -14,6 +14,7 @@ from adapters.cli.keys import keys_app
 from adapters.cli.lesson_changes import change_commands
 from adapters.cli.lesson_list import list_commands
 from adapters.cli.lessons import lessons_commands
+from adapters.cli.options import flag
 from adapters.cli.projections import projections_app
 from adapters.cli.proofs import audit_app
 from adapters.cli.serve import serve
@@ -54,12 +55,11 @@ def _show_version(asked: bool) -> None:
 def main(
     version: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--version",
+            help="Print the release's version and exit.",
             callback=_show_version,
             is_eager=True,
-            help="Print the release's version and exit.",
-            metavar="",  # a switch (adapters/cli/options.py, `flag`)
         ),
     ] = False,
 ) -> None:

@@ -64,10 +64,10 @@ DatabaseUrl = Annotated[
 ]
 
 
-def flag(name: str, help: str) -> Any:
+def flag(name: str, help: str, **options: Any) -> Any:
     """A switch, which takes no value: shown without the `<bool>` typer gives it, which
     reads as if it took one (`--json <bool>`)."""
-    return typer.Option(name, help=help, metavar="")
+    return typer.Option(name, help=help, metavar="", **options)
 
 
 AsJson = Annotated[bool, flag("--json", help="print JSON instead of a table")]

@@ -88,8 +88,7 @@ def test_history_by_id_and_by_key_shows_every_event_and_rejected_attempt(
     # provider id, the date and the slot were cut short).
     narrow = cli("history", str(lesson_id), database_url=store.url, columns=80)
     assert narrow.exit_code == 0 and "…" not in narrow.stdout
-    changed = "".join(line.split("│")[-2] for line in narrow.stdout.splitlines() if "│" in line)
-    squeezed = re.sub(r"\s", "", changed)
+    squeezed = re.sub(r"\s", "", column_text(narrow.stdout, -2))
     for whole in (f"provider_id={PROVIDER}", "lesson_date=2025-09-05", "time_slot=08:30-09:00"):
         assert whole in squeezed, narrow.stdout
 
@@ -322,6 +321,12 @@ def test_unreachable_database_exits_3_with_one_line(args: list[str]) -> None:
     assert ran.stdout == ""
 
 
+def column_text(table: str, column: int) -> str:
+    """A printed table's column (by its place among the `│`-separated cells), its rows'
+    fragments joined: a value folded over several lines, whole again."""
+    return "".join(line.split("│")[column].strip() for line in table.splitlines() if "│" in line)
+
+
 def test_a_key_with_parts_missing_names_each(store: Store) -> None:
     one = cli("history", *KEY, database_url=store.url)
     three = cli("show", "--provider", PROVIDER, database_url=store.url)
@@ -399,7 +404,7 @@ def test_no_table_cuts_a_value_short_in_an_80_column_terminal(store: Store, tmp_
                  "--actor", "district-privacy-officer", database_url=store.url)  # fmt: skip
     assert erased.exit_code == 0, erased.stderr
 
-    commands = [
+    tables = [
         ("show", first["lesson_id"]),
         ("history", first["lesson_id"]),
         ("batch", str(batch), "--provider", PROVIDER, "--batch-id", "week-37"),
@@ -408,11 +413,11 @@ def test_no_table_cuts_a_value_short_in_an_80_column_terminal(store: Store, tmp_
         ("report", "conflicts"),
         ("projections", "status"),
     ]
-    for command in commands:
+    for command in tables:
         ran = cli(*command, database_url=store.url, columns=80)
         assert ran.exit_code == 0, (command, ran.stderr)
         assert "…" not in ran.stdout, (command, ran.stdout)
         assert max(len(line) for line in ran.stdout.splitlines()) <= 80, command
     erasures = cli("students", "erasures", database_url=store.url, columns=80).stdout
-    who = "".join(line.split("│")[4].strip() for line in erasures.splitlines() if "│" in line)
+    who = column_text(erasures, 4)
     assert who == "district-privacy-officer", erasures  # whole, over several lines
